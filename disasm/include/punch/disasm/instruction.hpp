@@ -1,0 +1,71 @@
+// punch::disasm — decoding x86-64 instructions into plain facts.
+//
+// disasm/ depends on Zydis alone. It takes bytes plus the address they live
+// at and returns facts, errors or new bytes; it never reads or writes memory
+// itself (callers read code with runtime::safe_read).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <Zydis/Zydis.h>
+
+#include <punch/result.hpp>
+
+namespace punch::disasm {
+
+//! Bytes and the address where they live (or will live).
+struct CodeSpan {
+  std::uintptr_t address = 0;
+  std::span<const std::uint8_t> bytes;
+
+  std::uintptr_t end() const noexcept { return address + bytes.size(); }
+  bool contains(std::uintptr_t a) const noexcept { return a >= address && a < end(); }
+};
+
+//! How an instruction affects control flow.
+enum class Flow {
+  kNone,          //!< Falls through.
+  kJump,          //!< jmp rel8/rel32.
+  kCondJump,      //!< jcc rel8/rel32.
+  kShortOnly,     //!< jrcxz/jecxz/loop/loope/loopne: rel8 only, no rel32 form.
+  kCall,          //!< call rel32.
+  kIndirectJump,  //!< jmp r/m (jump tables, tail calls through pointers).
+  kIndirectCall,  //!< call r/m.
+  kReturn,        //!< ret/iret.
+  kSyscall,       //!< syscall/sysenter/int N.
+  kTrap,          //!< int3, ud2, hlt and other instructions that stop the thread.
+};
+
+//! One decoded instruction: plain data.
+struct Instruction {
+  std::uintptr_t address = 0;
+  std::uint8_t length = 0;
+  ZydisMnemonic mnemonic = ZYDIS_MNEMONIC_INVALID;
+  Flow flow = Flow::kNone;
+  bool has_branch_target = false;   //!< A direct relative branch (kJump, kCondJump, kShortOnly, kCall).
+  std::uintptr_t branch_target = 0;
+  bool has_memory_target = false;   //!< A RIP-relative memory operand (any encoding: legacy, VEX, EVEX).
+  std::uintptr_t memory_target = 0; //!< Its absolute address.
+  std::uint8_t rel_offset = 0;      //!< Offset of the relative field (branch immediate or RIP displacement).
+  std::uint8_t rel_size = 0;        //!< 0 when none, else 1 or 4 bytes.
+  bool is_padding = false;          //!< nop (any form) or int3.
+  bool is_endbr64 = false;
+
+  std::uintptr_t end() const noexcept { return address + length; }
+};
+
+//! Decodes the instruction at `address` (which must lie inside `code`).
+//! Errors: address outside the span, truncated or invalid bytes — each naming the address.
+Result<Instruction> decode(CodeSpan code, std::uintptr_t address);
+
+//! Decodes `code` from its first byte to its end; the span must end on an instruction boundary.
+Result<std::vector<Instruction>> decode_all(CodeSpan code);
+
+//! Intel-syntax text of the instruction at `address`, for messages ("mov rax, [rip+0x10]").
+std::string format(CodeSpan code, std::uintptr_t address);
+
+}  // namespace punch::disasm

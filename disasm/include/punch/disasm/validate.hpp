@@ -1,0 +1,47 @@
+// punch::disasm validation — is a patch safe against the code as it stands?
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include <punch/disasm/instruction.hpp>
+#include <punch/result.hpp>
+
+namespace punch::disasm {
+
+//! Confirms [start, end) starts and ends on instruction boundaries of `code`,
+//! decoding from code.address, which the caller knows is a boundary (e.g. a
+//! function entry). The error names the offending address and the instruction
+//! that straddles it. Returns the instructions that make up [start, end).
+Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t start, std::uintptr_t end);
+
+//! Confirms `replacement` (to live at replacement.address) decodes to whole,
+//! valid instructions ending exactly at its end. NOP padding is checked like any code.
+Result<std::vector<Instruction>> check_replacement(CodeSpan replacement);
+
+//! The extent of the function that holds an address.
+struct FunctionExtent {
+  std::uintptr_t start = 0;
+  std::uintptr_t end = 0;
+  enum class Source { kSymbol, kCaller, kBoundedScan } source = Source::kSymbol;
+};
+
+//! The enclosing function from the ELF symbol table (dladdr1 RTLD_DL_SYMENT);
+//! kUnprovable when the address is in no loaded object or has no sized symbol.
+Result<FunctionExtent> function_extent(std::uintptr_t address);
+
+//! What a branch scan found.
+struct BranchScan {
+  std::vector<std::uintptr_t> branches_into;   //!< Addresses of direct branches landing strictly inside the range.
+  std::vector<std::uintptr_t> indirect_jumps;  //!< Addresses of indirect jumps in the scanned code (cannot prove safe).
+  bool complete = true;                        //!< false when the scan stopped at undecodable bytes.
+};
+
+//! Scans `function` (its bytes, from its entry) for branches landing strictly
+//! inside (start, end) — a branch to `start` itself is fine — and for indirect jumps.
+Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end);
+
+}  // namespace punch::disasm

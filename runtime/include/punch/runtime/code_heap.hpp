@@ -1,0 +1,62 @@
+// punch::runtime::CodeHeap — R+X arenas that hand out code space.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include <punch/result.hpp>
+#include <punch/runtime/code_writer.hpp>
+
+namespace punch::runtime {
+
+//! Heap statistics, in bytes.
+struct HeapStats {
+  std::size_t mapped = 0;     //!< Bytes of code memory mapped in all arenas.
+  std::size_t used = 0;       //!< Bytes handed out and not freed (including alignment).
+  std::size_t free = 0;       //!< mapped - used.
+  std::size_t fragments = 0;  //!< Number of free blocks across arenas.
+  std::size_t arenas = 0;     //!< Number of arenas.
+  std::size_t allocations = 0;//!< Live allocations.
+};
+
+//! A thread-safe allocator of executable memory, on top of a CodeWriter.
+//!
+//! Arenas are R+X MAP_PRIVATE (under dual-map: memfd pairs). Fresh and freed
+//! space is filled with int3. Space that was freed is synced (every thread
+//! serialized) before it is handed out again, so no thread runs stale code there.
+class CodeHeap {
+ public:
+  //! A heap writing through `writer`, mapping arenas of at least `arena_size` bytes.
+  explicit CodeHeap(CodeWriter& writer, std::size_t arena_size = 1u << 20);
+  ~CodeHeap();  //!< Unmaps every arena. Code in it must no longer run.
+  CodeHeap(const CodeHeap&) = delete;
+  CodeHeap& operator=(const CodeHeap&) = delete;
+
+  //! The process-wide heap on CodeWriter::global().
+  static Result<CodeHeap*> global();
+
+  //! Allocates `size` bytes aligned to `align` (a power of two, at most a page),
+  //! lying entirely within `window` (see AddressWindow::rel32_reach).
+  //! Errors: zero or overflowing size, bad alignment, empty window, no memory in reach.
+  Result<std::uintptr_t> allocate(std::size_t size, std::size_t align = 16, AddressWindow window = {});
+
+  //! Frees an allocation. Freeing an address this heap did not hand out, or a
+  //! double free, is a kNotOwned error and changes nothing.
+  Status free(std::uintptr_t address);
+
+  //! Whether [address, address+size) lies inside one live allocation of this heap.
+  bool owns(std::uintptr_t address, std::size_t size = 1) const;
+
+  //! Size of the live allocation starting at `address`, or kNotOwned.
+  Result<std::size_t> allocation_size(std::uintptr_t address) const;
+
+  HeapStats stats() const;
+  CodeWriter& writer() const noexcept;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace punch::runtime

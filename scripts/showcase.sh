@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds, and runs the showcase programs of examples/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh release -DCMAKE_BUILD_TYPE=Release -DPUNCH_BUILD_TESTS=OFF -DPUNCH_BUILD_BENCH=OFF
+for example in punch-probe hello_jit live_swap hook_libc; do
+  exe=build/release/examples/$example
+  [ -x "$exe" ] || continue
+  echo "== $example"
+  case $example in
+    live_swap) "$exe" --threads 2 --swaps 2000 --kind prologue ;;
+    *) "$exe" ;;
+  esac
+done
