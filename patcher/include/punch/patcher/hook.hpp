@@ -1,0 +1,139 @@
+// punch::patcher::Hook — inline hooks with trampolines, safe while the target runs.
+//
+// A hook redirects a function's entry to a detour. The detour calls the
+// original behaviour through `trampoline()`: the instructions the entry jump
+// displaced ("stolen"), relocated into CodeHeap memory near the target, then
+// a jump back. Install, enable, disable and remove are each one live
+// Transaction, so threads running the function at that moment are safe.
+//
+// Entry forms, in order of preference:
+//  * patchable entry: a nop pad at the entry (-fpatchable-function-entry=N,
+//    N >= 5, or -mfentry -mnop-mcount) is replaced by the jump; nothing is stolen;
+//  * `jmp rel32` (5 bytes) after a leading endbr64, which stays in place;
+//  * `jmp [rip+0]; .quad` (14 bytes, no register, no stack) when no memory lies
+//    within rel32 reach of the target and the stolen bytes allow it.
+// Trampolines and relays begin with endbr64 where an indirect call may land; no push/ret.
+//
+// Chaining: hooking a function that punch already hooked wraps the existing
+// hook (detour2 -> detour1 -> original); hooks are removed in any order.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <punch/disasm/validate.hpp>
+#include <punch/patcher/transaction.hpp>
+#include <punch/result.hpp>
+
+namespace punch::patcher {
+
+//! How the entry of a hooked function is redirected.
+enum class HookEntryKind {
+  kPatchableEntry,  //!< A nop pad at the entry is replaced; no instruction is stolen.
+  kStolenRel32,     //!< `jmp rel32` over stolen instructions (after endbr64 if any).
+  kStolenAbsolute,  //!< `jmp [rip+0]; .quad` over at least 14 stolen bytes (no near memory).
+};
+
+//! "patchable-entry", "stolen-rel32" or "stolen-absolute".
+std::string_view to_string(HookEntryKind kind) noexcept;
+
+//! Choices for Hook::install.
+struct HookOptions {
+  //! Options of every transaction the hook commits (trap byte, thread timeout,
+  //! allow_unprovable: hook functions whose indirect jumps cannot be proven safe).
+  TransactionOptions transaction{};
+  //! The extent of the target function, when no ELF symbol describes it
+  //! (e.g. JIT code). Used to refuse branches into the stolen bytes.
+  std::optional<disasm::FunctionExtent> function{};
+  //! Use a patchable entry pad when one is found (the cheapest, safest form).
+  bool prefer_patchable_entry = true;
+  //! Allow the 14-byte absolute entry when no memory lies within rel32 reach.
+  bool allow_absolute_entry = true;
+  //! Force the 14-byte absolute entry (for tests and hosts with a crowded address space).
+  bool force_absolute_entry = false;
+  //! Install enabled (otherwise install() prepares everything and enable() later redirects).
+  bool enabled = true;
+};
+
+//! A function to find by name in the loaded objects.
+struct SymbolRef {
+  std::string name;     //!< "puts".
+  std::string version;  //!< "" for dlsym, else a version for dlvsym ("GLIBC_2.2.5").
+  //! "" to search every loaded object (RTLD_DEFAULT), else a loaded object's
+  //! name as dlopen knows it ("libc.so.6"); it is never loaded by the lookup.
+  std::string object;
+};
+
+//! Resolves a symbol to the address a call through the dynamic linker reaches.
+//! For an IFUNC (glibc's strlen, memcpy, ...) that is the implementation the
+//! resolver picked for this CPU (e.g. __strlen_avx2), which is what gets hooked.
+Result<void*> resolve_symbol(const SymbolRef& symbol);
+
+//! What an installed hook looks like.
+struct HookInfo {
+  std::uintptr_t target = 0;        //!< The function hooked.
+  std::uintptr_t entry = 0;         //!< Where the entry jump lives (target, or after its endbr64).
+  HookEntryKind kind = HookEntryKind::kStolenRel32;
+  std::size_t stolen = 0;           //!< Bytes replaced at `entry` (the pad size for patchable entries).
+  std::uintptr_t trampoline = 0;    //!< What trampoline() returns.
+  std::size_t chain_position = 0;   //!< 0 for the innermost hook of the target, 1 for the one wrapping it, ...
+};
+
+//! An installed inline hook: a movable handle. Destroying an installed hook
+//! removes it (errors are dropped there: call remove() to see them).
+class Hook {
+ public:
+  Hook() noexcept = default;
+  ~Hook();
+  Hook(Hook&& other) noexcept;
+  Hook& operator=(Hook&& other) noexcept;
+  Hook(const Hook&) = delete;
+  Hook& operator=(const Hook&) = delete;
+
+  //! Hooks `target` so its callers reach `detour`. When `target` is already
+  //! hooked by punch, the new hook wraps the existing ones. Errors (memory unchanged):
+  //! branch into the stolen bytes, unprovable indirect jumps, a function shorter
+  //! than the jump not followed by padding, a call that is not the last stolen
+  //! instruction, unrelocatable instructions, no memory in reach, a failed transaction.
+  static Result<Hook> install(void* target, void* detour, HookOptions options = {});
+
+  //! Hooks the function `symbol` names (see resolve_symbol).
+  static Result<Hook> install(const SymbolRef& symbol, void* detour, HookOptions options = {});
+
+  //! Redirects the function to the detour again (one transaction). No-op when enabled.
+  Status enable();
+  //! Lets calls skip this detour (one transaction); the hook stays installed. No-op when disabled.
+  Status disable();
+  //! Removes the hook (one transaction). The last hook of a target restores
+  //! its original bytes exactly. Afterwards the handle is empty.
+  Status remove();
+
+  bool installed() const noexcept { return id_ != 0; }
+  bool enabled() const noexcept;
+
+  //! The address to call for the original behaviour (the next hook inward
+  //! when chained). Stable for the life of the hook; begins with endbr64.
+  void* trampoline() const noexcept;
+
+  //! trampoline() as a function pointer: `auto orig = hook.original<int (*)(int)>();`
+  template <class Fn>
+  Fn original() const noexcept { return reinterpret_cast<Fn>(trampoline()); }
+
+  HookInfo info() const noexcept;
+
+ private:
+  explicit Hook(std::uint64_t id) noexcept : id_(id) {}
+  std::uint64_t id_ = 0;
+};
+
+//! Frees trampolines and relays of removed hooks once a rendezvous shows no
+//! thread is executing them. The caller promises no detour will call a removed
+//! hook's trampoline again (e.g. by a pointer it saved). Trampolines whose
+//! stolen bytes end in a call are kept (a return address into them may be on
+//! some stack). Returns how many blocks were freed.
+Result<std::size_t> release_retired_hook_code(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
+
+}  // namespace punch::patcher
