@@ -1,0 +1,165 @@
+// decode, decode_all and format: Zydis instructions turned into plain facts.
+#include <punch/disasm/instruction.hpp>
+
+#include <cstdio>
+
+#include "zydis_decode.hpp"
+
+namespace punch::disasm {
+namespace {
+
+const ZydisDecoder& decoder() {
+  static const ZydisDecoder instance = [] {
+    ZydisDecoder d;
+    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    return d;
+  }();
+  return instance;
+}
+
+Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
+  switch (insn.mnemonic) {
+    case ZYDIS_MNEMONIC_JRCXZ:
+    case ZYDIS_MNEMONIC_JECXZ:
+    case ZYDIS_MNEMONIC_JCXZ:
+    case ZYDIS_MNEMONIC_LOOP:
+    case ZYDIS_MNEMONIC_LOOPE:
+    case ZYDIS_MNEMONIC_LOOPNE:
+      return Flow::kShortOnly;
+    case ZYDIS_MNEMONIC_SYSCALL:
+    case ZYDIS_MNEMONIC_SYSENTER:
+    case ZYDIS_MNEMONIC_INT:
+    case ZYDIS_MNEMONIC_INT1:
+    case ZYDIS_MNEMONIC_INTO:
+      return Flow::kSyscall;
+    case ZYDIS_MNEMONIC_INT3:
+    case ZYDIS_MNEMONIC_UD0:
+    case ZYDIS_MNEMONIC_UD1:
+    case ZYDIS_MNEMONIC_UD2:
+    case ZYDIS_MNEMONIC_HLT:
+      return Flow::kTrap;
+    default:
+      break;
+  }
+  switch (insn.meta.category) {
+    case ZYDIS_CATEGORY_UNCOND_BR: return relative_branch ? Flow::kJump : Flow::kIndirectJump;
+    case ZYDIS_CATEGORY_COND_BR: return Flow::kCondJump;
+    case ZYDIS_CATEGORY_CALL: return relative_branch ? Flow::kCall : Flow::kIndirectCall;
+    case ZYDIS_CATEGORY_RET:
+    case ZYDIS_CATEGORY_SYSRET: return Flow::kReturn;
+    case ZYDIS_CATEGORY_SYSCALL: return Flow::kSyscall;
+    default: return Flow::kNone;
+  }
+}
+
+}  // namespace
+
+namespace detail {
+
+std::string hex_bytes(CodeSpan code, std::uintptr_t address, std::size_t max) {
+  std::string out;
+  if (!code.contains(address)) return out;
+  std::size_t first = address - code.address;
+  for (std::size_t i = first; i < code.bytes.size() && i < first + max; ++i) {
+    char buf[4];
+    std::snprintf(buf, sizeof buf, i == first ? "%02x" : " %02x", code.bytes[i]);
+    out += buf;
+  }
+  return out;
+}
+
+Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instruction& out) {
+  if (code.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(address) + ": no bytes to decode (empty span)");
+  if (!code.contains(address))
+    return fail(ErrorCode::kInvalidArgument, at(address) + ": outside the code span [" + at(code.address) +
+                                                 ", " + at(code.end()) + ")");
+  const std::size_t offset = address - code.address;
+  const ZyanStatus status = ZydisDecoderDecodeFull(&decoder(), code.bytes.data() + offset,
+                                                   code.bytes.size() - offset, &view.insn, view.operands);
+  if (status == ZYDIS_STATUS_NO_MORE_DATA)
+    return fail(ErrorCode::kDecodeFailed, at(address) + ": instruction truncated by the end of the span at " +
+                                              at(code.end()) + " (bytes " + hex_bytes(code, address) + ")");
+  if (!ZYAN_SUCCESS(status))
+    return fail(ErrorCode::kDecodeFailed, at(address) + ": invalid instruction (bytes " +
+                                              hex_bytes(code, address) + ")");
+
+  const ZydisDecodedInstruction& insn = view.insn;
+  out = Instruction{};
+  out.address = address;
+  out.length = insn.length;
+  out.mnemonic = insn.mnemonic;
+
+  // A relative immediate: a direct branch (jmp/jcc/call/jrcxz/loop) or xbegin's abort target.
+  bool relative_branch = false;
+  for (const auto& imm : insn.raw.imm) {
+    if (imm.size != 0 && imm.is_relative) {
+      relative_branch = true;
+      out.has_branch_target = true;
+      out.branch_target = address + insn.length + static_cast<std::uintptr_t>(imm.value.s);
+      out.rel_offset = imm.offset;
+      out.rel_size = imm.size / 8;
+    }
+  }
+  // A RIP-relative memory operand (legacy, VEX or EVEX alike: Zydis reports base = rip).
+  for (std::uint8_t i = 0; i < insn.operand_count; ++i) {
+    const ZydisDecodedOperand& op = view.operands[i];
+    if (op.type != ZYDIS_OPERAND_TYPE_MEMORY) continue;
+    if (op.mem.base != ZYDIS_REGISTER_RIP && op.mem.base != ZYDIS_REGISTER_EIP) continue;
+    ZyanU64 target = 0;
+    if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &op, address, &target))) continue;
+    out.has_memory_target = true;
+    out.memory_target = target;
+    out.rel_offset = insn.raw.disp.offset;
+    out.rel_size = insn.raw.disp.size / 8;
+    break;
+  }
+  out.flow = classify(insn, relative_branch);
+  out.is_padding = insn.meta.category == ZYDIS_CATEGORY_NOP || insn.mnemonic == ZYDIS_MNEMONIC_INT3;
+  out.is_endbr64 = insn.mnemonic == ZYDIS_MNEMONIC_ENDBR64;
+  return {};
+}
+
+}  // namespace detail
+
+Result<Instruction> decode(CodeSpan code, std::uintptr_t address) {
+  detail::ZydisView view;
+  Instruction out;
+  PUNCH_TRY(detail::decode_into(code, address, view, out));
+  return out;
+}
+
+Result<std::vector<Instruction>> decode_all(CodeSpan code) {
+  if (code.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(code.address) + ": no bytes to decode (empty span)");
+  std::vector<Instruction> out;
+  out.reserve(code.bytes.size() / 4 + 1);
+  detail::ZydisView view;
+  for (std::uintptr_t a = code.address; a < code.end();) {
+    Instruction insn;
+    PUNCH_TRY(detail::decode_into(code, a, view, insn));
+    out.push_back(insn);
+    a = insn.end();
+  }
+  return out;
+}
+
+std::string format(CodeSpan code, std::uintptr_t address) {
+  detail::ZydisView view;
+  Instruction insn;
+  if (auto ok = detail::decode_into(code, address, view, insn); !ok)
+    return "(undecodable: " + detail::hex_bytes(code, address) + ")";
+  static const ZydisFormatter formatter = [] {
+    ZydisFormatter f;
+    ZydisFormatterInit(&f, ZYDIS_FORMATTER_STYLE_INTEL);
+    return f;
+  }();
+  char text[256];
+  if (!ZYAN_SUCCESS(ZydisFormatterFormatInstruction(&formatter, &view.insn, view.operands,
+                                                    view.insn.operand_count_visible, text, sizeof text, address,
+                                                    nullptr)))
+    return "(unformattable: " + detail::hex_bytes(code, address, insn.length) + ")";
+  return text;
+}
+
+}  // namespace punch::disasm

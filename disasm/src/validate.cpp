@@ -1,0 +1,97 @@
+// Patch validation: instruction boundaries, replacement bytes, function extents, branch scans.
+#include <punch/disasm/validate.hpp>
+
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+
+namespace punch::disasm {
+namespace {
+
+std::string describe_at(CodeSpan code, const Instruction& insn) {
+  return "`" + format(code, insn.address) + "` at " + at(insn.address) + " (" +
+         std::to_string(insn.length) + " bytes)";
+}
+
+}  // namespace
+
+Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t start, std::uintptr_t end) {
+  if (code.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(start) + ": no code to check against (empty span)");
+  if (start >= end)
+    return fail(ErrorCode::kInvalidArgument, at(start) + ": empty or reversed patch range [" + at(start) + ", " +
+                                                 at(end) + ")");
+  if (start < code.address || end > code.end())
+    return fail(ErrorCode::kInvalidArgument, at(start) + ": patch range [" + at(start) + ", " + at(end) +
+                                                 ") is not inside the decoded code [" + at(code.address) + ", " +
+                                                 at(code.end()) + ")");
+  std::vector<Instruction> inside;
+  for (std::uintptr_t a = code.address; a < end;) {
+    auto insn = decode(code, a);
+    if (!insn) return tl::unexpected(std::move(insn).error());
+    if (insn->address < start && start < insn->end())
+      return fail(ErrorCode::kNotBoundary, at(start) + ": patch range starts inside " + describe_at(code, *insn));
+    if (insn->address < end && end < insn->end())
+      return fail(ErrorCode::kNotBoundary, at(end) + ": patch range [" + at(start) + ", " + at(end) +
+                                               ") ends inside " + describe_at(code, *insn));
+    if (insn->address >= start) inside.push_back(*insn);
+    a = insn->end();
+  }
+  return inside;
+}
+
+Result<std::vector<Instruction>> check_replacement(CodeSpan replacement) {
+  if (replacement.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(replacement.address) + ": empty replacement");
+  auto all = decode_all(replacement);
+  if (!all)
+    return fail(all.error().code, "replacement for [" + at(replacement.address) + ", " + at(replacement.end()) +
+                                      "): " + all.error().message);
+  return all;
+}
+
+Result<FunctionExtent> function_extent(std::uintptr_t address) {
+  Dl_info info{};
+  void* extra = nullptr;  // dladdr1 stores a `const ElfW(Sym)*` here.
+  if (dladdr1(reinterpret_cast<void*>(address), &info, &extra, RTLD_DL_SYMENT) == 0 || info.dli_fbase == nullptr)
+    return fail(ErrorCode::kUnprovable, at(address) + ": not inside any loaded object, function extent unknown");
+  const auto* symbol = static_cast<const ElfW(Sym)*>(extra);
+  const std::string object = info.dli_fname ? info.dli_fname : "?";
+  if (symbol == nullptr || info.dli_saddr == nullptr)
+    return fail(ErrorCode::kUnprovable, at(address) + ": no dynamic symbol covers it in " + object +
+                                            " (static or stripped function?), function extent unknown");
+  const auto start = reinterpret_cast<std::uintptr_t>(info.dli_saddr);
+  const std::uintptr_t end = start + symbol->st_size;
+  const std::string name = info.dli_sname ? info.dli_sname : "?";
+  if (symbol->st_size == 0 || address >= end)
+    return fail(ErrorCode::kUnprovable, at(address) + ": nearest symbol `" + name + "` at " + at(start) +
+                                            " (size " + std::to_string(symbol->st_size) +
+                                            ") does not cover it, function extent unknown");
+  return FunctionExtent{start, end, FunctionExtent::Source::kSymbol};
+}
+
+Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end) {
+  if (function.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(start) + ": no function bytes to scan (empty span)");
+  if (start >= end || start < function.address || end > function.end())
+    return fail(ErrorCode::kInvalidArgument, at(start) + ": range [" + at(start) + ", " + at(end) +
+                                                 ") is empty or not inside the function [" + at(function.address) +
+                                                 ", " + at(function.end()) + ")");
+  BranchScan scan;
+  for (std::uintptr_t a = function.address; a < function.end();) {
+    auto insn = decode(function, a);
+    if (!insn) {
+      scan.complete = false;  // Data or junk after the code: what follows is unknown.
+      break;
+    }
+    // Branches inside the range itself disappear with the patch; only the rest of the function matters.
+    const bool outside = insn->end() <= start || insn->address >= end;
+    if (outside && insn->has_branch_target && insn->branch_target > start && insn->branch_target < end)
+      scan.branches_into.push_back(insn->address);
+    if (insn->flow == Flow::kIndirectJump) scan.indirect_jumps.push_back(insn->address);
+    a = insn->end();
+  }
+  return scan;
+}
+
+}  // namespace punch::disasm
