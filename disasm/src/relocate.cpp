@@ -1,0 +1,318 @@
+// Instruction relocation: the same behaviour from another address.
+//
+// Each source instruction becomes one "item" with a kind that fixes how it is
+// re-encoded. Branch items have several forms of growing size (rel8, rel32,
+// absolute); sizes are found by a fixed point: start at the smallest form,
+// lay the run out, grow any item whose form no longer reaches, repeat. Sizes
+// only grow, so this ends; a larger form always reaches whatever a smaller
+// one does, so the final layout is emitted with exactly the sizes chosen.
+#include <punch/disasm/relocate.hpp>
+
+#include <cstring>
+
+#include "encoding.hpp"
+#include "zydis_decode.hpp"
+
+namespace punch::disasm {
+namespace {
+
+using detail::rel32_between;
+using detail::rel8_between;
+
+enum class Kind {
+  kCopy,       //!< Position-independent: copied as is.
+  kRipData,    //!< RIP-relative memory operand: displacement patched in place (length unchanged).
+  kRelImm32,   //!< Another rel32 immediate (xbegin): patched in place.
+  kJump,       //!< jmp rel8/rel32.
+  kCondJump,   //!< jcc rel8/rel32.
+  kShortOnly,  //!< jrcxz/jecxz/loop/loope/loopne.
+  kCall,       //!< call rel32.
+  kCallNext,   //!< call to the next instruction: emulated by pushing the original return address.
+};
+
+struct Item {
+  Instruction insn;
+  Kind kind = Kind::kCopy;
+  std::uint8_t cc = 0;                  //!< Condition code of a jcc.
+  bool internal = false;                //!< The target is an instruction of the run.
+  std::size_t target_index = 0;         //!< Which one, when internal.
+  std::uintptr_t target = 0;            //!< Absolute target (branch or memory), when not internal.
+  std::size_t size = 0;                 //!< Bytes in the relocated code.
+  std::size_t offset = 0;               //!< Where in the relocated code.
+};
+
+std::string name(CodeSpan source, const Instruction& insn) {
+  return "`" + format(source, insn.address) + "`";
+}
+
+bool has_prefix(const ZydisDecodedInstruction& insn, std::uint8_t value) {
+  for (std::uint8_t i = 0; i < insn.raw.prefix_count; ++i)
+    if (insn.raw.prefixes[i].value == value) return true;
+  return false;
+}
+
+// Sizes of the forms of each branch kind, smallest first.
+constexpr std::size_t kJumpForms[] = {2, 5, 14};
+constexpr std::size_t kCondForms[] = {2, 6, 16};   // Absolute: inverted jcc rel8 over a 14-byte jmp.
+constexpr std::size_t kCallForms[] = {5, 16};
+constexpr std::size_t kTailForms[] = {5, 14};      // The jmp after an expanded jrcxz/loop.
+constexpr std::size_t kShortExpansion = 2;         // The `jmp short` over the tail.
+
+// Classifies one decoded instruction of the run, or refuses it with the reason and address.
+Status classify(CodeSpan source, const detail::ZydisView& view, const Instruction& insn, bool last,
+                RelocateOptions options, Item& item) {
+  item.insn = insn;
+  const auto& z = view.insn;
+  const auto refuse = [&](ErrorCode code, const std::string& why) {
+    return fail(code, at(insn.address) + ": cannot relocate " + name(source, insn) + ": " + why);
+  };
+
+  if (insn.flow == Flow::kSyscall)
+    return refuse(ErrorCode::kCannotRelocate,
+                  "a thread inside this system call or interrupt resumes at the original address, "
+                  "which the patch replaces");
+  if ((insn.flow == Flow::kCall || insn.flow == Flow::kIndirectCall) && !(insn.has_branch_target &&
+                                                                         insn.branch_target == insn.end())) {
+    if (!options.allow_final_call)
+      return refuse(ErrorCode::kCannotRelocate, "calls are not allowed in this run (allow_final_call is off)");
+    if (!last)
+      return refuse(ErrorCode::kCannotRelocate,
+                    "a call that is not the last instruction of the run would return into its middle");
+  }
+
+  if (insn.has_memory_target) {
+    if (z.address_width != 64)
+      return refuse(ErrorCode::kCannotRelocate, "EIP-relative operand (address-size prefix) is not supported");
+    item.kind = Kind::kRipData;
+    item.target = insn.memory_target;
+    item.size = insn.length;
+    return {};
+  }
+  if (!insn.has_branch_target) {
+    item.kind = Kind::kCopy;
+    item.size = insn.length;
+    return {};
+  }
+
+  // A relative immediate.
+  if (has_prefix(z, 0x66))
+    return refuse(ErrorCode::kCannotRelocate,
+                  "operand-size prefix on a relative branch (its meaning differs between Intel and AMD)");
+  item.target = insn.branch_target;
+  if (source.contains(insn.branch_target)) {
+    item.internal = true;  // Resolved to an instruction index by the caller.
+  }
+  switch (insn.flow) {
+    case Flow::kJump: item.kind = Kind::kJump; item.size = kJumpForms[0]; break;
+    case Flow::kCondJump:
+      item.kind = Kind::kCondJump;
+      item.cc = z.opcode & 0x0F;
+      item.size = kCondForms[0];
+      break;
+    case Flow::kShortOnly: item.kind = Kind::kShortOnly; item.size = insn.length; break;
+    case Flow::kCall:
+      if (insn.branch_target == insn.end()) {
+        item.kind = Kind::kCallNext;
+        item.internal = false;
+        item.size = detail::push_fits_imm32(insn.end()) ? detail::kPushShortSize : detail::kPushLongSize;
+      } else {
+        item.kind = Kind::kCall;
+        item.size = kCallForms[0];
+      }
+      break;
+    default:
+      if (insn.rel_size != 4)
+        return refuse(ErrorCode::kCannotRelocate, "relative operand of " + std::to_string(insn.rel_size) +
+                                                      " bytes has no wider form");
+      item.kind = Kind::kRelImm32;
+      item.size = insn.length;
+      break;
+  }
+  return {};
+}
+
+// The smallest form (size) of a branch item that reaches its target from the current layout.
+std::size_t needed_size(const Item& item, const std::vector<Item>& items, std::uintptr_t destination) {
+  const std::uintptr_t here = destination + item.offset;
+  const std::uintptr_t to = item.internal ? destination + items[item.target_index].offset : item.target;
+  std::int8_t r8;
+  std::int32_t r32;
+  switch (item.kind) {
+    case Kind::kJump:
+      if (rel8_between(here + kJumpForms[0], to, r8)) return kJumpForms[0];
+      if (rel32_between(here + kJumpForms[1], to, r32)) return kJumpForms[1];
+      return kJumpForms[2];
+    case Kind::kCondJump:
+      if (rel8_between(here + kCondForms[0], to, r8)) return kCondForms[0];
+      if (rel32_between(here + kCondForms[1], to, r32)) return kCondForms[1];
+      return kCondForms[2];
+    case Kind::kCall:
+      if (rel32_between(here + kCallForms[0], to, r32)) return kCallForms[0];
+      return kCallForms[1];
+    case Kind::kShortOnly: {
+      const std::size_t len = item.insn.length;
+      if (rel8_between(here + len, to, r8)) return len;
+      const std::uintptr_t tail = here + len + kShortExpansion;
+      if (rel32_between(tail + kTailForms[0], to, r32)) return len + kShortExpansion + kTailForms[0];
+      return len + kShortExpansion + kTailForms[1];
+    }
+    default: return item.size;
+  }
+}
+
+// Writes one item at its offset; the sizes are final.
+Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, std::uintptr_t destination,
+            std::vector<std::uint8_t>& out) {
+  const Instruction& insn = item.insn;
+  const std::uintptr_t here = destination + item.offset;
+  const std::uintptr_t to = item.internal ? destination + items[item.target_index].offset : item.target;
+  const std::uint8_t* original = source.bytes.data() + (insn.address - source.address);
+  const std::size_t start = out.size();
+  std::int8_t r8 = 0;
+  std::int32_t r32 = 0;
+
+  switch (item.kind) {
+    case Kind::kCopy: out.insert(out.end(), original, original + insn.length); break;
+    case Kind::kRipData:
+    case Kind::kRelImm32: {
+      // The length does not change, so only the 4-byte field moves: patch it in place.
+      if (!rel32_between(here + insn.length, to, r32)) {
+        const char* what = item.kind == Kind::kRipData ? "its RIP-relative operand " : "its target ";
+        return fail(ErrorCode::kOutOfRange, at(insn.address) + ": cannot relocate " + name(source, insn) + " to " +
+                                                at(here) + ": " + what + at(to) +
+                                                " would be more than 2 GiB away and it has no absolute form");
+      }
+      out.insert(out.end(), original, original + insn.length);
+      std::uint32_t field = static_cast<std::uint32_t>(r32);
+      for (int i = 0; i < 4; ++i) out[start + insn.rel_offset + i] = static_cast<std::uint8_t>(field >> (8 * i));
+      break;
+    }
+    case Kind::kJump:
+      if (item.size == kJumpForms[0] && rel8_between(here + 2, to, r8)) detail::emit_jmp_rel8(out, r8);
+      else if (item.size == kJumpForms[1] && rel32_between(here + 5, to, r32)) detail::emit_jmp_rel32(out, r32);
+      else detail::emit_jmp_absolute(out, to);
+      break;
+    case Kind::kCondJump:
+      if (item.size == kCondForms[0] && rel8_between(here + 2, to, r8)) {
+        detail::emit_jcc_rel8(out, item.cc, r8);
+      } else if (item.size == kCondForms[1] && rel32_between(here + 6, to, r32)) {
+        detail::emit_jcc_rel32(out, item.cc, r32);
+      } else {
+        // Inverted condition skips the absolute jump.
+        detail::emit_jcc_rel8(out, static_cast<std::uint8_t>(item.cc ^ 1), 14);
+        detail::emit_jmp_absolute(out, to);
+      }
+      break;
+    case Kind::kCall:
+      if (item.size == kCallForms[0] && rel32_between(here + 5, to, r32)) detail::emit_call_rel32(out, r32);
+      else detail::emit_call_absolute(out, to);
+      break;
+    case Kind::kCallNext:
+      // Pushes what the original call pushes (its original return address),
+      // so call-next/pop PIC code still computes addresses of the original image.
+      detail::emit_push_constant(out, insn.end());
+      break;
+    case Kind::kShortOnly: {
+      const std::size_t len = insn.length;
+      out.insert(out.end(), original, original + len);
+      if (item.size == len && rel8_between(here + len, to, r8)) {
+        out[start + insn.rel_offset] = static_cast<std::uint8_t>(r8);
+        break;
+      }
+      // `op L1; jmp short L2; L1: jmp target; L2:` — the same condition, any reach.
+      out[start + insn.rel_offset] = kShortExpansion;
+      const std::size_t tail = item.size - len - kShortExpansion;
+      detail::emit_jmp_rel8(out, static_cast<std::int8_t>(tail));
+      const std::uintptr_t tail_at = here + len + kShortExpansion;
+      if (tail == kTailForms[0] && rel32_between(tail_at + 5, to, r32)) detail::emit_jmp_rel32(out, r32);
+      else detail::emit_jmp_absolute(out, to);
+      break;
+    }
+  }
+  if (out.size() - start != item.size)
+    return fail(ErrorCode::kCannotRelocate, at(insn.address) + ": internal error: relocated " + name(source, insn) +
+                                                " to " + std::to_string(out.size() - start) + " bytes, expected " +
+                                                std::to_string(item.size));
+  return {};
+}
+
+// Decodes and classifies every instruction of the run; resolves internal targets to indices.
+Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) {
+  if (source.bytes.empty())
+    return fail(ErrorCode::kInvalidArgument, at(source.address) + ": nothing to relocate (empty span)");
+  std::vector<Item> items;
+  detail::ZydisView view;
+  for (std::uintptr_t a = source.address; a < source.end();) {
+    Instruction insn;
+    PUNCH_TRY(detail::decode_into(source, a, view, insn));
+    Item item;
+    PUNCH_TRY(classify(source, view, insn, insn.end() == source.end(), options, item));
+    items.push_back(item);
+    a = insn.end();
+  }
+  for (Item& item : items) {
+    if (!item.internal) continue;
+    std::size_t i = 0;
+    while (i < items.size() && items[i].insn.address != item.target) ++i;
+    if (i == items.size())
+      return fail(ErrorCode::kCannotRelocate, at(item.insn.address) + ": cannot relocate " +
+                                                  name(source, item.insn) + ": it branches to " + at(item.target) +
+                                                  ", inside another instruction of the run");
+    item.target_index = i;
+  }
+  return items;
+}
+
+}  // namespace
+
+Result<Relocation> relocate(CodeSpan source, std::uintptr_t destination, RelocateOptions options) {
+  auto built = build_items(source, options);
+  if (!built) return tl::unexpected(std::move(built).error());
+  std::vector<Item>& items = *built;
+
+  // Fixed point over the sizes (see the file comment).
+  for (bool grew = true; grew;) {
+    std::size_t offset = 0;
+    for (Item& item : items) {
+      item.offset = offset;
+      offset += item.size;
+    }
+    grew = false;
+    for (Item& item : items) {
+      const std::size_t need = needed_size(item, items, destination);
+      if (need > item.size) {
+        item.size = need;
+        grew = true;
+      }
+    }
+  }
+
+  Relocation out;
+  out.address = destination;
+  out.source_length = static_cast<std::uint32_t>(source.bytes.size());
+  out.offsets.reserve(items.size());
+  for (const Item& item : items) {
+    PUNCH_TRY(emit(source, item, items, destination, out.bytes));
+    out.offsets.push_back({static_cast<std::uint32_t>(item.insn.address - source.address),
+                           static_cast<std::uint32_t>(item.offset)});
+  }
+  return out;
+}
+
+Result<std::size_t> relocated_size_bound(CodeSpan source) {
+  auto built = build_items(source, {});
+  if (!built) return tl::unexpected(std::move(built).error());
+  std::size_t total = 0;
+  for (const Item& item : *built) {
+    switch (item.kind) {
+      case Kind::kJump: total += kJumpForms[2]; break;
+      case Kind::kCondJump: total += kCondForms[2]; break;
+      case Kind::kCall: total += kCallForms[1]; break;
+      case Kind::kShortOnly: total += item.insn.length + kShortExpansion + kTailForms[1]; break;
+      default: total += item.size; break;
+    }
+  }
+  return total;
+}
+
+}  // namespace punch::disasm
