@@ -1,0 +1,172 @@
+// Deciding what a hook replaces at a function's entry, and refusing what cannot be proven safe.
+#include "hook_planner.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <string>
+
+#include <punch/disasm/instruction.hpp>
+#include <punch/disasm/validate.hpp>
+#include <punch/runtime/safe_read.hpp>
+
+namespace punch::patcher::detail {
+namespace {
+
+// Enough bytes to decode the longest stolen run (16 bytes) plus one maximal instruction.
+constexpr std::size_t kEntryWindow = 64;
+
+struct Code {
+  std::uintptr_t address = 0;
+  std::vector<std::uint8_t> bytes;
+  disasm::CodeSpan span() const { return {address, bytes}; }
+};
+
+// Reads [start, end) where only the first `required` bytes must be readable.
+Result<Code> read_code(std::uintptr_t start, std::size_t size, std::size_t required) {
+  Code code{start, std::vector<std::uint8_t>(size)};
+  auto got = runtime::safe_read(start, code.bytes);
+  if (!got) return tl::unexpected<Error>(std::move(got).error());
+  if (*got < required)
+    return fail(ErrorCode::kNotMapped, at(start + *got) + ": function bytes end in unmapped memory");
+  code.bytes.resize(*got);
+  return code;
+}
+
+// Whether control can continue to the next instruction.
+bool falls_through(const disasm::Instruction& insn) {
+  using disasm::Flow;
+  return insn.flow != Flow::kJump && insn.flow != Flow::kIndirectJump && insn.flow != Flow::kReturn &&
+         insn.flow != Flow::kTrap;
+}
+
+// Whether a dynamic symbol starts exactly at `address` (a new function, not padding).
+bool symbol_starts_at(std::uintptr_t address) {
+  Dl_info info{};
+  return dladdr(reinterpret_cast<void*>(address), &info) != 0 &&
+         reinterpret_cast<std::uintptr_t>(info.dli_saddr) == address;
+}
+
+// Whether the call at `insn` is the -mfentry profiling call (`call __fentry__`), a replaceable pad.
+bool is_fentry_call(const disasm::Instruction& insn) {
+  if (insn.flow != disasm::Flow::kCall || !insn.has_branch_target || insn.length != 5) return false;
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(insn.branch_target), &info) == 0 || info.dli_sname == nullptr) return false;
+  return reinterpret_cast<std::uintptr_t>(info.dli_saddr) == insn.branch_target &&
+         (std::string(info.dli_sname) == "__fentry__" || std::string(info.dli_sname) == "mcount");
+}
+
+// Decodes the instruction at `address`, skipping one leading endbr64. Sets plan.entry/endbr64.
+Status find_entry(const Code& code, EntryPlan& plan) {
+  auto first = disasm::decode(code.span(), plan.target);
+  if (!first) return tl::unexpected<Error>(std::move(first).error());
+  plan.endbr64 = first->is_endbr64;
+  plan.entry = plan.endbr64 ? first->end() : plan.target;
+  return {};
+}
+
+}  // namespace
+
+Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
+  EntryPlan plan;
+  plan.target = target;
+  plan.kind = HookEntryKind::kPatchableEntry;
+  auto code = read_code(target, kEntryWindow, 1);
+  if (!code) return tl::unexpected<Error>(std::move(code).error());
+  PUNCH_TRY(find_entry(*code, plan));
+
+  // A run of nops (any width) totalling at least 5 bytes, or the -mfentry call.
+  std::uintptr_t a = plan.entry;
+  while (a - plan.entry < kRel32JumpSize) {
+    auto insn = disasm::decode(code->span(), a);
+    if (!insn) return tl::unexpected<Error>(std::move(insn).error());
+    const bool nop = insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3;
+    if (!nop && !(a == plan.entry && is_fentry_call(*insn)))
+      return fail(ErrorCode::kUnprovable, at(plan.entry) + ": no patchable entry pad (found `" +
+                                              disasm::format(code->span(), a) + "` at " + at(a) + ")");
+    plan.instructions.push_back(*insn);
+    a = insn->end();
+  }
+  const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - target);
+  plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
+  plan.extent = {plan.entry, a, disasm::FunctionExtent::Source::kCaller};
+  return plan;
+}
+
+Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes, const HookOptions& options) {
+  EntryPlan plan;
+  plan.target = target;
+  plan.kind = min_bytes > kRel32JumpSize ? HookEntryKind::kStolenAbsolute : HookEntryKind::kStolenRel32;
+
+  // The function's extent: from the caller, else its ELF symbol; without it no branch scan is possible.
+  if (options.function) {
+    plan.extent = *options.function;
+  } else {
+    auto extent = disasm::function_extent(target);
+    if (!extent)
+      return fail(ErrorCode::kUnprovable, extent.error().message +
+                                              "; cannot prove no branch lands in the stolen bytes (pass HookOptions::function)");
+    plan.extent = *extent;
+  }
+  if (target < plan.extent.start || target >= plan.extent.end)
+    return fail(ErrorCode::kInvalidArgument, at(target) + ": outside the given function extent [" +
+                                                 at(plan.extent.start) + ", " + at(plan.extent.end) + ")");
+
+  const std::size_t body = plan.extent.end - plan.extent.start;
+  auto code = read_code(plan.extent.start, body + kEntryWindow, body);
+  if (!code) return tl::unexpected<Error>(std::move(code).error());
+  PUNCH_TRY(find_entry(*code, plan));
+
+  // Steal whole instructions until the jump fits.
+  std::uintptr_t a = plan.entry;
+  std::uintptr_t function_ends_at = 0;  // Set once control cannot fall through any more.
+  while (a - plan.entry < min_bytes) {
+    auto insn = disasm::decode(code->span(), a);
+    if (!insn) return tl::unexpected<Error>(std::move(insn).error());
+    if (function_ends_at != 0) {
+      // Past the function's last instruction only padding up to the next symbol may be stolen.
+      if (!insn->is_padding || symbol_starts_at(a))
+        return fail(ErrorCode::kUnprovable,
+                    at(target) + ": function ends at " + at(function_ends_at) + ", shorter than the " +
+                        std::to_string(min_bytes) + "-byte jump, and `" + disasm::format(code->span(), a) + "` at " +
+                        at(a) + (insn->is_padding ? " starts another symbol" : " is not padding"));
+    } else if (insn->flow == disasm::Flow::kCall && insn->end() - plan.entry < min_bytes) {
+      return fail(ErrorCode::kCannotRelocate, at(a) + ": `" + disasm::format(code->span(), a) +
+                                                  "` would be a stolen call that is not the last stolen "
+                                                  "instruction (a thread returning from it would land in the jump)");
+    } else if (!falls_through(*insn)) {
+      function_ends_at = insn->end();
+    }
+    if (insn->has_memory_target) plan.data_targets.push_back(insn->memory_target);
+    plan.instructions.push_back(*insn);
+    a = insn->end();
+  }
+  plan.ends_in_call = plan.instructions.back().flow == disasm::Flow::kCall;
+  if (a > code->address + code->bytes.size())
+    return fail(ErrorCode::kNotMapped, at(a) + ": stolen bytes run into unmapped memory");
+  const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - code->address);
+  plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
+
+  // No branch from the rest of the function may land inside the stolen bytes.
+  const std::uintptr_t scan_end = std::max(plan.extent.end, a);
+  disasm::CodeSpan function{code->address, std::span<const std::uint8_t>(code->bytes).first(scan_end - code->address)};
+  auto scan = disasm::scan_branches(function, plan.entry, a);
+  if (!scan) return tl::unexpected<Error>(std::move(scan).error());
+  if (!scan->branches_into.empty())
+    return fail(ErrorCode::kBranchInto, at(scan->branches_into.front()) + ": `" +
+                                            disasm::format(function, scan->branches_into.front()) +
+                                            "` branches into the stolen bytes [" + at(plan.entry) + ", " + at(a) + ")");
+  if (!options.transaction.allow_unprovable) {
+    for (std::uintptr_t jump : scan->indirect_jumps)
+      if (jump < plan.entry || jump >= a)
+        return fail(ErrorCode::kUnprovable, at(jump) + ": indirect jump `" + disasm::format(function, jump) +
+                                                "` in the function of " + at(target) +
+                                                " may land in the stolen bytes (set allow_unprovable to accept)");
+    if (!scan->complete)
+      return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
+                                                       "no branch lands in the stolen bytes");
+  }
+  return plan;
+}
+
+}  // namespace punch::patcher::detail

@@ -1,0 +1,443 @@
+// The hook registry: one chain per hooked target, changed only by whole transactions.
+//
+// A chain owns the target's trampoline and its hooks, innermost first. Every
+// operation edits the chain's model, computes the bytes every jump should hold
+// (the entry jump leads to the outermost enabled detour; each chained hook's
+// link stub leads to the next enabled detour inward, or to the trampoline),
+// and commits the differences as ONE Transaction. If the commit fails, the
+// model is restored and any code allocated for it is freed: memory is as it was.
+#include "hook_registry.hpp"
+
+#include <signal.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <punch/disasm/relocate.hpp>
+#include <punch/patcher/transaction.hpp>
+#include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/safe_read.hpp>
+#include <punch/runtime/threads.hpp>
+
+#include "hook_planner.hpp"
+#include "hook_trampoline.hpp"
+
+namespace punch::patcher::detail {
+namespace {
+
+constexpr std::uint8_t kInt3 = 0xCC;
+
+// A jmp rel32 whose destination is retargeted; far destinations go through relays near it.
+struct JumpPoint {
+  std::uintptr_t address = 0;
+  std::vector<std::uint8_t> bytes;                  // The 5 bytes there now.
+  std::map<std::uintptr_t, CodeBlock> relays;       // Destination -> relay within reach.
+};
+
+struct HookRecord {
+  std::uint64_t id = 0;
+  std::uintptr_t detour = 0;
+  bool enabled = true;
+  TransactionOptions options;
+  std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
+  JumpPoint link;                 // The stub's jump.
+};
+
+struct Chain {
+  EntryPlan plan;
+  CodeBlock trampoline;
+  std::vector<std::uint8_t> entry_bytes;  // What [entry, resume) holds now.
+  JumpPoint entry_jump;                   // rel32 forms: the jump at the entry.
+  std::optional<CodeBlock> head;          // Absolute form: the stub the entry jumps to.
+  JumpPoint head_jump;
+  std::vector<HookRecord> hooks;          // Innermost first.
+};
+
+struct Retired {
+  CodeBlock block;
+  bool keep = false;  // A return address may point into it (stolen call): never freed.
+};
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::uintptr_t, std::unique_ptr<Chain>> chains;  // By target.
+  std::map<std::uint64_t, std::uintptr_t> targets;           // Hook id -> target.
+  std::vector<Retired> retired;
+  std::uint64_t next_id = 0;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // Never destroyed: hooks may outlive static destructors.
+  return *r;
+}
+
+Result<runtime::CodeHeap*> heap() { return runtime::CodeHeap::global(); }
+
+HookRecord* find_hook(Chain& chain, std::uint64_t id) {
+  for (auto& h : chain.hooks)
+    if (h.id == id) return &h;
+  return nullptr;
+}
+
+// Code allocated during one operation, freed again if the operation fails.
+struct NewCode {
+  std::vector<CodeBlock> blocks;
+  void free_all() {
+    auto h = heap();
+    for (auto& b : blocks)
+      if (h) (void)(*h)->free(b.address);
+    blocks.clear();
+  }
+};
+
+// The 5 bytes that make `point` jump to `to`, through a relay when `to` is out of reach.
+Result<std::vector<std::uint8_t>> route(JumpPoint& point, std::uintptr_t to, NewCode& fresh) {
+  if (auto direct = disasm::encode_jmp_rel32(point.address, to)) return *direct;
+  auto relay = point.relays.find(to);
+  if (relay == point.relays.end()) {
+    auto h = heap();
+    if (!h) return tl::unexpected<Error>(std::move(h).error());
+    auto built = build_relay(point.address + kRel32JumpSize, to, **h);
+    if (!built)
+      return fail(built.error().code, at(point.address) + ": no memory within rel32 reach for a relay to " + at(to) +
+                                          ": " + built.error().message);
+    fresh.blocks.push_back(*built);
+    relay = point.relays.emplace(to, *built).first;
+  }
+  return disasm::encode_jmp_rel32(point.address, relay->second.address);
+}
+
+// Drops relays created for a failed operation from a jump point's map.
+void forget(JumpPoint& point, const NewCode& fresh) {
+  for (const auto& b : fresh.blocks)
+    for (auto it = point.relays.begin(); it != point.relays.end();)
+      it = it->second.address == b.address ? point.relays.erase(it) : std::next(it);
+}
+
+disasm::FunctionExtent block_extent(const CodeBlock& b) {
+  return {b.address, b.address + b.size, disasm::FunctionExtent::Source::kCaller};
+}
+
+// Commits the bytes the chain's model asks for, as one transaction. On failure nothing changed.
+Status reconcile(Chain& chain, const TransactionOptions& options) {
+  Transaction tx(options);
+  NewCode fresh;
+  std::vector<std::pair<JumpPoint*, std::vector<std::uint8_t>>> jump_updates;
+  auto fail_with = [&](Error e) -> Status {
+    forget(chain.entry_jump, fresh);
+    forget(chain.head_jump, fresh);
+    for (auto& h : chain.hooks) forget(h.link, fresh);
+    fresh.free_all();
+    return tl::unexpected<Error>(std::move(e));
+  };
+  // Retargets a jump point when its bytes differ from what `to` needs.
+  auto retarget = [&](JumpPoint& point, std::uintptr_t to, std::optional<disasm::FunctionExtent> extent) -> Status {
+    auto bytes = route(point, to, fresh);
+    if (!bytes) return tl::unexpected<Error>(std::move(bytes).error());
+    if (*bytes == point.bytes) return {};
+    PUNCH_TRY(tx.add(Site{point.address, point.bytes, *bytes, extent}));
+    jump_updates.emplace_back(&point, std::move(*bytes));
+    return {};
+  };
+
+  // The entry: outermost enabled detour, or the original bytes.
+  std::optional<std::uintptr_t> outer;
+  for (auto it = chain.hooks.rbegin(); it != chain.hooks.rend() && !outer; ++it)
+    if (it->enabled) outer = it->detour;
+  const EntryPlan& plan = chain.plan;
+  disasm::FunctionExtent entry_extent = plan.extent;
+  entry_extent.end = std::max(entry_extent.end, plan.resume());
+
+  std::vector<std::uint8_t> entry = plan.original;
+  bool entry_is_jump_only = false;  // Only the 5-byte jump changes (single-instruction site).
+  if (outer && plan.kind == HookEntryKind::kStolenAbsolute) {
+    if (auto s = retarget(chain.head_jump, *outer, block_extent(*chain.head)); !s) return fail_with(s.error());
+    entry = encode_absolute_entry(chain.head->address);
+  } else if (outer) {
+    auto bytes = route(chain.entry_jump, *outer, fresh);
+    if (!bytes) return fail_with(bytes.error());
+    entry = *bytes;
+    entry_is_jump_only = chain.entry_bytes != plan.original;
+  }
+  entry.resize(plan.size(), kInt3);  // Stolen bytes after the jump are never executed.
+  if (entry != chain.entry_bytes) {
+    const std::size_t n = entry_is_jump_only ? kRel32JumpSize : entry.size();
+    Site site{plan.entry, {chain.entry_bytes.begin(), chain.entry_bytes.begin() + static_cast<std::ptrdiff_t>(n)},
+              {entry.begin(), entry.begin() + static_cast<std::ptrdiff_t>(n)}, entry_extent};
+    if (auto s = tx.add(std::move(site)); !s) return fail_with(s.error());
+  }
+
+  // Each chained hook's stub: the next enabled detour inward, else the trampoline.
+  for (std::size_t i = 0; i < chain.hooks.size(); ++i) {
+    HookRecord& h = chain.hooks[i];
+    if (!h.stub) continue;
+    std::uintptr_t to = chain.trampoline.address;
+    for (std::size_t j = i; j-- > 0;)
+      if (chain.hooks[j].enabled) {
+        to = chain.hooks[j].detour;
+        break;
+      }
+    if (auto s = retarget(h.link, to, block_extent(*h.stub)); !s) return fail_with(s.error());
+  }
+
+  if (!tx.sites().empty())
+    if (auto s = tx.commit(); !s) return fail_with(s.error());
+  chain.entry_bytes = entry;
+  if (plan.kind != HookEntryKind::kStolenAbsolute)
+    chain.entry_jump.bytes.assign(entry.begin(), entry.begin() + kRel32JumpSize);
+  for (auto& [point, bytes] : jump_updates) point->bytes = std::move(bytes);
+  return {};
+}
+
+void retire(Registry& r, const CodeBlock& b, bool keep = false) { r.retired.push_back({b, keep}); }
+
+void retire_jump_point(Registry& r, JumpPoint& point) {
+  for (auto& [to, relay] : point.relays) retire(r, relay);
+  point.relays.clear();
+}
+
+// Retires all code of an unused chain (no hooks) and forgets it.
+void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
+  Chain& chain = *it->second;
+  retire(r, chain.trampoline, chain.plan.ends_in_call);
+  if (chain.head) retire(r, *chain.head);
+  retire_jump_point(r, chain.entry_jump);
+  retire_jump_point(r, chain.head_jump);
+  r.chains.erase(it);
+}
+
+// Whether [entry, resume) still holds the bytes the chain was planned from.
+bool still_original(const Chain& chain) {
+  auto now = runtime::safe_read_exact(chain.plan.entry, chain.plan.size());
+  return now && *now == chain.plan.original && chain.entry_bytes == chain.plan.original;
+}
+
+// Plans a new chain for `target`, builds its trampoline (and head for the absolute form).
+Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options) {
+  auto h = heap();
+  if (!h) return tl::unexpected<Error>(std::move(h).error());
+  Result<EntryPlan> plan = fail(ErrorCode::kUnprovable, "no plan");
+  if (options.prefer_patchable_entry && !options.force_absolute_entry) plan = plan_patchable_entry(target);
+  if (!plan) plan = plan_stolen_entry(target, options.force_absolute_entry ? kAbsoluteEntrySize : kRel32JumpSize, options);
+  if (!plan) return tl::unexpected<Error>(std::move(plan).error());
+
+  // A rel32 entry needs the detour, or a relay to it, in reach; else fall back to the absolute form.
+  if (plan->kind != HookEntryKind::kStolenAbsolute && !disasm::encode_jmp_rel32(plan->entry, detour)) {
+    auto probe = (*h)->allocate(16, 16, runtime::AddressWindow::rel32_reach(plan->entry + kRel32JumpSize));
+    if (probe) {
+      (void)(*h)->free(*probe);
+    } else if (plan->kind == HookEntryKind::kStolenRel32 && options.allow_absolute_entry) {
+      plan = plan_stolen_entry(target, kAbsoluteEntrySize, options);
+      if (!plan)
+        return fail(plan.error().code, at(target) + ": no memory within rel32 reach of the entry, and the absolute "
+                                                    "entry form cannot be used: " + plan.error().message);
+    } else {
+      return fail(ErrorCode::kOutOfRange, at(target) + ": no memory within rel32 reach of the entry for a relay to " +
+                                              at(detour) + ": " + probe.error().message);
+    }
+  }
+
+  auto chain = std::make_unique<Chain>();
+  chain->plan = std::move(*plan);
+  chain->entry_bytes = chain->plan.original;
+  chain->entry_jump.address = chain->plan.entry;
+  auto trampoline = build_trampoline(chain->plan, **h);
+  if (!trampoline) return tl::unexpected<Error>(std::move(trampoline).error());
+  chain->trampoline = *trampoline;
+  if (chain->plan.kind == HookEntryKind::kStolenAbsolute) {
+    auto head = build_link_stub(chain->trampoline.address, **h);
+    if (!head) {
+      (void)(*h)->free(chain->trampoline.address);
+      return tl::unexpected<Error>(std::move(head).error());
+    }
+    chain->head = *head;
+    chain->head_jump.address = head->address + kLinkJumpOffset;
+    auto now = runtime::safe_read_exact(chain->head_jump.address, kRel32JumpSize);
+    if (now) chain->head_jump.bytes = *now;
+  }
+  return chain;
+}
+
+// Frees a chain that was never linked into memory (its install failed).
+void free_unlinked_chain(Chain& chain) {
+  auto h = heap();
+  if (!h) return;
+  (void)(*h)->free(chain.trampoline.address);
+  if (chain.head) (void)(*h)->free(chain.head->address);
+  for (auto* point : {&chain.entry_jump, &chain.head_jump})
+    for (auto& [to, relay] : point->relays) (void)(*h)->free(relay.address);
+}
+
+}  // namespace
+
+Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options) {
+  if (target == 0 || detour == 0) return fail(ErrorCode::kInvalidArgument, at(target) + ": null target or detour");
+  if (target == detour) return fail(ErrorCode::kInvalidArgument, at(target) + ": a function cannot be its own detour");
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+
+  // A target inside another hook's replaced bytes would be overwritten by it.
+  for (auto& [t, chain] : r.chains)
+    if (t != target && target >= chain->plan.target && target < chain->plan.resume())
+      return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(t));
+
+  auto found = r.chains.find(target);
+  if (found != r.chains.end() && found->second->hooks.empty() && !still_original(*found->second)) {
+    retire_chain(r, found);  // Someone changed the entry since: plan afresh.
+    found = r.chains.end();
+  }
+  const bool fresh_chain = found == r.chains.end();
+  if (fresh_chain) {
+    auto chain = make_chain(target, detour, options);
+    if (!chain) return tl::unexpected<Error>(std::move(chain).error());
+    found = r.chains.emplace(target, std::move(*chain)).first;
+  }
+  Chain& chain = *found->second;
+
+  HookRecord record;
+  record.id = ++r.next_id;
+  record.detour = detour;
+  record.enabled = options.enabled;
+  record.options = options.transaction;
+  if (!chain.hooks.empty()) {  // Wrap the existing hooks: our trampoline is a stub leading inward.
+    auto h = heap();
+    auto stub = h ? build_link_stub(chain.trampoline.address, **h) : tl::unexpected<Error>(h.error());
+    if (!stub) return tl::unexpected<Error>(std::move(stub).error());
+    record.stub = *stub;
+    record.link.address = stub->address + kLinkJumpOffset;
+    record.link.bytes = *disasm::encode_jmp_rel32(record.link.address, chain.trampoline.address);
+  }
+  chain.hooks.push_back(record);
+  if (auto s = reconcile(chain, options.transaction); !s) {
+    chain.hooks.pop_back();
+    auto h = heap();
+    if (record.stub && h) (void)(*h)->free(record.stub->address);
+    if (fresh_chain) {
+      free_unlinked_chain(chain);
+      r.chains.erase(found);
+    }
+    return tl::unexpected<Error>(std::move(s).error());
+  }
+  r.targets.emplace(record.id, target);
+  return record.id;
+}
+
+Status registry_set_enabled(std::uint64_t id, bool enabled) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto t = r.targets.find(id);
+  if (t == r.targets.end()) return fail(ErrorCode::kNotOwned, "hook #" + std::to_string(id) + " is not installed");
+  Chain& chain = *r.chains.at(t->second);
+  HookRecord* h = find_hook(chain, id);
+  if (h->enabled == enabled) return {};
+  h->enabled = enabled;
+  if (auto s = reconcile(chain, h->options); !s) {
+    h->enabled = !enabled;
+    return s;
+  }
+  return {};
+}
+
+Status registry_remove(std::uint64_t id) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto t = r.targets.find(id);
+  if (t == r.targets.end()) return fail(ErrorCode::kNotOwned, "hook #" + std::to_string(id) + " is not installed");
+  Chain& chain = *r.chains.at(t->second);
+  auto it = std::find_if(chain.hooks.begin(), chain.hooks.end(), [&](const HookRecord& h) { return h.id == id; });
+  HookRecord removed = *it;
+  const auto index = it - chain.hooks.begin();
+  chain.hooks.erase(it);
+  if (auto s = reconcile(chain, removed.options); !s) {
+    chain.hooks.insert(chain.hooks.begin() + index, removed);
+    return s;
+  }
+  // A detour may still hold the stub: it is freed only by release_retired_hook_code.
+  if (removed.stub) retire(r, *removed.stub);
+  retire_jump_point(r, removed.link);
+  r.targets.erase(t);
+  return {};
+}
+
+bool registry_enabled(std::uint64_t id) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto t = r.targets.find(id);
+  if (t == r.targets.end()) return false;
+  const HookRecord* h = find_hook(*r.chains.at(t->second), id);
+  return h->enabled;
+}
+
+HookInfo registry_info(std::uint64_t id) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto t = r.targets.find(id);
+  if (t == r.targets.end()) return {};
+  Chain& chain = *r.chains.at(t->second);
+  HookInfo info;
+  info.target = chain.plan.target;
+  info.entry = chain.plan.entry;
+  info.kind = chain.plan.kind;
+  info.stolen = chain.plan.size();
+  for (std::size_t i = 0; i < chain.hooks.size(); ++i)
+    if (chain.hooks[i].id == id) {
+      info.chain_position = i;
+      info.trampoline = chain.hooks[i].stub ? chain.hooks[i].stub->address : chain.trampoline.address;
+    }
+  return info;
+}
+
+namespace {
+
+// Shared with the rendezvous visitor: plain data, read in signal handlers.
+struct RipCheck {
+  const Retired* blocks = nullptr;
+  std::size_t count = 0;
+  std::atomic<bool>* busy = nullptr;
+};
+
+void check_rip(ucontext_t* context, void* arg) {
+  auto* check = static_cast<RipCheck*>(arg);
+  const auto rip = static_cast<std::uintptr_t>(context->uc_mcontext.gregs[REG_RIP]);
+  for (std::size_t i = 0; i < check->count; ++i)
+    if (check->blocks[i].block.contains(rip)) check->busy[i].store(true, std::memory_order_relaxed);
+}
+
+}  // namespace
+
+Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto it = r.chains.begin(); it != r.chains.end();)
+    it = it->second->hooks.empty() ? (retire_chain(r, it++), it) : std::next(it);
+  if (r.retired.empty()) return std::size_t{0};
+
+  // The entry jumps leading here are gone and synced; only threads already inside can be here.
+  auto busy = std::make_unique<std::atomic<bool>[]>(r.retired.size());
+  RipCheck check{r.retired.data(), r.retired.size(), busy.get()};
+  auto round = runtime::visit_other_threads(check_rip, &check, timeout);
+  if (!round) return tl::unexpected<Error>(std::move(round).error());
+  if (!round->unanswered.empty())
+    return fail(ErrorCode::kTimeout, "thread " + std::to_string(round->unanswered.front()) +
+                                         " did not answer; cannot prove it is not running retired hook code");
+  auto h = heap();
+  if (!h) return tl::unexpected<Error>(std::move(h).error());
+  std::size_t freed = 0;
+  std::vector<Retired> kept;
+  for (std::size_t i = 0; i < r.retired.size(); ++i) {
+    if (r.retired[i].keep || busy[i].load() || !(*h)->free(r.retired[i].block.address))
+      kept.push_back(r.retired[i]);
+    else
+      ++freed;
+  }
+  r.retired = std::move(kept);
+  return freed;
+}
+
+}  // namespace punch::patcher::detail
