@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <vector>
 
 #include <punch/result.hpp>
 #include <punch/runtime/code_writer.hpp>
@@ -40,6 +42,12 @@ class CodeHeap {
   //! lying entirely within `window` (see AddressWindow::rel32_reach).
   //! Errors: zero or overflowing size, bad alignment, empty window, no memory in reach.
   Result<std::uintptr_t> allocate(std::size_t size, std::size_t align = 16, AddressWindow window = {});
+
+  //! Allocates consecutive blocks, one per size, each aligned to `align`, in
+  //! one arena (so one write can fill them all); each is freed on its own.
+  //! Same errors as allocate; on error nothing is allocated.
+  Result<std::vector<std::uintptr_t>> allocate_run(std::span<const std::size_t> sizes, std::size_t align = 16,
+                                                   AddressWindow window = {});
 
   //! Frees an allocation. Freeing an address this heap did not hand out, or a
   //! double free, is a kNotOwned error and changes nothing.

@@ -68,6 +68,10 @@ class CodeWriter {
   //! A writer with an explicit method, probed before it is returned.
   static Result<std::unique_ptr<CodeWriter>> create(WriteMethod method);
 
+  //! A writer from a name as PUNCH_WRITE_METHOD spells it; "auto" tries
+  //! proc-mem, dual-map, mprotect in that order and errors with every reason.
+  static Result<std::unique_ptr<CodeWriter>> from_name(std::string_view name);
+
   ~CodeWriter();
   CodeWriter(const CodeWriter&) = delete;
   CodeWriter& operator=(const CodeWriter&) = delete;

@@ -1,0 +1,240 @@
+#include <punch/runtime/code_heap.hpp>
+
+#include <algorithm>
+#include <array>
+#include <map>
+
+#include <punch/runtime/sync.hpp>
+
+#include "fork_safe_mutex.hpp"
+#include "placement.hpp"
+
+namespace punch::runtime {
+namespace {
+
+constexpr std::size_t kGranule = 16;  // Allocation sizes are rounded up to this.
+
+bool add_overflows(std::size_t a, std::size_t b) { return a > SIZE_MAX - b; }
+
+std::uintptr_t align_up(std::uintptr_t v, std::size_t align) { return (v + align - 1) & ~(std::uintptr_t{align} - 1); }
+
+// A free block. Dirty blocks were freed after the last sync: a thread may
+// still hold stale instructions there, so they are synced before reuse.
+struct FreeBlock {
+  std::size_t size;
+  bool dirty;
+};
+
+struct Arena {
+  CodeRegion region;
+  std::map<std::uintptr_t, FreeBlock> free;  // By start address.
+
+  bool contains(std::uintptr_t a) const { return a >= region.address && a - region.address < region.size; }
+};
+
+// Writes int3 over [address, address+size) with `writer`.
+Status fill_int3(CodeWriter& writer, std::uintptr_t address, std::size_t size) {
+  static const auto kTraps = [] {
+    std::array<std::uint8_t, 4096> a;
+    a.fill(0xCC);
+    return a;
+  }();
+  for (std::size_t off = 0; off < size; off += kTraps.size())
+    PUNCH_TRY(writer.write(address + off, std::span(kTraps).first(std::min(kTraps.size(), size - off))));
+  return {};
+}
+
+}  // namespace
+
+struct CodeHeap::State {
+  State(CodeWriter& w, std::size_t a) : writer(w), arena_size(a) {}
+  CodeWriter& writer;
+  std::size_t arena_size;
+  mutable detail::ForkSafeMutex mutex{detail::LockRank::kHeap};
+  std::vector<Arena> arenas;
+  std::map<std::uintptr_t, std::size_t> live;  // Start -> size (rounded).
+
+  // A place for `total` bytes aligned to `align` within `window`, in an existing free block.
+  bool find(std::size_t total, std::size_t align, AddressWindow window, Arena*& arena, std::uintptr_t& where) {
+    for (Arena& a : arenas) {
+      for (auto& [start, block] : a.free) {
+        std::uintptr_t lo = std::max<std::uintptr_t>(start, window.lo);
+        if (add_overflows(lo, align)) continue;
+        std::uintptr_t candidate = align_up(lo, align);
+        std::uintptr_t end = start + block.size;
+        if (candidate >= end || end - candidate < total || !window.contains(candidate, total)) continue;
+        arena = &a;
+        where = candidate;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // Takes [where, where+total) out of the free block holding it; true when that block was dirty.
+  bool carve(Arena& arena, std::uintptr_t where, std::size_t total) {
+    auto it = std::prev(arena.free.upper_bound(where));
+    const std::uintptr_t start = it->first;
+    const FreeBlock block = it->second;
+    arena.free.erase(it);
+    if (where > start) arena.free.emplace(start, FreeBlock{where - start, block.dirty});
+    if (where + total < start + block.size)
+      arena.free.emplace(where + total, FreeBlock{start + block.size - (where + total), block.dirty});
+    return block.dirty;
+  }
+
+  // Returns [address, address+size) to its arena, merging with free neighbours.
+  void give_back(Arena& arena, std::uintptr_t address, std::size_t size, bool dirty) {
+    auto next = arena.free.find(address + size);
+    if (next != arena.free.end()) {
+      size += next->second.size;
+      dirty |= next->second.dirty;
+      arena.free.erase(next);
+    }
+    auto after = arena.free.upper_bound(address);
+    if (after != arena.free.begin()) {
+      auto prev = std::prev(after);
+      if (prev->first + prev->second.size == address) {
+        prev->second.size += size;
+        prev->second.dirty |= dirty;
+        return;
+      }
+    }
+    arena.free.emplace(address, FreeBlock{size, dirty});
+  }
+
+  Arena* arena_of(std::uintptr_t address) {
+    for (Arena& a : arenas)
+      if (a.contains(address)) return &a;
+    return nullptr;
+  }
+};
+
+CodeHeap::CodeHeap(CodeWriter& writer, std::size_t arena_size)
+    : state_(std::make_unique<State>(writer, std::max(arena_size, detail::page_size()))) {}
+
+CodeHeap::~CodeHeap() {
+  for (const Arena& a : state_->arenas) (void)state_->writer.unmap_code(a.region);
+}
+
+Result<CodeHeap*> CodeHeap::global() {
+  static auto* const heap = []() -> Result<CodeHeap*>* {
+    auto writer = CodeWriter::global();
+    if (!writer) return new Result<CodeHeap*>(tl::unexpected(writer.error()));
+    return new Result<CodeHeap*>(new CodeHeap(**writer));  // Leaked on purpose: code may run until exit.
+  }();
+  return *heap;
+}
+
+Result<std::uintptr_t> CodeHeap::allocate(std::size_t size, std::size_t align, AddressWindow window) {
+  auto run = allocate_run(std::span(&size, 1), align, window);
+  if (!run) return tl::unexpected(std::move(run).error());
+  return run->front();
+}
+
+Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::size_t> sizes, std::size_t align,
+                                                           AddressWindow window) {
+  const std::size_t page = detail::page_size();
+  if (align == 0 || (align & (align - 1)) != 0 || align > page)
+    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
+                                                 " is not a power of two of at most a page");
+  if (sizes.empty()) return fail(ErrorCode::kInvalidArgument, "code heap: no sizes to allocate");
+  if (window.empty())
+    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
+
+  // Offsets of each block from the first; each block owns the padding after it.
+  std::vector<std::size_t> offsets;
+  std::size_t total = 0;
+  for (std::size_t size : sizes) {
+    if (size == 0 || add_overflows(size, kGranule) || add_overflows(align_up(total, align), size + kGranule) ||
+        align_up(total, align) + size > SIZE_MAX - 2 * page)
+      return fail(ErrorCode::kInvalidArgument, "code heap: bad allocation size " + std::to_string(size));
+    total = align_up(total, align);
+    offsets.push_back(total);
+    total += align_up(size, kGranule);
+  }
+
+  std::lock_guard guard(state_->mutex);
+  Arena* arena = nullptr;
+  std::uintptr_t where = 0;
+  if (!state_->find(total, align, window, arena, where)) {
+    auto region = state_->writer.map_code(std::max(state_->arena_size, total), window);
+    if (!region) return tl::unexpected(std::move(region).error());
+    Arena fresh{*region, {}};
+    fresh.free.emplace(region->address, FreeBlock{region->size, false});
+    state_->arenas.push_back(std::move(fresh));
+    arena = &state_->arenas.back();
+    where = region->address;  // Page aligned, so aligned to `align`.
+  }
+  if (state_->carve(*arena, where, total)) {
+    // Reused space: no thread may still hold instructions it fetched there before.
+    if (Status synced = sync_all_threads(); !synced) {
+      state_->give_back(*arena, where, total, true);
+      return tl::unexpected(std::move(synced).error());
+    }
+    for (Arena& a : state_->arenas)
+      for (auto& [start, block] : a.free) block.dirty = false;
+  }
+  std::vector<std::uintptr_t> out;
+  for (std::size_t i = 0; i < offsets.size(); ++i) {
+    std::size_t end = i + 1 < offsets.size() ? offsets[i + 1] : total;
+    state_->live.emplace(where + offsets[i], end - offsets[i]);
+    out.push_back(where + offsets[i]);
+  }
+  return out;
+}
+
+Status CodeHeap::free(std::uintptr_t address) {
+  std::lock_guard guard(state_->mutex);
+  auto it = state_->live.find(address);
+  if (it == state_->live.end()) {
+    Arena* arena = state_->arena_of(address);
+    bool in_free_block = false;
+    if (arena) {
+      auto after = arena->free.upper_bound(address);
+      in_free_block = after != arena->free.begin() && address - std::prev(after)->first < std::prev(after)->second.size;
+    }
+    return fail(ErrorCode::kNotOwned, at(address) + (in_free_block ? ": double free (this space is already free)"
+                                                                   : ": not an allocation this code heap handed out"));
+  }
+  const std::size_t size = it->second;
+  // Traps, not stale code, for anyone who still jumps here by mistake.
+  PUNCH_TRY(fill_int3(state_->writer, address, size));
+  state_->live.erase(it);
+  state_->give_back(*state_->arena_of(address), address, size, true);
+  return {};
+}
+
+bool CodeHeap::owns(std::uintptr_t address, std::size_t size) const {
+  std::lock_guard guard(state_->mutex);
+  auto after = state_->live.upper_bound(address);
+  if (after == state_->live.begin()) return false;
+  auto block = std::prev(after);
+  std::size_t offset = address - block->first;
+  return offset < block->second && size <= block->second - offset;
+}
+
+Result<std::size_t> CodeHeap::allocation_size(std::uintptr_t address) const {
+  std::lock_guard guard(state_->mutex);
+  auto it = state_->live.find(address);
+  if (it == state_->live.end()) return fail(ErrorCode::kNotOwned, at(address) + ": not a live allocation of this code heap");
+  return it->second;
+}
+
+HeapStats CodeHeap::stats() const {
+  std::lock_guard guard(state_->mutex);
+  HeapStats s;
+  for (const Arena& a : state_->arenas) {
+    s.mapped += a.region.size;
+    s.fragments += a.free.size();
+  }
+  for (const auto& [start, size] : state_->live) s.used += size;
+  s.free = s.mapped - s.used;
+  s.arenas = state_->arenas.size();
+  s.allocations = state_->live.size();
+  return s;
+}
+
+CodeWriter& CodeHeap::writer() const noexcept { return state_->writer; }
+
+}  // namespace punch::runtime

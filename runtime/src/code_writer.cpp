@@ -1,0 +1,352 @@
+#include <punch/runtime/code_writer.hpp>
+
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <punch/runtime/maps.hpp>
+
+#include "fault_seam.hpp"
+#include "fork_safe_mutex.hpp"
+#include "mdwe.hpp"
+#include "placement.hpp"
+#include "proc_mem.hpp"
+
+namespace punch::runtime {
+
+std::string_view to_string(WriteMethod method) noexcept {
+  switch (method) {
+    case WriteMethod::kProcMem: return "proc-mem";
+    case WriteMethod::kDualMap: return "dual-map";
+    case WriteMethod::kMprotect: return "mprotect";
+  }
+  return "unknown";
+}
+
+Result<std::optional<WriteMethod>> parse_write_method(std::string_view name) {
+  if (name == "auto") return std::optional<WriteMethod>{};
+  for (WriteMethod m : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect})
+    if (name == to_string(m)) return std::optional<WriteMethod>{m};
+  return fail(ErrorCode::kInvalidArgument,
+              "unknown write method \"" + std::string(name) + "\" (expected auto, proc-mem, dual-map or mprotect)");
+}
+
+AddressWindow AddressWindow::rel32_reach(std::uintptr_t target) noexcept {
+  // A little less than 2 GiB each way, so that an instruction anywhere in the
+  // window (its end, not its start, is what rel32 counts from) still reaches.
+  constexpr std::uintptr_t kReach = 0x7fff0000;
+  AddressWindow w;
+  w.lo = target > kReach ? target - kReach : 0;
+  w.hi = target < UINTPTR_MAX - kReach ? target + kReach : UINTPTR_MAX;
+  return w;
+}
+
+AddressWindow AddressWindow::intersect(AddressWindow other) const noexcept {
+  return AddressWindow{std::max(lo, other.lo), std::min(hi, other.hi)};
+}
+
+namespace {
+
+constexpr std::uint8_t kInt3 = 0xCC;
+
+std::string range_text(std::uintptr_t address, std::size_t size) {
+  return at(address) + " (" + std::to_string(size) + " bytes)";
+}
+
+}  // namespace
+
+struct CodeWriter::State {
+  explicit State(WriteMethod m) : method(m) {}
+
+  // Under dual-map, the RW view of each region; under every method, what map_code returned.
+  struct Region {
+    CodeRegion rx;
+    std::uintptr_t rw = 0;  // dual-map only
+  };
+
+  WriteMethod method;
+  detail::ForkSafeMutex mutex{detail::LockRank::kWriter};  // Guards `regions` and mprotect toggling.
+  std::vector<Region> regions;
+
+  // One attempt to write part of `bytes` at `address`: bytes written, or -errno.
+  // Errors that are not an errno (a range outside the writer's memory) go to `error`.
+  long write_some(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
+
+  long write_proc_mem(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
+  long write_dual_map(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
+  long write_mprotect(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
+};
+
+long CodeWriter::State::write_some(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                                   std::optional<Error>& error) {
+  switch (method) {
+    case WriteMethod::kProcMem: return write_proc_mem(address, bytes, error);
+    case WriteMethod::kDualMap: return write_dual_map(address, bytes, error);
+    case WriteMethod::kMprotect: return write_mprotect(address, bytes, error);
+  }
+  return -EINVAL;
+}
+
+long CodeWriter::State::write_proc_mem(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                                       std::optional<Error>& error) {
+  auto fd = detail::proc_mem_fd();
+  if (!fd) {
+    error = fd.error();
+    return -1;
+  }
+  ssize_t n = ::pwrite(*fd, bytes.data(), bytes.size(), static_cast<off_t>(address));
+  return n < 0 ? -errno : n;
+}
+
+long CodeWriter::State::write_dual_map(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                                       std::optional<Error>& error) {
+  std::lock_guard guard(mutex);
+  for (const Region& r : regions) {
+    if (address >= r.rx.address && address - r.rx.address < r.rx.size) {
+      std::size_t offset = address - r.rx.address;
+      if (bytes.size() > r.rx.size - offset) break;
+      std::memcpy(reinterpret_cast<void*>(r.rw + offset), bytes.data(), bytes.size());
+      return static_cast<long>(bytes.size());
+    }
+  }
+  error = Error{ErrorCode::kNotOwned, range_text(address, bytes.size()) +
+                                          ": not inside one region this dual-map writer mapped (it has no "
+                                          "writable view of other memory)"};
+  return -1;
+}
+
+long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                                       std::optional<Error>& error) {
+  std::lock_guard guard(mutex);  // Two writers toggling one page would race each other.
+  const std::uintptr_t page = detail::page_size();
+  const std::uintptr_t lo = address & ~(page - 1);
+  const std::uintptr_t hi = (address + bytes.size() + page - 1) & ~(page - 1);
+
+  // The protections to restore, piece by piece; the whole range must be mapped.
+  struct Piece {
+    std::uintptr_t start, end;
+    int prot;
+  };
+  std::vector<Piece> pieces;
+  auto maps = read_mappings();
+  if (!maps) {
+    error = maps.error();
+    return -1;
+  }
+  std::uintptr_t cursor = lo;
+  for (const Mapping& m : *maps) {
+    if (m.end <= cursor || m.start >= hi) continue;
+    if (m.start > cursor) break;
+    int prot = (m.readable ? PROT_READ : 0) | (m.writable ? PROT_WRITE : 0) | (m.executable ? PROT_EXEC : 0);
+    pieces.push_back({cursor, std::min(m.end, hi), prot});
+    cursor = std::min(m.end, hi);
+    if (cursor == hi) break;
+  }
+  if (cursor != hi) {
+    error = Error{ErrorCode::kNotMapped, at(std::max(cursor, address)) + ": not mapped (writing " +
+                                             range_text(address, bytes.size()) + ")"};
+    return -1;
+  }
+  bool executable = std::any_of(pieces.begin(), pieces.end(), [](const Piece& p) { return p.prot & PROT_EXEC; });
+  if (executable && detail::mdwe_in_force()) {
+    error = Error{ErrorCode::kUnsupported, range_text(address, bytes.size()) +
+                                               ": mprotect method cannot make code executable again under "
+                                               "MDWE (PR_SET_MDWE / MemoryDenyWriteExecute)"};
+    return -1;
+  }
+  // Writable, never executable at the same time.
+  if (::mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) return -errno;
+  std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
+  for (const Piece& p : pieces) {
+    if (::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot) != 0) {
+      error = Error{ErrorCode::kInconsistent, range_text(address, bytes.size()) +
+                                                  ": bytes written but restoring the protection of " +
+                                                  range_text(p.start, p.end - p.start) +
+                                                  " failed: " + std::strerror(errno) + "; it is now read+write"};
+      return -1;
+    }
+  }
+  return static_cast<long>(bytes.size());
+}
+
+CodeWriter::CodeWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+CodeWriter::~CodeWriter() {
+  for (const State::Region& r : state_->regions) {
+    ::munmap(reinterpret_cast<void*>(r.rx.address), r.rx.size);
+    if (r.rw) ::munmap(reinterpret_cast<void*>(r.rw), r.rx.size);
+  }
+}
+
+WriteMethod CodeWriter::method() const noexcept { return state_->method; }
+
+Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
+  if (bytes.empty()) return {};
+  if (address == 0 || bytes.size() > UINTPTR_MAX - address)
+    return fail(ErrorCode::kInvalidArgument, range_text(address, bytes.size()) + ": null or overflowing range");
+
+  const auto fault = detail::take_fault(testing::FaultPoint::kWrite);
+  bool fault_pending = fault.has_value();
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    std::optional<Error> error;
+    long n = -EINVAL;
+    auto rest = bytes.subspan(done);
+    if (fault_pending) {  // The injected fault replaces the first attempt.
+      fault_pending = false;
+      switch (*fault) {
+        case testing::FaultKind::kEio: n = -EIO; break;
+        case testing::FaultKind::kEintr: n = -EINTR; break;
+        case testing::FaultKind::kShortWrite:
+          n = state_->write_some(address + done, rest.first(std::max<std::size_t>(1, rest.size() / 2)), error);
+          break;
+      }
+    } else {
+      n = state_->write_some(address + done, rest, error);
+    }
+    if (error) return tl::unexpected(std::move(*error));
+    if (n == -EINTR) continue;  // Interrupted before writing anything: try again.
+    if (n == -EIO) {
+      // Never looped on: either the range is not mapped or the kernel refuses.
+      std::uintptr_t where = address + done;
+      auto m = find_mapping(where);
+      if (!m) return fail(ErrorCode::kNotMapped, at(where) + ": not mapped (writing " + range_text(address, bytes.size()) + ")");
+      if (m->end - where < rest.size())
+        return fail(ErrorCode::kNotMapped, at(m->end) + ": not mapped (writing " + range_text(address, bytes.size()) +
+                                               (done ? ", " + std::to_string(done) + " bytes written" : std::string()) + ")");
+      return fail(ErrorCode::kBlocked, range_text(where, rest.size()) + ": /proc/self/mem write refused with EIO" +
+                                           (m->shared ? " (a MAP_SHARED mapping)" : " (proc_mem.force_override?)"));
+    }
+    if (n < 0)
+      return fail(ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write failed: " + std::strerror(static_cast<int>(-n)));
+    if (n == 0) return fail(ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write made no progress");
+    done += static_cast<std::size_t>(n);  // A short write: the rest goes in the next round.
+  }
+  return {};
+}
+
+Result<CodeRegion> CodeWriter::map_code(std::size_t size, AddressWindow window) {
+  const std::size_t page = detail::page_size();
+  if (size == 0 || size > SIZE_MAX - page)
+    return fail(ErrorCode::kInvalidArgument, "map_code: bad size " + std::to_string(size));
+  size = (size + page - 1) & ~(page - 1);
+
+  State::Region region;
+  if (state_->method == WriteMethod::kDualMap) {
+    int fd = ::memfd_create("punch-code", MFD_CLOEXEC);
+    if (fd < 0) return fail(ErrorCode::kUnsupported, std::string("memfd_create failed: ") + std::strerror(errno));
+    if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+      int err = errno;
+      ::close(fd);
+      return fail(ErrorCode::kOutOfMemory, "ftruncate of the code memfd failed: " + std::string(std::strerror(err)));
+    }
+    auto rx = detail::map_in_window(size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, window);
+    if (!rx) {
+      ::close(fd);
+      return tl::unexpected(std::move(rx).error());
+    }
+    void* rw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
+    ::close(fd);  // The two mappings keep the memory alive.
+    if (rw == MAP_FAILED) {
+      ::munmap(reinterpret_cast<void*>(*rx), size);
+      return fail(ErrorCode::kOutOfMemory, "mmap of the writable view failed: " + std::string(std::strerror(err)));
+    }
+    std::memset(rw, kInt3, size);
+    region.rx = CodeRegion{*rx, size};
+    region.rw = reinterpret_cast<std::uintptr_t>(rw);
+  } else {
+    auto rx = detail::map_in_window(size, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, window);
+    if (!rx) return tl::unexpected(std::move(rx).error());
+    region.rx = CodeRegion{*rx, size};
+    // Fill with int3 through the writer itself: the mapping is never writable.
+    static const auto kTraps = [] {
+      std::array<std::uint8_t, 65536> a;
+      a.fill(kInt3);
+      return a;
+    }();
+    for (std::size_t off = 0; off < size; off += kTraps.size()) {
+      auto filled = write(*rx + off, std::span(kTraps).first(std::min(kTraps.size(), size - off)));
+      if (!filled) {
+        ::munmap(reinterpret_cast<void*>(*rx), size);
+        return tl::unexpected(std::move(filled).error());
+      }
+    }
+  }
+  std::lock_guard guard(state_->mutex);
+  state_->regions.push_back(region);
+  return region.rx;
+}
+
+Status CodeWriter::unmap_code(CodeRegion region) {
+  std::lock_guard guard(state_->mutex);
+  auto& regions = state_->regions;
+  auto it = std::find_if(regions.begin(), regions.end(), [&](const State::Region& r) {
+    return r.rx.address == region.address && r.rx.size == region.size;
+  });
+  if (it == regions.end())
+    return fail(ErrorCode::kNotOwned, range_text(region.address, region.size) + ": not a region this writer mapped");
+  ::munmap(reinterpret_cast<void*>(it->rx.address), it->rx.size);
+  if (it->rw) ::munmap(reinterpret_cast<void*>(it->rw), it->rx.size);
+  regions.erase(it);
+  return {};
+}
+
+namespace {
+
+// Proves a fresh writer works: maps a page, writes a pattern, reads it back.
+Status self_test(CodeWriter& writer) {
+  auto region = writer.map_code(1);
+  if (!region) return tl::unexpected(std::move(region).error());
+  const std::array<std::uint8_t, 4> pattern{0x90, 0x0f, 0x0b, 0xc3};  // nop; ud2; ret
+  const std::uintptr_t where = region->address + 64;
+  Status written = writer.write(where, pattern);
+  bool same = written && std::memcmp(reinterpret_cast<const void*>(where), pattern.data(), pattern.size()) == 0;
+  (void)writer.unmap_code(*region);
+  if (!written) return written;
+  if (!same) return fail(ErrorCode::kIoError, at(where) + ": the bytes written did not read back");
+  return {};
+}
+
+}  // namespace
+
+Result<std::unique_ptr<CodeWriter>> CodeWriter::create(WriteMethod method) {
+  std::unique_ptr<CodeWriter> writer(new CodeWriter(std::make_unique<State>(method)));
+  if (Status ok = self_test(*writer); !ok)
+    return fail(ok.error().code, "write method " + std::string(to_string(method)) + " does not work here: " + ok.error().message);
+  return writer;
+}
+
+Result<std::unique_ptr<CodeWriter>> CodeWriter::from_name(std::string_view name) {
+  auto parsed = parse_write_method(name);
+  if (!parsed) return tl::unexpected(std::move(parsed).error());
+  if (*parsed) return create(**parsed);
+  std::string reasons;
+  for (WriteMethod m : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect}) {
+    auto writer = create(m);
+    if (writer) return writer;
+    reasons += (reasons.empty() ? "" : "; ") + writer.error().message;
+  }
+  return fail(ErrorCode::kUnsupported, "no write method works here: " + reasons);
+}
+
+Result<CodeWriter*> CodeWriter::global() {
+  // Decided once; leaked on purpose so that code running during exit can still use it.
+  static auto* const chosen = [] {
+    const char* env = std::getenv("PUNCH_WRITE_METHOD");
+    auto r = from_name(env && *env ? env : "auto");
+    if (!r && env && *env) r.error().message = "PUNCH_WRITE_METHOD=" + std::string(env) + ": " + r.error().message;
+    return new Result<std::unique_ptr<CodeWriter>>(std::move(r));
+  }();
+  if (!*chosen) return tl::unexpected(chosen->error());
+  return chosen->value().get();
+}
+
+}  // namespace punch::runtime

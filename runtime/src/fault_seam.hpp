@@ -1,0 +1,13 @@
+// The runtime's side of the fault-injection seam (see fault_injection.hpp).
+#pragma once
+
+#include <optional>
+
+#include <punch/runtime/fault_injection.hpp>
+
+namespace punch::runtime::detail {
+
+//! Counts one operation at `point`; returns the fault to simulate when it is the armed one.
+std::optional<testing::FaultKind> take_fault(testing::FaultPoint point) noexcept;
+
+}  // namespace punch::runtime::detail

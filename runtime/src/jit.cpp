@@ -1,0 +1,96 @@
+#include <punch/runtime/jit.hpp>
+
+#include <algorithm>
+
+#include <punch/runtime/sync.hpp>
+
+namespace punch::runtime {
+namespace {
+
+std::string asmjit_error(const char* what, asmjit::Error err) {
+  return std::string(what) + ": " + asmjit::DebugUtils::errorAsString(err);
+}
+
+// Flattens the holder and resolves its links; returns the size to allocate.
+Result<std::size_t> prepare(asmjit::CodeHolder& code) {
+  if (asmjit::Error err = code.flatten()) return fail(ErrorCode::kInvalidArgument, asmjit_error("asmjit flatten", err));
+  if (asmjit::Error err = code.resolveUnresolvedLinks())
+    return fail(ErrorCode::kInvalidArgument, asmjit_error("asmjit resolveUnresolvedLinks", err));
+  std::size_t size = code.codeSize();
+  if (size == 0) return fail(ErrorCode::kInvalidArgument, "asmjit CodeHolder holds no code");
+  return size;
+}
+
+// The alignment the holder's sections ask for (at least 16).
+std::size_t alignment_of(const asmjit::CodeHolder& code) {
+  std::size_t align = 16;
+  for (const asmjit::Section* section : code.sections()) align = std::max<std::size_t>(align, section->alignment());
+  return align;
+}
+
+// Relocates the holder to `address` and copies it into `out` (sized to the allocation).
+Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span<std::uint8_t> out) {
+  if (asmjit::Error err = code.relocateToBase(address))
+    return fail(ErrorCode::kCannotRelocate, at(address) + ": " + asmjit_error("asmjit relocateToBase", err));
+  // relocateToBase may shrink the code (unused address-table entries), never grow it.
+  if (code.codeSize() > out.size())
+    return fail(ErrorCode::kCannotRelocate, at(address) + ": code grew to " + std::to_string(code.codeSize()) +
+                                                " bytes while relocating");
+  if (asmjit::Error err = code.copyFlattenedData(out.data(), code.codeSize(), asmjit::CopySectionFlags::kPadSectionBuffer))
+    return fail(ErrorCode::kInvalidArgument, at(address) + ": " + asmjit_error("asmjit copyFlattenedData", err));
+  return {};
+}
+
+}  // namespace
+
+Result<void*> Jit::add(asmjit::CodeHolder& code) {
+  asmjit::CodeHolder* one[] = {&code};
+  auto batch = add_batch(one);
+  if (!batch) return tl::unexpected(std::move(batch).error());
+  return batch->front();
+}
+
+Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes) {
+  if (codes.empty()) return std::vector<void*>{};
+  std::vector<std::size_t> sizes;
+  std::size_t align = 16;
+  for (asmjit::CodeHolder* code : codes) {
+    if (!code) return fail(ErrorCode::kInvalidArgument, "Jit::add_batch: null CodeHolder");
+    auto size = prepare(*code);
+    if (!size) return tl::unexpected(std::move(size).error());
+    sizes.push_back(*size);
+    align = std::max(align, alignment_of(*code));
+  }
+
+  // One run of consecutive blocks: one staging buffer, one write, one sync.
+  auto addresses = heap_.allocate_run(sizes, align);
+  if (!addresses) return tl::unexpected(std::move(addresses).error());
+  auto release_all = [&] {
+    for (std::uintptr_t a : *addresses) (void)heap_.free(a);
+  };
+  const std::uintptr_t base = addresses->front();
+  const std::uintptr_t end = addresses->back() + *heap_.allocation_size(addresses->back());
+  std::vector<std::uint8_t> staging(end - base, 0xCC);  // Padding between functions stays int3.
+  for (std::size_t i = 0; i < codes.size(); ++i) {
+    std::uintptr_t a = (*addresses)[i];
+    if (Status ok = relocate_into(*codes[i], a, std::span(staging).subspan(a - base, sizes[i])); !ok) {
+      release_all();
+      return tl::unexpected(std::move(ok).error());
+    }
+  }
+  if (Status ok = heap_.writer().write(base, staging); !ok) {
+    release_all();
+    return tl::unexpected(std::move(ok).error());
+  }
+  if (Status ok = sync_all_threads(); !ok) {
+    release_all();
+    return tl::unexpected(std::move(ok).error());
+  }
+  std::vector<void*> out;
+  for (std::uintptr_t a : *addresses) out.push_back(reinterpret_cast<void*>(a));
+  return out;
+}
+
+Status Jit::release(void* function) { return heap_.free(reinterpret_cast<std::uintptr_t>(function)); }
+
+}  // namespace punch::runtime

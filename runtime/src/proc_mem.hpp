@@ -1,0 +1,15 @@
+// The process's one descriptor on /proc/self/mem.
+#pragma once
+
+#include <punch/result.hpp>
+
+namespace punch::runtime::detail {
+
+//! The O_RDWR|O_CLOEXEC descriptor on /proc/self/mem, opened on first use.
+//! A descriptor inherited over fork names the PARENT's memory, so it is
+//! reopened whenever the pid changed since it was opened (this also covers
+//! raw clone() and vfork children, which pthread_atfork would miss).
+//! kUnsupported when the file is missing or cannot be opened, with errno text.
+Result<int> proc_mem_fd();
+
+}  // namespace punch::runtime::detail
