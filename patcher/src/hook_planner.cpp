@@ -80,7 +80,8 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   while (a - plan.entry < kRel32JumpSize) {
     auto insn = disasm::decode(code->span(), a);
     if (!insn) return tl::unexpected<Error>(std::move(insn).error());
-    const bool nop = insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3;
+    // Multi-byte nops (0f 1f /0) count too, whatever category the decoder gives them.
+    const bool nop = insn->mnemonic == ZYDIS_MNEMONIC_NOP || (insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3);
     if (!nop && !(a == plan.entry && is_fentry_call(*insn)))
       return fail(ErrorCode::kUnprovable, at(plan.entry) + ": no patchable entry pad (found `" +
                                               disasm::format(code->span(), a) + "` at " + at(a) + ")");
@@ -93,14 +94,14 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   return plan;
 }
 
-Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes, const HookOptions& options) {
+Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes, const StealPolicy& policy) {
   EntryPlan plan;
   plan.target = target;
   plan.kind = min_bytes > kRel32JumpSize ? HookEntryKind::kStolenAbsolute : HookEntryKind::kStolenRel32;
 
   // The function's extent: from the caller, else its ELF symbol; without it no branch scan is possible.
-  if (options.function) {
-    plan.extent = *options.function;
+  if (policy.function) {
+    plan.extent = *policy.function;
   } else {
     auto extent = disasm::function_extent(target);
     if (!extent)
@@ -130,7 +131,8 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
                     at(target) + ": function ends at " + at(function_ends_at) + ", shorter than the " +
                         std::to_string(min_bytes) + "-byte jump, and `" + disasm::format(code->span(), a) + "` at " +
                         at(a) + (insn->is_padding ? " starts another symbol" : " is not padding"));
-    } else if (insn->flow == disasm::Flow::kCall && insn->end() - plan.entry < min_bytes) {
+    } else if ((insn->flow == disasm::Flow::kCall || insn->flow == disasm::Flow::kIndirectCall) &&
+               insn->end() - plan.entry < min_bytes) {
       return fail(ErrorCode::kCannotRelocate, at(a) + ": `" + disasm::format(code->span(), a) +
                                                   "` would be a stolen call that is not the last stolen "
                                                   "instruction (a thread returning from it would land in the jump)");
@@ -141,7 +143,8 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
     plan.instructions.push_back(*insn);
     a = insn->end();
   }
-  plan.ends_in_call = plan.instructions.back().flow == disasm::Flow::kCall;
+  plan.ends_in_call = plan.instructions.back().flow == disasm::Flow::kCall ||
+                      plan.instructions.back().flow == disasm::Flow::kIndirectCall;
   if (a > code->address + code->bytes.size())
     return fail(ErrorCode::kNotMapped, at(a) + ": stolen bytes run into unmapped memory");
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - code->address);
@@ -156,7 +159,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
     return fail(ErrorCode::kBranchInto, at(scan->branches_into.front()) + ": `" +
                                             disasm::format(function, scan->branches_into.front()) +
                                             "` branches into the stolen bytes [" + at(plan.entry) + ", " + at(a) + ")");
-  if (!options.transaction.allow_unprovable) {
+  if (!policy.allow_unprovable) {
     for (std::uintptr_t jump : scan->indirect_jumps)
       if (jump < plan.entry || jump >= a)
         return fail(ErrorCode::kUnprovable, at(jump) + ": indirect jump `" + disasm::format(function, jump) +

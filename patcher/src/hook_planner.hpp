@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
@@ -36,9 +37,15 @@ inline constexpr std::size_t kAbsoluteEntrySize = 16;
 //! least 5 bytes. Returns the plan, or kUnprovable when there is none.
 Result<EntryPlan> plan_patchable_entry(std::uintptr_t target);
 
+//! What the stolen-bytes planner may assume.
+struct StealPolicy {
+  std::optional<disasm::FunctionExtent> function;  //!< The extent, when no ELF symbol gives it.
+  bool allow_unprovable = false;                    //!< Accept functions with indirect jumps.
+};
+
 //! Chooses the instructions to steal so that at least `min_bytes` are replaced,
 //! refusing (with the address and reason) whatever a hook cannot do safely.
 //! Reads memory only through safe_read; changes nothing.
-Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes, const HookOptions& options);
+Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes, const StealPolicy& policy = {});
 
 }  // namespace punch::patcher::detail

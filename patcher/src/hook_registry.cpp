@@ -224,7 +224,8 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
   if (!h) return tl::unexpected<Error>(std::move(h).error());
   Result<EntryPlan> plan = fail(ErrorCode::kUnprovable, "no plan");
   if (options.prefer_patchable_entry && !options.force_absolute_entry) plan = plan_patchable_entry(target);
-  if (!plan) plan = plan_stolen_entry(target, options.force_absolute_entry ? kAbsoluteEntrySize : kRel32JumpSize, options);
+  const StealPolicy policy{options.function, options.transaction.allow_unprovable};
+  if (!plan) plan = plan_stolen_entry(target, options.force_absolute_entry ? kAbsoluteEntrySize : kRel32JumpSize, policy);
   if (!plan) return tl::unexpected<Error>(std::move(plan).error());
 
   // A rel32 entry needs the detour, or a relay to it, in reach; else fall back to the absolute form.
@@ -233,7 +234,7 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
     if (probe) {
       (void)(*h)->free(*probe);
     } else if (plan->kind == HookEntryKind::kStolenRel32 && options.allow_absolute_entry) {
-      plan = plan_stolen_entry(target, kAbsoluteEntrySize, options);
+      plan = plan_stolen_entry(target, kAbsoluteEntrySize, policy);
       if (!plan)
         return fail(plan.error().code, at(target) + ": no memory within rel32 reach of the entry, and the absolute "
                                                     "entry form cannot be used: " + plan.error().message);

@@ -1,0 +1,61 @@
+// Functions with known entries for the hook tests. Global, typed and sized
+// so that function_extent() finds them. SysV ABI: long f(long x).
+        .intel_syntax noprefix
+        .text
+        .macro TARGET name
+        .p2align 4, 0xcc
+        .globl \name
+        .type \name, @function
+\name:
+        .endm
+        .macro END name
+        .size \name, . - \name
+        .endm
+
+// A multi-instruction prologue after endbr64 (push/mov/lea stolen): returns 3x + 7.
+TARGET hook_target_prologue
+        endbr64
+        push rbp
+        mov rbp, rsp
+        lea rax, [rdi + rdi * 2]
+        add rax, 7
+        pop rbp
+        ret
+END hook_target_prologue
+
+// No endbr64, multi-instruction prologue: returns x * x - 1.
+TARGET hook_target_square
+        mov rax, rdi
+        imul rax, rdi
+        sub rax, 1
+        ret
+END hook_target_square
+
+// clang -fpatchable-function-entry=5 / -mfentry -mnop-mcount: one 5-byte nop. Returns x + 100.
+TARGET hook_target_pad_nop5
+        .byte 0x0f, 0x1f, 0x44, 0x00, 0x00
+        lea rax, [rdi + 100]
+        ret
+END hook_target_pad_nop5
+
+// gcc -fcf-protection -fpatchable-function-entry=5: endbr64 then five 1-byte nops. Returns x + 200.
+TARGET hook_target_pad_gcc
+        endbr64
+        nop
+        nop
+        nop
+        nop
+        nop
+        lea rax, [rdi + 200]
+        ret
+END hook_target_pad_gcc
+
+// An indirect call that would not be the last stolen instruction: refused (never called).
+TARGET hook_target_call_mid
+        xor eax, eax
+        call rsi
+        mov rax, rdi
+        ret
+END hook_target_call_mid
+
+        .section .note.GNU-stack, "", @progbits
