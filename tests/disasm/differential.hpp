@@ -1,0 +1,229 @@
+// Differential execution in Unicorn: run original bytes at A and relocated
+// bytes at B from the same registers and memory, and compare what they did.
+// Header-only so fuzz/fuzz_relocate.cpp shares it with the tests.
+#pragma once
+
+#include <unicorn/unicorn.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace punch::test {
+
+//! Registers compared between the runs (rip is compared as the exit point).
+struct CpuState {
+  std::uint64_t gpr[16] = {};  //!< rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, r8..r15 (encoding order).
+  std::uint64_t rflags = 0x202;
+  std::uint8_t xmm[16][16] = {};
+};
+
+//! Memory both runs start from: code at A and B, optional data, a stack.
+struct Layout {
+  std::uint64_t a = 0;
+  std::vector<std::uint8_t> original;   //!< Bytes at a (may extend past the run: the code after it).
+  std::uint64_t b = 0;
+  std::vector<std::uint8_t> relocated;  //!< Bytes at b.
+  std::uint64_t data = 0;
+  std::vector<std::uint8_t> data_bytes;
+};
+
+inline constexpr std::uint64_t kStackTop = 0x70000000;
+inline constexpr std::uint64_t kStackSize = 0x10000;
+inline constexpr std::uint64_t kFlagsMask = 0xCD5;  // CF PF AF ZF SF OF DF.
+//! The return address waiting on the stack: unmapped, so a `ret` leaves the run there.
+inline constexpr std::uint64_t kReturnSentinel = 0x7e000000;
+
+//! What one run did.
+struct Outcome {
+  bool completed = false;  //!< Control left the run; otherwise `failure` says why.
+  std::string failure;
+  std::uint64_t exit = 0;  //!< Where control left the run.
+  CpuState cpu;
+  std::map<std::uint64_t, std::uint8_t> written;  //!< Final value of every byte the run wrote.
+  std::uint64_t steps = 0;
+};
+
+namespace detail {
+
+inline const int kGprIds[16] = {UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, UC_X86_REG_RBX,
+                                UC_X86_REG_RSP, UC_X86_REG_RBP, UC_X86_REG_RSI, UC_X86_REG_RDI,
+                                UC_X86_REG_R8,  UC_X86_REG_R9,  UC_X86_REG_R10, UC_X86_REG_R11,
+                                UC_X86_REG_R12, UC_X86_REG_R13, UC_X86_REG_R14, UC_X86_REG_R15};
+
+struct RunContext {
+  std::uint64_t begin, end, max_steps;
+  Outcome* out;
+  std::set<std::uint64_t> written_bytes;
+  int lazy_pages = 0;
+  bool fetched_unmapped = false;
+};
+
+inline void on_code(uc_engine* uc, std::uint64_t address, std::uint32_t, void* user) {
+  auto* ctx = static_cast<RunContext*>(user);
+  if (address < ctx->begin || address >= ctx->end) {
+    ctx->out->completed = true;
+    ctx->out->exit = address;
+    uc_emu_stop(uc);
+    return;
+  }
+  if (++ctx->out->steps > ctx->max_steps) {
+    ctx->out->failure = "step limit";
+    uc_emu_stop(uc);
+  }
+}
+
+inline void on_write(uc_engine*, uc_mem_type, std::uint64_t address, int size, std::int64_t, void* user) {
+  auto* ctx = static_cast<RunContext*>(user);
+  for (int i = 0; i < size; ++i) ctx->written_bytes.insert(address + i);
+}
+
+// Data the run touches outside the known regions reads as zero pages (the
+// same in both runs); a fetch from unmapped memory is control leaving the run.
+inline bool on_unmapped(uc_engine* uc, uc_mem_type type, std::uint64_t address, int, std::int64_t, void* user) {
+  auto* ctx = static_cast<RunContext*>(user);
+  if (type == UC_MEM_FETCH_UNMAPPED) {
+    ctx->fetched_unmapped = true;
+    ctx->out->exit = address;
+    return false;
+  }
+  if (++ctx->lazy_pages > 32) return false;
+  return uc_mem_map(uc, address & ~0xFFFull, 0x1000, UC_PROT_ALL) == UC_ERR_OK;
+}
+
+inline bool place(uc_engine* uc, std::uint64_t address, const std::vector<std::uint8_t>& bytes) {
+  if (bytes.empty()) return true;
+  for (std::uint64_t page = address & ~0xFFFull; page < address + bytes.size(); page += 0x1000) {
+    const uc_err e = uc_mem_map(uc, page, 0x1000, UC_PROT_ALL);
+    if (e != UC_ERR_OK && e != UC_ERR_MAP) return false;
+  }
+  return uc_mem_write(uc, address, bytes.data(), bytes.size()) == UC_ERR_OK;
+}
+
+}  // namespace detail
+
+//! Runs from `start` until control leaves [begin, end), a fault, or `max_steps` instructions.
+inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t begin, std::uint64_t end,
+                       const CpuState& init, std::uint64_t max_steps) {
+  Outcome out;
+  uc_engine* uc = nullptr;
+  if (uc_open(UC_ARCH_X86, UC_MODE_64, &uc) != UC_ERR_OK) {
+    out.failure = "uc_open failed";
+    return out;
+  }
+  detail::RunContext ctx{begin, end, max_steps, &out, {}, 0, false};
+  bool ok = uc_mem_map(uc, kStackTop - kStackSize, kStackSize + 0x1000, UC_PROT_READ | UC_PROT_WRITE) == UC_ERR_OK;
+  ok = ok && detail::place(uc, layout.data, layout.data_bytes) && detail::place(uc, layout.a, layout.original) &&
+       detail::place(uc, layout.b, layout.relocated);
+  ok = ok && uc_mem_write(uc, init.gpr[4], &kReturnSentinel, sizeof kReturnSentinel) == UC_ERR_OK;
+  for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, detail::kGprIds[i], &init.gpr[i]) == UC_ERR_OK;
+  ok = ok && uc_reg_write(uc, UC_X86_REG_EFLAGS, &init.rflags) == UC_ERR_OK;
+  for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, UC_X86_REG_XMM0 + i, init.xmm[i]) == UC_ERR_OK;
+  uc_hook code_hook, write_hook, unmapped_hook;
+  ok = ok && uc_hook_add(uc, &code_hook, UC_HOOK_CODE, reinterpret_cast<void*>(detail::on_code), &ctx, 1, 0) == UC_ERR_OK;
+  ok = ok && uc_hook_add(uc, &write_hook, UC_HOOK_MEM_WRITE, reinterpret_cast<void*>(detail::on_write), &ctx, 1, 0) ==
+                 UC_ERR_OK;
+  ok = ok && uc_hook_add(uc, &unmapped_hook, UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(detail::on_unmapped), &ctx,
+                         1, 0) == UC_ERR_OK;
+  if (!ok) {
+    out.failure = "emulator setup failed";
+    uc_close(uc);
+    return out;
+  }
+  // `until` is a non-canonical address no run reaches; the hooks decide when to stop.
+  const uc_err e = uc_emu_start(uc, start, ~0ull, 0, 0);
+  if (e != UC_ERR_OK) {
+    if (ctx.fetched_unmapped) out.completed = true;  // Left the run for unmapped code: out.exit is set.
+    else out.failure = uc_strerror(e);
+  } else if (!out.completed && out.failure.empty()) {
+    out.failure = "emulation stopped inside the run";
+  }
+  for (int i = 0; i < 16; ++i) uc_reg_read(uc, detail::kGprIds[i], &out.cpu.gpr[i]);
+  uc_reg_read(uc, UC_X86_REG_EFLAGS, &out.cpu.rflags);
+  out.cpu.rflags &= kFlagsMask;
+  for (int i = 0; i < 16; ++i) {
+    std::uint8_t buf[64] = {};
+    uc_reg_read(uc, UC_X86_REG_XMM0 + i, buf);
+    std::memcpy(out.cpu.xmm[i], buf, 16);
+  }
+  for (std::uint64_t a : ctx.written_bytes) {
+    std::uint8_t v = 0;
+    uc_mem_read(uc, a, &v, 1);
+    out.written[a] = v;
+  }
+  uc_close(uc);
+  return out;
+}
+
+inline std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+//! Empty when the relocated run behaved like the original, else what differs.
+//! Control leaving the relocated bytes at their end (b_end) is the original
+//! falling through to a_end; the return address a final call pushes (b_end for
+//! `call rel32`, b_end - 10 for the absolute form, whose `jmp +8` then reaches
+//! b_end) stands for a_end.
+inline std::string compare(const Outcome& original, Outcome relocated, std::uint64_t a_end, std::uint64_t b_end) {
+  if (!relocated.completed) return "relocated run did not complete: " + relocated.failure;
+  const std::uint64_t exit = relocated.exit == b_end ? a_end : relocated.exit;
+  if (exit != original.exit)
+    return "exit " + hex(relocated.exit) + " (as original " + hex(exit) + ") != original exit " + hex(original.exit);
+  const std::uint64_t rsp = relocated.cpu.gpr[4];
+  auto qword = [](const std::map<std::uint64_t, std::uint8_t>& m, std::uint64_t at) {
+    std::uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) {
+      auto it = m.find(at + i);
+      v = (v << 8) | (it == m.end() ? 0 : it->second);
+    }
+    return v;
+  };
+  const std::uint64_t pushed = qword(relocated.written, rsp);
+  if ((pushed == b_end || pushed == b_end - 10) && qword(original.written, rsp) == a_end)
+    for (int i = 0; i < 8; ++i) relocated.written[rsp + i] = static_cast<std::uint8_t>(a_end >> (8 * i));
+  static const char* const names[16] = {"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
+                                        "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
+  for (int i = 0; i < 16; ++i)
+    if (original.cpu.gpr[i] != relocated.cpu.gpr[i])
+      return std::string(names[i]) + " " + hex(relocated.cpu.gpr[i]) + " != original " + hex(original.cpu.gpr[i]);
+  if (original.cpu.rflags != relocated.cpu.rflags)
+    return "rflags " + hex(relocated.cpu.rflags) + " != original " + hex(original.cpu.rflags);
+  for (int i = 0; i < 16; ++i)
+    if (std::memcmp(original.cpu.xmm[i], relocated.cpu.xmm[i], 16) != 0) return "xmm" + std::to_string(i) + " differs";
+  if (original.written != relocated.written) {
+    for (const auto& [addr, value] : original.written) {
+      auto it = relocated.written.find(addr);
+      if (it == relocated.written.end()) return "original wrote " + hex(addr) + ", relocated did not";
+      if (it->second != value) return "byte at " + hex(addr) + " differs";
+    }
+    return "relocated wrote bytes the original did not";
+  }
+  return {};
+}
+
+//! Registers that mostly point into `data` (so memory operands hit it) with a small rcx (loops end).
+inline CpuState random_state(std::mt19937_64& rng, std::uint64_t data, std::size_t data_size) {
+  CpuState s;
+  for (int i = 0; i < 16; ++i) {
+    switch (rng() % 4) {
+      case 0: s.gpr[i] = rng(); break;
+      case 1: s.gpr[i] = rng() % 16; break;
+      default: s.gpr[i] = data + rng() % (data_size > 256 ? data_size - 256 : 1); break;
+    }
+  }
+  s.gpr[1] = rng() % 8;      // rcx: loop counts stay small.
+  s.gpr[4] = kStackTop - 0x1000;  // rsp: room both ways (red zone, pushes).
+  s.rflags = 0x202 | (rng() & 0x8D5);
+  for (auto& x : s.xmm)
+    for (auto& b : x) b = static_cast<std::uint8_t>(rng());
+  return s;
+}
+
+}  // namespace punch::test
