@@ -1,0 +1,193 @@
+// Decoding facts and patch validation on hand-written bytes, including bad input.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include <punch/disasm/relocate.hpp>
+#include <punch/disasm/validate.hpp>
+
+namespace punch::disasm {
+namespace {
+
+constexpr std::uintptr_t kBase = 0x401000;
+
+// endbr64; push rbp; cmp dword [rip+0x10], 5; vmovdqu ymm0, [rip+0x20]; vmovdqu64 zmm0, [rip+0x40];
+// jne +3; jmp rel32; jrcxz; call rel32; jmp rax; ret
+const std::vector<std::uint8_t> kCode = {
+    0xf3, 0x0f, 0x1e, 0xfa,                                      // 0x00 endbr64
+    0x55,                                                        // 0x04 push rbp
+    0x83, 0x3d, 0x10, 0x00, 0x00, 0x00, 0x05,                    // 0x05 cmp dword [rip+0x10], 5
+    0xc5, 0xfe, 0x6f, 0x05, 0x20, 0x00, 0x00, 0x00,              // 0x0c vmovdqu ymm0, [rip+0x20]
+    0x62, 0xf1, 0xfe, 0x48, 0x6f, 0x05, 0x40, 0x00, 0x00, 0x00,  // 0x14 vmovdqu64 zmm0, [rip+0x40]
+    0x75, 0x03,                                                  // 0x1e jne +3
+    0xe9, 0x00, 0x01, 0x00, 0x00,                                // 0x20 jmp +0x100
+    0xe3, 0xfe,                                                  // 0x25 jrcxz -2
+    0xe8, 0x10, 0x00, 0x00, 0x00,                                // 0x27 call +0x10
+    0xff, 0xe0,                                                  // 0x2c jmp rax
+    0xc3,                                                        // 0x2e ret
+};
+const CodeSpan kSpan{kBase, kCode};
+
+TEST(Decode, ReportsLengthsFlowsAndTargets) {
+  auto all = decode_all(kSpan);
+  ASSERT_TRUE(all) << all.error().describe();
+  ASSERT_EQ(all->size(), 11u);
+  const auto& v = *all;
+  EXPECT_TRUE(v[0].is_endbr64);
+  EXPECT_EQ(v[1].length, 1);
+  // Legacy RIP-relative with an imm8 after the displacement: target from the end of the instruction.
+  EXPECT_TRUE(v[2].has_memory_target);
+  EXPECT_EQ(v[2].memory_target, kBase + 0x0c + 0x10);
+  EXPECT_EQ(v[2].rel_offset, 2);
+  EXPECT_EQ(v[2].rel_size, 4);
+  EXPECT_EQ(v[3].memory_target, kBase + 0x14 + 0x20);  // VEX
+  EXPECT_EQ(v[4].memory_target, kBase + 0x1e + 0x40);  // EVEX (disp32, no disp8*N for RIP)
+  EXPECT_EQ(v[5].flow, Flow::kCondJump);
+  EXPECT_EQ(v[5].branch_target, kBase + 0x23);
+  EXPECT_EQ(v[5].rel_size, 1);
+  EXPECT_EQ(v[6].flow, Flow::kJump);
+  EXPECT_EQ(v[6].branch_target, kBase + 0x25 + 0x100);
+  EXPECT_EQ(v[6].rel_size, 4);
+  EXPECT_EQ(v[7].flow, Flow::kShortOnly);
+  EXPECT_EQ(v[7].branch_target, kBase + 0x25);
+  EXPECT_EQ(v[8].flow, Flow::kCall);
+  EXPECT_EQ(v[8].branch_target, kBase + 0x2c + 0x10);
+  EXPECT_EQ(v[9].flow, Flow::kIndirectJump);
+  EXPECT_FALSE(v[9].has_branch_target);
+  EXPECT_EQ(v[10].flow, Flow::kReturn);
+  EXPECT_EQ(format(kSpan, kBase + 4), "push rbp");
+}
+
+TEST(Decode, BadInputIsAClearError) {
+  auto empty = decode_all(CodeSpan{kBase, {}});
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, ErrorCode::kInvalidArgument);
+
+  const std::vector<std::uint8_t> truncated = {0x48, 0x8b, 0x05, 0x00};  // mov rax, [rip+...] cut short
+  auto t = decode(CodeSpan{kBase, truncated}, kBase);
+  ASSERT_FALSE(t);
+  EXPECT_EQ(t.error().code, ErrorCode::kDecodeFailed);
+  EXPECT_NE(t.error().message.find("truncated"), std::string::npos) << t.error().message;
+  EXPECT_NE(t.error().message.find(at(kBase)), std::string::npos);
+
+  const std::vector<std::uint8_t> invalid = {0x90, 0x06};  // 0x06 (push es) does not exist in 64-bit mode
+  auto i = decode_all(CodeSpan{kBase, invalid});
+  ASSERT_FALSE(i);
+  EXPECT_EQ(i.error().code, ErrorCode::kDecodeFailed);
+  EXPECT_NE(i.error().message.find(at(kBase + 1)), std::string::npos) << i.error().message;
+
+  auto outside = decode(kSpan, kBase + kCode.size());
+  ASSERT_FALSE(outside);
+  EXPECT_EQ(outside.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(format(CodeSpan{kBase, invalid}, kBase + 1).find("undecodable"), std::string::npos);
+}
+
+TEST(CheckBoundaries, AcceptsWholeInstructionsAndNamesTheStraddler) {
+  auto ok = check_boundaries(kSpan, kBase + 4, kBase + 0x0c);
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->size(), 2u);
+
+  auto ends_inside = check_boundaries(kSpan, kBase, kBase + 5 + 3);
+  ASSERT_FALSE(ends_inside);
+  EXPECT_EQ(ends_inside.error().code, ErrorCode::kNotBoundary);
+  EXPECT_EQ(ends_inside.error().message.rfind(at(kBase + 8), 0), 0u) << ends_inside.error().message;
+  EXPECT_NE(ends_inside.error().message.find("cmp dword ptr"), std::string::npos) << ends_inside.error().message;
+  EXPECT_NE(ends_inside.error().message.find(at(kBase + 5)), std::string::npos);
+
+  auto starts_inside = check_boundaries(kSpan, kBase + 2, kBase + 5);
+  ASSERT_FALSE(starts_inside);
+  EXPECT_EQ(starts_inside.error().code, ErrorCode::kNotBoundary);
+  EXPECT_NE(starts_inside.error().message.find("endbr64"), std::string::npos);
+
+  EXPECT_EQ(check_boundaries(kSpan, kBase + 4, kBase + 4).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check_boundaries(kSpan, kBase - 1, kBase + 4).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check_boundaries(kSpan, kBase, kBase + kCode.size() + 1).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(check_boundaries(CodeSpan{kBase, {}}, kBase, kBase + 1).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(CheckReplacement, WholeInstructionsEndingAtTheEnd) {
+  const std::vector<std::uint8_t> jmp_and_nops = {0xe9, 1, 2, 3, 4, 0x0f, 0x1f, 0x00, 0x90};
+  auto ok = check_replacement(CodeSpan{kBase, jmp_and_nops});
+  ASSERT_TRUE(ok) << ok.error().describe();
+  EXPECT_EQ(ok->size(), 3u);
+  EXPECT_TRUE(ok->back().is_padding);
+
+  const std::vector<std::uint8_t> cut = {0xe9, 1, 2, 3, 4, 0x0f, 0x1f};  // a nopl cut short
+  auto bad = check_replacement(CodeSpan{kBase, cut});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kDecodeFailed);
+  EXPECT_NE(bad.error().message.find(at(kBase + 5)), std::string::npos) << bad.error().message;
+  EXPECT_EQ(check_replacement(CodeSpan{kBase, {}}).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(ScanBranches, FindsBranchesIntoTheRangeAndIndirectJumps) {
+  // jne at 0x1e targets 0x23, strictly inside [0x20, 0x25); jrcxz targets itself (0x25) — the range's end.
+  auto scan = scan_branches(kSpan, kBase + 0x20, kBase + 0x25);
+  ASSERT_TRUE(scan) << scan.error().describe();
+  EXPECT_EQ(scan->branches_into, std::vector<std::uintptr_t>{kBase + 0x1e});
+  EXPECT_EQ(scan->indirect_jumps, std::vector<std::uintptr_t>{kBase + 0x2c});
+  EXPECT_TRUE(scan->complete);
+
+  auto at_start = scan_branches(kSpan, kBase + 0x23, kBase + 0x25);  // a branch to the start is fine
+  ASSERT_TRUE(at_start);
+  EXPECT_TRUE(at_start->branches_into.empty());
+
+  std::vector<std::uint8_t> junk = kCode;
+  junk.push_back(0x06);
+  auto partial = scan_branches(CodeSpan{kBase, junk}, kBase, kBase + 4);
+  ASSERT_TRUE(partial);
+  EXPECT_FALSE(partial->complete);
+  EXPECT_EQ(scan_branches(kSpan, kBase + 0x20, kBase + 0x100).error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(FunctionExtent, UnknownAddressesAreUnprovable) {
+  int local = 0;
+  auto stack = function_extent(reinterpret_cast<std::uintptr_t>(&local));
+  ASSERT_FALSE(stack);
+  EXPECT_EQ(stack.error().code, ErrorCode::kUnprovable);
+  EXPECT_NE(stack.error().message.find(at(&local)), std::string::npos);
+  auto libc = function_extent(reinterpret_cast<std::uintptr_t>(&::abort) + 1);
+  ASSERT_TRUE(libc) << libc.error().describe();
+  EXPECT_LE(libc->start, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
+  EXPECT_GT(libc->end, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
+}
+
+TEST(EncodeJmp, Rel32AndAbsoluteDecodeToTheirTargets) {
+  auto near = encode_jmp_rel32(kBase, kBase - 0x1000);
+  ASSERT_TRUE(near);
+  auto insn = decode(CodeSpan{kBase, *near}, kBase);
+  ASSERT_TRUE(insn);
+  EXPECT_EQ(insn->length, 5);
+  EXPECT_EQ(insn->branch_target, kBase - 0x1000);
+  EXPECT_EQ(encode_jmp_rel32(kBase, kBase + (1ull << 32)).error().code, ErrorCode::kOutOfRange);
+
+  const auto far = encode_jmp_absolute(0x7f0012345678);
+  ASSERT_EQ(far.size(), 14u);
+  auto abs = decode(CodeSpan{kBase, far}, kBase);
+  ASSERT_TRUE(abs);
+  EXPECT_EQ(abs->flow, Flow::kIndirectJump);
+  EXPECT_EQ(abs->memory_target, kBase + 6);
+  std::uint64_t stored = 0;
+  for (int i = 7; i >= 0; --i) stored = (stored << 8) | far[6 + i];
+  EXPECT_EQ(stored, 0x7f0012345678u);
+}
+
+TEST(Relocate, BadInputIsAClearError) {
+  EXPECT_EQ(relocate(CodeSpan{kBase, {}}, 0x500000).error().code, ErrorCode::kInvalidArgument);
+  const std::vector<std::uint8_t> cut = {0x55, 0x48, 0x8b};
+  auto r = relocate(CodeSpan{kBase, cut}, 0x500000);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kDecodeFailed);
+  EXPECT_NE(r.error().message.find(at(kBase + 1)), std::string::npos);
+  const std::vector<std::uint8_t> call_then_more = {0xe8, 0, 1, 0, 0, 0x90};
+  EXPECT_EQ(relocate(CodeSpan{kBase, call_then_more}, 0x500000).error().code, ErrorCode::kCannotRelocate);
+  const std::vector<std::uint8_t> final_call = {0x90, 0xe8, 0, 1, 0, 0};
+  EXPECT_TRUE(relocate(CodeSpan{kBase, final_call}, 0x500000));
+  EXPECT_EQ(relocate(CodeSpan{kBase, final_call}, 0x500000, {.allow_final_call = false}).error().code,
+            ErrorCode::kCannotRelocate);
+  const std::vector<std::uint8_t> operand_size_jmp = {0x66, 0xe9, 0, 1, 0, 0};
+  EXPECT_EQ(relocate(CodeSpan{kBase, operand_size_jmp}, 0x500000).error().code, ErrorCode::kCannotRelocate);
+}
+
+}  // namespace
+}  // namespace punch::disasm
