@@ -166,6 +166,17 @@ inline std::string hex(std::uint64_t v) {
   return buf;
 }
 
+//! "48 8b 05 ..." for failure messages.
+inline std::string hex_dump(const std::vector<std::uint8_t>& bytes) {
+  std::string out;
+  for (std::uint8_t b : bytes) {
+    char buf[4];
+    std::snprintf(buf, sizeof buf, "%02x ", b);
+    out += buf;
+  }
+  return out;
+}
+
 //! Empty when the relocated run behaved like the original, else what differs.
 //! Control leaving the relocated bytes at their end (b_end) is the original
 //! falling through to a_end; the return address a final call pushes (b_end for
