@@ -38,8 +38,12 @@ enum class TrapInstruction {
   kHlt,   //!< 0xF4, SIGSEGV in user mode: for patching under a debugger that owns SIGTRAP.
 };
 
-//! The trap from PUNCH_TRAP=int3|hlt (default int3).
+//! The trap from PUNCH_TRAP=int3|hlt (default int3; an unknown value also gives int3,
+//! use parse_trap_instruction to detect it).
 TrapInstruction default_trap_instruction();
+
+//! Parses "int3" or "hlt"; anything else is a kInvalidArgument error.
+Result<TrapInstruction> parse_trap_instruction(std::string_view name);
 
 struct TransactionOptions {
   TrapInstruction trap = default_trap_instruction();
@@ -47,9 +51,35 @@ struct TransactionOptions {
   std::chrono::milliseconds thread_timeout{1000};
   //! Write policy: allow sites in mappings that are not executable (data, GOT). Off by default.
   bool allow_non_executable = false;
-  //! Allow sites in functions with indirect jumps (the branch scan cannot prove them safe).
+  //! Allow sites in functions with indirect jumps (the branch scan cannot prove them safe),
+  //! and sites in code with no known extent (no Site::function, no ELF symbol, no punch
+  //! heap allocation): then only the site itself is decoded, from its first byte.
   bool allow_unprovable = false;
 };
+
+//! Process-wide counters of the live protocol, for tests and monitoring (monotonic).
+struct LiveStats {
+  std::uint64_t commits = 0;            //!< Successful commits.
+  std::uint64_t reverts = 0;            //!< Successful reverts.
+  std::uint64_t rollbacks = 0;          //!< Failed commits/reverts that restored memory.
+  std::uint64_t traps_redirected = 0;   //!< Threads that hit a site in flight and were sent to a copy.
+  std::uint64_t late_traps = 0;         //!< Traps at a site already finished: the thread re-ran the new code.
+  std::uint64_t traps_chained = 0;      //!< Traps that were not punch's, passed to the previous handler.
+  std::uint64_t fixup_rounds = 0;       //!< Rendezvous before step 2 (multi-instruction sites only).
+  std::uint64_t threads_moved = 0;      //!< Threads found strictly inside a site and moved to its copy.
+  std::uint64_t blocked_threads_accepted = 0;  //!< Unanswering threads proven blocked in a syscall outside the sites.
+  std::uint64_t reclaim_rounds = 0;     //!< Rendezvous that freed out-of-line copies.
+  std::uint64_t copies_freed = 0;       //!< Out-of-line copy blocks freed.
+};
+
+//! A snapshot of the counters.
+LiveStats live_stats();
+
+//! Frees the out-of-line copies of finished transactions that no thread can
+//! still be running (a rendezvous proves it). Commits do this on their own
+//! every few transactions; call it to release memory now. Returns how many
+//! copy blocks are still retained (some thread may be inside them).
+Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
 
 //! A batch of sites applied and reverted as one.
 //!
@@ -67,6 +97,8 @@ class Transaction {
   Status add(Site site);
 
   //! Validates every site against the code as it is now, touching nothing.
+  //! After a successful validate(), a commit that finds different bytes reports
+  //! kConflict (someone changed them since) rather than kBytesMismatch.
   Status validate() const;
 
   //! Validates, then applies every site with the live protocol. On any

@@ -1,0 +1,72 @@
+// The lock-free table of generations: fixed slots of atomic pointers plus a
+// reader count. Handlers count themselves in before loading a slot; unpublish
+// empties the slot, then waits for the count to drain (sequentially consistent
+// order makes a reader that comes in later see the empty slot).
+#include "flight_table.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+
+namespace punch::patcher::live {
+namespace {
+
+std::atomic<Generation*> g_slots[kMaxGenerations];
+std::atomic<std::uint64_t> g_readers{0};
+
+static_assert(std::atomic<Generation*>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+}  // namespace
+
+LiveCounters g_counters;
+
+const FlightSite* Generation::site_at(std::uintptr_t address) const noexcept {
+  auto it = std::lower_bound(sites.begin(), sites.end(), address,
+                             [](const FlightSite& s, std::uintptr_t a) { return s.address < a; });
+  return it != sites.end() && it->address == address ? &*it : nullptr;
+}
+
+const FlightSite* Generation::site_strictly_holding(std::uintptr_t rip) const noexcept {
+  auto it = std::upper_bound(sites.begin(), sites.end(), rip,
+                             [](std::uintptr_t a, const FlightSite& s) { return a < s.address; });
+  if (it == sites.begin()) return nullptr;
+  --it;
+  return rip > it->address && rip < it->end() ? &*it : nullptr;
+}
+
+bool Generation::copies_hold(std::uintptr_t rip) const noexcept {
+  for (const CopyBlock& b : blocks)
+    if (rip >= b.address && rip - b.address < b.size) return true;
+  return false;
+}
+
+bool publish(Generation* generation) noexcept {
+  for (auto& slot : g_slots) {
+    Generation* empty = nullptr;
+    if (slot.compare_exchange_strong(empty, generation, std::memory_order_seq_cst)) return true;
+  }
+  return false;
+}
+
+void unpublish(Generation* generation) noexcept {
+  for (auto& slot : g_slots) {
+    Generation* expected = generation;
+    slot.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
+  }
+  // Handlers never block, so this wait is short.
+  while (g_readers.load(std::memory_order_seq_cst) != 0) sched_yield();
+}
+
+std::vector<Generation*> published_generations() {
+  std::vector<Generation*> out;
+  for (auto& slot : g_slots)
+    if (Generation* g = slot.load(std::memory_order_acquire)) out.push_back(g);
+  return out;
+}
+
+ReadGuard::ReadGuard() noexcept { g_readers.fetch_add(1, std::memory_order_seq_cst); }
+ReadGuard::~ReadGuard() { g_readers.fetch_sub(1, std::memory_order_seq_cst); }
+const Generation* ReadGuard::slot(std::size_t i) const noexcept { return g_slots[i].load(std::memory_order_seq_cst); }
+
+}  // namespace punch::patcher::live

@@ -1,0 +1,93 @@
+// The sites in flight, readable from signal handlers without locks.
+//
+// A Generation is the immutable record of one protocol run (a commit, a
+// revert or a rollback): its sites, sorted by address, and the out-of-line
+// copies of the code they replace. It is published in a slot before step 1,
+// turns "draining" after the final sync, and is removed and freed only by
+// reclamation, after a rendezvous proves no thread can still need it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <punch/disasm/relocate.hpp>
+#include <punch/patcher/transaction.hpp>
+
+namespace punch::patcher::live {
+
+//! One site of a generation.
+struct FlightSite {
+  std::uintptr_t address = 0;
+  std::uint32_t length = 0;
+  //! Where a thread that traps on the site continues while it is in flight:
+  //! a copy of the old code (or, when that cannot be relocated and the site is
+  //! one instruction, of the new code), each ending in a jump back.
+  std::uintptr_t redirect = 0;
+  //! Copy of the old code for threads found strictly inside a multi-instruction
+  //! site, with the offset map old -> copy. 0 when the old code is one instruction.
+  std::uintptr_t fixup_copy = 0;
+  std::uint32_t offsets_begin = 0;  //!< Into Generation::offsets.
+  std::uint32_t offsets_count = 0;
+
+  std::uintptr_t end() const noexcept { return address + length; }
+};
+
+//! A block of out-of-line copies, allocated from the code heap.
+struct CopyBlock {
+  std::uintptr_t address = 0;
+  std::size_t size = 0;
+};
+
+enum class GenerationState : int { kInFlight, kDraining };
+
+//! The record of one protocol run. Immutable once published, except `state`.
+struct Generation {
+  std::vector<FlightSite> sites;  //!< Sorted by address.
+  std::vector<disasm::OffsetMapping> offsets;
+  std::vector<CopyBlock> blocks;
+  TrapInstruction trap = TrapInstruction::kInt3;
+  std::atomic<GenerationState> state{GenerationState::kInFlight};
+
+  //! The site starting exactly at `address`, or null. Async-signal-safe.
+  const FlightSite* site_at(std::uintptr_t address) const noexcept;
+  //! The site with address < rip < end, or null. Async-signal-safe.
+  const FlightSite* site_strictly_holding(std::uintptr_t rip) const noexcept;
+  //! Whether `rip` lies in one of the copy blocks. Async-signal-safe.
+  bool copies_hold(std::uintptr_t rip) const noexcept;
+};
+
+//! Maximum generations published at once (in flight, draining or stuck after a failed rollback).
+constexpr std::size_t kMaxGenerations = 64;
+
+//! Publishes a generation (before step 1). False when every slot is taken.
+bool publish(Generation* generation) noexcept;
+
+//! Removes a generation from its slot and waits until no handler still reads
+//! it; after this it may be freed.
+void unpublish(Generation* generation) noexcept;
+
+//! Every published generation (call under the live lock).
+std::vector<Generation*> published_generations();
+
+//! Holds off unpublish() while a signal handler reads the slots.
+class ReadGuard {
+ public:
+  ReadGuard() noexcept;
+  ~ReadGuard();
+  ReadGuard(const ReadGuard&) = delete;
+  ReadGuard& operator=(const ReadGuard&) = delete;
+  //! The generation in slot `i` (may be null).
+  const Generation* slot(std::size_t i) const noexcept;
+};
+
+//! Process-wide counters behind LiveStats; constant-initialized, so signal handlers may touch them.
+struct LiveCounters {
+  std::atomic<std::uint64_t> commits{0}, reverts{0}, rollbacks{0}, traps_redirected{0}, late_traps{0},
+      traps_chained{0}, fixup_rounds{0}, threads_moved{0}, blocked_threads_accepted{0}, reclaim_rounds{0},
+      copies_freed{0};
+};
+extern LiveCounters g_counters;
+
+}  // namespace punch::patcher::live

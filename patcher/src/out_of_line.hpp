@@ -1,0 +1,35 @@
+// Out-of-line copies: where a thread goes when it meets a site in flight, and
+// where the thread fix-up moves a thread found inside a multi-instruction site.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <span>
+
+#include <punch/result.hpp>
+
+#include "flight_table.hpp"
+#include "site_validation.hpp"
+
+namespace punch::patcher::live {
+
+//! Builds the generation for moving `sites` from their `from` to their `to`
+//! bytes: relocates each code site's old instructions (or, for a one-
+//! instruction site whose old code cannot move, its new instruction) into one
+//! heap block near the sites, each copy ending in a jump back to the site's
+//! end; writes the block with one write. Nothing is published yet.
+Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite> sites, TrapInstruction trap);
+
+//! Frees a generation's copy blocks (it must be unpublished, or never published).
+void free_copies(Generation& generation);
+
+//! Frees every draining generation that no thread can still be using: one
+//! rendezvous checks each thread's rip against the copies; a thread that does
+//! not answer must be provably blocked in a syscall outside them. Call under
+//! the live lock. Returns how many generations are retained.
+Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout);
+
+//! How many generations are draining (reclaim candidates).
+std::size_t draining_generations();
+
+}  // namespace punch::patcher::live

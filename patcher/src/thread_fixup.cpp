@@ -1,0 +1,80 @@
+// Thread fix-up: the int3 protocol protects threads that arrive at a site's
+// first byte; a thread preempted between two instructions of a replaced run
+// would resume in the middle of the new bytes. Each thread checks its own
+// saved rip in a signal handler and moves it to the equivalent instruction of
+// the copy (which ends by jumping back after the site).
+#include "thread_fixup.hpp"
+
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <string>
+
+#include <punch/runtime/sync.hpp>
+#include <punch/runtime/threads.hpp>
+
+namespace punch::patcher::live {
+namespace {
+
+struct FixupRound {
+  const Generation* generation = nullptr;
+  std::atomic<std::uint64_t> moved{0};
+  std::atomic<pid_t> stray_tid{0};  // A thread inside a site but not at one of its instructions.
+  std::atomic<std::uintptr_t> stray_rip{0};
+};
+
+// Runs on every other thread in its rendezvous handler: async-signal-safe.
+void move_if_inside(ucontext_t* context, void* arg) {
+  auto* round = static_cast<FixupRound*>(arg);
+  greg_t& rip = context->uc_mcontext.gregs[REG_RIP];
+  const FlightSite* site = round->generation->site_strictly_holding(static_cast<std::uintptr_t>(rip));
+  if (!site || !site->fixup_copy) return;
+  const std::uint32_t offset = static_cast<std::uint32_t>(static_cast<std::uintptr_t>(rip) - site->address);
+  const disasm::OffsetMapping* map = round->generation->offsets.data() + site->offsets_begin;
+  for (std::uint32_t i = 0; i < site->offsets_count; ++i)
+    if (map[i].old_offset == offset) {
+      rip = static_cast<greg_t>(site->fixup_copy + map[i].new_offset);
+      runtime::serialize_this_thread();
+      round->moved.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+  round->stray_rip.store(static_cast<std::uintptr_t>(rip), std::memory_order_relaxed);
+  round->stray_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+}
+
+}  // namespace
+
+bool needs_fixup(const Generation& generation) noexcept {
+  for (const FlightSite& s : generation.sites)
+    if (s.fixup_copy) return true;
+  return false;
+}
+
+Status move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout) {
+  FixupRound round;
+  round.generation = &generation;
+  auto rendezvous = runtime::visit_other_threads(move_if_inside, &round, timeout);
+  if (!rendezvous) return tl::unexpected(std::move(rendezvous).error());
+  g_counters.fixup_rounds.fetch_add(1, std::memory_order_relaxed);
+  g_counters.threads_moved.fetch_add(round.moved.load(), std::memory_order_relaxed);
+  if (pid_t tid = round.stray_tid.load())
+    return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is at " + at(round.stray_rip.load()) +
+                                            ", inside a site but not at one of its instructions");
+  for (pid_t tid : rendezvous->unanswered) {
+    auto blocked = runtime::blocked_syscall_address(tid);
+    if (!blocked)
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(tid) + " did not answer the fix-up signal within " +
+                                           std::to_string(timeout.count()) +
+                                           " ms and is not provably blocked in a system call (" +
+                                           blocked.error().message + ")");
+    if (const FlightSite* s = generation.site_strictly_holding(*blocked))
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(tid) + " did not answer the fix-up signal and is "
+                                           "blocked in a system call at " + at(*blocked) + ", inside the site at " +
+                                           at(s->address));
+    g_counters.blocked_threads_accepted.fetch_add(1, std::memory_order_relaxed);
+  }
+  return {};
+}
+
+}  // namespace punch::patcher::live

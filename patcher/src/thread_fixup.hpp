@@ -1,0 +1,23 @@
+// The thread fix-up round of multi-instruction sites (before step 2).
+#pragma once
+
+#include <chrono>
+
+#include <punch/result.hpp>
+
+#include "flight_table.hpp"
+
+namespace punch::patcher::live {
+
+//! Signals every other thread; each moves its own saved rip, if it lies
+//! strictly inside a multi-instruction site of `generation`, to the same
+//! instruction in the site's out-of-line copy. A thread that does not answer
+//! within `timeout` is accepted only if it is provably blocked in a system call
+//! whose address is not strictly inside any site; otherwise a kTimeout error
+//! names it. Never waits longer than the rendezvous bound.
+Status move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout);
+
+//! Whether any site of the generation needs the round (old code of several instructions).
+bool needs_fixup(const Generation& generation) noexcept;
+
+}  // namespace punch::patcher::live

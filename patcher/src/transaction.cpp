@@ -1,0 +1,127 @@
+// punch::patcher::Transaction — sites, validation, commit and revert.
+//
+// Every commit and revert in the process runs under one lock, and validates
+// again under it right before step 1: a site whose bytes changed since the
+// caller looked is refused, never applied over.
+#include <punch/patcher/transaction.hpp>
+
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "flight_table.hpp"
+#include "live_protocol.hpp"
+#include "out_of_line.hpp"
+#include "site_validation.hpp"
+
+namespace punch::patcher {
+namespace {
+
+std::mutex& live_mutex() {
+  static auto* m = new std::mutex;  // Never destroyed: commits may run during static destruction.
+  return *m;
+}
+
+}  // namespace
+
+Result<TrapInstruction> parse_trap_instruction(std::string_view name) {
+  if (name == "int3") return TrapInstruction::kInt3;
+  if (name == "hlt") return TrapInstruction::kHlt;
+  return fail(ErrorCode::kInvalidArgument, "trap instruction `" + std::string(name) + "`: expected int3 or hlt");
+}
+
+TrapInstruction default_trap_instruction() {
+  const char* env = std::getenv("PUNCH_TRAP");
+  if (!env) return TrapInstruction::kInt3;
+  auto parsed = parse_trap_instruction(env);
+  return parsed ? *parsed : TrapInstruction::kInt3;
+}
+
+LiveStats live_stats() {
+  const auto& c = live::g_counters;
+  LiveStats s;
+  s.commits = c.commits.load();
+  s.reverts = c.reverts.load();
+  s.rollbacks = c.rollbacks.load();
+  s.traps_redirected = c.traps_redirected.load();
+  s.late_traps = c.late_traps.load();
+  s.traps_chained = c.traps_chained.load();
+  s.fixup_rounds = c.fixup_rounds.load();
+  s.threads_moved = c.threads_moved.load();
+  s.blocked_threads_accepted = c.blocked_threads_accepted.load();
+  s.reclaim_rounds = c.reclaim_rounds.load();
+  s.copies_freed = c.copies_freed.load();
+  return s;
+}
+
+Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout) {
+  std::lock_guard guard(live_mutex());
+  return live::reclaim_generations(timeout);
+}
+
+struct Transaction::State {
+  TransactionOptions options;
+  std::vector<Site> sites;
+  bool committed = false;
+  mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
+};
+
+Transaction::Transaction(TransactionOptions options) : state_(std::make_unique<State>()) {
+  state_->options = options;
+}
+Transaction::~Transaction() = default;
+Transaction::Transaction(Transaction&&) noexcept = default;
+Transaction& Transaction::operator=(Transaction&&) noexcept = default;
+
+Status Transaction::add(Site site) {
+  if (state_->committed)
+    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": the transaction is committed; revert it first");
+  PUNCH_TRY(live::check_site_shape(site));
+  for (std::size_t i = 0; i < state_->sites.size(); ++i) {
+    const Site& other = state_->sites[i];
+    if (site.address < other.address + other.expected.size() && other.address < site.address + site.expected.size())
+      return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
+                                           " bytes) overlaps " + live::site_name(i, other.address));
+  }
+  state_->sites.push_back(std::move(site));
+  return {};
+}
+
+Status Transaction::validate() const {
+  auto checked = live::check_sites(state_->sites, state_->options,
+                                   state_->committed ? live::Direction::kRevert : live::Direction::kApply,
+                                   ErrorCode::kBytesMismatch);
+  if (!checked) return tl::unexpected(std::move(checked).error());
+  state_->validated = true;
+  return {};
+}
+
+Status Transaction::commit() {
+  if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
+  std::lock_guard guard(live_mutex());
+  auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kApply,
+                                   state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch);
+  if (!checked) return tl::unexpected(std::move(checked).error());
+  PUNCH_TRY(live::run_protocol(*checked, state_->options, "commit"));
+  state_->committed = true;
+  live::g_counters.commits.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+Status Transaction::revert() {
+  if (!state_->committed) return fail(ErrorCode::kInvalidArgument, "revert: the transaction is not committed");
+  std::lock_guard guard(live_mutex());
+  // The new bytes must still be there: someone else changing them since is a conflict.
+  auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kRevert, ErrorCode::kConflict);
+  if (!checked) return tl::unexpected(std::move(checked).error());
+  PUNCH_TRY(live::run_protocol(*checked, state_->options, "revert"));
+  state_->committed = false;
+  state_->validated = false;
+  live::g_counters.reverts.fetch_add(1, std::memory_order_relaxed);
+  return {};
+}
+
+bool Transaction::committed() const noexcept { return state_->committed; }
+std::span<const Site> Transaction::sites() const noexcept { return state_->sites; }
+
+}  // namespace punch::patcher

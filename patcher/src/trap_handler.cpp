@@ -1,0 +1,130 @@
+// Trap handler: claims only traps at sites of published generations and chains
+// everything else to the handler that was installed before punch's.
+//
+// int3 reports rip just after the 0xCC, so the site is rip-1; hlt in user mode
+// raises #GP, reported as SIGSEGV with rip at the hlt itself. Both arrive with
+// si_code SI_KERNEL. A site still in flight sends the thread to the copy
+// (old code in full, or new code in full); a site already finished (the trap
+// was taken before the final byte landed but delivered after) re-runs the
+// site, which now holds the new code in full.
+//
+// The handler blocks every signal while it runs (sa_mask full): a rendezvous
+// signal is then delivered only after it returns, which is what lets
+// reclamation conclude that no thread is still between a trap and its handler.
+#include "trap_handler.hpp"
+
+#include <signal.h>
+#include <sys/syscall.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include <punch/runtime/sync.hpp>
+
+#include "flight_table.hpp"
+
+namespace punch::patcher::live {
+namespace {
+
+struct sigaction g_previous_trap {};
+struct sigaction g_previous_segv {};
+bool g_installed_trap = false;  // Written under g_install_mutex before the handler can run.
+bool g_installed_segv = false;
+
+std::mutex g_install_mutex;
+
+// The previous handler's action, as the kernel would have taken it.
+void chain(int sig, siginfo_t* info, void* context) {
+  g_counters.traps_chained.fetch_add(1, std::memory_order_relaxed);
+  const struct sigaction& previous = sig == SIGTRAP ? g_previous_trap : g_previous_segv;
+  if (previous.sa_flags & SA_SIGINFO) {
+    if (previous.sa_sigaction) previous.sa_sigaction(sig, info, context);
+    return;
+  }
+  if (previous.sa_handler == SIG_IGN && sig == SIGTRAP) return;  // An ignored int3 just continues.
+  if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+    previous.sa_handler(sig);
+    return;
+  }
+  // Default action (an ignored fault also gets it, as the kernel forces it):
+  // restore it, then let the signal happen again. A fault re-executes its
+  // instruction on return; a trap or a sent signal is raised again, and
+  // delivered once this handler returns (every signal is blocked until then).
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  const bool refaults = sig == SIGSEGV && info->si_code > 0;
+  if (!refaults) ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), sig);
+}
+
+// Async-signal-safe: atomics, plain reads of published immutable data, raw syscalls.
+void on_trap(int sig, siginfo_t* info, void* context) {
+  const int saved_errno = errno;
+  auto* uc = static_cast<ucontext_t*>(context);
+  greg_t& rip = uc->uc_mcontext.gregs[REG_RIP];
+  if (info->si_code == SI_KERNEL) {
+    const TrapInstruction kind = sig == SIGTRAP ? TrapInstruction::kInt3 : TrapInstruction::kHlt;
+    const std::uintptr_t site = static_cast<std::uintptr_t>(rip) - (sig == SIGTRAP ? 1 : 0);
+    std::uintptr_t redirect = 0;
+    bool finished = false;
+    {
+      ReadGuard guard;
+      for (std::size_t i = 0; i < kMaxGenerations && !redirect; ++i) {
+        const Generation* g = guard.slot(i);
+        if (!g || g->trap != kind) continue;
+        const FlightSite* s = g->site_at(site);
+        if (!s) continue;
+        if (g->state.load(std::memory_order_acquire) == GenerationState::kInFlight)
+          redirect = s->redirect;
+        else
+          finished = true;
+      }
+    }
+    if (redirect || finished) {
+      rip = static_cast<greg_t>(redirect ? redirect : site);
+      (redirect ? g_counters.traps_redirected : g_counters.late_traps).fetch_add(1, std::memory_order_relaxed);
+      runtime::serialize_this_thread();  // The copy was written by another thread.
+      errno = saved_errno;
+      return;
+    }
+  }
+  errno = saved_errno;
+  chain(sig, info, context);
+}
+
+}  // namespace
+
+Status ensure_trap_handler(TrapInstruction trap) {
+  const int sig = trap == TrapInstruction::kHlt ? SIGSEGV : SIGTRAP;
+  const char* name = sig == SIGTRAP ? "SIGTRAP" : "SIGSEGV";
+  std::lock_guard guard(g_install_mutex);
+  bool& installed = sig == SIGTRAP ? g_installed_trap : g_installed_segv;
+  if (installed) {
+    struct sigaction now {};
+    if (::sigaction(sig, nullptr, &now) != 0)
+      return fail(ErrorCode::kIoError, std::string("sigaction(") + name + "): " + std::strerror(errno));
+    if (!(now.sa_flags & SA_SIGINFO) || now.sa_sigaction != on_trap)
+      return fail(ErrorCode::kConflict, std::string("the ") + name +
+                                            " handler punch installed was replaced since; traps at sites would "
+                                            "reach the new handler first, so no live patch is possible");
+    return {};
+  }
+  struct sigaction& previous = sig == SIGTRAP ? g_previous_trap : g_previous_segv;
+  if (::sigaction(sig, nullptr, &previous) != 0)
+    return fail(ErrorCode::kIoError, std::string("sigaction(") + name + "): " + std::strerror(errno));
+  struct sigaction sa {};
+  sa.sa_sigaction = on_trap;
+  // SA_ONSTACK: a thread with an alternate stack (e.g. near stack exhaustion) still gets handled.
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  if (::sigaction(sig, &sa, nullptr) != 0)
+    return fail(ErrorCode::kIoError, std::string("sigaction(") + name + "): " + std::strerror(errno));
+  installed = true;
+  return {};
+}
+
+}  // namespace punch::patcher::live
