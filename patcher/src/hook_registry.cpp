@@ -125,7 +125,11 @@ disasm::FunctionExtent block_extent(const CodeBlock& b) {
 }
 
 // Commits the bytes the chain's model asks for, as one transaction. On failure nothing changed.
-Status reconcile(Chain& chain, const TransactionOptions& options) {
+Status reconcile(Chain& chain, TransactionOptions options) {
+  // Our own absolute entry is an indirect jump a transaction's branch scan
+  // cannot see through; the function itself was proven by the planner.
+  if (chain.plan.kind == HookEntryKind::kStolenAbsolute && chain.entry_bytes != chain.plan.original)
+    options.allow_unprovable = true;
   Transaction tx(options);
   NewCode fresh;
   std::vector<std::pair<JumpPoint*, std::vector<std::uint8_t>>> jump_updates;
@@ -218,6 +222,13 @@ bool still_original(const Chain& chain) {
   return now && *now == chain.plan.original && chain.entry_bytes == chain.plan.original;
 }
 
+// Whether an unused chain's entry form is the one `options` asks for.
+bool same_form(const EntryPlan& plan, const HookOptions& options) {
+  const bool absolute = plan.kind == HookEntryKind::kStolenAbsolute;
+  const bool patchable = plan.kind == HookEntryKind::kPatchableEntry;
+  return absolute == options.force_absolute_entry && (options.prefer_patchable_entry || !patchable);
+}
+
 // Plans a new chain for `target`, builds its trampoline (and head for the absolute form).
 Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options) {
   auto h = heap();
@@ -289,8 +300,9 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
       return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(t));
 
   auto found = r.chains.find(target);
-  if (found != r.chains.end() && found->second->hooks.empty() && !still_original(*found->second)) {
-    retire_chain(r, found);  // Someone changed the entry since: plan afresh.
+  if (found != r.chains.end() && found->second->hooks.empty() &&
+      (!still_original(*found->second) || !same_form(found->second->plan, options))) {
+    retire_chain(r, found);  // The entry changed since, or another form is asked for: plan afresh.
     found = r.chains.end();
   }
   const bool fresh_chain = found == r.chains.end();

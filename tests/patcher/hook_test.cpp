@@ -1,0 +1,309 @@
+// Inline hooks for real: install, call through detour and trampoline, chain,
+// disable, remove with the original bytes back — or a clean refusal with
+// memory untouched.
+#include <gtest/gtest.h>
+
+#include <sys/prctl.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <punch/patcher/hook.hpp>
+
+#include "child_process.hpp"
+
+#ifndef PR_SET_MDWE
+#define PR_SET_MDWE 65
+#endif
+#ifndef PR_MDWE_REFUSE_EXEC_GAIN
+#define PR_MDWE_REFUSE_EXEC_GAIN 1
+#endif
+#include "disasm_corpus.hpp"
+#include "memory_snapshot.hpp"
+
+extern "C" {
+long hook_target_prologue(long);
+long hook_target_square(long);
+long hook_target_pad_nop5(long);
+long hook_target_pad_gcc(long);
+long hook_target_call_mid(long);
+}
+
+namespace punch::patcher {
+namespace {
+
+using Fn = long (*)(long);
+
+// Calls through a volatile pointer so the compiler cannot inline or fold the target.
+long call(Fn f, long x) {
+  Fn volatile p = f;
+  return p(x);
+}
+
+std::atomic<Fn> g_original{nullptr};
+std::atomic<long> g_calls{0};
+
+long plus_1000(long x) {
+  g_calls.fetch_add(1, std::memory_order_relaxed);
+  return g_original.load()(x) + 1000;
+}
+
+long pass_through(long x) {
+  g_calls.fetch_add(1, std::memory_order_relaxed);
+  return g_original.load()(x);
+}
+
+// Installs disabled, publishes the trampoline, then enables: the detour never sees a null original.
+Result<Hook> hook_with(Fn target, Fn detour, HookOptions options = {}) {
+  options.enabled = false;
+  auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour), options);
+  if (!hook) return hook;
+  g_original = hook->original<Fn>();
+  if (auto s = hook->enable(); !s) return tl::unexpected<Error>(s.error());
+  return hook;
+}
+
+TEST(Hook, MultiInstructionPrologueHooksCallsTheOriginalAndRemovesExactly) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_prologue), 32);
+  auto hook = hook_with(hook_target_prologue, plus_1000);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  const HookInfo info = hook->info();
+  EXPECT_EQ(info.kind, HookEntryKind::kStolenRel32);
+  EXPECT_EQ(info.entry, reinterpret_cast<std::uintptr_t>(hook_target_prologue) + 4);  // After endbr64.
+  EXPECT_NE(before.differences(), "");
+  for (long x = -50; x <= 50; ++x) {
+    EXPECT_EQ(call(hook_target_prologue, x), 3 * x + 7 + 1000);
+    EXPECT_EQ(call(hook->original<Fn>(), x), 3 * x + 7);
+  }
+  ASSERT_TRUE(hook->remove());
+  EXPECT_FALSE(hook->installed());
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_EQ(call(hook_target_prologue, 5), 22);
+}
+
+TEST(Hook, DisableAndEnableToggleTheDetour) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_square), 32);
+  auto hook = hook_with(hook_target_square, plus_1000);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(call(hook_target_square, 4), 1015);
+  ASSERT_TRUE(hook->disable());
+  EXPECT_FALSE(hook->enabled());
+  EXPECT_EQ(before.differences(), "");  // Disabled: the original bytes are back.
+  EXPECT_EQ(call(hook_target_square, 4), 15);
+  ASSERT_TRUE(hook->enable());
+  EXPECT_EQ(call(hook_target_square, 4), 1015);
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
+TEST(Hook, PatchableEntriesArePreferredAndNeedNoStolenInstructions) {
+  for (Fn target : {hook_target_pad_nop5, hook_target_pad_gcc}) {
+    const long bias = target == hook_target_pad_nop5 ? 100 : 200;
+    test::MemorySnapshot before(reinterpret_cast<void*>(target), 32);
+    auto hook = hook_with(target, plus_1000);
+    ASSERT_TRUE(hook) << hook.error().describe();
+    EXPECT_EQ(hook->info().kind, HookEntryKind::kPatchableEntry);
+    EXPECT_EQ(hook->info().stolen, 5u);
+    for (long x = 0; x < 20; ++x) EXPECT_EQ(call(target, x), x + bias + 1000);
+    ASSERT_TRUE(hook->remove());
+    EXPECT_EQ(before.differences(), "");
+    EXPECT_EQ(call(target, 1), 1 + bias);
+  }
+}
+
+TEST(Hook, AbsoluteEntryFormWorksAndRemovesExactly) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_prologue), 32);
+  HookOptions options;
+  options.force_absolute_entry = true;
+  auto hook = hook_with(hook_target_prologue, plus_1000, options);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(hook->info().kind, HookEntryKind::kStolenAbsolute);
+  EXPECT_GE(hook->info().stolen, 16u);
+  for (long x = 0; x < 20; ++x) EXPECT_EQ(call(hook_target_prologue, x), 3 * x + 1007);
+  auto removed = hook->remove();
+  ASSERT_TRUE(removed) << removed.error().describe();
+  EXPECT_EQ(before.differences(), "");
+}
+
+TEST(Hook, RefusalsLeaveMemoryUntouched) {
+  test::MemorySnapshot call_mid(reinterpret_cast<void*>(hook_target_call_mid), 32);
+  auto refused = Hook::install(reinterpret_cast<void*>(hook_target_call_mid), reinterpret_cast<void*>(plus_1000));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kCannotRelocate) << refused.error().describe();
+  EXPECT_EQ(call_mid.differences(), "");
+
+  auto null_detour = Hook::install(reinterpret_cast<void*>(hook_target_square), nullptr);
+  ASSERT_FALSE(null_detour);
+  EXPECT_EQ(null_detour.error().code, ErrorCode::kInvalidArgument);
+}
+
+// Chained detours: square(x) -> outer -> inner -> original.
+std::atomic<Fn> g_inner_original{nullptr};
+std::atomic<Fn> g_outer_original{nullptr};
+long inner_plus_1(long x) { return g_inner_original.load()(x) + 1; }
+long outer_times_2(long x) { return g_outer_original.load()(x) * 2; }
+
+TEST(Hook, ChainedHooksWrapAndRemoveInAnyOrder) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_square), 32);
+  for (bool inner_first : {true, false}) {
+    SCOPED_TRACE(inner_first ? "remove inner first" : "remove outer first");
+    HookOptions disabled;
+    disabled.enabled = false;
+    auto inner = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
+    ASSERT_TRUE(inner) << inner.error().describe();
+    g_inner_original = inner->original<Fn>();
+    ASSERT_TRUE(inner->enable());
+    auto outer = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
+    ASSERT_TRUE(outer) << outer.error().describe();
+    g_outer_original = outer->original<Fn>();
+    ASSERT_TRUE(outer->enable());
+    EXPECT_EQ(outer->info().chain_position, 1u);
+    EXPECT_EQ(call(hook_target_square, 3), (9 - 1 + 1) * 2);
+
+    ASSERT_TRUE(outer->disable());  // Skipping the outer detour keeps the inner one.
+    EXPECT_EQ(call(hook_target_square, 3), 9);
+    ASSERT_TRUE(outer->enable());
+    ASSERT_TRUE(inner->disable());  // Skipping the inner one: the outer's original is the real one.
+    EXPECT_EQ(call(hook_target_square, 3), 16);
+    ASSERT_TRUE(inner->enable());
+
+    if (inner_first) {
+      ASSERT_TRUE(inner->remove());
+      EXPECT_EQ(call(hook_target_square, 3), 8 * 2);
+      EXPECT_EQ(call(outer->original<Fn>(), 3), 8);
+      ASSERT_TRUE(outer->remove());
+    } else {
+      ASSERT_TRUE(outer->remove());
+      EXPECT_EQ(call(hook_target_square, 3), 9);
+      ASSERT_TRUE(inner->remove());
+    }
+    EXPECT_EQ(before.differences(), "");
+    EXPECT_EQ(call(hook_target_square, 3), 8);
+  }
+}
+
+TEST(Hook, ByNameHooksLibcPuts) {
+  auto puts_address = resolve_symbol({"puts", "", "libc.so.6"});
+  ASSERT_TRUE(puts_address) << puts_address.error().describe();
+  EXPECT_EQ(*puts_address, reinterpret_cast<void*>(&::puts));
+  auto missing = resolve_symbol({"punch_no_such_symbol", "", ""});
+  ASSERT_FALSE(missing);
+  EXPECT_NE(missing.error().message.find("punch_no_such_symbol"), std::string::npos);
+}
+
+// The corpus of tricky entries hooked for real: each case hooks and behaves
+// exactly like the original through detour and trampoline, and again after
+// removal with its bytes identical, or is refused with memory untouched.
+TEST(Hook, CorpusHookedForReal) {
+  for (const auto& c : test::disasm_corpus()) {
+    SCOPED_TRACE(c.name);
+    const std::string name = c.name;
+    const bool stolen_run_differs = name == "call_mid" || name == "syscall";
+    const bool refuse = c.branch_into_run || c.indirect_jump || (!c.relocatable && !stolen_run_differs) ||
+                        name == "tiny_ret";
+    test::MemorySnapshot before(reinterpret_cast<void*>(c.function), 32);
+    std::vector<long> original_results;
+    for (long x = 1; c.callable && x <= 100; ++x) original_results.push_back(call(c.function, x));
+    auto hook = hook_with(c.function, pass_through);
+    if (refuse) {
+      ASSERT_FALSE(hook) << c.name << " should be refused";
+      EXPECT_EQ(before.differences(), "");
+      continue;
+    }
+    ASSERT_TRUE(hook) << hook.error().describe();
+    g_calls = 0;
+    for (long x = 1; c.callable && x <= 100; ++x)
+      ASSERT_EQ(call(c.function, x), original_results[x - 1]) << "hooked, x = " << x;
+    EXPECT_EQ(g_calls.load(), c.callable ? 100 : 0);
+    ASSERT_TRUE(hook->remove());
+    EXPECT_EQ(before.differences(), "");
+    for (long x = 1; c.callable && x <= 100; ++x)
+      ASSERT_EQ(call(c.function, x), original_results[x - 1]) << "removed, x = " << x;
+  }
+}
+
+TEST(Hook, HooksInstallAndRemoveWhileOtherThreadsCallTheTarget) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_prologue), 32);
+  std::atomic<bool> stop{false};
+  std::atomic<long> wrong{0}, hooked_calls{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 2; ++t)
+    callers.emplace_back([&] {
+      for (long x = 0; !stop.load(std::memory_order_relaxed); x = (x + 1) % 1000) {
+        const long r = call(hook_target_prologue, x);
+        if (r == 3 * x + 1007) {
+          hooked_calls.fetch_add(1, std::memory_order_relaxed);
+        } else if (r != 3 * x + 7) {
+          wrong.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  constexpr int kCycles = 1000;
+  for (int i = 0; i < kCycles; ++i) {
+    auto hook = hook_with(hook_target_prologue, plus_1000);
+    ASSERT_TRUE(hook) << "cycle " << i << ": " << hook.error().describe();
+    ASSERT_TRUE(hook->remove()) << "cycle " << i;
+  }
+  stop = true;
+  for (auto& t : callers) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(before.differences(), "");
+  auto released = release_retired_hook_code();
+  EXPECT_TRUE(released) << released.error().describe();
+}
+
+template <int I>
+long chained_identity(long x);
+std::atomic<Fn> g_chain_original[4];
+template <int I>
+long chained_identity(long x) {
+  return g_chain_original[I].load()(x);
+}
+
+TEST(Hook, ApiIsThreadSafe) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_square), 32);
+  constexpr Fn detours[] = {chained_identity<0>, chained_identity<1>, chained_identity<2>, chained_identity<3>};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 25; ++i) {
+        HookOptions disabled;
+        disabled.enabled = false;
+        auto hook = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(detours[t]), disabled);
+        if (!hook) { failures++; continue; }
+        g_chain_original[t] = hook->original<Fn>();
+        if (!hook->enable() || call(hook_target_square, 6) != 35 || !hook->remove()) failures++;
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(before.differences(), "");
+}
+
+TEST(Hook, WorksUnderMdweInAChild) {
+  auto outcome = test::run_in_child([] {
+    if (prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0L, 0L, 0L) != 0) {
+      std::printf("PR_SET_MDWE failed\n");
+      return 2;
+    }
+    auto hook = hook_with(hook_target_square, plus_1000);
+    if (!hook) {
+      std::printf("install: %s\n", hook.error().describe().c_str());
+      return 3;
+    }
+    if (call(hook_target_square, 3) != 1008 || call(hook->original<Fn>(), 3) != 8) return 4;
+    if (auto s = hook->remove(); !s) {
+      std::printf("remove: %s\n", s.error().describe().c_str());
+      return 5;
+    }
+    return call(hook_target_square, 3) == 8 ? 0 : 6;
+  });
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
+}
+
+}  // namespace
+}  // namespace punch::patcher
