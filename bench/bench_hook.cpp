@@ -1,0 +1,199 @@
+// Inline hooks: the cost of an install/remove cycle (live, with and without a
+// busy thread running the target) against the mprotect way of patching, and
+// the cost of a call through a hook against calling the detour directly.
+#include <benchmark/benchmark.h>
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <thread>
+
+#include <punch/patcher/hook.hpp>
+
+// The functions the benchmarks patch and call, with known entries. Each fits
+// in 32 bytes followed by int3 padding, so the extent {start, start + 32} covers it.
+asm(".pushsection .text\n"
+    ".intel_syntax noprefix\n"
+    "        .macro TARGET name\n"
+    "        .p2align 5, 0xcc\n"
+    "        .globl \\name\n"
+    "        .type \\name, @function\n"
+    "\\name:\n"
+    "        .endm\n"
+    "        .macro END name\n"
+    "        .size \\name, . - \\name\n"
+    "        .endm\n"
+    "\n"
+    "# Multi-instruction prologue: returns 3x + 7. Hooked and unhooked in a loop.\n"
+    "TARGET bench_hook_cycle_target\n"
+    "        push rbp\n"
+    "        mov rbp, rsp\n"
+    "        lea rax, [rdi + rdi * 2]\n"
+    "        add rax, 7\n"
+    "        pop rbp\n"
+    "        ret\n"
+    "END bench_hook_cycle_target\n"
+    "\n"
+    "# Patchable entry (one 5-byte nop): returns x + 1.\n"
+    "TARGET bench_hook_pad_target\n"
+    "        .byte 0x0f, 0x1f, 0x44, 0x00, 0x00\n"
+    "        lea rax, [rdi + 1]\n"
+    "        ret\n"
+    "END bench_hook_pad_target\n"
+    "\n"
+    "# Called while hooked (BM_CallHooked, BM_CallTrampoline): returns 3x + 7.\n"
+    "TARGET bench_call_hooked_target\n"
+    "        push rbp\n"
+    "        mov rbp, rsp\n"
+    "        lea rax, [rdi + rdi * 2]\n"
+    "        add rax, 7\n"
+    "        pop rbp\n"
+    "        ret\n"
+    "END bench_call_hooked_target\n"
+    "\n"
+    "# Never hooked: the same body (BM_CallDirect, BM_CallDetourDirect).\n"
+    "TARGET bench_call_plain_target\n"
+    "        push rbp\n"
+    "        mov rbp, rsp\n"
+    "        lea rax, [rdi + rdi * 2]\n"
+    "        add rax, 7\n"
+    "        pop rbp\n"
+    "        ret\n"
+    "END bench_call_plain_target\n"
+    "        .p2align 5, 0xcc\n"
+    "\n"
+    ".att_syntax prefix\n"
+    ".popsection\n");
+
+extern "C" {
+long bench_hook_cycle_target(long);
+long bench_hook_pad_target(long);
+long bench_call_hooked_target(long);
+long bench_call_plain_target(long);
+}
+
+namespace {
+
+using Fn = long (*)(long);
+using punch::patcher::Hook;
+using punch::patcher::HookOptions;
+
+std::atomic<Fn> g_original{bench_call_plain_target};
+
+long detour(long x) { return g_original.load(std::memory_order_relaxed)(x) + 1; }
+
+HookOptions options_for(Fn target) {
+  HookOptions options;
+  const auto start = reinterpret_cast<std::uintptr_t>(target);
+  options.function = punch::disasm::FunctionExtent{start, start + 32, punch::disasm::FunctionExtent::Source::kCaller};
+  return options;
+}
+
+// A thread calling `target` in a loop until destroyed.
+class Busy {
+ public:
+  explicit Busy(Fn target) : thread_([this, target] {
+      Fn volatile f = target;
+      for (long x = 0; !stop_.load(std::memory_order_relaxed); ++x) benchmark::DoNotOptimize(f(x));
+    }) {}
+  ~Busy() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+void hook_cycles(benchmark::State& state, Fn target) {
+  std::unique_ptr<Busy> busy;
+  if (state.range(0) > 0) busy = std::make_unique<Busy>(target);
+  g_original = target;  // The detour is never reached through a stale pointer: T is reused per target.
+  for (auto _ : state) {
+    auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour), options_for(target));
+    if (!hook) return state.SkipWithError(hook.error().describe().c_str());
+    if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
+  }
+}
+
+void BM_HookInstallRemove(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target); }
+BENCHMARK(BM_HookInstallRemove)->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+
+void BM_HookInstallRemove_patchable(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target); }
+BENCHMARK(BM_HookInstallRemove_patchable)->Name("BM_HookInstallRemove/patchable_entry")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+
+// The way mprotect-based hooking libraries patch: RWX, memcpy, back to RX — on
+// a private copy of the function (bench only: punch itself never maps W+X).
+// "Install" writes a jmp rel32 over the copy's entry, "remove" writes the
+// original bytes back. The busy thread runs other code in the same process
+// (mprotect's cost grows with the threads it must shoot down TLBs for; a
+// thread inside the copy could crash, since this way is not live-safe).
+void BM_HookInstallRemove_mprotect(benchmark::State& state) {
+  const long page = sysconf(_SC_PAGESIZE);
+  void* mapping = mmap(nullptr, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mapping == MAP_FAILED) return state.SkipWithError("mmap failed");
+  auto* copy = static_cast<std::uint8_t*>(mapping);
+  std::memcpy(copy, reinterpret_cast<const void*>(bench_hook_cycle_target), 32);
+  std::memcpy(copy + 32, reinterpret_cast<const void*>(bench_hook_cycle_target), 32);
+  mprotect(copy, page, PROT_READ | PROT_EXEC);
+  std::uint8_t original[5], jump[5] = {0xE9, 32 - 5, 0, 0, 0};  // jmp copy+32 (the second copy).
+  std::memcpy(original, copy, 5);
+  std::unique_ptr<Busy> busy;
+  if (state.range(0) > 0) busy = std::make_unique<Busy>(bench_call_plain_target);
+  for (auto _ : state) {
+    for (const std::uint8_t* bytes : {jump, original}) {
+      if (mprotect(copy, page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+        return state.SkipWithError("mprotect RWX refused (MDWE?)");
+      std::memcpy(copy, bytes, 5);
+      mprotect(copy, page, PROT_READ | PROT_EXEC);
+    }
+  }
+  busy.reset();
+  munmap(copy, page);
+}
+BENCHMARK(BM_HookInstallRemove_mprotect)->Name("BM_HookInstallRemove/mprotect_reference")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+
+void call_loop(benchmark::State& state, Fn f) {
+  Fn volatile target = f;
+  long x = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(target(++x));
+}
+
+void BM_CallDirect(benchmark::State& state) { call_loop(state, bench_call_plain_target); }
+BENCHMARK(BM_CallDirect);
+
+// Detour calling the original through its trampoline, reached through the entry jump.
+void BM_CallHooked(benchmark::State& state) {
+  HookOptions options = options_for(bench_call_hooked_target);
+  options.enabled = false;
+  auto hook = Hook::install(reinterpret_cast<void*>(bench_call_hooked_target), reinterpret_cast<void*>(detour), options);
+  if (!hook) return state.SkipWithError(hook.error().describe().c_str());
+  g_original = hook->original<Fn>();
+  if (!hook->enable()) return state.SkipWithError("enable failed");
+  call_loop(state, bench_call_hooked_target);
+  (void)hook->remove();
+  g_original = bench_call_plain_target;
+}
+BENCHMARK(BM_CallHooked);
+
+void BM_CallTrampoline(benchmark::State& state) {
+  auto hook = Hook::install(reinterpret_cast<void*>(bench_call_hooked_target), reinterpret_cast<void*>(detour),
+                            options_for(bench_call_hooked_target));
+  if (!hook) return state.SkipWithError(hook.error().describe().c_str());
+  call_loop(state, hook->original<Fn>());
+  (void)hook->remove();
+}
+BENCHMARK(BM_CallTrampoline);
+
+// The detour called directly, calling the unhooked original: no hook in between.
+void BM_CallDetourDirect(benchmark::State& state) {
+  g_original = bench_call_plain_target;
+  call_loop(state, detour);
+}
+BENCHMARK(BM_CallDetourDirect);
+
+}  // namespace
