@@ -3,15 +3,21 @@
 // memory untouched.
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <punch/patcher/hook.hpp>
+#include <punch/runtime/safe_read.hpp>
 
 #include "child_process.hpp"
 
@@ -192,6 +198,99 @@ TEST(Hook, ByNameHooksLibcPuts) {
   auto missing = resolve_symbol({"punch_no_such_symbol", "", ""});
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message.find("punch_no_such_symbol"), std::string::npos);
+}
+
+std::string hex(const std::vector<std::uint8_t>& bytes) {
+  std::string out;
+  char buf[4];
+  for (auto b : bytes) out += (std::snprintf(buf, sizeof buf, "%02x", b), buf);
+  return out;
+}
+
+// Run as a child (fork+exec of this binary with PUNCH_HOOK_TEST_PRINT_PUTS set):
+// print the first 16 bytes of this process's own libc puts, and exit before any test runs.
+const bool g_child_mode = [] {
+  if (std::getenv("PUNCH_HOOK_TEST_PRINT_PUTS") == nullptr) return false;
+  auto bytes = runtime::safe_read_exact(reinterpret_cast<std::uintptr_t>(&::puts), 16);
+  std::printf("%s\n", bytes ? hex(*bytes).c_str() : "unreadable");
+  std::fflush(stdout);
+  _exit(0);
+}();
+
+// The file and file offset that back `address`, from /proc/self/maps.
+bool file_backing(std::uintptr_t address, std::string& path, std::uint64_t& offset) {
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    std::istringstream in(line);
+    std::string range, perms, dev, inode;
+    std::uint64_t file_offset = 0;
+    in >> range >> perms >> std::hex >> file_offset >> dev >> inode >> path;
+    const auto dash = range.find('-');
+    const auto lo = std::stoull(range.substr(0, dash), nullptr, 16), hi = std::stoull(range.substr(dash + 1), nullptr, 16);
+    if (address >= lo && address < hi && !path.empty() && path[0] == '/') {
+      offset = file_offset + (address - lo);
+      return true;
+    }
+  }
+  return false;
+}
+
+std::atomic<int (*)(const char*)> g_original_puts{nullptr};
+std::atomic<int> g_puts_calls{0};
+int counting_puts(const char* text) {
+  g_puts_calls.fetch_add(1);
+  return g_original_puts.load()(text);
+}
+
+// libc's puts hooked in this process only: the page is copied on write, so the
+// libc file and a freshly exec'd child still hold the original bytes.
+TEST(Hook, LibcPutsHookedHereOnlyNotInTheFileNorInAChild) {
+  const auto puts_address = reinterpret_cast<std::uintptr_t>(&::puts);
+  auto original = runtime::safe_read_exact(puts_address, 16);
+  ASSERT_TRUE(original) << original.error().describe();
+  std::string path;
+  std::uint64_t offset = 0;
+  ASSERT_TRUE(file_backing(puts_address, path, offset)) << "puts is not file-backed";
+
+  HookOptions disabled;
+  disabled.enabled = false;
+  auto hook = Hook::install(SymbolRef{"puts", "", ""}, reinterpret_cast<void*>(counting_puts), disabled);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  g_original_puts = hook->original<int (*)(const char*)>();
+  ASSERT_TRUE(hook->enable());
+  g_puts_calls = 0;
+  int (*volatile call_puts)(const char*) = &::puts;
+  call_puts("[hook test] puts through the trampoline");
+  EXPECT_EQ(g_puts_calls.load(), 1);
+  auto hooked = runtime::safe_read_exact(puts_address, 16);
+  ASSERT_TRUE(hooked);
+  EXPECT_NE(hex(*hooked), hex(*original));
+
+  // The file on disk: unchanged at puts's offset.
+  std::vector<std::uint8_t> on_disk(16);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0) << path;
+  EXPECT_EQ(::pread(fd, on_disk.data(), on_disk.size(), static_cast<off_t>(offset)), 16);
+  ::close(fd);
+  EXPECT_EQ(hex(on_disk), hex(*original)) << path << " at offset " << offset;
+
+  // A child started with fork+exec (through /bin/sh) sees the unhooked libc.
+  char self[4096] = {};
+  ASSERT_GT(::readlink("/proc/self/exe", self, sizeof self - 1), 0);
+  const std::string command = std::string("PUNCH_HOOK_TEST_PRINT_PUTS=1 '") + self + "'";
+  FILE* child = ::popen(command.c_str(), "r");
+  ASSERT_NE(child, nullptr);
+  char line[128] = {};
+  const bool got = std::fgets(line, sizeof line, child) != nullptr;
+  EXPECT_EQ(::pclose(child), 0);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(std::string(line), hex(*original) + "\n");
+
+  ASSERT_TRUE(hook->remove());
+  auto after = runtime::safe_read_exact(puts_address, 16);
+  ASSERT_TRUE(after);
+  EXPECT_EQ(hex(*after), hex(*original));
+  EXPECT_FALSE(g_child_mode);
 }
 
 // The corpus of tricky entries hooked for real: each case hooks and behaves
