@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <punch/runtime/maps.hpp>
+#include <punch/runtime/safe_read.hpp>
 
 #include "fault_seam.hpp"
 #include "fork_safe_mutex.hpp"
@@ -192,6 +193,20 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
   if (address == 0 || bytes.size() > UINTPTR_MAX - address)
     return fail(ErrorCode::kInvalidArgument, range_text(address, bytes.size()) + ": null or overflowing range");
 
+  // A range over several pages may run into a hole after part of it was
+  // written; read it first so such a write fails before changing anything.
+  const std::uintptr_t page = detail::page_size();
+  if (state_->method == WriteMethod::kProcMem && address / page != (address + bytes.size() - 1) / page) {
+    std::vector<std::uint8_t> current(bytes.size());
+    auto readable = safe_read(address, current);
+    if (!readable || *readable < bytes.size())
+      return fail(ErrorCode::kNotMapped, at(address + (readable ? *readable : 0)) + ": not mapped (writing " +
+                                             range_text(address, bytes.size()) + "; nothing written)");
+  }
+  return write_unchecked(address, bytes);
+}
+
+Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
   const auto fault = detail::take_fault(testing::FaultPoint::kWrite);
   bool fault_pending = fault.has_value();
   std::size_t done = 0;
@@ -273,7 +288,7 @@ Result<CodeRegion> CodeWriter::map_code(std::size_t size, AddressWindow window) 
       return a;
     }();
     for (std::size_t off = 0; off < size; off += kTraps.size()) {
-      auto filled = write(*rx + off, std::span(kTraps).first(std::min(kTraps.size(), size - off)));
+      auto filled = write_unchecked(*rx + off, std::span(kTraps).first(std::min(kTraps.size(), size - off)));
       if (!filled) {
         ::munmap(reinterpret_cast<void*>(*rx), size);
         return tl::unexpected(std::move(filled).error());

@@ -94,6 +94,9 @@ class CodeWriter {
  private:
   struct State;
   explicit CodeWriter(std::unique_ptr<State> state);
+  // write() without the up-front check that a multi-page range is mapped
+  // (for memory the writer has just mapped itself).
+  Status write_unchecked(std::uintptr_t address, std::span<const std::uint8_t> bytes);
   std::unique_ptr<State> state_;
 };
 

@@ -1,0 +1,228 @@
+// CodeWriter: every method writes into R+X memory it never makes writable+executable;
+// bad input and unmapped targets are errors that change nothing.
+#include <punch/runtime/code_writer.hpp>
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <vector>
+
+#include <punch/runtime/maps.hpp>
+#include <punch/runtime/probe.hpp>
+
+#include "memory_snapshot.hpp"
+
+namespace punch::runtime {
+namespace {
+
+const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+
+TEST(WriteMethodNames, RoundTripAndAutoAndUnknown) {
+  for (WriteMethod m : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect}) {
+    auto parsed = parse_write_method(to_string(m));
+    ASSERT_TRUE(parsed);
+    EXPECT_EQ(*parsed, m);
+  }
+  auto automatic = parse_write_method("auto");
+  ASSERT_TRUE(automatic);
+  EXPECT_FALSE(automatic->has_value());
+  auto bad = parse_write_method("rwx");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(bad.error().message.find("\"rwx\""), std::string::npos) << bad.error().message;
+}
+
+TEST(CodeWriterFromName, UnknownNameIsAnErrorNotAFallback) {
+  auto w = CodeWriter::from_name("proc_mem");
+  ASSERT_FALSE(w);
+  EXPECT_EQ(w.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST(CodeWriterFromName, AutoPicksWhatTheProbePicks) {
+  auto w = CodeWriter::from_name("auto");
+  Capabilities caps = probe();
+  ASSERT_EQ(w.has_value(), caps.auto_method.has_value());
+  if (w) {
+    EXPECT_EQ((*w)->method(), *caps.auto_method);
+  }
+}
+
+TEST(CodeWriterGlobal, IsAWorkingWriter) {
+  auto w = CodeWriter::global();
+  ASSERT_TRUE(w) << w.error().describe();
+  EXPECT_TRUE(probe_method((*w)->method()));
+}
+
+TEST(AddressWindow, Rel32ReachSaturatesAndIntersects) {
+  AddressWindow low = AddressWindow::rel32_reach(0x1000);
+  EXPECT_EQ(low.lo, 0u);
+  EXPECT_LT(low.hi, 0x1000u + 0x80000000u);
+  AddressWindow high = AddressWindow::rel32_reach(UINTPTR_MAX - 10);
+  EXPECT_EQ(high.hi, UINTPTR_MAX);
+  AddressWindow mid = AddressWindow::rel32_reach(0x7f0000000000);
+  EXPECT_TRUE(mid.contains(0x7f0000000000 - 0x7fff0000, 16));
+  EXPECT_FALSE(mid.contains(0x7f0000000000 + 0x7fff0000 - 8, 16));
+  EXPECT_TRUE(AddressWindow::rel32_reach(0x100000000000).intersect(mid).empty());
+}
+
+class CodeWriterMethodTest : public ::testing::TestWithParam<WriteMethod> {
+ protected:
+  void SetUp() override {
+    auto w = CodeWriter::create(GetParam());
+    if (!w) GTEST_SKIP() << "method unavailable on this host: " << w.error().describe();
+    writer = std::move(*w);
+  }
+  std::unique_ptr<CodeWriter> writer;
+};
+
+TEST_P(CodeWriterMethodTest, MapsReadExecuteInt3PagesAndWritesThem) {
+  auto region = writer->map_code(100);
+  ASSERT_TRUE(region) << region.error().describe();
+  EXPECT_EQ(region->size, kPage);
+  EXPECT_EQ(region->address % kPage, 0u);
+  const auto* code = reinterpret_cast<const std::uint8_t*>(region->address);
+  for (std::size_t i = 0; i < region->size; ++i) ASSERT_EQ(code[i], 0xCC) << "offset " << i;
+
+  const std::uint8_t ret42[] = {0xB8, 42, 0, 0, 0, 0xC3};  // mov eax, 42; ret
+  ASSERT_TRUE(writer->write(region->address + 32, ret42));
+  EXPECT_EQ(std::memcmp(code + 32, ret42, sizeof ret42), 0);
+  EXPECT_EQ(reinterpret_cast<int (*)()>(region->address + 32)(), 42);
+
+  auto m = find_mapping(region->address);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->readable && m->executable);
+  EXPECT_FALSE(m->writable);
+  EXPECT_TRUE(writer->unmap_code(*region));
+  EXPECT_FALSE(find_mapping(region->address) && find_mapping(region->address)->start == region->address &&
+               find_mapping(region->address)->executable);
+}
+
+TEST_P(CodeWriterMethodTest, LargeWriteAcrossPagesLandsWhole) {
+  auto region = writer->map_code(4 * kPage);
+  ASSERT_TRUE(region);
+  std::vector<std::uint8_t> bytes(3 * kPage + 17);
+  for (std::size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<std::uint8_t>(i * 7);
+  ASSERT_TRUE(writer->write(region->address + 5, bytes));
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region->address + 5), bytes.data(), bytes.size()), 0);
+  EXPECT_TRUE(writer->unmap_code(*region));
+}
+
+TEST_P(CodeWriterMethodTest, EmptyWriteIsANoOpAndNullIsRefused) {
+  auto region = writer->map_code(1);
+  ASSERT_TRUE(region);
+  test::MemorySnapshot before(region->address, region->size);
+  EXPECT_TRUE(writer->write(region->address, {}));
+  const std::uint8_t one[] = {0x90};
+  auto null = writer->write(0, one);
+  ASSERT_FALSE(null);
+  EXPECT_EQ(null.error().code, ErrorCode::kInvalidArgument);
+  std::uint8_t two[2] = {};
+  auto overflow = writer->write(UINTPTR_MAX, two);
+  ASSERT_FALSE(overflow);
+  EXPECT_EQ(overflow.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_TRUE(writer->unmap_code(*region));
+}
+
+TEST_P(CodeWriterMethodTest, WriteRunningIntoAHoleChangesNothing) {
+  if (GetParam() == WriteMethod::kDualMap)
+    GTEST_SKIP() << "dual-map writes through its own RW view, which a hole in the RX view does not touch";
+  auto region = writer->map_code(2 * kPage);
+  ASSERT_TRUE(region);
+  // Punch a hole: the second page goes away behind the writer's back.
+  ASSERT_EQ(::munmap(reinterpret_cast<void*>(region->address + kPage), kPage), 0);
+  test::MemorySnapshot before(region->address, kPage);
+  std::vector<std::uint8_t> bytes(64, 0x90);
+  auto r = writer->write(region->address + kPage - 32, bytes);
+  ASSERT_FALSE(r);
+  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned) << r.error().describe();
+  EXPECT_NE(r.error().message.find("0x"), std::string::npos) << r.error().message;
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_TRUE(writer->unmap_code(*region));
+}
+
+TEST_P(CodeWriterMethodTest, WriteToUnmappedAddressIsAnErrorNamingIt) {
+  void* p = ::mmap(nullptr, kPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ::munmap(p, kPage);
+  const std::uint8_t bytes[] = {0xC3};
+  auto r = writer->write(reinterpret_cast<std::uintptr_t>(p), bytes);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message.find(at(p)), std::string::npos) << r.error().message;
+}
+
+TEST_P(CodeWriterMethodTest, MapWithinAWindowAndRefuseImpossibleOnes) {
+  const auto anchor = reinterpret_cast<std::uintptr_t>(&kPage);
+  AddressWindow near = AddressWindow::rel32_reach(anchor);
+  auto region = writer->map_code(3 * kPage, near);
+  ASSERT_TRUE(region) << region.error().describe();
+  EXPECT_TRUE(near.contains(region->address, region->size));
+  EXPECT_TRUE(writer->unmap_code(*region));
+
+  auto zero = writer->map_code(0);
+  ASSERT_FALSE(zero);
+  EXPECT_EQ(zero.error().code, ErrorCode::kInvalidArgument);
+  auto empty = writer->map_code(kPage, AddressWindow{0x200000, 0x100000});
+  ASSERT_FALSE(empty);
+  EXPECT_EQ(empty.error().code, ErrorCode::kInvalidArgument);
+  // A window that is one existing mapping has no room.
+  auto own = find_mapping(anchor);
+  ASSERT_TRUE(own);
+  auto full = writer->map_code(kPage, AddressWindow{own->start, own->end});
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, ErrorCode::kOutOfMemory);
+  auto huge = writer->map_code(SIZE_MAX);
+  ASSERT_FALSE(huge);
+  EXPECT_EQ(huge.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_P(CodeWriterMethodTest, UnmapOfARegionItDidNotMapIsRefused) {
+  auto region = writer->map_code(kPage);
+  ASSERT_TRUE(region);
+  auto r = writer->unmap_code(CodeRegion{region->address + kPage, kPage});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotOwned);
+  EXPECT_TRUE(find_mapping(region->address));
+  EXPECT_TRUE(writer->unmap_code(*region));
+  auto twice = writer->unmap_code(*region);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, ErrorCode::kNotOwned);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllMethods, CodeWriterMethodTest,
+                         ::testing::Values(WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect),
+                         [](const auto& info) {
+                           std::string name(to_string(info.param));
+                           std::erase(name, '-');
+                           return name;
+                         });
+
+TEST(CodeWriterDualMap, RefusesMemoryItDidNotMap) {
+  auto dual = CodeWriter::create(WriteMethod::kDualMap);
+  auto proc = CodeWriter::create(WriteMethod::kProcMem);
+  if (!dual || !proc) GTEST_SKIP() << "needs both dual-map and proc-mem on this host";
+  auto region = (*proc)->map_code(kPage);
+  ASSERT_TRUE(region);
+  test::MemorySnapshot before(region->address, region->size);
+  const std::uint8_t bytes[] = {0xC3};
+  auto r = (*dual)->write(region->address, bytes);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code, ErrorCode::kNotOwned);
+  EXPECT_EQ(before.differences(), "");
+}
+
+TEST(CodeWriterDualMap, CodeViewIsSharedReadExecuteAndNeverWritable) {
+  auto dual = CodeWriter::create(WriteMethod::kDualMap);
+  if (!dual) GTEST_SKIP() << "dual-map unavailable: " << dual.error().describe();
+  auto region = (*dual)->map_code(kPage);
+  ASSERT_TRUE(region);
+  auto m = find_mapping(region->address);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(m->shared && m->executable && !m->writable);
+  EXPECT_NE(m->path.find("punch-code"), std::string::npos) << m->path;
+}
+
+}  // namespace
+}  // namespace punch::runtime

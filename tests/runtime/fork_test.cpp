@@ -1,0 +1,133 @@
+// fork and exec: a child reopens /proc/self/mem (the inherited descriptor
+// names the parent's memory), its locks and sync work, and the descriptor
+// does not survive exec.
+#include <asmjit/x86.h>
+#include <gtest/gtest.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <thread>
+
+#include <punch/runtime/jit.hpp>
+#include <punch/runtime/sync.hpp>
+#include <punch/runtime/threads.hpp>
+
+#include "child_process.hpp"
+#include "memory_snapshot.hpp"
+
+namespace punch::runtime {
+namespace {
+
+// int f() { return value; }
+void emit_return(asmjit::CodeHolder& code, int value) {
+  code.init(Jit::environment());
+  asmjit::x86::Assembler a(&code);
+  a.mov(asmjit::x86::eax, value);
+  a.ret();
+}
+
+CodeHeap& global_heap() {
+  auto heap = CodeHeap::global();
+  EXPECT_TRUE(heap) << heap.error().describe();
+  return **heap;
+}
+
+TEST(Fork, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
+  CodeHeap& heap = global_heap();
+  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
+  Jit jit(heap);
+  asmjit::CodeHolder code;
+  emit_return(code, 1);
+  auto fn = jit.add_as<int (*)()>(code);  // The parent's descriptor is open from here on.
+  ASSERT_TRUE(fn);
+  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
+
+  auto child = test::run_in_child([&]() -> int {
+    const std::uint8_t ret2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
+    if (auto ok = heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), ret2); !ok) {
+      std::printf("child write: %s\n", ok.error().describe().c_str());
+      return 2;
+    }
+    if (auto ok = sync_all_threads(); !ok) return 3;
+    if ((*fn)() != 2) return 4;
+    asmjit::CodeHolder more;
+    emit_return(more, 7);
+    auto g = jit.add_as<int (*)()>(more);
+    if (!g) {
+      std::printf("child jit: %s\n", g.error().describe().c_str());
+      return 5;
+    }
+    return (*g)() == 7 ? 0 : 6;
+  });
+  EXPECT_EQ(child.exit_code, 0) << child.describe();
+  EXPECT_EQ(parent_bytes.differences(), "");
+  EXPECT_EQ((*fn)(), 1);
+  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
+}
+
+bool holds_proc_mem_descriptor() {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (!dir) return false;
+  bool found = false;
+  while (dirent* entry = ::readdir(dir)) {
+    char target[256] = {};
+    std::string link = std::string("/proc/self/fd/") + entry->d_name;
+    ssize_t n = ::readlink(link.c_str(), target, sizeof target - 1);
+    if (n > 4 && std::string(target, static_cast<std::size_t>(n)).ends_with("/mem")) found = true;
+  }
+  ::closedir(dir);
+  return found;
+}
+
+TEST(Fork, DescriptorIsCloseOnExec) {
+  CodeHeap& heap = global_heap();
+  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "only proc-mem holds the descriptor";
+  ASSERT_TRUE(heap.allocate(16));  // The descriptor is open.
+  ASSERT_TRUE(holds_proc_mem_descriptor()) << "control: this process holds the descriptor";
+  auto exec = test::run_in_child([] {
+    ::execl("/bin/ls", "ls", "-l", "/proc/self/fd/", static_cast<char*>(nullptr));
+    std::perror("execl");
+    return 127;
+  });
+  ASSERT_EQ(exec.exit_code, 0) << exec.describe();
+  EXPECT_NE(exec.output.find("->"), std::string::npos) << exec.output;  // The listing worked.
+  EXPECT_EQ(exec.output.find("/mem"), std::string::npos) << exec.output;
+}
+
+TEST(Fork, ChildCanEmitWhileParentThreadsHeldTheLocksAtFork) {
+  CodeHeap& heap = global_heap();
+  Jit jit(heap);
+  std::atomic<bool> stop{false};
+  // Another thread keeps taking the heap, writer and rendezvous locks while we fork.
+  std::thread busy([&] {
+    while (!stop) {
+      asmjit::CodeHolder code;
+      emit_return(code, 3);
+      if (auto fn = jit.add(code)) (void)jit.release(*fn);
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    auto child = test::run_in_child([&]() -> int {
+      asmjit::CodeHolder code;
+      emit_return(code, 40 + i);
+      auto fn = jit.add_as<int (*)()>(code);
+      if (!fn) {
+        std::printf("%s\n", fn.error().describe().c_str());
+        return 2;
+      }
+      if ((*fn)() != 40 + i) return 3;
+      auto r = visit_other_threads([](ucontext_t*, void*) {}, nullptr, std::chrono::milliseconds(2000));
+      if (!r || !r->unanswered.empty()) return 4;
+      return jit.release(reinterpret_cast<void*>(*fn)) ? 0 : 5;
+    });
+    ASSERT_EQ(child.exit_code, 0) << "fork " << i << ": " << child.describe();
+  }
+  stop = true;
+  busy.join();
+}
+
+}  // namespace
+}  // namespace punch::runtime
