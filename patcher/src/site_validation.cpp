@@ -12,9 +12,9 @@
 
 #include <punch/disasm/instruction.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
 
-#include "memory_map.hpp"
 
 namespace punch::patcher::live {
 namespace {
@@ -55,6 +55,24 @@ std::optional<FunctionExtent> heap_allocation_holding(runtime::CodeHeap* heap, s
   return FunctionExtent{start, start + lo_len, FunctionExtent::Source::kCaller};
 }
 
+using runtime::Mapping;
+using MemoryMap = std::vector<Mapping>;
+
+// The mappings that cover [address, address+size), in order, or kNotMapped
+// naming the first address that no mapping covers.
+Result<std::vector<const Mapping*>> covering(const MemoryMap& map, std::uintptr_t address, std::size_t size) {
+  std::vector<const Mapping*> out;
+  auto it = std::upper_bound(map.begin(), map.end(), address,
+                             [](std::uintptr_t a, const Mapping& m) { return a < m.start; });
+  if (it != map.begin()) --it;
+  for (std::uintptr_t next = address; next < address + size; next = out.back()->end, ++it) {
+    if (it == map.end() || !it->contains(next))
+      return fail(ErrorCode::kNotMapped, at(next) + ": not mapped (no line of /proc/self/maps covers it)");
+    out.push_back(&*it);
+  }
+  return out;
+}
+
 struct Group {
   std::shared_ptr<Container> container;
   std::vector<std::size_t> members;  // Indices into the checked list, by address.
@@ -66,13 +84,13 @@ struct Group {
 Result<bool> check_policy(const MemoryMap& map, runtime::CodeHeap* heap, const Site& site, std::size_t index,
                           const TransactionOptions& options) {
   const std::size_t n = site.expected.size();
-  auto covering = map.covering(site.address, n);
-  if (!covering) return tl::unexpected(with_site(index, site.address, std::move(covering).error()));
+  auto covered = covering(map, site.address, n);
+  if (!covered) return tl::unexpected(with_site(index, site.address, std::move(covered).error()));
   bool any_exec = false, any_data = false;
-  for (const Mapping* m : *covering) {
+  for (const Mapping* m : *covered) {
     if (m->shared && !(heap && heap->owns(site.address, n)))
       return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
-                                          at(m->start) + ", " + at(m->end) + ") " + m->name +
+                                          at(m->start) + ", " + at(m->end) + ") " + m->path +
                                           "; punch patches only private mappings");
     (m->executable ? any_exec : any_data) = true;
   }
@@ -140,7 +158,7 @@ Result<std::vector<CheckedSite>> check_sites(std::span<const Site> sites, const 
                                            std::to_string(a.expected.size()) + " bytes)");
   }
 
-  auto map = MemoryMap::read();
+  auto map = runtime::read_mappings();  // Once per validation, not per site.
   if (!map) return tl::unexpected(std::move(map).error());
   runtime::CodeHeap* heap = global_heap();
 

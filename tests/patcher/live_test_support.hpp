@@ -1,0 +1,74 @@
+// Helpers for the transaction and live-protocol tests: JIT-emitted functions
+// whose bytes the tests patch.
+#pragma once
+
+#include <asmjit/x86.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <vector>
+
+#include <punch/patcher/transaction.hpp>
+#include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/jit.hpp>
+
+namespace punch::test {
+
+//! Emits a function with `body` into the global code heap; fails the test on error.
+inline std::uintptr_t emit(const std::function<void(asmjit::x86::Assembler&)>& body) {
+  auto heap = runtime::CodeHeap::global();
+  EXPECT_TRUE(heap) << heap.error().describe();
+  if (!heap) return 0;
+  runtime::Jit jit(**heap);
+  asmjit::CodeHolder code;
+  code.init(runtime::Jit::environment());
+  asmjit::x86::Assembler a(&code);
+  body(a);
+  auto fn = jit.add(code);
+  EXPECT_TRUE(fn) << fn.error().describe();
+  return fn ? reinterpret_cast<std::uintptr_t>(*fn) : 0;
+}
+
+//! `int f() { return value; }` as `mov eax, imm32; ret`: the mov is a 5-byte single-instruction site.
+inline std::uintptr_t emit_return(int value) {
+  return emit([&](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, value);
+    a.ret();
+  });
+}
+
+//! The 5 bytes of `mov eax, imm32`.
+inline std::vector<std::uint8_t> mov_eax(int value) {
+  std::vector<std::uint8_t> b{0xB8, 0, 0, 0, 0};
+  std::memcpy(b.data() + 1, &value, 4);
+  return b;
+}
+
+//! The 5 bytes of `jmp rel32` from `from` to `to`.
+inline std::vector<std::uint8_t> jmp_rel32(std::uintptr_t from, std::uintptr_t to) {
+  const auto rel = static_cast<std::int32_t>(static_cast<std::int64_t>(to) - static_cast<std::int64_t>(from + 5));
+  std::vector<std::uint8_t> b{0xE9, 0, 0, 0, 0};
+  std::memcpy(b.data() + 1, &rel, 4);
+  return b;
+}
+
+//! Bytes at an address (readable memory).
+inline std::vector<std::uint8_t> bytes_at(std::uintptr_t address, std::size_t n) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(address);
+  return {p, p + n};
+}
+
+//! A site with no explicit extent.
+inline patcher::Site site(std::uintptr_t address, std::vector<std::uint8_t> expected,
+                          std::vector<std::uint8_t> replacement) {
+  return patcher::Site{address, std::move(expected), std::move(replacement), std::nullopt};
+}
+
+template <class Fn>
+Fn as(std::uintptr_t address) {
+  return reinterpret_cast<Fn>(address);
+}
+
+}  // namespace punch::test
