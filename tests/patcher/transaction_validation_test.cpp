@@ -1,0 +1,271 @@
+// Every refused transaction names the site and reason and leaves memory exactly as it was.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <punch/runtime/code_writer.hpp>
+
+#include "live_test_support.hpp"
+#include "memory_snapshot.hpp"
+
+namespace punch::patcher {
+namespace {
+
+using test::emit_return;
+using test::mov_eax;
+using test::site;
+
+// Commits `tx`, expects `code`, and checks [address, address+size) did not change.
+void expect_refused(Transaction& tx, ErrorCode code, std::uintptr_t address, std::size_t size,
+                    const std::string& must_mention) {
+  const test::MemorySnapshot before(address, size);
+  auto validated = tx.validate();
+  auto committed = tx.commit();
+  ASSERT_FALSE(validated);
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code, code) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find(must_mention), std::string::npos) << committed.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+  EXPECT_FALSE(tx.committed());
+}
+
+TEST(TransactionValidation, OverlappingSitesAreRefusedByAdd) {
+  const std::uintptr_t f = emit_return(1);
+  const test::MemorySnapshot before(f, 6);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
+  auto second = tx.add(site(f + 4, {0x00, 0xC3}, {0x00, 0xC3}));
+  ASSERT_FALSE(second);
+  EXPECT_EQ(second.error().code, ErrorCode::kOverlap);
+  EXPECT_NE(second.error().message.find(at(f)), std::string::npos) << second.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
+TEST(TransactionValidation, StaleExpectedBytes) {
+  const std::uintptr_t f = emit_return(1);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, mov_eax(9), mov_eax(2))));
+  expect_refused(tx, ErrorCode::kBytesMismatch, f, 6, at(f));
+}
+
+// One bad site refuses the whole batch: the good site is not applied either.
+TEST(TransactionValidation, OneBadSiteRefusesTheBatch) {
+  const std::uintptr_t good = emit_return(1);
+  const std::uintptr_t bad = emit_return(2);
+  const test::MemorySnapshot good_before(good, 6);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(good, mov_eax(1), mov_eax(3))));
+  ASSERT_TRUE(tx.add(site(bad, mov_eax(7), mov_eax(4))));
+  expect_refused(tx, ErrorCode::kBytesMismatch, bad, 6, "site #1");
+  EXPECT_TRUE(good_before.unchanged()) << good_before.differences();
+}
+
+TEST(TransactionValidation, RangeStartingOrEndingInsideAnInstruction) {
+  const std::uintptr_t f = emit_return(1);  // B8 01 00 00 00 C3
+  {
+    Transaction tx;  // Starts inside the mov.
+    ASSERT_TRUE(tx.add(site(f + 1, {0x01, 0x00}, {0x02, 0x00})));
+    expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+  }
+  {
+    Transaction tx;  // Ends inside the mov.
+    ASSERT_TRUE(tx.add(site(f, {0xB8, 0x01}, {0x90, 0x90})));
+    expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+  }
+}
+
+TEST(TransactionValidation, ReplacementThatIsNotWholeInstructions) {
+  const std::uintptr_t f = emit_return(1);
+  Transaction tx;  // B8 .. is a 5-byte mov; `90 90 90 90 B8` ends inside a truncated mov.
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), {0x90, 0x90, 0x90, 0x90, 0xB8})));
+  const test::MemorySnapshot before(f, 6);
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed);
+  EXPECT_NE(committed.error().message.find("replacement"), std::string::npos) << committed.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
+// A jump into the middle of the range (from outside it) is refused.
+TEST(TransactionValidation, BranchIntoTheSite) {
+  using namespace asmjit;
+  // test edi,edi (2); jnz inside (2); mov eax,1 (5); inside: mov ecx,2 (5); ret
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    Label inside = a.newLabel();
+    a.test(x86::edi, x86::edi);
+    a.short_().jnz(inside);
+    a.mov(x86::eax, 1);
+    a.bind(inside);
+    a.mov(x86::ecx, 2);
+    a.ret();
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 4, test::bytes_at(f + 4, 10), std::vector<std::uint8_t>(10, 0x90))));
+  expect_refused(tx, ErrorCode::kBranchInto, f, 15, at(f + 2));
+}
+
+// An indirect jump in the function cannot be proven not to land inside: refused unless allowed.
+TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
+  using namespace asmjit;
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    Label out = a.newLabel();
+    a.mov(x86::eax, 1);
+    a.test(x86::edi, x86::edi);
+    a.jz(out);
+    a.jmp(x86::rsi);
+    a.bind(out);
+    a.ret();
+  });
+  {
+    Transaction tx;
+    ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
+    expect_refused(tx, ErrorCode::kUnprovable, f, 16, "indirect jump");
+  }
+  TransactionOptions options;
+  options.allow_unprovable = true;
+  Transaction tx(options);
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)(int, void*)>(f)(0, nullptr), 2);
+  ASSERT_TRUE(tx.revert());
+}
+
+// A call before the last instruction of a site would let a thread return into its middle.
+TEST(TransactionValidation, CallInsideAMultiInstructionSite) {
+  using namespace asmjit;
+  const std::uintptr_t f = test::emit([&](x86::Assembler& a) {
+    Label callee = a.newLabel();
+    a.long_().sub(x86::rsp, 8);
+    a.call(callee);
+    a.long_().add(x86::rsp, 8);
+    a.ret();
+    a.bind(callee);
+    a.mov(x86::eax, 3);
+    a.ret();
+  });
+  const std::size_t n = 7 + 5 + 7;  // sub rsp,imm32; call rel32; add rsp,imm32
+  ASSERT_EQ(test::bytes_at(f + 7, 1)[0], 0xE8) << "expected sub rsp,imm32 then call rel32";
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, test::bytes_at(f, n), std::vector<std::uint8_t>(n, 0x90))));
+  expect_refused(tx, ErrorCode::kUnprovable, f, n + 1, "call");
+}
+
+TEST(TransactionValidation, UnmappedMemory) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  void* p = ::mmap(nullptr, page, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ::munmap(p, page);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(reinterpret_cast<std::uintptr_t>(p), {0}, {0x90})));
+  auto validated = tx.validate();
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed);
+  EXPECT_FALSE(validated);
+  EXPECT_EQ(committed.error().code, ErrorCode::kNotMapped) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find(at(p)), std::string::npos);
+}
+
+// A range that runs off the end of a mapping into unmapped memory.
+TEST(TransactionValidation, RangeRunningIntoUnmappedMemory) {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  auto* p = static_cast<std::uint8_t*>(::mmap(nullptr, 2 * page, PROT_READ | PROT_EXEC,
+                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(p, MAP_FAILED);
+  ::munmap(p + page, page);
+  const auto last = reinterpret_cast<std::uintptr_t>(p + page - 2);
+  Transaction tx;
+  TransactionOptions options;
+  ASSERT_TRUE(tx.add(site(last, {0, 0, 0, 0}, {0x90, 0x90, 0x90, 0x90})));
+  expect_refused(tx, ErrorCode::kNotMapped, last, 2, at(reinterpret_cast<std::uintptr_t>(p + page)));
+  ::munmap(p, page);
+}
+
+// MAP_SHARED: a memfd mapped shared and executable is never patched.
+TEST(TransactionValidation, SharedMappingIsRefused) {
+  const int fd = ::memfd_create("punch-shared-test", MFD_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 4096), 0);
+  const std::uint8_t code[] = {0xB8, 1, 0, 0, 0, 0xC3};
+  ASSERT_EQ(::pwrite(fd, code, sizeof code, 0), static_cast<ssize_t>(sizeof code));
+  void* p = ::mmap(nullptr, 4096, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  disasm::FunctionExtent extent{a, a + 6, disasm::FunctionExtent::Source::kCaller};
+  Transaction tx;
+  ASSERT_TRUE(tx.add(Site{a, mov_eax(1), mov_eax(2), extent}));
+  expect_refused(tx, ErrorCode::kPolicy, a, 6, "MAP_SHARED");
+  ::munmap(p, 4096);
+  ::close(fd);
+}
+
+// Non-executable memory (data) needs the explicit opt-in.
+TEST(TransactionValidation, NonExecutableTargetWithoutOptIn) {
+  static std::uint8_t data[16] = {1, 2, 3, 4};
+  const auto a = reinterpret_cast<std::uintptr_t>(data);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(a, {1, 2, 3, 4}, {5, 6, 7, 8})));
+  expect_refused(tx, ErrorCode::kPolicy, a, 16, "allow_non_executable");
+}
+
+// Code with no symbol and no heap allocation: its boundaries cannot be checked unless allowed.
+TEST(TransactionValidation, UnknownExtentIsUnprovableUnlessAllowed) {
+  auto writer = runtime::CodeWriter::global();
+  ASSERT_TRUE(writer);
+  auto region = (*writer)->map_code(4096);
+  ASSERT_TRUE(region) << region.error().describe();
+  const std::uint8_t code[] = {0xB8, 1, 0, 0, 0, 0xC3};
+  ASSERT_TRUE((*writer)->write(region->address, code));
+  {
+    Transaction tx;
+    ASSERT_TRUE(tx.add(site(region->address, mov_eax(1), mov_eax(2))));
+    expect_refused(tx, ErrorCode::kUnprovable, region->address, 6, "allow_unprovable");
+  }
+  TransactionOptions options;
+  options.allow_unprovable = true;
+  Transaction tx(options);
+  ASSERT_TRUE(tx.add(site(region->address, mov_eax(1), mov_eax(2))));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)()>(region->address)(), 2);
+  ASSERT_TRUE(tx.revert());
+  EXPECT_EQ(test::as<int (*)()>(region->address)(), 1);
+}
+
+// Bytes changed by someone else between validate() and commit(): a conflict, not applied.
+TEST(TransactionValidation, ChangedSinceValidationIsAConflict) {
+  const std::uintptr_t f = emit_return(1);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
+  ASSERT_TRUE(tx.validate());
+  Transaction other;
+  ASSERT_TRUE(other.add(site(f, mov_eax(1), mov_eax(3))));
+  ASSERT_TRUE(other.commit());
+  const test::MemorySnapshot before(f, 6);
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code, ErrorCode::kConflict) << committed.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+  EXPECT_EQ(test::as<int (*)()>(f)(), 3);
+  // Reverting `other` after someone else changed its bytes is a conflict too.
+  Transaction third;
+  ASSERT_TRUE(third.add(site(f, mov_eax(3), mov_eax(4))));
+  ASSERT_TRUE(third.commit());
+  const test::MemorySnapshot before_revert(f, 6);
+  auto reverted = other.revert();
+  ASSERT_FALSE(reverted);
+  EXPECT_EQ(reverted.error().code, ErrorCode::kConflict);
+  EXPECT_TRUE(before_revert.unchanged()) << before_revert.differences();
+}
+
+// Sizes: empty sites and mismatched lengths are refused by add().
+TEST(TransactionValidation, BadShapes) {
+  Transaction tx;
+  EXPECT_EQ(tx.add(site(0x1000, {}, {})).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(tx.add(site(0x1000, {1}, {1, 2})).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(tx.add(site(UINTPTR_MAX - 1, {1, 2, 3}, {1, 2, 3})).error().code, ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(tx.sites().empty());
+}
+
+}  // namespace
+}  // namespace punch::patcher
