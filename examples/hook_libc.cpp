@@ -71,14 +71,15 @@ int counting_puts(const char* text) {
 }
 
 int hook_puts_properly() {
-  auto address = punch::patcher::resolve_symbol({"puts", "", ""});
+  // libc's own puts, named by object: the global scope may hold an interposer (e.g. a sanitizer's).
+  auto address = punch::patcher::resolve_symbol({"puts", "", "libc.so.6"});
   if (!address) return std::fprintf(stderr, "%s\n", address.error().describe().c_str()), 1;
   auto before = punch::runtime::safe_read_exact(reinterpret_cast<std::uintptr_t>(*address), 16);
   if (!before) return 1;
 
   punch::patcher::HookOptions options;
   options.enabled = false;  // Publish the trampoline before any call can reach the detour.
-  auto hook = punch::patcher::Hook::install(punch::patcher::SymbolRef{"puts", "", ""},
+  auto hook = punch::patcher::Hook::install(punch::patcher::SymbolRef{"puts", "", "libc.so.6"},
                                             reinterpret_cast<void*>(counting_puts), options);
   if (!hook) return std::fprintf(stderr, "hook puts: %s\n", hook.error().describe().c_str()), 1;
   g_original_puts = hook->original<int (*)(const char*)>();
@@ -87,7 +88,8 @@ int hook_puts_properly() {
   std::printf("2. hooked puts at %s (%s, %zu bytes replaced)\n", punch::at(info.target).c_str(),
               std::string(punch::patcher::to_string(info.kind)).c_str(), info.stolen);
   std::fflush(stdout);
-  for (int i = 0; i < 3; ++i) puts("   hello through the trampoline");
+  auto libc_puts = reinterpret_cast<int (*)(const char*)>(*address);
+  for (int i = 0; i < 3; ++i) libc_puts("   hello through the trampoline");
   if (auto s = hook->remove(); !s) return std::fprintf(stderr, "remove: %s\n", s.error().describe().c_str()), 1;
   puts("   (this one is not counted: the hook is gone)");
 

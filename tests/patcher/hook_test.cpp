@@ -3,6 +3,7 @@
 // memory untouched.
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/prctl.h>
 #include <unistd.h>
@@ -191,13 +192,27 @@ TEST(Hook, ChainedHooksWrapAndRemoveInAnyOrder) {
   }
 }
 
-TEST(Hook, ByNameHooksLibcPuts) {
-  auto puts_address = resolve_symbol({"puts", "", "libc.so.6"});
-  ASSERT_TRUE(puts_address) << puts_address.error().describe();
-  EXPECT_EQ(*puts_address, reinterpret_cast<void*>(&::puts));
+// libc's own puts (under ASan, `::puts` in this binary is the sanitizer's interceptor).
+std::uintptr_t libc_puts() {
+  auto address = resolve_symbol({"puts", "", "libc.so.6"});
+  return address ? reinterpret_cast<std::uintptr_t>(*address) : 0;
+}
+
+TEST(Hook, ResolvesSymbolsByNameVersionAndObject) {
+  const std::uintptr_t puts_address = libc_puts();
+  ASSERT_NE(puts_address, 0u);
+  Dl_info info{};
+  ASSERT_NE(dladdr(reinterpret_cast<void*>(puts_address), &info), 0);
+  EXPECT_NE(std::string(info.dli_fname).find("libc.so"), std::string::npos) << info.dli_fname;
+  auto versioned = resolve_symbol({"puts", "GLIBC_2.2.5", "libc.so.6"});
+  ASSERT_TRUE(versioned) << versioned.error().describe();
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(*versioned), puts_address);
   auto missing = resolve_symbol({"punch_no_such_symbol", "", ""});
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message.find("punch_no_such_symbol"), std::string::npos);
+  auto not_loaded = resolve_symbol({"puts", "", "libpunch-not-loaded.so"});
+  ASSERT_FALSE(not_loaded);
+  EXPECT_EQ(not_loaded.error().code, ErrorCode::kNotMapped);
 }
 
 std::string hex(const std::vector<std::uint8_t>& bytes) {
@@ -211,7 +226,7 @@ std::string hex(const std::vector<std::uint8_t>& bytes) {
 // print the first 16 bytes of this process's own libc puts, and exit before any test runs.
 const bool g_child_mode = [] {
   if (std::getenv("PUNCH_HOOK_TEST_PRINT_PUTS") == nullptr) return false;
-  auto bytes = runtime::safe_read_exact(reinterpret_cast<std::uintptr_t>(&::puts), 16);
+  auto bytes = runtime::safe_read_exact(libc_puts(), 16);
   std::printf("%s\n", bytes ? hex(*bytes).c_str() : "unreadable");
   std::fflush(stdout);
   _exit(0);
@@ -245,7 +260,8 @@ int counting_puts(const char* text) {
 // libc's puts hooked in this process only: the page is copied on write, so the
 // libc file and a freshly exec'd child still hold the original bytes.
 TEST(Hook, LibcPutsHookedHereOnlyNotInTheFileNorInAChild) {
-  const auto puts_address = reinterpret_cast<std::uintptr_t>(&::puts);
+  const std::uintptr_t puts_address = libc_puts();
+  ASSERT_NE(puts_address, 0u);
   auto original = runtime::safe_read_exact(puts_address, 16);
   ASSERT_TRUE(original) << original.error().describe();
   std::string path;
@@ -254,12 +270,12 @@ TEST(Hook, LibcPutsHookedHereOnlyNotInTheFileNorInAChild) {
 
   HookOptions disabled;
   disabled.enabled = false;
-  auto hook = Hook::install(SymbolRef{"puts", "", ""}, reinterpret_cast<void*>(counting_puts), disabled);
+  auto hook = Hook::install(SymbolRef{"puts", "", "libc.so.6"}, reinterpret_cast<void*>(counting_puts), disabled);
   ASSERT_TRUE(hook) << hook.error().describe();
   g_original_puts = hook->original<int (*)(const char*)>();
   ASSERT_TRUE(hook->enable());
   g_puts_calls = 0;
-  int (*volatile call_puts)(const char*) = &::puts;
+  int (*volatile call_puts)(const char*) = reinterpret_cast<int (*)(const char*)>(puts_address);
   call_puts("[hook test] puts through the trampoline");
   EXPECT_EQ(g_puts_calls.load(), 1);
   auto hooked = runtime::safe_read_exact(puts_address, 16);
