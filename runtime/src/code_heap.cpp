@@ -1,7 +1,6 @@
 #include <punch/runtime/code_heap.hpp>
 
 #include <algorithm>
-#include <array>
 #include <map>
 
 #include <punch/runtime/sync.hpp>
@@ -31,18 +30,6 @@ struct Arena {
 
   bool contains(std::uintptr_t a) const { return a >= region.address && a - region.address < region.size; }
 };
-
-// Writes int3 over [address, address+size) with `writer`.
-Status fill_int3(CodeWriter& writer, std::uintptr_t address, std::size_t size) {
-  static const auto kTraps = [] {
-    std::array<std::uint8_t, 4096> a;
-    a.fill(0xCC);
-    return a;
-  }();
-  for (std::size_t off = 0; off < size; off += kTraps.size())
-    PUNCH_TRY(writer.write(address + off, std::span(kTraps).first(std::min(kTraps.size(), size - off))));
-  return {};
-}
 
 }  // namespace
 
@@ -184,10 +171,17 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
   return out;
 }
 
-Status CodeHeap::free(std::uintptr_t address) {
+Status CodeHeap::free(std::uintptr_t address) { return free_batch(std::span(&address, 1)); }
+
+Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
+  std::vector<std::uintptr_t> sorted(addresses.begin(), addresses.end());
+  std::sort(sorted.begin(), sorted.end());
   std::lock_guard guard(state_->mutex);
-  auto it = state_->live.find(address);
-  if (it == state_->live.end()) {
+  // Check every address before touching anything.
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    const std::uintptr_t address = sorted[i];
+    if (i && sorted[i - 1] == address) return fail(ErrorCode::kInvalidArgument, at(address) + ": listed twice in one free");
+    if (state_->live.count(address)) continue;
     Arena* arena = state_->arena_of(address);
     bool in_free_block = false;
     if (arena) {
@@ -197,11 +191,29 @@ Status CodeHeap::free(std::uintptr_t address) {
     return fail(ErrorCode::kNotOwned, at(address) + (in_free_block ? ": double free (this space is already free)"
                                                                    : ": not an allocation this code heap handed out"));
   }
-  const std::size_t size = it->second;
-  // Traps, not stale code, for anyone who still jumps here by mistake.
-  PUNCH_TRY(fill_int3(state_->writer, address, size));
-  state_->live.erase(it);
-  state_->give_back(*state_->arena_of(address), address, size, true);
+  // Traps, not stale code, for anyone who still jumps here by mistake: one write per contiguous run.
+  struct Run {
+    std::uintptr_t start;
+    std::vector<std::uint8_t> old_bytes;  // To put back if a later run cannot be written.
+  };
+  std::vector<Run> written;
+  for (std::size_t i = 0; i < sorted.size();) {
+    const std::uintptr_t start = sorted[i];
+    std::uintptr_t end = start + state_->live[start];
+    for (++i; i < sorted.size() && sorted[i] == end; ++i) end += state_->live[sorted[i]];
+    const auto* current = reinterpret_cast<const std::uint8_t*>(start);
+    Run run{start, std::vector<std::uint8_t>(current, current + (end - start))};
+    if (Status ok = state_->writer.write(start, std::vector<std::uint8_t>(end - start, 0xCC)); !ok) {
+      for (const Run& r : written) (void)state_->writer.write(r.start, r.old_bytes);
+      return ok;
+    }
+    written.push_back(std::move(run));
+  }
+  for (std::uintptr_t address : sorted) {
+    const std::size_t size = state_->live[address];
+    state_->live.erase(address);
+    state_->give_back(*state_->arena_of(address), address, size, true);
+  }
   return {};
 }
 

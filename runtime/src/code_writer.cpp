@@ -136,12 +136,15 @@ long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const s
     int prot;
   };
   std::vector<Piece> pieces;
-  auto maps = read_mappings();
+  // Memory this writer mapped is R+X by construction; anything else is looked up.
+  for (const Region& r : regions)
+    if (lo >= r.rx.address && hi <= r.rx.address + r.rx.size) pieces.push_back({lo, hi, PROT_READ | PROT_EXEC});
+  std::uintptr_t cursor = pieces.empty() ? lo : hi;
+  auto maps = pieces.empty() ? read_mappings() : Result<std::vector<Mapping>>{};
   if (!maps) {
     error = maps.error();
     return -1;
   }
-  std::uintptr_t cursor = lo;
   for (const Mapping& m : *maps) {
     if (m.end <= cursor || m.start >= hi) continue;
     if (m.start > cursor) break;
@@ -163,7 +166,13 @@ long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const s
     return -1;
   }
   // Writable, never executable at the same time.
-  if (::mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) return -errno;
+  if (::mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) {
+    const int err = errno;  // ENOMEM: part of the range was unmapped behind our back.
+    for (const Piece& p : pieces) ::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot);
+    error = Error{err == ENOMEM ? ErrorCode::kNotMapped : ErrorCode::kIoError,
+                  range_text(address, bytes.size()) + ": mprotect to read+write failed: " + std::strerror(err)};
+    return -1;
+  }
   std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
   for (const Piece& p : pieces) {
     if (::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot) != 0) {

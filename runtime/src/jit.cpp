@@ -65,9 +65,7 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
   // One run of consecutive blocks: one staging buffer, one write, one sync.
   auto addresses = heap_.allocate_run(sizes, align);
   if (!addresses) return tl::unexpected(std::move(addresses).error());
-  auto release_all = [&] {
-    for (std::uintptr_t a : *addresses) (void)heap_.free(a);
-  };
+  auto release_all = [&] { (void)heap_.free_batch(*addresses); };
   const std::uintptr_t base = addresses->front();
   const std::uintptr_t end = addresses->back() + *heap_.allocation_size(addresses->back());
   std::vector<std::uint8_t> staging(end - base, 0xCC);  // Padding between functions stays int3.
@@ -92,5 +90,11 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
 }
 
 Status Jit::release(void* function) { return heap_.free(reinterpret_cast<std::uintptr_t>(function)); }
+
+Status Jit::release_batch(std::span<void* const> functions) {
+  std::vector<std::uintptr_t> addresses;
+  for (void* fn : functions) addresses.push_back(reinterpret_cast<std::uintptr_t>(fn));
+  return heap_.free_batch(addresses);
+}
 
 }  // namespace punch::runtime

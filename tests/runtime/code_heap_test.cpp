@@ -270,3 +270,46 @@ TEST(CodeHeapLifetime, DestructorUnmapsEveryArena) {
 
 }  // namespace
 }  // namespace punch::runtime
+
+namespace punch::runtime {
+namespace {
+
+class CodeHeapBatchFreeTest : public CodeHeapTest {};
+
+TEST_F(CodeHeapBatchFreeTest, FreesEveryAllocationOrNone) {
+  const std::size_t sizes[] = {32, 32, 32, 32};
+  auto run = heap->allocate_run(sizes);
+  ASSERT_TRUE(run);
+  const std::uint8_t marker[32] = {0xC3};
+  for (std::uintptr_t a : *run) ASSERT_TRUE(writer->write(a, marker));
+  test::MemorySnapshot before((*run)[0], 4 * 32);
+  const HeapStats stats_before = heap->stats();
+
+  const std::uintptr_t with_stranger[] = {(*run)[0], (*run)[2], (*run)[1] + 8};
+  auto refused = heap->free_batch(with_stranger);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kNotOwned);
+  EXPECT_NE(refused.error().message.find(at((*run)[1] + 8)), std::string::npos);
+  const std::uintptr_t twice[] = {(*run)[0], (*run)[0]};
+  auto duplicate = heap->free_batch(twice);
+  ASSERT_FALSE(duplicate);
+  EXPECT_EQ(duplicate.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_EQ(heap->stats().allocations, stats_before.allocations);
+
+  // A failing write (the second run) puts the first run's bytes back.
+  const std::uintptr_t two_runs[] = {(*run)[0], (*run)[2]};
+  testing::inject_fault(testing::FaultPoint::kWrite, 2, testing::FaultKind::kEio);
+  ASSERT_FALSE(heap->free_batch(two_runs));
+  testing::clear_faults();
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_EQ(heap->stats().allocations, stats_before.allocations);
+
+  ASSERT_TRUE(heap->free_batch(*run));
+  EXPECT_EQ(heap->stats().allocations, 0u);
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>((*run)[0]);
+  for (int i = 0; i < 4 * 32; ++i) ASSERT_EQ(bytes[i], 0xCC) << i;
+}
+
+}  // namespace
+}  // namespace punch::runtime

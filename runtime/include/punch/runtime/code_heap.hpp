@@ -53,6 +53,11 @@ class CodeHeap {
   //! double free, is a kNotOwned error and changes nothing.
   Status free(std::uintptr_t address);
 
+  //! Frees several allocations, filling each contiguous run of them with int3
+  //! in one write. All or nothing: an address that is not a live allocation
+  //! (or is listed twice) is an error and nothing is freed.
+  Status free_batch(std::span<const std::uintptr_t> addresses);
+
   //! Whether [address, address+size) lies inside one live allocation of this heap.
   bool owns(std::uintptr_t address, std::size_t size = 1) const;
 

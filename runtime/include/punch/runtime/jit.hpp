@@ -35,6 +35,9 @@ class Jit {
   //! Releases code returned by add/add_batch. The caller guarantees no thread runs it any more.
   Status release(void* function);
 
+  //! Releases several functions at once (one write per contiguous run, see CodeHeap::free_batch).
+  Status release_batch(std::span<void* const> functions);
+
   //! Typed convenience: `auto fn = jit.add_as<int(*)(int)>(code);`
   template <class Fn>
   Result<Fn> add_as(asmjit::CodeHolder& code) {

@@ -1,0 +1,160 @@
+// Runtime benchmarks, side by side in one run:
+//   BM_Write/<method>/<bytes>[/busy]   one CodeWriter::write, optionally with a second thread running code
+//   BM_Emit/punch                      assemble + Jit::add + release of one tiny function
+//   BM_EmitBatch/punch/<n>             n functions per Jit::add_batch (one write, one sync) + release_batch
+//   BM_Emit/asmjit_jitruntime          the same with asmjit's JitRuntime (RWX or dual-mapped; reference only)
+#include <asmjit/x86.h>
+#include <benchmark/benchmark.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <punch/runtime/jit.hpp>
+
+namespace {
+
+using namespace punch::runtime;
+
+// Keeps another core busy running code of this binary (not the pages being
+// written: under mprotect they are briefly not executable).
+class BusyThread {
+ public:
+  BusyThread()
+      : thread_([this] {
+          started_ = true;
+          while (!stop_.load(std::memory_order_relaxed)) benchmark::DoNotOptimize(spin());
+        }) {
+    while (!started_) std::this_thread::yield();
+  }
+  ~BusyThread() {
+    stop_ = true;
+    thread_.join();
+  }
+
+ private:
+  static unsigned spin() {
+    unsigned x = 1;
+    for (int i = 0; i < 1000; ++i) x = x * 1664525u + 1013904223u;
+    return x;
+  }
+  std::atomic<bool> stop_{false}, started_{false};
+  std::thread thread_;
+};
+
+void write_bytes(benchmark::State& state, WriteMethod method, std::size_t bytes, bool busy) {
+  auto writer = CodeWriter::create(method);
+  if (!writer) {
+    state.SkipWithError(writer.error().describe().c_str());
+    return;
+  }
+  auto region = (*writer)->map_code(bytes + 4096);
+  if (!region) {
+    state.SkipWithError(region.error().describe().c_str());
+    return;
+  }
+  std::vector<std::uint8_t> payload(bytes, 0x90);
+  std::unique_ptr<BusyThread> other;
+  if (busy) other = std::make_unique<BusyThread>();
+  for (auto _ : state) {
+    if (!(*writer)->write(region->address + 16, payload)) {
+      state.SkipWithError("write failed");
+      break;
+    }
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
+  other.reset();
+  (void)(*writer)->unmap_code(*region);
+}
+
+// int f() { return k; } padded with a few instructions, assembled into `code`.
+void assemble(asmjit::CodeHolder& code, int k) {
+  code.init(asmjit::Environment::host());
+  asmjit::x86::Assembler a(&code);
+  a.mov(asmjit::x86::eax, k);
+  a.add(asmjit::x86::eax, asmjit::x86::edi);
+  a.ret();
+}
+
+void BM_Emit_punch(benchmark::State& state) {
+  auto heap = CodeHeap::global();
+  if (!heap) {
+    state.SkipWithError(heap.error().describe().c_str());
+    return;
+  }
+  Jit jit(**heap);
+  int k = 0;
+  for (auto _ : state) {
+    asmjit::CodeHolder code;
+    assemble(code, ++k);
+    auto fn = jit.add(code);
+    if (!fn || !jit.release(*fn)) {
+      state.SkipWithError("emit failed");
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
+void BM_EmitBatch_punch(benchmark::State& state, std::size_t n) {
+  auto heap = CodeHeap::global();
+  if (!heap) {
+    state.SkipWithError(heap.error().describe().c_str());
+    return;
+  }
+  Jit jit(**heap);
+  int k = 0;
+  for (auto _ : state) {
+    std::vector<asmjit::CodeHolder> codes(n);
+    std::vector<asmjit::CodeHolder*> pointers;
+    for (auto& code : codes) {
+      assemble(code, ++k);
+      pointers.push_back(&code);
+    }
+    auto fns = jit.add_batch(pointers);
+    if (!fns || !jit.release_batch(*fns)) {
+      state.SkipWithError("batch emit failed");
+      break;
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+
+void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
+  asmjit::JitRuntime runtime;  // The reference only: punch never uses it for its own memory.
+  int k = 0;
+  for (auto _ : state) {
+    asmjit::CodeHolder code;
+    assemble(code, ++k);
+    int (*fn)(int) = nullptr;
+    if (runtime.add(&fn, &code) != asmjit::kErrorOk) {
+      state.SkipWithError("JitRuntime::add failed");
+      break;
+    }
+    runtime.release(fn);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
+[[maybe_unused]] const bool registered = [] {
+  for (WriteMethod method : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect}) {
+    for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}}) {
+      for (bool busy : {false, true}) {
+        std::string name = "BM_Write/" + std::string(to_string(method)) + "/" + std::to_string(bytes) + (busy ? "/busy" : "");
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { write_bytes(s, method, bytes, busy); })
+            ->UseRealTime();
+      }
+    }
+  }
+  benchmark::RegisterBenchmark("BM_Emit/punch", BM_Emit_punch)->UseRealTime();
+  for (std::size_t n : {16, 256})
+    benchmark::RegisterBenchmark(("BM_EmitBatch/punch/" + std::to_string(n)).c_str(),
+                                 [n](benchmark::State& s) { BM_EmitBatch_punch(s, n); })
+        ->UseRealTime();
+  benchmark::RegisterBenchmark("BM_Emit/asmjit_jitruntime", BM_Emit_asmjit_jitruntime)->UseRealTime();
+  return true;
+}();
+
+}  // namespace
