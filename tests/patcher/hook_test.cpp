@@ -17,7 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include <punch/disasm/validate.hpp>
 #include <punch/patcher/hook.hpp>
+#include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/safe_read.hpp>
 
 #include "child_process.hpp"
@@ -307,6 +309,99 @@ TEST(Hook, LibcPutsHookedHereOnlyNotInTheFileNorInAChild) {
   ASSERT_TRUE(after);
   EXPECT_EQ(hex(*after), hex(*original));
   EXPECT_FALSE(g_child_mode);
+}
+
+// glibc's strlen is an IFUNC: by name we get the implementation the resolver
+// picked for this CPU (e.g. __strlen_avx2). That implementation has no dynamic
+// symbol, so its extent is unknown: refused cleanly by default, hooked when the
+// caller vouches for an extent.
+std::atomic<std::size_t (*)(const char*)> g_original_strlen{nullptr};
+std::atomic<int> g_strlen_calls{0};
+std::size_t counting_strlen(const char* s) {
+  g_strlen_calls.fetch_add(1);
+  return g_original_strlen.load()(s);
+}
+
+TEST(Hook, IfuncStrlenIsRefusedWithoutAnExtentAndHookedWithOne) {
+  auto address = resolve_symbol({"strlen", "", "libc.so.6"});
+  ASSERT_TRUE(address) << address.error().describe();
+  test::MemorySnapshot before(*address, 32);
+  HookOptions options;
+  options.enabled = false;
+  auto refused = Hook::install(*address, reinterpret_cast<void*>(counting_strlen), options);
+  if (!refused) {  // No symbol covers the implementation (the usual case on distributions).
+    EXPECT_EQ(refused.error().code, ErrorCode::kUnprovable);
+    EXPECT_NE(refused.error().message.find(at(*address)), std::string::npos) << refused.error().message;
+    EXPECT_EQ(before.differences(), "");
+  } else {
+    ASSERT_TRUE(refused->remove());
+  }
+
+  // The caller vouches that no branch from outside the first 64 bytes lands in the stolen bytes.
+  const auto start = reinterpret_cast<std::uintptr_t>(*address);
+  options.function = disasm::FunctionExtent{start, start + 64, disasm::FunctionExtent::Source::kCaller};
+  options.transaction.allow_unprovable = true;
+  auto hook = Hook::install(*address, reinterpret_cast<void*>(counting_strlen), options);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  g_original_strlen = hook->original<std::size_t (*)(const char*)>();
+  ASSERT_TRUE(hook->enable());
+  g_strlen_calls = 0;
+  std::size_t (*volatile call_strlen)(const char*) = reinterpret_cast<std::size_t (*)(const char*)>(*address);
+  const std::string text = "the quick brown fox jumps over the lazy dog";
+  for (std::size_t n = 0; n <= text.size(); ++n) EXPECT_EQ(call_strlen(text.c_str() + n), text.size() - n);
+  EXPECT_GE(g_strlen_calls.load(), static_cast<int>(text.size() + 1));  // Other code calls strlen too.
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
+// Every write of an install failing in turn: each failed install leaves the
+// target's bytes exactly as they were, and a later install works.
+TEST(Hook, FailedInstallLeavesMemoryAsItWas) {
+  test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_square), 32);
+  int failed = 0;
+  for (std::uint64_t nth = 1; nth <= 6; ++nth) {
+    SCOPED_TRACE("write #" + std::to_string(nth) + " fails");
+    runtime::testing::inject_fault(runtime::testing::FaultPoint::kWrite, nth, runtime::testing::FaultKind::kEio);
+    auto hook = hook_with(hook_target_square, plus_1000);
+    runtime::testing::clear_faults();
+    if (!hook) {
+      ++failed;
+      EXPECT_EQ(before.differences(), "") << hook.error().describe();
+      EXPECT_EQ(call(hook_target_square, 5), 24);
+      continue;
+    }
+    EXPECT_EQ(call(hook_target_square, 5), 1024);
+    ASSERT_TRUE(hook->remove());
+    EXPECT_EQ(before.differences(), "");
+  }
+  EXPECT_GT(failed, 0);  // At least the first write of an install was made to fail.
+  auto hook = hook_with(hook_target_square, plus_1000);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(call(hook_target_square, 5), 1024);
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
+TEST(Hook, RetiredCodeIsReleasedWhenNoThreadRunsIt) {
+  HookOptions disabled;
+  disabled.enabled = false;
+  auto inner = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
+  ASSERT_TRUE(inner) << inner.error().describe();
+  auto outer = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
+  ASSERT_TRUE(outer) << outer.error().describe();
+  ASSERT_TRUE(outer->remove());  // Retires its link stub.
+  ASSERT_TRUE(inner->remove());  // The chain is unused: its trampoline goes at the next release.
+  auto released = release_retired_hook_code();
+  ASSERT_TRUE(released) << released.error().describe();
+  EXPECT_GE(*released, 2u);
+  auto again = release_retired_hook_code();
+  ASSERT_TRUE(again);
+  EXPECT_EQ(*again, 0u);
+  // The target hooks again from scratch afterwards.
+  auto hook = hook_with(hook_target_square, plus_1000);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(call(hook_target_square, 2), 1003);
+  ASSERT_TRUE(hook->remove());
 }
 
 // The corpus of tricky entries hooked for real: each case hooks and behaves
