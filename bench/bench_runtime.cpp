@@ -120,6 +120,10 @@ void BM_EmitBatch_punch(benchmark::State& state, std::size_t n) {
     }
   }
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  const HeapStats stats = (**heap).stats();
+  state.counters["heap_fragments"] = static_cast<double>(stats.fragments);
+  state.counters["heap_arenas"] = static_cast<double>(stats.arenas);
+  state.counters["heap_live"] = static_cast<double>(stats.allocations);
 }
 
 void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
