@@ -19,6 +19,7 @@
 
 #include <punch/disasm/validate.hpp>
 #include <punch/patcher/hook.hpp>
+#include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/safe_read.hpp>
 
@@ -357,6 +358,8 @@ TEST(Hook, IfuncStrlenIsRefusedWithoutAnExtentAndHookedWithOne) {
 // Every write of an install failing in turn: each failed install leaves the
 // target's bytes exactly as they were, and a later install works.
 TEST(Hook, FailedInstallLeavesMemoryAsItWas) {
+  // The process-wide writer probes with real writes on first use: pick it before faults are armed.
+  ASSERT_TRUE(runtime::CodeHeap::global());
   test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_square), 32);
   int failed = 0;
   for (std::uint64_t nth = 1; nth <= 6; ++nth) {
