@@ -85,6 +85,10 @@ std::atomic<Fn> g_original{bench_call_plain_target};
 
 long detour(long x) { return g_original.load(std::memory_order_relaxed)(x) + 1; }
 
+// The detour of the install/remove cycles: the busy thread may reach it at any
+// time, so it does not depend on a trampoline pointer being published.
+long cycle_detour(long x) { return x + 1; }
+
 HookOptions options_for(Fn target) {
   HookOptions options;
   const auto start = reinterpret_cast<std::uintptr_t>(target);
@@ -112,9 +116,8 @@ class Busy {
 void hook_cycles(benchmark::State& state, Fn target) {
   std::unique_ptr<Busy> busy;
   if (state.range(0) > 0) busy = std::make_unique<Busy>(target);
-  g_original = target;  // The detour is never reached through a stale pointer: T is reused per target.
   for (auto _ : state) {
-    auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour), options_for(target));
+    auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour), options_for(target));
     if (!hook) return state.SkipWithError(hook.error().describe().c_str());
     if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
   }
