@@ -75,6 +75,18 @@ Result<Copy> make_copy(std::uintptr_t address, std::span<const std::uint8_t> byt
   return copy;
 }
 
+// Whether a thread can be strictly inside the run: not when its first instruction
+// never falls through (a jump out of it, a return) — the rest is then unreachable,
+// since validation refused branches from outside into the run.
+bool interior_reachable(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
+  auto first = disasm::decode(disasm::CodeSpan{address, bytes}, address);
+  if (!first || first->length == bytes.size()) return false;
+  if (first->flow == disasm::Flow::kReturn) return false;
+  if (first->flow == disasm::Flow::kJump)
+    return first->branch_target > address && first->branch_target < address + bytes.size();
+  return true;
+}
+
 std::size_t bound_of(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
   auto b = disasm::relocated_size_bound(disasm::CodeSpan{address, bytes});
   return b ? *b : 0;
@@ -139,7 +151,7 @@ Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite
     if (old_copy) {
       std::memcpy(image.data() + slot_offset[i], old_copy->bytes.data(), old_copy->bytes.size());
       f.redirect = destination;
-      if (s.from_instructions > 1) {
+      if (s.from_instructions > 1 && interior_reachable(s.address, s.from)) {
         f.fixup_copy = destination;
         f.offsets_begin = static_cast<std::uint32_t>(generation->offsets.size());
         f.offsets_count = static_cast<std::uint32_t>(old_copy->offsets.size());
