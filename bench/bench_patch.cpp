@@ -1,0 +1,155 @@
+// Live patch transactions: the cost of a commit (and of a revert) of one site
+// and of batches of n sites, against one small pwrite to /proc/self/mem in the
+// same run. Two layouts: sites packed in one function over a few pages (a JIT's
+// call sites), and every site on its own page. With and without a busy thread.
+// Ratio to read: (time per iteration / n sites) / BM_Pwrite/small.
+#include <benchmark/benchmark.h>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <punch/patcher/transaction.hpp>
+#include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/sync.hpp>
+
+namespace {
+
+using namespace punch;
+
+constexpr std::size_t kPage = 4096;
+
+std::vector<std::uint8_t> mov_eax(std::uint32_t v) {
+  std::vector<std::uint8_t> b{0xB8, 0, 0, 0, 0};
+  std::memcpy(b.data() + 1, &v, 4);
+  return b;
+}
+
+// n `mov eax, i` sites: packed in one function (5 bytes apart, then ret) or one
+// function per page (each `mov; ret`, its own heap allocation).
+struct Code {
+  std::uintptr_t base = 0;
+  std::vector<std::uintptr_t> sites;
+
+  Code(std::size_t n, bool own_page) {
+    auto heap = runtime::CodeHeap::global();
+    if (!heap) return;
+    if (own_page) {  // n functions `mov eax, i; ret`, each its own allocation on its own page.
+      for (std::size_t i = 0; i < n; ++i) {
+        auto block = (*heap)->allocate(6, kPage);
+        if (!block) return;
+        auto bytes = mov_eax(static_cast<std::uint32_t>(i));
+        bytes.push_back(0xC3);
+        if (!(*heap)->writer().write(*block, bytes)) return;
+        sites.push_back(*block);
+      }
+      base = sites.front();
+      if (!runtime::sync_all_threads()) sites.clear();
+      return;
+    }
+    auto block = (*heap)->allocate(n * 5 + 1, 16);  // One function: n `mov eax, i` in a row, then ret.
+    if (!block) return;
+    base = *block;
+    std::vector<std::uint8_t> image;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto mov = mov_eax(static_cast<std::uint32_t>(i));
+      image.insert(image.end(), mov.begin(), mov.end());
+      sites.push_back(base + i * 5);
+    }
+    image.push_back(0xC3);
+    if (!(*heap)->writer().write(base, image) || !runtime::sync_all_threads()) sites.clear();
+  }
+};
+
+// A thread calling the first site's function in a loop (the code being patched runs).
+struct Busy {
+  std::atomic<bool> stop{false};
+  std::thread thread;
+  explicit Busy(std::uintptr_t fn, bool on) {
+    if (on)
+      thread = std::thread([this, fn] {
+        while (!stop.load(std::memory_order_relaxed)) benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)());
+      });
+  }
+  ~Busy() {
+    stop = true;
+    if (thread.joinable()) thread.join();
+  }
+};
+
+// measure: 0 = commit (revert untimed), 1 = revert (commit untimed).
+void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy, int measure) {
+  Code code(n, own_page);
+  if (code.sites.size() != n) {
+    state.SkipWithError("could not emit the code");
+    return;
+  }
+  patcher::Transaction tx;
+  for (std::size_t i = 0; i < n; ++i)
+    (void)tx.add(patcher::Site{code.sites[i], mov_eax(static_cast<std::uint32_t>(i)),
+                               mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
+  Busy thread(code.sites[own_page ? 0 : 0], busy);
+  for (auto _ : state) {
+    if (measure == 1) {
+      state.PauseTiming();
+      if (!tx.commit()) state.SkipWithError("commit failed");
+      state.ResumeTiming();
+      if (!tx.revert()) state.SkipWithError("revert failed");
+    } else {
+      if (!tx.commit()) state.SkipWithError("commit failed");
+      state.PauseTiming();
+      if (!tx.revert()) state.SkipWithError("revert failed");
+      state.ResumeTiming();
+    }
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+  state.counters["sites"] = static_cast<double>(n);
+  (void)patcher::reclaim_retired_copies();
+}
+
+// The reference: one small pwrite to /proc/self/mem (4 bytes, same value) into R+X code.
+void BM_Pwrite_small(benchmark::State& state) {
+  Code code(1, false);
+  const int fd = ::open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+  if (fd < 0 || code.sites.empty()) {
+    state.SkipWithError("no /proc/self/mem or code");
+    return;
+  }
+  const auto bytes = mov_eax(0);
+  for (auto _ : state)
+    if (::pwrite(fd, bytes.data(), 4, static_cast<off_t>(code.base)) != 4) state.SkipWithError("pwrite failed");
+  ::close(fd);
+}
+BENCHMARK(BM_Pwrite_small)->Name("BM_Pwrite/small")->UseRealTime();
+
+void register_all() {
+  for (int busy : {0, 1}) {
+    const std::string b = "/busy:" + std::to_string(busy);
+    benchmark::RegisterBenchmark(("BM_LivePatch/single" + b).c_str(),
+                                 [=](benchmark::State& s) { run_patch(s, 1, false, busy, 0); })
+        ->UseRealTime();
+    for (std::size_t n : {10, 100, 1000, 10000}) {
+      for (bool own_page : {false, true}) {
+        if (own_page && n > 1000) continue;  // 10,000 functions on 10,000 pages: 40 MiB of arenas.
+        const std::string layout = own_page ? "/own_page" : "/packed";
+        const std::string suffix = std::to_string(n) + layout + b;
+        benchmark::RegisterBenchmark(("BM_LivePatch/batch/" + suffix).c_str(),
+                                     [=](benchmark::State& s) { run_patch(s, n, own_page, busy, 0); })
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(("BM_Revert/batch/" + suffix).c_str(),
+                                     [=](benchmark::State& s) { run_patch(s, n, own_page, busy, 1); })
+            ->UseRealTime();
+      }
+    }
+  }
+}
+const int registered = (register_all(), 0);
+
+}  // namespace
