@@ -24,6 +24,11 @@ struct CpuState {
 };
 
 //! Memory both runs start from: code at A and B, optional data, a stack.
+//! Code pages are mapped read+execute, as punch's code is in a real process:
+//! a run that writes into them (self-modifying code) faults and is out of
+//! scope, because relocation moves instructions, not the bytes at A that they
+//! may rewrite (the original would execute its rewritten bytes, the copy at B
+//! would not). Reading code stays allowed: both runs see the same bytes at A and B.
 struct Layout {
   std::uint64_t a = 0;
   std::vector<std::uint8_t> original;   //!< Bytes at a (may extend past the run: the code after it).
@@ -47,7 +52,25 @@ struct Outcome {
   CpuState cpu;
   std::map<std::uint64_t, std::uint8_t> written;  //!< Final value of every byte the run wrote.
   std::uint64_t steps = 0;
+  bool wrote_code = false;  //!< Stopped by a write into a code page (self-modifying code: out of scope).
 };
+
+inline std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+//! "48 8b 05 ..." for failure messages.
+inline std::string hex_dump(const std::vector<std::uint8_t>& bytes) {
+  std::string out;
+  for (std::uint8_t b : bytes) {
+    char buf[4];
+    std::snprintf(buf, sizeof buf, "%02x ", b);
+    out += buf;
+  }
+  return out;
+}
 
 namespace detail {
 
@@ -83,6 +106,14 @@ inline void on_write(uc_engine*, uc_mem_type, std::uint64_t address, int size, s
   for (int i = 0; i < size; ++i) ctx->written_bytes.insert(address + i);
 }
 
+// A write into a read+execute code page: stop, and say so (see Layout).
+inline bool on_write_protected(uc_engine*, uc_mem_type, std::uint64_t address, int, std::int64_t, void* user) {
+  auto* ctx = static_cast<RunContext*>(user);
+  ctx->out->wrote_code = true;
+  ctx->out->failure = "wrote code at " + hex(address) + " (self-modifying code is out of scope)";
+  return false;
+}
+
 // Data the run touches outside the known regions reads as zero pages (the
 // same in both runs); a fetch from unmapped memory is control leaving the run.
 inline bool on_unmapped(uc_engine* uc, uc_mem_type type, std::uint64_t address, int, std::int64_t, void* user) {
@@ -96,10 +127,11 @@ inline bool on_unmapped(uc_engine* uc, uc_mem_type type, std::uint64_t address, 
   return uc_mem_map(uc, address & ~0xFFFull, 0x1000, UC_PROT_ALL) == UC_ERR_OK;
 }
 
-inline bool place(uc_engine* uc, std::uint64_t address, const std::vector<std::uint8_t>& bytes) {
+// Maps the pages under `bytes` with `prot` (a page already mapped keeps its protection) and fills them.
+inline bool place(uc_engine* uc, std::uint64_t address, const std::vector<std::uint8_t>& bytes, std::uint32_t prot) {
   if (bytes.empty()) return true;
   for (std::uint64_t page = address & ~0xFFFull; page < address + bytes.size(); page += 0x1000) {
-    const uc_err e = uc_mem_map(uc, page, 0x1000, UC_PROT_ALL);
+    const uc_err e = uc_mem_map(uc, page, 0x1000, prot);
     if (e != UC_ERR_OK && e != UC_ERR_MAP) return false;
   }
   return uc_mem_write(uc, address, bytes.data(), bytes.size()) == UC_ERR_OK;
@@ -118,18 +150,22 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   }
   detail::RunContext ctx{begin, end, max_steps, &out, {}, 0, false};
   bool ok = uc_mem_map(uc, kStackTop - kStackSize, kStackSize + 0x1000, UC_PROT_READ | UC_PROT_WRITE) == UC_ERR_OK;
-  ok = ok && detail::place(uc, layout.data, layout.data_bytes) && detail::place(uc, layout.a, layout.original) &&
-       detail::place(uc, layout.b, layout.relocated);
+  // Code first: a data page that shares a page with code stays read+execute.
+  constexpr std::uint32_t kCode = UC_PROT_READ | UC_PROT_EXEC;
+  ok = ok && detail::place(uc, layout.a, layout.original, kCode) && detail::place(uc, layout.b, layout.relocated, kCode) &&
+       detail::place(uc, layout.data, layout.data_bytes, UC_PROT_READ | UC_PROT_WRITE);
   ok = ok && uc_mem_write(uc, init.gpr[4], &kReturnSentinel, sizeof kReturnSentinel) == UC_ERR_OK;
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, detail::kGprIds[i], &init.gpr[i]) == UC_ERR_OK;
   ok = ok && uc_reg_write(uc, UC_X86_REG_EFLAGS, &init.rflags) == UC_ERR_OK;
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, UC_X86_REG_XMM0 + i, init.xmm[i]) == UC_ERR_OK;
-  uc_hook code_hook, write_hook, unmapped_hook;
+  uc_hook code_hook, write_hook, unmapped_hook, protected_hook;
   ok = ok && uc_hook_add(uc, &code_hook, UC_HOOK_CODE, reinterpret_cast<void*>(detail::on_code), &ctx, 1, 0) == UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &write_hook, UC_HOOK_MEM_WRITE, reinterpret_cast<void*>(detail::on_write), &ctx, 1, 0) ==
                  UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &unmapped_hook, UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(detail::on_unmapped), &ctx,
                          1, 0) == UC_ERR_OK;
+  ok = ok && uc_hook_add(uc, &protected_hook, UC_HOOK_MEM_WRITE_PROT,
+                         reinterpret_cast<void*>(detail::on_write_protected), &ctx, 1, 0) == UC_ERR_OK;
   if (!ok) {
     out.failure = "emulator setup failed";
     uc_close(uc);
@@ -139,7 +175,7 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   const uc_err e = uc_emu_start(uc, start, ~0ull, 0, 0);
   if (e != UC_ERR_OK) {
     if (ctx.fetched_unmapped) out.completed = true;  // Left the run for unmapped code: out.exit is set.
-    else out.failure = uc_strerror(e);
+    else if (out.failure.empty()) out.failure = uc_strerror(e);
   } else if (!out.completed && out.failure.empty()) {
     out.failure = "emulation stopped inside the run";
   }
@@ -160,21 +196,17 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   return out;
 }
 
-inline std::string hex(std::uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
-//! "48 8b 05 ..." for failure messages.
-inline std::string hex_dump(const std::vector<std::uint8_t>& bytes) {
-  std::string out;
-  for (std::uint8_t b : bytes) {
-    char buf[4];
-    std::snprintf(buf, sizeof buf, "%02x ", b);
-    out += buf;
-  }
-  return out;
+//! Empty when the original run can be compared with a relocated copy at
+//! [b, b_end), else why not: it did not finish (a fault, an endless loop, a
+//! write into a code page), or it left the run for an address inside the
+//! copy's range. In a process the copy lives in fresh memory that no existing
+//! branch targets; here the original would exit there while the copy keeps
+//! running its own bytes, which says nothing about relocation.
+inline std::string out_of_scope(const Outcome& original, std::uint64_t b, std::uint64_t b_end) {
+  if (!original.completed) return original.failure;
+  if (original.exit >= b && original.exit <= b_end)
+    return "the original left the run for " + hex(original.exit) + ", inside the copy's range";
+  return {};
 }
 
 //! Empty when the relocated run behaved like the original, else what differs.
