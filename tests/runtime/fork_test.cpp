@@ -97,7 +97,19 @@ TEST(Fork, DescriptorIsCloseOnExec) {
   EXPECT_EQ(exec.output.find("/mem"), std::string::npos) << exec.output;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define PUNCH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PUNCH_ASAN 1
+#endif
+#endif
+
 TEST(Fork, ChildCanEmitWhileParentThreadsHeldTheLocksAtFork) {
+#ifdef PUNCH_ASAN
+  GTEST_SKIP() << "clang 14's ASan allocator is not fork-safe: a child forked while another thread is in "
+                  "malloc deadlocks inside asan_malloc (seen here), whatever punch does; the g++ build runs this test";
+#endif
   CodeHeap& heap = global_heap();
   Jit jit(heap);
   std::atomic<bool> stop{false};
