@@ -11,6 +11,7 @@
 #include <map>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
@@ -274,12 +275,30 @@ Result<std::vector<CheckedSite>> check_sites(std::span<const Site> sites, const 
       c.to_instructions = replacement->size();
       PUNCH_TRY(check_no_inner_call(own, c.index, c.address, "current"));
       PUNCH_TRY(check_no_inner_call(*replacement, c.index, c.address, "new"));
+      // New code of several instructions must itself be relocatable, or undoing
+      // it live (revert, or a rollback) could not move threads out of it.
+      if (replacement->size() > 1 && replacement->back().flow == disasm::Flow::kIndirectCall)
+        return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
+                                                    ": the new code ends in an indirect call after other "
+                                                    "instructions; it could not be undone live (no out-of-line copy "
+                                                    "can keep that call's return address)");
+      if (replacement->size() > 1)
+        if (auto dry = disasm::relocate(disasm::CodeSpan{c.address, c.to}, c.address); !dry)
+          return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
+                                                      ": the new code could not be undone live (it cannot run out "
+                                                      "of line): " + dry.error().message);
       c.container = group.container;
     }
     if (box.source == FunctionExtent::Source::kBoundedScan) continue;
 
     auto scan = disasm::scan_branches(code, lo, hi);
     if (!scan) return tl::unexpected(with_site(checked[group.members.front()].index, lo, std::move(scan).error()));
+    if (direction == Direction::kRevert)  // Indirect jumps this transaction put there do not block its undo.
+      std::erase_if(scan->indirect_jumps, [&](std::uintptr_t jump) {
+        return std::any_of(group.members.begin(), group.members.end(), [&](std::size_t m) {
+          return jump >= checked[m].address && jump < checked[m].end();
+        });
+      });
     if (!options.allow_unprovable) {
       if (!scan->indirect_jumps.empty())
         return fail(ErrorCode::kUnprovable,
