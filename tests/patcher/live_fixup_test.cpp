@@ -157,10 +157,12 @@ TEST(LiveFixup, ThreadBlockedInASyscallOutsideTheSiteIsAccepted) {
 // return address, so a thread moved to the copy returns to the site's end, never
 // into the copy (which could then never be freed).
 TEST(LiveFixup, FinalCallInTheCopyPushesTheOriginalReturnAddress) {
-  // f(words): spin: add [rdi+4],1; cmp [rdi],0; je spin; call getret; ret
+  // f(words): mov eax,7; spin: add [rdi+4],1; cmp [rdi],0; je spin; call getret; ret
   // getret: mov rax,[rsp]; ret        -> f returns the return address its call pushed.
+  // (The spin loop excludes the site's first byte: the spinning thread is strictly inside.)
   const std::uintptr_t f = test::emit([](x86::Assembler& a) {
     Label spin = a.newLabel(), getret = a.newLabel();
+    a.mov(x86::eax, 7);
     a.bind(spin);
     a.add(x86::dword_ptr(x86::rdi, 4), 1);
     a.cmp(x86::dword_ptr(x86::rdi), 0);
@@ -171,8 +173,8 @@ TEST(LiveFixup, FinalCallInTheCopyPushesTheOriginalReturnAddress) {
     a.mov(x86::rax, x86::qword_ptr(x86::rsp));
     a.ret();
   });
-  constexpr std::size_t kSite = 4 + 3 + 2 + 5;
-  ASSERT_EQ(test::bytes_at(f + 9, 1)[0], 0xE8);
+  constexpr std::size_t kSite = 5 + 4 + 3 + 2 + 5;
+  ASSERT_EQ(test::bytes_at(f + 14, 1)[0], 0xE8);
   std::atomic<std::uintptr_t> seen{0};
   alignas(8) std::atomic<int> words[2] = {0, 0};
   std::thread thread([&] { seen = test::as<std::uintptr_t (*)(void*)>(f)(words); });
