@@ -1,4 +1,4 @@
-// Runtime benchmarks, side by side in one run:
+// Runtime benchmarks, side by side in one run (compare the Time column: wall clock):
 //   BM_Write/<method>/<bytes>[/busy]   one CodeWriter::write, optionally with a second thread running code
 //   BM_Emit/punch                      assemble + Jit::add + release of one tiny function
 //   BM_EmitBatch/punch/<n>             n functions per Jit::add_batch (one write, one sync) + release_batch
@@ -147,17 +147,15 @@ void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
     for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}}) {
       for (bool busy : {false, true}) {
         std::string name = "BM_Write/" + std::string(to_string(method)) + "/" + std::to_string(bytes) + (busy ? "/busy" : "");
-        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { write_bytes(s, method, bytes, busy); })
-            ->UseRealTime();
+        benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { write_bytes(s, method, bytes, busy); });
       }
     }
   }
-  benchmark::RegisterBenchmark("BM_Emit/punch", BM_Emit_punch)->UseRealTime();
+  benchmark::RegisterBenchmark("BM_Emit/punch", BM_Emit_punch);
   for (std::size_t n : {16, 256})
     benchmark::RegisterBenchmark(("BM_EmitBatch/punch/" + std::to_string(n)).c_str(),
-                                 [n](benchmark::State& s) { BM_EmitBatch_punch(s, n); })
-        ->UseRealTime();
-  benchmark::RegisterBenchmark("BM_Emit/asmjit_jitruntime", BM_Emit_asmjit_jitruntime)->UseRealTime();
+                                 [n](benchmark::State& s) { BM_EmitBatch_punch(s, n); });
+  benchmark::RegisterBenchmark("BM_Emit/asmjit_jitruntime", BM_Emit_asmjit_jitruntime);
   return true;
 }();
 
