@@ -75,8 +75,9 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
     return fail(ErrorCode::kInvalidArgument, at(address) + ": outside the code span [" + at(code.address) +
                                                  ", " + at(code.end()) + ")");
   const std::size_t offset = address - code.address;
-  const ZyanStatus status = ZydisDecoderDecodeFull(&decoder(), code.bytes.data() + offset,
-                                                   code.bytes.size() - offset, &view.insn, view.operands);
+  ZydisDecoderContext context;
+  const ZyanStatus status = ZydisDecoderDecodeInstruction(&decoder(), &context, code.bytes.data() + offset,
+                                                          code.bytes.size() - offset, &view.insn);
   if (status == ZYDIS_STATUS_NO_MORE_DATA)
     return fail(ErrorCode::kDecodeFailed, at(address) + ": instruction truncated by the end of the span at " +
                                               at(code.end()) + " (bytes " + hex_bytes(code, address) + ")");
@@ -101,9 +102,18 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
       out.rel_size = imm.size / 8;
     }
   }
-  // A RIP-relative memory operand (legacy, VEX or EVEX alike: Zydis reports base = rip).
-  for (std::uint8_t i = 0; i < insn.operand_count; ++i) {
-    const ZydisDecodedOperand& op = view.operands[i];
+  // A RIP-relative memory operand (legacy, VEX or EVEX alike: Zydis reports
+  // base = rip). In 64-bit mode only ModRM mod=00 rm=101 encodes one; Zydis's
+  // operands confirm it (some opcodes read that ModRM as registers).
+  const bool may_be_rip_relative =
+      (insn.attributes & ZYDIS_ATTRIB_HAS_MODRM) && insn.raw.modrm.mod == 0 && insn.raw.modrm.rm == 5;
+  ZydisDecodedOperand operands[ZYDIS_MAX_OPERAND_COUNT];
+  const std::uint8_t operand_count = may_be_rip_relative ? insn.operand_count : 0;
+  if (operand_count != 0 &&
+      !ZYAN_SUCCESS(ZydisDecoderDecodeOperands(&decoder(), &context, &insn, operands, operand_count)))
+    return fail(ErrorCode::kDecodeFailed, at(address) + ": invalid operands (bytes " + hex_bytes(code, address) + ")");
+  for (std::uint8_t i = 0; i < operand_count; ++i) {
+    const ZydisDecodedOperand& op = operands[i];
     if (op.type != ZYDIS_OPERAND_TYPE_MEMORY) continue;
     if (op.mem.base != ZYDIS_REGISTER_RIP && op.mem.base != ZYDIS_REGISTER_EIP) continue;
     ZyanU64 target = 0;
@@ -145,9 +155,12 @@ Result<std::vector<Instruction>> decode_all(CodeSpan code) {
 }
 
 std::string format(CodeSpan code, std::uintptr_t address) {
-  detail::ZydisView view;
-  Instruction insn;
-  if (auto ok = detail::decode_into(code, address, view, insn); !ok)
+  if (!code.contains(address)) return "(undecodable: outside the span)";
+  ZydisDecodedInstruction insn;
+  ZydisDecodedOperand operands[ZYDIS_MAX_OPERAND_COUNT];
+  const std::size_t offset = address - code.address;
+  if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder(), code.bytes.data() + offset, code.bytes.size() - offset, &insn,
+                                           operands)))
     return "(undecodable: " + detail::hex_bytes(code, address) + ")";
   static const ZydisFormatter formatter = [] {
     ZydisFormatter f;
@@ -155,9 +168,8 @@ std::string format(CodeSpan code, std::uintptr_t address) {
     return f;
   }();
   char text[256];
-  if (!ZYAN_SUCCESS(ZydisFormatterFormatInstruction(&formatter, &view.insn, view.operands,
-                                                    view.insn.operand_count_visible, text, sizeof text, address,
-                                                    nullptr)))
+  if (!ZYAN_SUCCESS(ZydisFormatterFormatInstruction(&formatter, &insn, operands, insn.operand_count_visible, text,
+                                                    sizeof text, address, nullptr)))
     return "(unformattable: " + detail::hex_bytes(code, address, insn.length) + ")";
   return text;
 }

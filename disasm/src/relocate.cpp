@@ -241,6 +241,7 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
   if (source.bytes.empty())
     return fail(ErrorCode::kInvalidArgument, at(source.address) + ": nothing to relocate (empty span)");
   std::vector<Item> items;
+  items.reserve(source.bytes.size());  // At most one instruction per byte: no regrowth.
   detail::ZydisView view;
   for (std::uintptr_t a = source.address; a < source.end();) {
     Instruction insn;
@@ -271,11 +272,12 @@ Result<Relocation> relocate(CodeSpan source, std::uintptr_t destination, Relocat
   std::vector<Item>& items = *built;
 
   // Fixed point over the sizes (see the file comment).
+  std::size_t total = 0;
   for (bool grew = true; grew;) {
-    std::size_t offset = 0;
+    total = 0;
     for (Item& item : items) {
-      item.offset = offset;
-      offset += item.size;
+      item.offset = total;
+      total += item.size;
     }
     grew = false;
     for (Item& item : items) {
@@ -290,6 +292,7 @@ Result<Relocation> relocate(CodeSpan source, std::uintptr_t destination, Relocat
   Relocation out;
   out.address = destination;
   out.source_length = static_cast<std::uint32_t>(source.bytes.size());
+  out.bytes.reserve(total);
   out.offsets.reserve(items.size());
   for (const Item& item : items) {
     PUNCH_TRY(emit(source, item, items, destination, out.bytes));

@@ -1,6 +1,8 @@
 // Patch validation: instruction boundaries, replacement bytes, function extents, branch scans.
 #include <punch/disasm/validate.hpp>
 
+#include <algorithm>
+
 #include <dlfcn.h>
 #include <elf.h>
 #include <link.h>
@@ -26,6 +28,7 @@ Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t 
                                                  ") is not inside the decoded code [" + at(code.address) + ", " +
                                                  at(code.end()) + ")");
   std::vector<Instruction> inside;
+  inside.reserve(std::min<std::size_t>(end - start, 32));  // Patch ranges are short: usually no regrowth.
   for (std::uintptr_t a = code.address; a < end;) {
     auto insn = decode(code, a);
     if (!insn) return tl::unexpected(std::move(insn).error());

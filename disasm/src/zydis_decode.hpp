@@ -11,14 +11,16 @@
 
 namespace punch::disasm::detail {
 
-//! Zydis's full view of one instruction (kept for the relocator, which needs raw fields).
+//! Zydis's view of one instruction, without operands (kept for the relocator,
+//! which needs raw fields: prefixes, opcode, address width).
 struct ZydisView {
   ZydisDecodedInstruction insn;
-  ZydisDecodedOperand operands[ZYDIS_MAX_OPERAND_COUNT];
 };
 
 //! Decodes the instruction at `address` into `view` and `out`, or names the
-//! address and the reason (outside the span, truncated, invalid).
+//! address and the reason (outside the span, truncated, invalid). Operands are
+//! decoded only when the ModRM byte can encode a RIP-relative one: most
+//! instructions need no operand decoding, which is a third of Zydis's work.
 Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instruction& out);
 
 //! "0f 0b c3" for messages: up to `max` bytes of `code` from `address`.

@@ -28,7 +28,11 @@ struct CpuState {
 //! a run that writes into them (self-modifying code) faults and is out of
 //! scope, because relocation moves instructions, not the bytes at A that they
 //! may rewrite (the original would execute its rewritten bytes, the copy at B
-//! would not). Reading code stays allowed: both runs see the same bytes at A and B.
+//! would not). Reading the code at A stays allowed and compared.
+//! The copy's pages at B exist only in the relocated run: to the original they
+//! are fresh memory it cannot know about (mapped with no access, so touching
+//! them stops the original run, out of scope, before Unicorn ever translates
+//! the copy's bytes from a misaligned entry).
 struct Layout {
   std::uint64_t a = 0;
   std::vector<std::uint8_t> original;   //!< Bytes at a (may extend past the run: the code after it).
@@ -52,7 +56,8 @@ struct Outcome {
   CpuState cpu;
   std::map<std::uint64_t, std::uint8_t> written;  //!< Final value of every byte the run wrote.
   std::uint64_t steps = 0;
-  bool wrote_code = false;  //!< Stopped by a write into a code page (self-modifying code: out of scope).
+  bool wrote_code = false;    //!< Stopped by a write into a code page (self-modifying code: out of scope).
+  bool touched_copy = false;  //!< The original stopped touching the copy's pages (out of scope).
 };
 
 inline std::string hex(std::uint64_t v) {
@@ -81,6 +86,7 @@ inline const int kGprIds[16] = {UC_X86_REG_RAX, UC_X86_REG_RCX, UC_X86_REG_RDX, 
 
 struct RunContext {
   std::uint64_t begin, end, max_steps;
+  std::uint64_t copy_begin, copy_end;  //!< The copy's pages, when they are off limits (the original run).
   Outcome* out;
   std::set<std::uint64_t> written_bytes;
   int lazy_pages = 0;
@@ -106,11 +112,17 @@ inline void on_write(uc_engine*, uc_mem_type, std::uint64_t address, int size, s
   for (int i = 0; i < size; ++i) ctx->written_bytes.insert(address + i);
 }
 
-// A write into a read+execute code page: stop, and say so (see Layout).
-inline bool on_write_protected(uc_engine*, uc_mem_type, std::uint64_t address, int, std::int64_t, void* user) {
+// A write into a read+execute code page, or the original touching the copy's
+// pages: stop, and say which (see Layout).
+inline bool on_protected(uc_engine*, uc_mem_type, std::uint64_t address, int, std::int64_t, void* user) {
   auto* ctx = static_cast<RunContext*>(user);
-  ctx->out->wrote_code = true;
-  ctx->out->failure = "wrote code at " + hex(address) + " (self-modifying code is out of scope)";
+  if (address >= ctx->copy_begin && address < ctx->copy_end) {
+    ctx->out->touched_copy = true;
+    ctx->out->failure = "the original touched " + hex(address) + ", in the copy's pages (out of scope)";
+  } else {
+    ctx->out->wrote_code = true;
+    ctx->out->failure = "wrote code at " + hex(address) + " (self-modifying code is out of scope)";
+  }
   return false;
 }
 
@@ -139,7 +151,8 @@ inline bool place(uc_engine* uc, std::uint64_t address, const std::vector<std::u
 
 }  // namespace detail
 
-//! Runs from `start` until control leaves [begin, end), a fault, or `max_steps` instructions.
+//! Runs from `start` until control leaves [begin, end), a fault, or `max_steps`
+//! instructions. The run is the relocated one when `begin` is layout.b.
 inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t begin, std::uint64_t end,
                        const CpuState& init, std::uint64_t max_steps) {
   Outcome out;
@@ -148,12 +161,19 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
     out.failure = "uc_open failed";
     return out;
   }
-  detail::RunContext ctx{begin, end, max_steps, &out, {}, 0, false};
+  const bool copy_runs = begin == layout.b;
+  const std::uint64_t copy_pages = layout.b & ~0xFFFull;
+  const std::uint64_t copy_pages_end = (layout.b + layout.relocated.size() + 0xFFF) & ~0xFFFull;
+  detail::RunContext ctx{begin, end, max_steps, copy_runs ? 0 : copy_pages, copy_runs ? 0 : copy_pages_end,
+                         &out, {}, 0, false};
   bool ok = uc_mem_map(uc, kStackTop - kStackSize, kStackSize + 0x1000, UC_PROT_READ | UC_PROT_WRITE) == UC_ERR_OK;
   // Code first: a data page that shares a page with code stays read+execute.
   constexpr std::uint32_t kCode = UC_PROT_READ | UC_PROT_EXEC;
-  ok = ok && detail::place(uc, layout.a, layout.original, kCode) && detail::place(uc, layout.b, layout.relocated, kCode) &&
-       detail::place(uc, layout.data, layout.data_bytes, UC_PROT_READ | UC_PROT_WRITE);
+  ok = ok && detail::place(uc, layout.a, layout.original, kCode);
+  if (copy_runs) ok = ok && detail::place(uc, layout.b, layout.relocated, kCode);
+  else if (copy_pages_end > copy_pages)
+    ok = ok && uc_mem_map(uc, copy_pages, copy_pages_end - copy_pages, UC_PROT_NONE) == UC_ERR_OK;
+  ok = ok && detail::place(uc, layout.data, layout.data_bytes, UC_PROT_READ | UC_PROT_WRITE);
   ok = ok && uc_mem_write(uc, init.gpr[4], &kReturnSentinel, sizeof kReturnSentinel) == UC_ERR_OK;
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, detail::kGprIds[i], &init.gpr[i]) == UC_ERR_OK;
   ok = ok && uc_reg_write(uc, UC_X86_REG_EFLAGS, &init.rflags) == UC_ERR_OK;
@@ -164,8 +184,8 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
                  UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &unmapped_hook, UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(detail::on_unmapped), &ctx,
                          1, 0) == UC_ERR_OK;
-  ok = ok && uc_hook_add(uc, &protected_hook, UC_HOOK_MEM_WRITE_PROT,
-                         reinterpret_cast<void*>(detail::on_write_protected), &ctx, 1, 0) == UC_ERR_OK;
+  ok = ok && uc_hook_add(uc, &protected_hook, UC_HOOK_MEM_PROT, reinterpret_cast<void*>(detail::on_protected), &ctx, 1,
+                         0) == UC_ERR_OK;
   if (!ok) {
     out.failure = "emulator setup failed";
     uc_close(uc);

@@ -81,30 +81,41 @@ TEST(Differential, SelfModifyingRunIsOutOfScope) {
   EXPECT_NE(test::out_of_scope(original, layout.b, copy_end(layout)), "");
 }
 
-// fuzz_relocate finding: `gs call next; or dh, [rbp+0x2e]; je ..; call +0x10000`.
-// The final call's target is A + 0x10010, which is inside the near copy at
-// A + 0x10000: the original leaves the run there, the copy keeps executing its
-// own bytes. No real branch targets a trampoline's fresh memory: out of scope.
+// fuzz_relocate findings: a final `call +0x10000` whose target, A + 0x10010
+// or A + 0x1000b, is inside the near copy at A + 0x10000. The original left the
+// run there while the copy kept executing its own bytes (a step-limit
+// "divergence"); or Unicorn translated the copy's bytes from that misaligned
+// entry (`ff e8`, invalid) and aborted in TCG. No real branch targets a
+// trampoline's fresh memory: the copy's pages are off limits to the original
+// run, which stops there, out of scope.
 TEST(Differential, BranchIntoTheCopysRangeIsOutOfScope) {
-  const std::vector<std::uint8_t> bytes = {0x65, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x75,
-                                           0x2e, 0x74, 0x65, 0xe8, 0x00, 0x00, 0x01, 0x00};
-  test::CpuState state = quiet_state();
-  state.rflags = 0x202;  // ZF clear: `je` falls through to the call.
-  auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
-  ASSERT_TRUE(relocation) << relocation.error().describe();
-  const test::Layout layout = layout_for(bytes, *relocation);
-  const auto original = run_original(layout, bytes.size(), state);
-  ASSERT_TRUE(original.completed) << original.failure;
-  EXPECT_EQ(original.exit, kA + 0x10010);
-  EXPECT_NE(test::out_of_scope(original, layout.b, copy_end(layout)), "");
+  const std::vector<std::uint8_t> inputs[] = {
+      // gs call next; or dh, [rbp+0x2e]; je ..; call +0x10000
+      {0x65, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x75, 0x2e, 0x74, 0x65, 0xe8, 0x00, 0x00, 0x01, 0x00},
+      // gs cs je ..; js ..; call +0x10000
+      {0x65, 0x2e, 0x74, 0x65, 0x78, 0x74, 0xe8, 0x00, 0x00, 0x01, 0x00},
+  };
+  for (const auto& bytes : inputs) {
+    SCOPED_TRACE(test::hex_dump(bytes));
+    test::CpuState state = quiet_state();
+    state.rflags = 0x202;  // ZF and SF clear: `je`/`js` fall through to the call.
+    auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
+    ASSERT_TRUE(relocation) << relocation.error().describe();
+    const test::Layout layout = layout_for(bytes, *relocation);
+    const auto original = run_original(layout, bytes.size(), state);
+    EXPECT_FALSE(original.completed);
+    EXPECT_TRUE(original.touched_copy) << original.failure;
+    EXPECT_NE(test::out_of_scope(original, layout.b, copy_end(layout)), "");
 
-  // The same run copied elsewhere is in scope and behaves the same.
-  auto elsewhere = relocate(CodeSpan{kA, bytes}, kA + 0x20000);
-  ASSERT_TRUE(elsewhere) << elsewhere.error().describe();
-  const test::Layout other = layout_for(bytes, *elsewhere);
-  const auto again = run_original(other, bytes.size(), state);
-  ASSERT_EQ(test::out_of_scope(again, other.b, copy_end(other)), "");
-  EXPECT_EQ(run_copy_and_compare(other, bytes.size(), again, state), "");
+    // The same run copied elsewhere is in scope and behaves the same.
+    auto elsewhere = relocate(CodeSpan{kA, bytes}, kA + 0x20000);
+    ASSERT_TRUE(elsewhere) << elsewhere.error().describe();
+    const test::Layout other = layout_for(bytes, *elsewhere);
+    const auto again = run_original(other, bytes.size(), state);
+    ASSERT_EQ(test::out_of_scope(again, other.b, copy_end(other)), "");
+    EXPECT_EQ(again.exit, kA + bytes.size() + 0x10000);
+    EXPECT_EQ(run_copy_and_compare(other, bytes.size(), again, state), "");
+  }
 }
 
 // Reading code is in scope: `mov rax, [rip+0]` reads the 8 bytes after the run
