@@ -69,8 +69,12 @@ void write_bytes(benchmark::State& state, WriteMethod method, std::size_t bytes,
   (void)(*writer)->unmap_code(*region);
 }
 
-// int f() { return k; } padded with a few instructions, assembled into `code`.
+// int f(int x) { return x + k; }, assembled into `code`. Holders are reused
+// with a soft reset (as a JIT would), in every emit benchmark alike: freeing
+// their zone memory each round makes glibc trim and regrow its heap, which
+// measures malloc, not code emission.
 void assemble(asmjit::CodeHolder& code, int k) {
+  code.reset();
   code.init(asmjit::Environment::host());
   asmjit::x86::Assembler a(&code);
   a.mov(asmjit::x86::eax, k);
@@ -86,8 +90,8 @@ void BM_Emit_punch(benchmark::State& state) {
   }
   Jit jit(**heap);
   int k = 0;
+  asmjit::CodeHolder code;
   for (auto _ : state) {
-    asmjit::CodeHolder code;
     assemble(code, ++k);
     auto fn = jit.add(code);
     if (!fn || !jit.release(*fn)) {
@@ -106,13 +110,11 @@ void BM_EmitBatch_punch(benchmark::State& state, std::size_t n) {
   }
   Jit jit(**heap);
   int k = 0;
+  std::vector<asmjit::CodeHolder> codes(n);
+  std::vector<asmjit::CodeHolder*> pointers;
+  for (auto& code : codes) pointers.push_back(&code);
   for (auto _ : state) {
-    std::vector<asmjit::CodeHolder> codes(n);
-    std::vector<asmjit::CodeHolder*> pointers;
-    for (auto& code : codes) {
-      assemble(code, ++k);
-      pointers.push_back(&code);
-    }
+    for (auto& code : codes) assemble(code, ++k);
     auto fns = jit.add_batch(pointers);
     if (!fns || !jit.release_batch(*fns)) {
       state.SkipWithError("batch emit failed");
@@ -129,8 +131,8 @@ void BM_EmitBatch_punch(benchmark::State& state, std::size_t n) {
 void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
   asmjit::JitRuntime runtime;  // The reference only: punch never uses it for its own memory.
   int k = 0;
+  asmjit::CodeHolder code;
   for (auto _ : state) {
-    asmjit::CodeHolder code;
     assemble(code, ++k);
     int (*fn)(int) = nullptr;
     if (runtime.add(&fn, &code) != asmjit::kErrorOk) {

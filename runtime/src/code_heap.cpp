@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <memory_resource>
 
 #include <punch/runtime/sync.hpp>
 
@@ -39,7 +40,9 @@ struct CodeHeap::State {
   std::size_t arena_size;
   mutable detail::ForkSafeMutex mutex{detail::LockRank::kHeap};
   std::vector<Arena> arenas;
-  std::map<std::uintptr_t, std::size_t> live;  // Start -> size (rounded).
+  // Map nodes come from a pool: a batch allocates and frees hundreds at once.
+  std::pmr::unsynchronized_pool_resource node_pool;
+  std::pmr::map<std::uintptr_t, std::size_t> live{&node_pool};  // Start -> size (rounded).
 
   // A place for `total` bytes aligned to `align` within `window`, in an existing free block.
   bool find(std::size_t total, std::size_t align, AddressWindow window, Arena*& arena, std::uintptr_t& where) {
@@ -163,9 +166,11 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
       for (auto& [start, block] : a.free) block.dirty = false;
   }
   std::vector<std::uintptr_t> out;
+  out.reserve(offsets.size());
+  auto next = state_->live.lower_bound(where);  // Every block goes right before it, in order.
   for (std::size_t i = 0; i < offsets.size(); ++i) {
     std::size_t end = i + 1 < offsets.size() ? offsets[i + 1] : total;
-    state_->live.emplace(where + offsets[i], end - offsets[i]);
+    state_->live.emplace_hint(next, where + offsets[i], end - offsets[i]);
     out.push_back(where + offsets[i]);
   }
   return out;
@@ -178,10 +183,15 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
   std::sort(sorted.begin(), sorted.end());
   std::lock_guard guard(state_->mutex);
   // Check every address before touching anything.
+  std::vector<std::pmr::map<std::uintptr_t, std::size_t>::iterator> found;
+  found.reserve(sorted.size());
   for (std::size_t i = 0; i < sorted.size(); ++i) {
     const std::uintptr_t address = sorted[i];
     if (i && sorted[i - 1] == address) return fail(ErrorCode::kInvalidArgument, at(address) + ": listed twice in one free");
-    if (state_->live.count(address)) continue;
+    if (auto it = state_->live.find(address); it != state_->live.end()) {
+      found.push_back(it);
+      continue;
+    }
     Arena* arena = state_->arena_of(address);
     bool in_free_block = false;
     if (arena) {
@@ -191,29 +201,30 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
     return fail(ErrorCode::kNotOwned, at(address) + (in_free_block ? ": double free (this space is already free)"
                                                                    : ": not an allocation this code heap handed out"));
   }
-  // Traps, not stale code, for anyone who still jumps here by mistake: one write per contiguous run.
+  // Contiguous runs of allocations: one int3 write and one free block each.
   struct Run {
-    std::uintptr_t start;
+    std::uintptr_t start, end;
     std::vector<std::uint8_t> old_bytes;  // To put back if a later run cannot be written.
   };
-  std::vector<Run> written;
-  for (std::size_t i = 0; i < sorted.size();) {
-    const std::uintptr_t start = sorted[i];
-    std::uintptr_t end = start + state_->live[start];
-    for (++i; i < sorted.size() && sorted[i] == end; ++i) end += state_->live[sorted[i]];
-    const auto* current = reinterpret_cast<const std::uint8_t*>(start);
-    Run run{start, std::vector<std::uint8_t>(current, current + (end - start))};
-    if (Status ok = state_->writer.write(start, std::vector<std::uint8_t>(end - start, 0xCC)); !ok) {
-      for (const Run& r : written) (void)state_->writer.write(r.start, r.old_bytes);
+  std::vector<Run> runs;
+  for (auto it : found) {
+    if (runs.empty() || runs.back().end != it->first) runs.push_back(Run{it->first, it->first, {}});
+    runs.back().end += it->second;
+  }
+  // Traps, not stale code, for anyone who still jumps here by mistake.
+  std::vector<std::uint8_t> traps;
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    Run& run = runs[i];
+    const auto* current = reinterpret_cast<const std::uint8_t*>(run.start);
+    if (i + 1 < runs.size()) run.old_bytes.assign(current, current + (run.end - run.start));  // The last needs no undo.
+    traps.assign(run.end - run.start, 0xCC);
+    if (Status ok = state_->writer.write(run.start, traps); !ok) {
+      for (std::size_t k = 0; k < i; ++k) (void)state_->writer.write(runs[k].start, runs[k].old_bytes);
       return ok;
     }
-    written.push_back(std::move(run));
   }
-  for (std::uintptr_t address : sorted) {
-    const std::size_t size = state_->live[address];
-    state_->live.erase(address);
-    state_->give_back(*state_->arena_of(address), address, size, true);
-  }
+  for (auto it : found) state_->live.erase(it);
+  for (const Run& run : runs) state_->give_back(*state_->arena_of(run.start), run.start, run.end - run.start, true);
   return {};
 }
 
