@@ -6,12 +6,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/probe.hpp>
 
+#include "child_process.hpp"
 #include "memory_snapshot.hpp"
 
 namespace punch::runtime {
@@ -222,6 +225,49 @@ TEST(CodeWriterDualMap, CodeViewIsSharedReadExecuteAndNeverWritable) {
   ASSERT_TRUE(m);
   EXPECT_TRUE(m->shared && m->executable && !m->writable);
   EXPECT_NE(m->path.find("punch-code"), std::string::npos) << m->path;
+}
+
+}  // namespace
+}  // namespace punch::runtime
+
+namespace punch::runtime {
+namespace {
+
+// Checks CodeWriter::global() against PUNCH_WRITE_METHOD as this process got it:
+// unset or "auto" picks what the probe picks, a method name gives exactly that
+// method, anything else is an error naming the value.
+TEST(CodeWriterGlobal, FollowsPunchWriteMethod) {
+  const char* env = std::getenv("PUNCH_WRITE_METHOD");
+  auto global = CodeWriter::global();
+  const std::string name = env && *env ? env : "auto";
+  auto parsed = parse_write_method(name);
+  if (!parsed) {
+    ASSERT_FALSE(global);
+    EXPECT_NE(global.error().message.find(name), std::string::npos) << global.error().message;
+    return;
+  }
+  const std::optional<WriteMethod> expected = *parsed ? *parsed : probe().auto_method;
+  ASSERT_TRUE(global) << global.error().describe();
+  EXPECT_EQ((*global)->method(), *expected);
+}
+
+// Runs the test above in a fresh copy of this binary with PUNCH_WRITE_METHOD set.
+int run_global_test_with(const char* value) {
+  auto child = test::run_in_child([value] {
+    ::setenv("PUNCH_WRITE_METHOD", value, 1);
+    ::execl("/proc/self/exe", "punch_runtime_tests", "--gtest_filter=CodeWriterGlobal.FollowsPunchWriteMethod",
+            static_cast<char*>(nullptr));
+    return 127;
+  });
+  if (child.exit_code != 0) std::printf("%s\n", child.describe().c_str());
+  return child.exit_code;
+}
+
+TEST(CodeWriterGlobal, EnvironmentChoosesTheMethodOrFailsClearly) {
+  EXPECT_EQ(run_global_test_with("dual-map"), 0);
+  EXPECT_EQ(run_global_test_with("mprotect"), 0);
+  EXPECT_EQ(run_global_test_with("proc-mem"), 0);
+  EXPECT_EQ(run_global_test_with("writable"), 0);  // The inner test expects the error.
 }
 
 }  // namespace
