@@ -1,7 +1,10 @@
 // Decoding facts and patch validation on hand-written bytes, including bad input.
 #include <gtest/gtest.h>
 
+#include <random>
 #include <vector>
+
+#include <Zydis/Zydis.h>
 
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
@@ -27,6 +30,78 @@ const std::vector<std::uint8_t> kCode = {
     0xc3,                                                        // 0x2e ret
 };
 const CodeSpan kSpan{kBase, kCode};
+
+// decode() asks Zydis for operands only when the ModRM byte can encode a
+// RIP-relative operand. Over random instructions of every encoding (legacy
+// with prefixes and escape bytes, VEX2, VEX3, EVEX), most with ModRM mod=00
+// rm=101, it must find exactly the memory targets and lengths that a full Zydis
+// decode of every operand finds.
+TEST(Decode, FindsTheSameRipTargetsAsAFullZydisDecode) {
+  ZydisDecoder zydis;
+  ZydisDecoderInit(&zydis, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  std::mt19937_64 rng(4242);
+  auto byte = [&] { return static_cast<std::uint8_t>(rng()); };
+  constexpr std::size_t kSlot = 16;
+  static const std::uint8_t kPrefixes[] = {0x66, 0x67, 0xf2, 0xf3, 0x2e, 0x48, 0x41};
+  std::vector<std::uint8_t> bytes(40000 * kSlot);
+  for (std::size_t slot = 0; slot < bytes.size(); slot += kSlot) {
+    std::uint8_t* p = bytes.data() + slot;
+    for (std::size_t i = 0; i < kSlot; ++i) p[i] = byte();  // The tail: displacement, immediates, junk.
+    std::size_t n = 0;
+    if (rng() % 4 == 0) p[n++] = kPrefixes[rng() % 7];
+    switch (rng() % 7) {
+      case 0: n += 1; break;                                      // one-byte opcode
+      case 1: p[n] = 0x0f; n += 2; break;                         // 0F xx
+      case 2: p[n] = 0x0f; p[n + 1] = 0x38 | (rng() & 2); n += 3; break;  // 0F 38 xx / 0F 3A xx
+      case 3: p[n] = 0xc5; n += 3; break;                         // VEX2 + opcode
+      case 4:  // VEX3 (opcode map 1..3) + opcode
+        p[n] = 0xc4;
+        p[n + 1] = static_cast<std::uint8_t>((p[n + 1] & 0xe0) | (1 + rng() % 3));
+        n += 4;
+        break;
+      default:  // EVEX (map 1..3, the fixed 1 bit in P1) + opcode
+        p[n] = 0x62;
+        p[n + 1] = static_cast<std::uint8_t>((p[n + 1] & 0xf0) | (1 + rng() % 3));
+        p[n + 2] |= 0x04;
+        n += 5;
+        break;
+    }
+    if (rng() % 8 != 0) p[n] = static_cast<std::uint8_t>((p[n] & 0x38) | 5);  // ModRM, mostly [rip+disp32]
+  }
+  const CodeSpan code{kBase, bytes};
+  int decoded = 0, legacy = 0, vex = 0, evex = 0;
+  for (std::size_t off = 0; off < bytes.size(); off += kSlot) {
+    ZydisDecodedInstruction insn;
+    ZydisDecodedOperand operands[ZYDIS_MAX_OPERAND_COUNT];
+    const bool valid = ZYAN_SUCCESS(ZydisDecoderDecodeFull(&zydis, bytes.data() + off, kSlot, &insn, operands));
+    auto ours = decode(CodeSpan{kBase + off, std::span(bytes).subspan(off, kSlot)}, kBase + off);
+    ASSERT_EQ(valid, ours.has_value()) << "at offset " << off;
+    if (!valid) continue;
+    ++decoded;
+    ASSERT_EQ(ours->length, insn.length) << "at offset " << off;
+    bool has_target = false;
+    ZyanU64 target = 0;
+    for (std::uint8_t i = 0; i < insn.operand_count && !has_target; ++i) {
+      const auto& op = operands[i];
+      has_target = op.type == ZYDIS_OPERAND_TYPE_MEMORY &&
+                   (op.mem.base == ZYDIS_REGISTER_RIP || op.mem.base == ZYDIS_REGISTER_EIP) &&
+                   ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&insn, &op, kBase + off, &target));
+    }
+    ASSERT_EQ(ours->has_memory_target, has_target) << "at offset " << off << ": " << format(code, kBase + off);
+    if (!has_target) continue;
+    EXPECT_EQ(ours->memory_target, target) << "at offset " << off;
+    switch (insn.encoding) {
+      case ZYDIS_INSTRUCTION_ENCODING_VEX: ++vex; break;
+      case ZYDIS_INSTRUCTION_ENCODING_EVEX: ++evex; break;
+      default: ++legacy; break;
+    }
+  }
+  EXPECT_GT(decoded, 10000);
+  // The comparison covered many RIP-relative forms of each encoding.
+  EXPECT_GT(legacy, 1000);
+  EXPECT_GT(vex, 300);
+  EXPECT_GT(evex, 200);
+}
 
 TEST(Decode, ReportsLengthsFlowsAndTargets) {
   auto all = decode_all(kSpan);
