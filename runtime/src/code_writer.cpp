@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,6 +60,20 @@ constexpr std::uint8_t kInt3 = 0xCC;
 
 std::string range_text(std::uintptr_t address, std::size_t size) {
   return at(address) + " (" + std::to_string(size) + " bytes)";
+}
+
+// Whether one byte of every page of the range reads back (one system call).
+bool every_page_readable(std::uintptr_t address, std::size_t size) {
+  const std::uintptr_t page = detail::page_size();
+  const std::uintptr_t first = address & ~(page - 1);
+  const std::size_t pages = ((address + size - 1) & ~(page - 1)) / page - first / page + 1;
+  if (pages > 1024) return false;  // IOV_MAX; let the caller check the long way.
+  std::vector<iovec> remote(pages);
+  for (std::size_t i = 0; i < pages; ++i)
+    remote[i] = iovec{reinterpret_cast<void*>(std::max(address, first + i * page)), 1};
+  std::vector<std::uint8_t> sink(pages);
+  iovec local{sink.data(), pages};
+  return ::process_vm_readv(::getpid(), &local, 1, remote.data(), pages, 0) == static_cast<ssize_t>(pages);
 }
 
 }  // namespace
@@ -205,8 +220,9 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
   // A range over several pages may run into a hole after part of it was
   // written; read it first so such a write fails before changing anything.
   const std::uintptr_t page = detail::page_size();
-  if (state_->method == WriteMethod::kProcMem && address / page != (address + bytes.size() - 1) / page) {
-    std::vector<std::uint8_t> current(bytes.size());
+  if (state_->method == WriteMethod::kProcMem && address / page != (address + bytes.size() - 1) / page &&
+      !every_page_readable(address, bytes.size())) {
+    std::vector<std::uint8_t> current(bytes.size());  // Slow path: also sees pages that are mapped PROT_NONE.
     auto readable = safe_read(address, current);
     if (!readable || *readable < bytes.size())
       return fail(ErrorCode::kNotMapped, at(address + (readable ? *readable : 0)) + ": not mapped (writing " +
