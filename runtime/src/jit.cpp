@@ -33,10 +33,11 @@ Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span
   if (asmjit::Error err = code.relocateToBase(address))
     return fail(ErrorCode::kCannotRelocate, at(address) + ": " + asmjit_error("asmjit relocateToBase", err));
   // relocateToBase may shrink the code (unused address-table entries), never grow it.
-  if (code.codeSize() > out.size())
-    return fail(ErrorCode::kCannotRelocate, at(address) + ": code grew to " + std::to_string(code.codeSize()) +
+  const std::size_t size = code.codeSize();
+  if (size > out.size())
+    return fail(ErrorCode::kCannotRelocate, at(address) + ": code grew to " + std::to_string(size) +
                                                 " bytes while relocating");
-  if (asmjit::Error err = code.copyFlattenedData(out.data(), code.codeSize(), asmjit::CopySectionFlags::kPadSectionBuffer))
+  if (asmjit::Error err = code.copyFlattenedData(out.data(), size, asmjit::CopySectionFlags::kPadSectionBuffer))
     return fail(ErrorCode::kInvalidArgument, at(address) + ": " + asmjit_error("asmjit copyFlattenedData", err));
   return {};
 }
