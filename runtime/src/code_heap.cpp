@@ -39,7 +39,7 @@ class NodeRecycler final : public std::pmr::memory_resource {
   ~NodeRecycler() override {
     while (free_) {
       Node* next = free_->next;
-      ::operator delete(free_, size_, std::align_val_t{align_});
+      ::operator delete(free_, std::align_val_t{align_});
       free_ = next;
     }
   }
@@ -60,7 +60,7 @@ class NodeRecycler final : public std::pmr::memory_resource {
     return node;
   }
   void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
-    if (bytes != size_ || align != align_) return ::operator delete(p, bytes, std::align_val_t{align});
+    if (bytes != size_ || align != align_) return ::operator delete(p, std::align_val_t{align});
     free_ = new (p) Node{free_};
   }
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
