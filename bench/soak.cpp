@@ -132,18 +132,6 @@ std::vector<std::uint8_t> jmp_rel32(std::uintptr_t from, std::uintptr_t to) {
   return b;
 }
 
-// Where each thread was when a rendezvous visited it (for releasing JIT code safely).
-struct RipSample {
-  std::atomic<std::size_t> count{0};
-  std::uintptr_t rips[256];
-};
-
-void record_rip(ucontext_t* context, void* arg) {
-  auto* sample = static_cast<RipSample*>(arg);
-  std::size_t slot = sample->count.fetch_add(1, std::memory_order_relaxed);
-  if (slot < 256) sample->rips[slot] = static_cast<std::uintptr_t>(context->uc_mcontext.gregs[REG_RIP]);
-}
-
 struct Counters {
   std::uint64_t emits = 0, releases = 0, patches = 0, hooks = 0, unhooks = 0, failures = 0;
 };
@@ -224,19 +212,16 @@ int main(int argc, char** argv) {
   // Releases retired implementations (and removed hooks' code) that no thread is executing right now.
   auto release_retired = [&] {
     if (retired.empty() && !hook_code_retired) return;
-    RipSample sample;
-    auto visit = runtime::visit_other_threads(record_rip, &sample, std::chrono::milliseconds(1000));
-    if (!visit || !visit->unanswered.empty()) return;  // Not proven: keep them for the next round.
-    std::size_t seen = std::min<std::size_t>(sample.count.load(), 256);
-    auto someone_inside = [&](std::uintptr_t begin, std::uintptr_t end) {
-      for (std::size_t i = 0; i < seen; ++i)
-        if (sample.rips[i] >= begin && sample.rips[i] < end) return true;
-      return false;
-    };
+    std::vector<runtime::CodeRange> ranges;
+    for (const Impl& impl : retired)
+      ranges.push_back({impl.address, impl.address + heap.value()->allocation_size(impl.address).value_or(0)});
+    ranges.push_back({detour_extent->start, detour_extent->end});
+    auto in_use = runtime::ranges_in_use(ranges, std::chrono::milliseconds(1000));
+    if (!in_use) return;  // Not proven: keep everything for the next round.
     std::vector<Impl> keep;
-    for (const Impl& impl : retired) {
-      std::size_t size = heap.value()->allocation_size(impl.address).value_or(0);
-      if (someone_inside(impl.address, impl.address + size)) {
+    for (std::size_t i = 0; i < retired.size(); ++i) {
+      const Impl& impl = retired[i];
+      if ((*in_use)[i]) {
         keep.push_back(impl);
       } else if (auto ok = jit.release(reinterpret_cast<void*>(impl.address)); ok) {
         ++n.releases;
@@ -245,7 +230,7 @@ int main(int argc, char** argv) {
       }
     }
     retired = std::move(keep);
-    if (hook_code_retired && !someone_inside(detour_extent->start, detour_extent->end)) {
+    if (hook_code_retired && !in_use->back()) {
       if (auto freed = patcher::release_retired_hook_code(); freed) {
         hook_code_retired = false;
       } else {

@@ -10,6 +10,8 @@
 #include <ucontext.h>
 
 #include <chrono>
+#include <cstdint>
+#include <span>
 #include <vector>
 
 #include <punch/result.hpp>
@@ -37,5 +39,20 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg,
 //! The user-space address a thread is blocked at in a system call, from
 //! /proc/self/task/<tid>/syscall; kUnprovable when it is running or unknown.
 Result<std::uintptr_t> blocked_syscall_address(pid_t tid);
+
+//! An address range [begin, end).
+struct CodeRange {
+  std::uintptr_t begin = 0;
+  std::uintptr_t end = 0;
+  bool contains(std::uintptr_t address) const noexcept { return address >= begin && address < end; }
+};
+
+//! Which of `ranges` another thread may be executing right now, one flag per
+//! range: true where some thread's saved rip lies inside, or where a thread
+//! that did not answer in time cannot be proven (blocked_syscall_address) to
+//! be blocked outside it. Code that no thread can enter any more (its entry
+//! jumps are gone and synced) and that is false here is safe to free.
+Result<std::vector<bool>> ranges_in_use(std::span<const CodeRange> ranges,
+                                        std::chrono::milliseconds timeout);
 
 }  // namespace punch::runtime
