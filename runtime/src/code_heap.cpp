@@ -6,7 +6,7 @@
 
 #include <punch/runtime/sync.hpp>
 
-#include "fork_safe_mutex.hpp"
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include "placement.hpp"
 
 namespace punch::runtime {
@@ -75,7 +75,7 @@ struct CodeHeap::State {
   State(CodeWriter& w, std::size_t a) : writer(w), arena_size(a) {}
   CodeWriter& writer;
   std::size_t arena_size;
-  mutable detail::ForkSafeMutex mutex{detail::LockRank::kHeap};
+  mutable ForkSafeMutex mutex{LockRank::kHeap};
   std::vector<Arena> arenas;
   // Map nodes come from a pool: a batch allocates and frees hundreds at once.
   NodeRecycler node_pool;

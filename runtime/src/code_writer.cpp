@@ -16,7 +16,7 @@
 #include <punch/runtime/safe_read.hpp>
 
 #include "fault_seam.hpp"
-#include "fork_safe_mutex.hpp"
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include "mdwe.hpp"
 #include "placement.hpp"
 #include "proc_mem.hpp"
@@ -88,7 +88,7 @@ struct CodeWriter::State {
   };
 
   WriteMethod method;
-  detail::ForkSafeMutex mutex{detail::LockRank::kWriter};  // Guards `regions` and mprotect toggling.
+  ForkSafeMutex mutex{LockRank::kWriter};  // Guards `regions` and mprotect toggling.
   std::vector<Region> regions;
 
   // One attempt to write part of `bytes` at `address`: bytes written, or -errno.

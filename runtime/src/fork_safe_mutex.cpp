@@ -1,11 +1,11 @@
-#include "fork_safe_mutex.hpp"
+#include <punch/runtime/fork_safe_mutex.hpp>
 
 #include <pthread.h>
 
 #include <algorithm>
 #include <vector>
 
-namespace punch::runtime::detail {
+namespace punch::runtime {
 namespace {
 
 // The registry itself is locked first by the prepare handler and released last.
@@ -56,4 +56,4 @@ ForkSafeMutex::~ForkSafeMutex() {
   std::erase(reg.members, this);
 }
 
-}  // namespace punch::runtime::detail
+}  // namespace punch::runtime

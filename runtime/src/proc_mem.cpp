@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "fork_safe_mutex.hpp"
+#include <punch/runtime/fork_safe_mutex.hpp>
 
 namespace punch::runtime::detail {
 namespace {

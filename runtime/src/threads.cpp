@@ -23,7 +23,7 @@
 #include <ctime>
 #include <string>
 
-#include "fork_safe_mutex.hpp"
+#include <punch/runtime/fork_safe_mutex.hpp>
 
 namespace punch::runtime {
 namespace {
@@ -104,8 +104,8 @@ Result<int> rendezvous_signal() {
   return installed;
 }
 
-detail::ForkSafeMutex& rendezvous_mutex() {
-  static auto* m = new detail::ForkSafeMutex(detail::LockRank::kRendezvous);  // Never destroyed.
+ForkSafeMutex& rendezvous_mutex() {
+  static auto* m = new ForkSafeMutex(LockRank::kRendezvous);  // Never destroyed.
   return *m;
 }
 

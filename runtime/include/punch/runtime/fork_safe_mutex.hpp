@@ -1,4 +1,4 @@
-// A mutex that stays usable in a child after fork.
+// punch::runtime::ForkSafeMutex — a mutex that stays usable in a child after fork.
 //
 // fork() copies a mutex in whatever state it is: held by a thread that does
 // not exist in the child, it would stay locked forever. Every ForkSafeMutex is
@@ -10,11 +10,21 @@
 
 #include <mutex>
 
-namespace punch::runtime::detail {
+namespace punch::runtime {
 
-//! Nesting order of the runtime's locks: a lock of a lower rank may be held
-//! while taking one of a higher rank, never the other way round.
-enum class LockRank { kHeap = 0, kWriter = 1, kRendezvous = 2 };
+//! Nesting order of punch's process-wide locks: a lock of a lower rank may be
+//! held while taking one of a higher rank, never the other way round.
+enum class LockRank {
+  kHooks = 0,         //!< The hook registry (patcher).
+  kTransactions = 1,  //!< Commits and reverts of live transactions (patcher).
+  kTrapHandler = 2,   //!< Installing the trap handler (patcher).
+  kHeap = 3,          //!< A CodeHeap.
+  kWriter = 4,        //!< A CodeWriter and the /proc/self/mem descriptor.
+  kRendezvous = 5,    //!< visit_other_threads.
+};
+
+//! A std::mutex-compatible lock that is registered with a pthread_atfork
+//! handler, so that fork() never copies it in a locked state.
 
 class ForkSafeMutex {
  public:
@@ -33,4 +43,4 @@ class ForkSafeMutex {
   LockRank rank_;
 };
 
-}  // namespace punch::runtime::detail
+}  // namespace punch::runtime
