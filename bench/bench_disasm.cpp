@@ -69,6 +69,28 @@ void BM_Decode_zydis_raw(benchmark::State& state) {
 }
 BENCHMARK(BM_Decode_zydis_raw)->Name("BM_Decode/zydis_raw");
 
+// The floor: Zydis without operand decoding (punch decodes operands only for
+// instructions whose ModRM can encode a RIP-relative operand).
+void BM_Decode_zydis_no_operands(benchmark::State& state) {
+  std::uintptr_t address;
+  const auto& bytes = libc_function(address);
+  ZydisDecoder decoder;
+  ZydisDecoderInit(&decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+  ZydisDecodedInstruction insn;
+  std::int64_t items = 0;
+  for (auto _ : state) {
+    for (std::size_t off = 0; off < bytes.size();) {
+      if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&decoder, nullptr, bytes.data() + off, bytes.size() - off, &insn)))
+        break;
+      benchmark::DoNotOptimize(insn.length);
+      off += insn.length;
+      ++items;
+    }
+  }
+  state.SetItemsProcessed(items);
+}
+BENCHMARK(BM_Decode_zydis_no_operands)->Name("BM_Decode/zydis_no_operands");
+
 // Validation (boundaries of a 5-byte patch) plus relocation of the instructions it covers.
 void relocate_case(benchmark::State& state, std::vector<std::uint8_t> prologue, std::size_t run) {
   const std::uintptr_t address = 0x555555554000;

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <map>
 #include <random>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -54,7 +53,7 @@ struct Outcome {
   std::string failure;
   std::uint64_t exit = 0;  //!< Where control left the run.
   CpuState cpu;
-  std::map<std::uint64_t, std::uint8_t> written;  //!< Final value of every byte the run wrote.
+  std::map<std::uint64_t, std::uint8_t> written;  //!< Final value of every byte the run changed.
   std::uint64_t steps = 0;
   bool wrote_code = false;    //!< Stopped by a write into a code page (self-modifying code: out of scope).
   bool touched_copy = false;  //!< The original stopped touching the copy's pages (out of scope).
@@ -88,7 +87,6 @@ struct RunContext {
   std::uint64_t begin, end, max_steps;
   std::uint64_t copy_begin, copy_end;  //!< The copy's pages, when they are off limits (the original run).
   Outcome* out;
-  std::set<std::uint64_t> written_bytes;
   int lazy_pages = 0;
   bool fetched_unmapped = false;
 };
@@ -107,9 +105,33 @@ inline void on_code(uc_engine* uc, std::uint64_t address, std::uint32_t, void* u
   }
 }
 
-inline void on_write(uc_engine*, uc_mem_type, std::uint64_t address, int size, std::int64_t, void* user) {
-  auto* ctx = static_cast<RunContext*>(user);
-  for (int i = 0; i < size; ++i) ctx->written_bytes.insert(address + i);
+// Copies the part of `bytes` (at `address`) that overlaps [begin, begin + into.size()) into `into`.
+inline void overlay(std::vector<std::uint8_t>& into, std::uint64_t begin, std::uint64_t address,
+                    const std::uint8_t* bytes, std::size_t size) {
+  for (std::size_t i = 0; i < size; ++i)
+    if (address + i >= begin && address + i - begin < into.size()) into[address + i - begin] = bytes[i];
+}
+
+// Every byte of a writable page that differs from what the page started as
+// (zeros, the data bytes, the return sentinel). Memory is compared after the
+// run instead of hooking writes: a write hook moves Unicorn onto its slow
+// memory path, where it computed a different CF for identical instructions
+// at A and at B (`shr byte [rbp+0x23], cl` in Unicorn 2.0.1).
+inline void collect_changes(uc_engine* uc, const Layout& layout, const CpuState& init, Outcome& out) {
+  uc_mem_region* regions = nullptr;
+  std::uint32_t count = 0;
+  if (uc_mem_regions(uc, &regions, &count) != UC_ERR_OK) return;
+  for (std::uint32_t r = 0; r < count; ++r) {
+    if (!(regions[r].perms & UC_PROT_WRITE)) continue;  // Code: writes fault (see Layout).
+    const std::uint64_t begin = regions[r].begin;
+    std::vector<std::uint8_t> before(regions[r].end - begin + 1, 0), now(before.size());
+    overlay(before, begin, layout.data, layout.data_bytes.data(), layout.data_bytes.size());
+    overlay(before, begin, init.gpr[4], reinterpret_cast<const std::uint8_t*>(&kReturnSentinel), 8);
+    if (uc_mem_read(uc, begin, now.data(), now.size()) != UC_ERR_OK) continue;
+    for (std::size_t i = 0; i < now.size(); ++i)
+      if (now[i] != before[i]) out.written[begin + i] = now[i];
+  }
+  uc_free(regions);
 }
 
 // A write into a read+execute code page, or the original touching the copy's
@@ -165,7 +187,7 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   const std::uint64_t copy_pages = layout.b & ~0xFFFull;
   const std::uint64_t copy_pages_end = (layout.b + layout.relocated.size() + 0xFFF) & ~0xFFFull;
   detail::RunContext ctx{begin, end, max_steps, copy_runs ? 0 : copy_pages, copy_runs ? 0 : copy_pages_end,
-                         &out, {}, 0, false};
+                         &out, 0, false};
   bool ok = uc_mem_map(uc, kStackTop - kStackSize, kStackSize + 0x1000, UC_PROT_READ | UC_PROT_WRITE) == UC_ERR_OK;
   // Code first: a data page that shares a page with code stays read+execute.
   constexpr std::uint32_t kCode = UC_PROT_READ | UC_PROT_EXEC;
@@ -178,10 +200,8 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, detail::kGprIds[i], &init.gpr[i]) == UC_ERR_OK;
   ok = ok && uc_reg_write(uc, UC_X86_REG_EFLAGS, &init.rflags) == UC_ERR_OK;
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, UC_X86_REG_XMM0 + i, init.xmm[i]) == UC_ERR_OK;
-  uc_hook code_hook, write_hook, unmapped_hook, protected_hook;
+  uc_hook code_hook, unmapped_hook, protected_hook;
   ok = ok && uc_hook_add(uc, &code_hook, UC_HOOK_CODE, reinterpret_cast<void*>(detail::on_code), &ctx, 1, 0) == UC_ERR_OK;
-  ok = ok && uc_hook_add(uc, &write_hook, UC_HOOK_MEM_WRITE, reinterpret_cast<void*>(detail::on_write), &ctx, 1, 0) ==
-                 UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &unmapped_hook, UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(detail::on_unmapped), &ctx,
                          1, 0) == UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &protected_hook, UC_HOOK_MEM_PROT, reinterpret_cast<void*>(detail::on_protected), &ctx, 1,
@@ -207,11 +227,7 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
     uc_reg_read(uc, UC_X86_REG_XMM0 + i, buf);
     std::memcpy(out.cpu.xmm[i], buf, 16);
   }
-  for (std::uint64_t a : ctx.written_bytes) {
-    std::uint8_t v = 0;
-    uc_mem_read(uc, a, &v, 1);
-    out.written[a] = v;
-  }
+  detail::collect_changes(uc, layout, init, out);
   uc_close(uc);
   return out;
 }
@@ -249,8 +265,13 @@ inline std::string compare(const Outcome& original, Outcome relocated, std::uint
     return v;
   };
   const std::uint64_t pushed = qword(relocated.written, rsp);
-  if ((pushed == b_end || pushed == b_end - 10) && qword(original.written, rsp) == a_end)
-    for (int i = 0; i < 8; ++i) relocated.written[rsp + i] = static_cast<std::uint8_t>(a_end >> (8 * i));
+  if ((pushed == b_end || pushed == b_end - 10) && qword(original.written, rsp) == a_end) {
+    for (std::uint64_t at = rsp; at < rsp + 8; ++at) {  // Take the original's view of those 8 bytes.
+      auto it = original.written.find(at);
+      if (it != original.written.end()) relocated.written[at] = it->second;
+      else relocated.written.erase(at);
+    }
+  }
   static const char* const names[16] = {"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
                                         "r8",  "r9",  "r10", "r11", "r12", "r13", "r14", "r15"};
   for (int i = 0; i < 16; ++i)
@@ -263,10 +284,10 @@ inline std::string compare(const Outcome& original, Outcome relocated, std::uint
   if (original.written != relocated.written) {
     for (const auto& [addr, value] : original.written) {
       auto it = relocated.written.find(addr);
-      if (it == relocated.written.end()) return "original wrote " + hex(addr) + ", relocated did not";
+      if (it == relocated.written.end()) return "original changed " + hex(addr) + ", relocated did not";
       if (it->second != value) return "byte at " + hex(addr) + " differs";
     }
-    return "relocated wrote bytes the original did not";
+    return "relocated changed bytes the original did not";
   }
   return {};
 }
