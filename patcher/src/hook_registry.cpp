@@ -8,20 +8,18 @@
 // model is restored and any code allocated for it is freed: memory is as it was.
 #include "hook_registry.hpp"
 
-#include <signal.h>
-#include <ucontext.h>
-
 #include <algorithm>
-#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <punch/disasm/relocate.hpp>
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
 
@@ -43,6 +41,7 @@ struct JumpPoint {
 struct HookRecord {
   std::uint64_t id = 0;
   std::uintptr_t detour = 0;
+  std::optional<runtime::CodeRange> detour_extent;  // From its ELF symbol, when it has one.
   bool enabled = true;
   TransactionOptions options;
   std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
@@ -57,15 +56,20 @@ struct Chain {
   std::optional<CodeBlock> head;          // Absolute form: the stub the entry jumps to.
   JumpPoint head_jump;
   std::vector<HookRecord> hooks;          // Innermost first.
+  // Every detour ever hooked here: a thread inside one may be about to call
+  // into the chain's code (its trampoline pointer loaded), even after removal.
+  std::vector<runtime::CodeRange> detour_extents;
 };
 
 struct Retired {
   CodeBlock block;
   bool keep = false;  // A return address may point into it (stolen call): never freed.
+  // Detours whose threads may still enter the block: it is in use while a thread runs one.
+  std::vector<runtime::CodeRange> callers;
 };
 
 struct Registry {
-  std::mutex mutex;
+  runtime::ForkSafeMutex mutex{runtime::LockRank::kHooks};  // A child after fork can hook too.
   std::map<std::uintptr_t, std::unique_ptr<Chain>> chains;  // By target.
   std::map<std::uint64_t, std::uintptr_t> targets;           // Hook id -> target.
   std::vector<Retired> retired;
@@ -137,7 +141,11 @@ Status reconcile(Chain& chain, TransactionOptions options) {
     forget(chain.entry_jump, fresh);
     forget(chain.head_jump, fresh);
     for (auto& h : chain.hooks) forget(h.link, fresh);
-    fresh.free_all();
+    // After a failed rollback some jump may lead into the new relays: never free them.
+    if (e.code == ErrorCode::kInconsistent)
+      fresh.blocks.clear();
+    else
+      fresh.free_all();
     return tl::unexpected<Error>(std::move(e));
   };
   // Retargets a jump point when its bytes differ from what `to` needs.
@@ -199,21 +207,41 @@ Status reconcile(Chain& chain, TransactionOptions options) {
   return {};
 }
 
-void retire(Registry& r, const CodeBlock& b, bool keep = false) { r.retired.push_back({b, keep}); }
+void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false) {
+  r.retired.push_back({b, keep, callers});
+}
 
-void retire_jump_point(Registry& r, JumpPoint& point) {
-  for (auto& [to, relay] : point.relays) retire(r, relay);
+void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers) {
+  for (auto& [to, relay] : point.relays) retire(r, relay, callers);
   point.relays.clear();
 }
 
 // Retires all code of an unused chain (no hooks) and forgets it.
 void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
   Chain& chain = *it->second;
-  retire(r, chain.trampoline, chain.plan.ends_in_call);
-  if (chain.head) retire(r, *chain.head);
-  retire_jump_point(r, chain.entry_jump);
-  retire_jump_point(r, chain.head_jump);
+  retire(r, chain.trampoline, chain.detour_extents, chain.plan.ends_in_call);
+  if (chain.head) retire(r, *chain.head, chain.detour_extents);
+  retire_jump_point(r, chain.entry_jump, chain.detour_extents);
+  retire_jump_point(r, chain.head_jump, chain.detour_extents);
   r.chains.erase(it);
+}
+
+// After a rollback that failed too, memory may lead into any of the chain's
+// code: keep all of it forever (a leak, never a jump into freed memory).
+void abandon_chain(Registry& r, Chain& chain) {
+  retire(r, chain.trampoline, {}, true);
+  if (chain.head) retire(r, *chain.head, {}, true);
+  for (auto* point : {&chain.entry_jump, &chain.head_jump}) {
+    for (auto& [to, relay] : point->relays) retire(r, relay, {}, true);
+    point->relays.clear();
+  }
+}
+
+// The extent of a detour from its ELF symbol; none when it has no sized symbol (JIT code, static functions).
+std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
+  auto extent = disasm::function_extent(detour);
+  if (!extent) return std::nullopt;
+  return runtime::CodeRange{extent->start, extent->end};
 }
 
 // Whether [entry, resume) still holds the bytes the chain was planned from.
@@ -318,6 +346,7 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   record.detour = detour;
   record.enabled = options.enabled;
   record.options = options.transaction;
+  record.detour_extent = detour_extent(detour);
   if (!chain.hooks.empty()) {  // Wrap the existing hooks: our trampoline is a stub leading inward.
     auto h = heap();
     auto stub = h ? build_link_stub(chain.trampoline.address, **h) : tl::unexpected<Error>(h.error());
@@ -329,14 +358,22 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   chain.hooks.push_back(record);
   if (auto s = reconcile(chain, options.transaction); !s) {
     chain.hooks.pop_back();
+    const bool inconsistent = s.error().code == ErrorCode::kInconsistent;
     auto h = heap();
-    if (record.stub && h) (void)(*h)->free(record.stub->address);
+    if (record.stub && inconsistent) retire(r, *record.stub, {}, true);
+    else if (record.stub && h) (void)(*h)->free(record.stub->address);
     if (fresh_chain) {
-      free_unlinked_chain(chain);
+      if (inconsistent) abandon_chain(r, chain);
+      else free_unlinked_chain(chain);
       r.chains.erase(found);
     }
     return tl::unexpected<Error>(std::move(s).error());
   }
+  if (record.detour_extent &&
+      std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
+        return e.begin == record.detour_extent->begin;
+      }) == chain.detour_extents.end())
+    chain.detour_extents.push_back(*record.detour_extent);
   r.targets.emplace(record.id, target);
   return record.id;
 }
@@ -372,8 +409,10 @@ Status registry_remove(std::uint64_t id) {
     return s;
   }
   // A detour may still hold the stub: it is freed only by release_retired_hook_code.
-  if (removed.stub) retire(r, *removed.stub);
-  retire_jump_point(r, removed.link);
+  std::vector<runtime::CodeRange> callers;
+  if (removed.detour_extent) callers.push_back(*removed.detour_extent);
+  if (removed.stub) retire(r, *removed.stub, callers);
+  retire_jump_point(r, removed.link, callers);
   r.targets.erase(t);
   return {};
 }
@@ -406,24 +445,6 @@ HookInfo registry_info(std::uint64_t id) {
   return info;
 }
 
-namespace {
-
-// Shared with the rendezvous visitor: plain data, read in signal handlers.
-struct RipCheck {
-  const Retired* blocks = nullptr;
-  std::size_t count = 0;
-  std::atomic<bool>* busy = nullptr;
-};
-
-void check_rip(ucontext_t* context, void* arg) {
-  auto* check = static_cast<RipCheck*>(arg);
-  const auto rip = static_cast<std::uintptr_t>(context->uc_mcontext.gregs[REG_RIP]);
-  for (std::size_t i = 0; i < check->count; ++i)
-    if (check->blocks[i].block.contains(rip)) check->busy[i].store(true, std::memory_order_relaxed);
-}
-
-}  // namespace
-
 Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
@@ -431,21 +452,34 @@ Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) 
     it = it->second->hooks.empty() ? (retire_chain(r, it++), it) : std::next(it);
   if (r.retired.empty()) return std::size_t{0};
 
-  // The entry jumps leading here are gone and synced; only threads already inside can be here.
-  auto busy = std::make_unique<std::atomic<bool>[]>(r.retired.size());
-  RipCheck check{r.retired.data(), r.retired.size(), busy.get()};
-  auto round = runtime::visit_other_threads(check_rip, &check, timeout);
-  if (!round) return tl::unexpected<Error>(std::move(round).error());
-  if (!round->unanswered.empty())
-    return fail(ErrorCode::kTimeout, "thread " + std::to_string(round->unanswered.front()) +
-                                         " did not answer; cannot prove it is not running retired hook code");
+  // The entry jumps leading here are gone and synced: only a thread already
+  // inside a block, or inside a detour that may still call it, can reach it.
+  std::vector<runtime::CodeRange> ranges;
+  std::vector<std::size_t> owner;  // ranges[k] decides about r.retired[owner[k]].
+  for (std::size_t i = 0; i < r.retired.size(); ++i) {
+    if (r.retired[i].keep) continue;
+    const CodeBlock& b = r.retired[i].block;
+    ranges.push_back({b.address, b.address + b.size});
+    owner.push_back(i);
+    for (const runtime::CodeRange& caller : r.retired[i].callers) {
+      ranges.push_back(caller);
+      owner.push_back(i);
+    }
+  }
+  std::vector<bool> busy(r.retired.size(), false);
+  if (!ranges.empty()) {
+    auto in_use = runtime::ranges_in_use(ranges, timeout);
+    if (!in_use) return tl::unexpected<Error>(std::move(in_use).error());
+    for (std::size_t k = 0; k < ranges.size(); ++k)
+      if ((*in_use)[k]) busy[owner[k]] = true;
+  }
   auto h = heap();
   if (!h) return tl::unexpected<Error>(std::move(h).error());
   std::size_t freed = 0;
   std::vector<Retired> kept;
   for (std::size_t i = 0; i < r.retired.size(); ++i) {
-    if (r.retired[i].keep || busy[i].load() || !(*h)->free(r.retired[i].block.address))
-      kept.push_back(r.retired[i]);
+    if (r.retired[i].keep || busy[i] || !(*h)->free(r.retired[i].block.address))
+      kept.push_back(std::move(r.retired[i]));
     else
       ++freed;
   }

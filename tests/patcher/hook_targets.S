@@ -58,4 +58,38 @@ TARGET hook_target_call_mid
         ret
 END hook_target_call_mid
 
+// Loads the quadword at [x] and adds 1. The load is stolen into the trampoline,
+// so a thread can be held inside the trampoline by a fault on that load.
+TARGET hook_target_load
+        mov rax, qword ptr [rdi]
+        add rax, 1
+        ret
+END hook_target_load
+
+// A detour that can park a thread inside itself: sets hook_parking_arrived,
+// spins until hook_parking_go is non-zero, then returns
+// hook_parking_original(x) + 1000 (the trampoline pointer is loaded only after the spin).
+TARGET hook_parking_detour
+        mov byte ptr [rip + hook_parking_arrived], 1
+.Lspin:
+        pause
+        cmp byte ptr [rip + hook_parking_go], 0
+        je .Lspin
+        sub rsp, 8
+        call qword ptr [rip + hook_parking_original]
+        add rsp, 8
+        add rax, 1000
+        ret
+END hook_parking_detour
+
+        .data
+        .p2align 3
+        .globl hook_parking_original, hook_parking_arrived, hook_parking_go
+hook_parking_original:
+        .quad 0
+hook_parking_arrived:
+        .byte 0
+hook_parking_go:
+        .byte 0
+
         .section .note.GNU-stack, "", @progbits

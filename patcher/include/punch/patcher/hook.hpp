@@ -129,11 +129,21 @@ class Hook {
   std::uint64_t id_ = 0;
 };
 
-//! Frees trampolines and relays of removed hooks once a rendezvous shows no
-//! thread is executing them. The caller promises no detour will call a removed
-//! hook's trampoline again (e.g. by a pointer it saved). Trampolines whose
-//! stolen bytes end in a call are kept (a return address into them may be on
-//! some stack). Returns how many blocks were freed.
+//! Frees trampolines, relays and link stubs of removed hooks once one
+//! rendezvous (runtime::ranges_in_use) shows no thread can still run them:
+//! a block is kept while some thread's rip lies inside it, or inside the
+//! DETOUR of a hook that used it when the detour has a sized ELF symbol (a
+//! thread there may have loaded the trampoline pointer and be about to call
+//! it), or when a thread that did not answer cannot be proven blocked
+//! elsewhere. Trampolines whose stolen bytes end in a call are never freed (a
+//! return address into them may be on some stack).
+//!
+//! What stays the caller's promise: no code calls a removed hook's
+//! trampoline() later through a pointer saved elsewhere (a global the detour
+//! reads, a copy another thread holds), and no thread is inside a function the
+//! detour called on its way to the trampoline (only the innermost frame is
+//! seen), nor inside a detour without a sized symbol (JIT code, some static
+//! functions). Returns how many blocks were freed; the rest stay retired.
 Result<std::size_t> release_retired_hook_code(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
 
 }  // namespace punch::patcher
