@@ -266,7 +266,8 @@ inline std::string compare(const Outcome& original, Outcome relocated, std::uint
   };
   const std::uint64_t pushed = qword(relocated.written, rsp);
   if ((pushed == b_end || pushed == b_end - 10) && qword(original.written, rsp) == a_end) {
-    for (std::uint64_t at = rsp; at < rsp + 8; ++at) {  // Take the original's view of those 8 bytes.
+    for (std::uint64_t i = 0; i < 8; ++i) {  // Take the original's view of those 8 bytes (rsp + i may wrap).
+      const std::uint64_t at = rsp + i;
       auto it = original.written.find(at);
       if (it != original.written.end()) relocated.written[at] = it->second;
       else relocated.written.erase(at);

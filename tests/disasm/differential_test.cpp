@@ -146,6 +146,24 @@ TEST(Differential, NoWriteHookArtifact) {
   EXPECT_EQ(run_copy_and_compare(layout, bytes.size(), original, state), "");
 }
 
+// fuzz_relocate finding (a harness bug): a final call relocated far pushes the
+// copy's return address, which compare() replaces by the original's; with rsp
+// at 2 the pushed qword wraps around address zero, and the replacement loop
+// (`at < rsp + 8`) did nothing. mov rsp, rbx; call +0x10000.
+TEST(Differential, FinalCallWithTheStackWrappingAroundZero) {
+  const std::vector<std::uint8_t> bytes = {0x48, 0x89, 0xdc, 0xe8, 0x00, 0x00, 0x01, 0x00};
+  auto relocation = relocate(CodeSpan{kA, bytes}, kA + (3ull << 30));
+  ASSERT_TRUE(relocation) << relocation.error().describe();
+  ASSERT_EQ(relocation->bytes.size(), 3u + 16u);  // The absolute call form.
+  test::CpuState state = quiet_state();
+  state.gpr[3] = 2;  // rbx: the new rsp; the call writes [2 - 8, 2).
+  const test::Layout layout = layout_for(bytes, *relocation);
+  const auto original = run_original(layout, bytes.size(), state);
+  ASSERT_EQ(test::out_of_scope(original, layout.b, copy_end(layout)), "");
+  EXPECT_EQ(original.cpu.gpr[4], ~std::uint64_t{5});  // 2 - 8
+  EXPECT_EQ(run_copy_and_compare(layout, bytes.size(), original, state), "");
+}
+
 // Reading code is in scope: `mov rax, [rip+0]` reads the 8 bytes after the run
 // at A; the copy must read those same bytes, not what follows itself.
 TEST(Differential, ReadingCodeStaysCompared) {
