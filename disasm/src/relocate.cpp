@@ -9,6 +9,7 @@
 #include <punch/disasm/relocate.hpp>
 
 #include <cstring>
+#include <optional>
 
 #include "encoding.hpp"
 #include "zydis_decode.hpp"
@@ -243,12 +244,22 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
   std::vector<Item> items;
   items.reserve(source.bytes.size());  // At most one instruction per byte: no regrowth.
   detail::ZydisView view;
+  std::optional<Instruction> call_next_inside;  // A call-next that pushed an address inside the run.
   for (std::uintptr_t a = source.address; a < source.end();) {
     Instruction insn;
     PUNCH_TRY(detail::decode_into(source, a, view, insn));
     Item item;
     PUNCH_TRY(classify(source, view, insn, insn.end() == source.end(), options, item));
+    // The copy pushes the original return address (data semantics for call/pop
+    // PIC code); a `ret` that may consume it returns into the original run,
+    // which the patch replaces, where the original returns inside itself.
+    if (insn.flow == Flow::kReturn && call_next_inside)
+      return fail(ErrorCode::kCannotRelocate,
+                  at(insn.address) + ": cannot relocate " + name(source, insn) + ": it may return to " +
+                      at(call_next_inside->end()) + ", inside the run, where the call at " +
+                      at(call_next_inside->address) + " pushed it");
     items.push_back(item);
+    if (item.kind == Kind::kCallNext && insn.end() != source.end()) call_next_inside = insn;
     a = insn.end();
   }
   for (Item& item : items) {

@@ -164,6 +164,25 @@ TEST(Differential, FinalCallWithTheStackWrappingAroundZero) {
   EXPECT_EQ(run_copy_and_compare(layout, bytes.size(), original, state), "");
 }
 
+// fuzz_relocate finding (a relocation bug): `call next; ...; ret` in one run.
+// The copy emulates the call by pushing the original return address (so
+// call/pop PIC code computes original addresses), but then the `ret` returned
+// to that address in the original run, which the patch replaces, while the
+// original returned inside itself and went on. relocate now refuses it.
+TEST(Differential, ReturnAfterAnInnerCallNextIsRefused) {
+  // call next; ret   (the ret returns to itself in the original)
+  const std::vector<std::uint8_t> bytes = {0xe8, 0x00, 0x00, 0x00, 0x00, 0xc3};
+  auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
+  ASSERT_FALSE(relocation);
+  EXPECT_EQ(relocation.error().code, ErrorCode::kCannotRelocate);
+  EXPECT_EQ(relocation.error().message.rfind(at(kA + 5), 0), 0u) << relocation.error().describe();  // Names the ret.
+  EXPECT_NE(relocation.error().message.find("inside the run"), std::string::npos) << relocation.error().describe();
+
+  // A call-next as the last instruction pushes the address after the run: still relocated.
+  const std::vector<std::uint8_t> last = {0x90, 0xe8, 0x00, 0x00, 0x00, 0x00};
+  EXPECT_TRUE(relocate(CodeSpan{kA, last}, kNear));
+}
+
 // Reading code is in scope: `mov rax, [rip+0]` reads the 8 bytes after the run
 // at A; the copy must read those same bytes, not what follows itself.
 TEST(Differential, ReadingCodeStaysCompared) {
