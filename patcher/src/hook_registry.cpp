@@ -20,6 +20,7 @@
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/fork_safe_mutex.hpp>
+#include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
 
@@ -259,6 +260,12 @@ bool same_form(const EntryPlan& plan, const HookOptions& options) {
 
 // Plans a new chain for `target`, builds its trampoline (and head for the absolute form).
 Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options) {
+  // Write policy: a hook redirects code, never data (no opt-in: a "function" in data is a mistake).
+  auto mapping = runtime::find_mapping(target);
+  if (!mapping) return fail(ErrorCode::kNotMapped, at(target) + ": not mapped; nothing to hook");
+  if (!mapping->executable)
+    return fail(ErrorCode::kPolicy, at(target) + ": lies in a non-executable mapping [" + at(mapping->start) + ", " +
+                                        at(mapping->end) + ") " + mapping->path + "; only code can be hooked");
   auto h = heap();
   if (!h) return tl::unexpected<Error>(std::move(h).error());
   Result<EntryPlan> plan = fail(ErrorCode::kUnprovable, "no plan");
