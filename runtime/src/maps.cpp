@@ -1,15 +1,44 @@
+// /proc/self/maps: the whole list (parsed), or the one mapping holding an
+// address (PROCMAP_QUERY ioctl, Linux 6.11+; a parse where the kernel lacks it).
 #include <punch/runtime/maps.hpp>
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 
 namespace punch::runtime {
 namespace {
+
+// The PROCMAP_QUERY ABI, declared here because Debian 12's linux-libc-dev
+// predates it. Mirrors struct procmap_query and its ioctl number in the
+// kernel's include/uapi/linux/fs.h (Linux 6.11); the kernel accepts any
+// `size` it knows, so this first version of the struct stays valid.
+namespace procmap {
+struct Query {
+  std::uint64_t size;           // sizeof(Query)
+  std::uint64_t query_flags;    // in
+  std::uint64_t query_addr;     // in
+  std::uint64_t vma_start;      // out
+  std::uint64_t vma_end;        // out
+  std::uint64_t vma_flags;      // out: kReadable | kWritable | kExecutable | kShared
+  std::uint64_t vma_page_size;  // out
+  std::uint64_t vma_offset;     // out
+  std::uint64_t inode;          // out
+  std::uint32_t dev_major;      // out
+  std::uint32_t dev_minor;      // out
+  std::uint32_t vma_name_size;  // in/out: buffer size, then name length + 1 (0: no name)
+  std::uint32_t build_id_size;  // in/out
+  std::uint64_t vma_name_addr;  // in
+  std::uint64_t build_id_addr;  // in
+};
+static_assert(sizeof(Query) == 104);
+constexpr std::uint64_t kReadable = 0x01, kWritable = 0x02, kExecutable = 0x04, kShared = 0x08;
+constexpr unsigned long kIoctl = _IOWR('f', 17, Query);  // PROCMAP_QUERY
+}  // namespace procmap
 
 // Reads a whole /proc file (its size is unknown in advance).
 Result<std::string> read_proc_file(const char* path) {
@@ -32,50 +61,165 @@ Result<std::string> read_proc_file(const char* path) {
   return text;
 }
 
-bool parse_line(const std::string& line, Mapping& m) {
-  unsigned long long start = 0, end = 0, offset = 0, inode = 0;
-  unsigned int major = 0, minor = 0;
-  char perms[5] = {};
-  int path_at = 0;
-  if (std::sscanf(line.c_str(), "%llx-%llx %4s %llx %x:%x %llu %n", &start, &end, perms, &offset, &major,
-                  &minor, &inode, &path_at) < 7)
+// Field readers for one line; each advances `p` and fails on malformed input.
+bool read_hex(std::string_view& p, std::uint64_t& out) {
+  std::size_t i = 0;
+  out = 0;
+  for (; i < p.size() && i < 16; ++i) {
+    const char c = p[i];
+    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    if (digit < 0) break;
+    out = out << 4 | static_cast<std::uint64_t>(digit);
+  }
+  p.remove_prefix(i);
+  return i > 0;
+}
+
+bool read_dec(std::string_view& p, std::uint64_t& out) {
+  std::size_t i = 0;
+  out = 0;
+  for (; i < p.size() && i < 20 && p[i] >= '0' && p[i] <= '9'; ++i) out = out * 10 + static_cast<std::uint64_t>(p[i] - '0');
+  p.remove_prefix(i);
+  return i > 0;
+}
+
+bool skip(std::string_view& p, char c) {
+  if (p.empty() || p.front() != c) return false;
+  p.remove_prefix(1);
+  return true;
+}
+
+// "start-end perms offset major:minor inode   path"
+bool parse_line(std::string_view p, Mapping& m) {
+  std::uint64_t start = 0, end = 0, offset = 0, major = 0, minor = 0, inode = 0;
+  if (!read_hex(p, start) || !skip(p, '-') || !read_hex(p, end) || !skip(p, ' ') || p.size() < 5 || p[4] != ' ')
     return false;
+  m.readable = p[0] == 'r';
+  m.writable = p[1] == 'w';
+  m.executable = p[2] == 'x';
+  m.shared = p[3] == 's';
+  p.remove_prefix(5);
+  if (!read_hex(p, offset) || !skip(p, ' ') || !read_hex(p, major) || !skip(p, ':') || !read_hex(p, minor) ||
+      !skip(p, ' ') || !read_dec(p, inode))
+    return false;
+  while (!p.empty() && p.front() == ' ') p.remove_prefix(1);
   m.start = start;
   m.end = end;
-  m.readable = perms[0] == 'r';
-  m.writable = perms[1] == 'w';
-  m.executable = perms[2] == 'x';
-  m.shared = perms[3] == 's';
   m.offset = offset;
-  m.device = (static_cast<std::uint64_t>(major) << 32) | minor;
+  m.device = major << 32 | minor;
   m.inode = inode;
-  m.path = path_at > 0 && static_cast<std::size_t>(path_at) <= line.size() ? line.substr(static_cast<std::size_t>(path_at)) : "";
+  m.path.assign(p);
   return true;
+}
+
+Result<Mapping> query_by_parse(std::uintptr_t address) {
+  auto text = read_proc_file("/proc/self/maps");
+  if (!text) return tl::unexpected(std::move(text).error());
+  std::string_view rest = *text;
+  Mapping m;
+  while (!rest.empty()) {
+    const std::size_t nl = rest.find('\n');
+    const std::string_view line = rest.substr(0, nl);
+    rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
+    if (parse_line(line, m) && m.contains(address)) return m;
+  }
+  return fail(ErrorCode::kNotMapped, at(address) + ": not mapped (no line of /proc/self/maps covers it)");
+}
+
+// The descriptor the ioctl goes to, with the pid that opened it in one word:
+// one inherited over fork names the PARENT's address space, so it is reopened
+// whenever the pid changed (as proc_mem_fd does). Lock-free: two threads that
+// reopen at once both open, one publishes, the other closes its own.
+std::atomic<std::uint64_t> g_maps_fd{0};  // pid << 32 | fd; 0 = none.
+std::atomic<int> g_ioctl_works{-1};       // -1 unknown, 0 no (ENOTTY/EINVAL), 1 yes.
+
+constexpr std::uint64_t fd_word(pid_t pid, int fd) {
+  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32 | static_cast<std::uint32_t>(fd);
+}
+
+Result<int> maps_fd() {
+  const pid_t me = ::getpid();
+  std::uint64_t word = g_maps_fd.load(std::memory_order_acquire);
+  if (word != 0 && static_cast<pid_t>(word >> 32) == me) return static_cast<int>(word & 0xffffffffu);
+  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/maps: cannot open: ") + std::strerror(errno));
+  if (g_maps_fd.compare_exchange_strong(word, fd_word(me, fd), std::memory_order_acq_rel)) {
+    if (word != 0) ::close(static_cast<int>(word & 0xffffffffu));  // The parent's: no thread here uses it.
+    return fd;
+  }
+  ::close(fd);  // Another thread published first; `word` now holds its descriptor.
+  return static_cast<int>(word & 0xffffffffu);
+}
+
+// Ok(mapping), kNotMapped, kUnsupported (no ioctl here) or kIoError.
+Result<Mapping> query_by_ioctl(std::uintptr_t address) {
+  if (g_ioctl_works.load(std::memory_order_relaxed) == 0)
+    return fail(ErrorCode::kUnsupported, "PROCMAP_QUERY is not available on this kernel");
+  auto fd = maps_fd();
+  if (!fd) return tl::unexpected(std::move(fd).error());
+  char name[4096 + 64];  // PATH_MAX plus " (deleted)".
+  procmap::Query q{};
+  q.size = sizeof q;
+  q.query_addr = address;
+  q.vma_name_size = sizeof name;
+  q.vma_name_addr = reinterpret_cast<std::uintptr_t>(name);
+  int rc;
+  do rc = ::ioctl(*fd, procmap::kIoctl, &q);
+  while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    const int err = errno;
+    if (err == ENOENT) return fail(ErrorCode::kNotMapped, at(address) + ": not mapped (no mapping covers it)");
+    if (err == ENOTTY || err == EINVAL) {  // A kernel before 6.11 (or one that does not know this struct).
+      g_ioctl_works.store(0, std::memory_order_relaxed);
+      return fail(ErrorCode::kUnsupported, std::string("PROCMAP_QUERY on /proc/self/maps: ") + std::strerror(err));
+    }
+    return fail(ErrorCode::kIoError, at(address) + ": PROCMAP_QUERY on /proc/self/maps: " + std::strerror(err));
+  }
+  g_ioctl_works.store(1, std::memory_order_relaxed);
+  Mapping m;
+  m.start = q.vma_start;
+  m.end = q.vma_end;
+  m.readable = q.vma_flags & procmap::kReadable;
+  m.writable = q.vma_flags & procmap::kWritable;
+  m.executable = q.vma_flags & procmap::kExecutable;
+  m.shared = q.vma_flags & procmap::kShared;
+  m.offset = q.vma_offset;
+  m.device = static_cast<std::uint64_t>(q.dev_major) << 32 | q.dev_minor;
+  m.inode = q.inode;
+  if (q.vma_name_size > 0) m.path.assign(name, q.vma_name_size - 1);  // The size counts the NUL.
+  return m;
 }
 
 }  // namespace
 
-Result<std::vector<Mapping>> read_mappings() {
-  auto text = read_proc_file("/proc/self/maps");
-  if (!text) return tl::unexpected(std::move(text).error());
+std::vector<Mapping> parse_mappings(std::string_view text) {
   std::vector<Mapping> out;
-  std::size_t pos = 0;
-  while (pos < text->size()) {
-    std::size_t nl = text->find('\n', pos);
-    if (nl == std::string::npos) nl = text->size();
+  while (!text.empty()) {
+    const std::size_t nl = text.find('\n');
     Mapping m;
-    if (parse_line(text->substr(pos, nl - pos), m)) out.push_back(std::move(m));
-    pos = nl + 1;
+    if (parse_line(text.substr(0, nl), m)) out.push_back(std::move(m));
+    text.remove_prefix(nl == std::string_view::npos ? text.size() : nl + 1);
   }
   return out;
 }
 
+Result<std::vector<Mapping>> read_mappings() {
+  auto text = read_proc_file("/proc/self/maps");
+  if (!text) return tl::unexpected(std::move(text).error());
+  return parse_mappings(*text);
+}
+
+Result<Mapping> query_mapping(std::uintptr_t address, MapsQuery how) {
+  if (how == MapsQuery::kParse) return query_by_parse(address);
+  auto found = query_by_ioctl(address);
+  if (found || how == MapsQuery::kIoctl || found.error().code == ErrorCode::kNotMapped) return found;
+  return query_by_parse(address);
+}
+
 std::optional<Mapping> find_mapping(std::uintptr_t address) {
-  auto maps = read_mappings();
-  if (!maps) return std::nullopt;
-  for (Mapping& m : *maps)
-    if (m.contains(address)) return std::move(m);
-  return std::nullopt;
+  auto m = query_mapping(address);
+  if (!m) return std::nullopt;
+  return std::move(*m);
 }
 
 }  // namespace punch::runtime

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <punch/result.hpp>
@@ -31,5 +32,23 @@ Result<std::vector<Mapping>> read_mappings();
 
 //! The mapping holding `address`, or std::nullopt (also when /proc/self/maps cannot be read).
 std::optional<Mapping> find_mapping(std::uintptr_t address);
+
+//! How query_mapping finds a mapping.
+enum class MapsQuery {
+  kAuto,   //!< The ioctl where the kernel has it, else a parse (decided once per process).
+  kIoctl,  //!< PROCMAP_QUERY only (Linux 6.11+); kUnsupported where the kernel lacks it.
+  kParse,  //!< Read and parse the whole of /proc/self/maps.
+};
+
+//! The mapping holding `address`, without reading the whole file: one
+//! PROCMAP_QUERY ioctl on a /proc/self/maps descriptor kept open (reopened
+//! after fork), or a parse of the file where the ioctl is unavailable
+//! (ENOTTY/EINVAL). kNotMapped naming the address when no mapping holds it;
+//! kIoError when /proc/self/maps cannot be read.
+Result<Mapping> query_mapping(std::uintptr_t address, MapsQuery how = MapsQuery::kAuto);
+
+//! Parses the text of a /proc/<pid>/maps file (lines that do not parse are
+//! skipped). The fallback of query_mapping; public so tests can feed it text.
+std::vector<Mapping> parse_mappings(std::string_view text);
 
 }  // namespace punch::runtime
