@@ -274,6 +274,16 @@ bool CodeHeap::owns(std::uintptr_t address, std::size_t size) const {
   return offset < block->second && size <= block->second - offset;
 }
 
+Result<CodeRange> CodeHeap::allocation_holding(std::uintptr_t address) const {
+  std::lock_guard guard(state_->mutex);
+  auto after = state_->live.upper_bound(address);
+  if (after != state_->live.begin()) {
+    auto block = std::prev(after);
+    if (address - block->first < block->second) return CodeRange{block->first, block->first + block->second};
+  }
+  return fail(ErrorCode::kNotOwned, at(address) + ": no live allocation of this code heap holds it");
+}
+
 Result<std::size_t> CodeHeap::allocation_size(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
   auto it = state_->live.find(address);

@@ -9,6 +9,7 @@
 
 #include <punch/result.hpp>
 #include <punch/runtime/code_writer.hpp>
+#include <punch/runtime/threads.hpp>
 
 namespace punch::runtime {
 
@@ -60,6 +61,11 @@ class CodeHeap {
 
   //! Whether [address, address+size) lies inside one live allocation of this heap.
   bool owns(std::uintptr_t address, std::size_t size = 1) const;
+
+  //! The live allocation that holds `address` (anywhere inside it, padding
+  //! included), as [begin, end); kNotOwned naming the address when none does.
+  //! One lock and one O(log n) lookup.
+  Result<CodeRange> allocation_holding(std::uintptr_t address) const;
 
   //! Size of the live allocation starting at `address`, or kNotOwned.
   Result<std::size_t> allocation_size(std::uintptr_t address) const;
