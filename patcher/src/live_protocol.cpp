@@ -35,78 +35,90 @@ constexpr std::size_t kMaxCoalescedGap = 1024;
 
 enum class Image { kBase, kTrapped, kMiddle, kFinal };
 
+// A contiguous range written with one write per step. Its bytes for each
+// image live in the protocol's four image buffers, at [begin, begin+size).
 struct Run {
   std::uintptr_t start = 0;
-  std::vector<std::uint8_t> images[4];
-  std::vector<std::size_t> members;  // Indices into the sites.
+  std::size_t begin = 0;
+  std::size_t size = 0;
+  std::size_t first_site = 0;  // Its sites are [first_site, first_site+sites) of the batch (by address).
+  std::size_t sites = 0;
   bool has_code = false;
 
-  std::uintptr_t end() const noexcept { return start + images[0].size(); }
+  std::uintptr_t end() const noexcept { return start + size; }
 };
 
-std::vector<Run> make_runs(std::span<const CheckedSite> sites, std::uint8_t trap) {
+struct Runs {
   std::vector<Run> runs;
+  std::vector<std::uint8_t> images[4];
+};
+
+Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
+  Runs out;
+  std::size_t bytes = 0;
+  for (const CheckedSite& s : batch.sites) bytes += s.from.size();
+  for (auto& image : out.images) image.reserve(bytes);
+  auto append = [](std::vector<std::uint8_t>& image, std::span<const std::uint8_t> b) {
+    image.insert(image.end(), b.begin(), b.end());
+  };
+  const std::span<const CheckedSite> sites = batch.sites;
   for (std::size_t i = 0; i < sites.size(); ++i) {
     const CheckedSite& s = sites[i];
     bool joins = false;
-    if (!runs.empty() && s.container && s.container->stable) {
-      const CheckedSite& prev = sites[runs.back().members.back()];
-      joins = prev.container == s.container && s.address >= runs.back().end() &&
-              s.address - runs.back().end() <= kMaxCoalescedGap;
+    if (!out.runs.empty() && s.container != kNoContainer && batch.containers[s.container].stable) {
+      const Run& run = out.runs.back();
+      joins = sites[i - 1].container == s.container && s.address >= run.end() &&
+              s.address - run.end() <= kMaxCoalescedGap;
     }
-    if (!joins) {
-      runs.emplace_back();
-      runs.back().start = s.address;
-    }
-    Run& run = runs.back();
+    if (!joins) out.runs.push_back(Run{s.address, out.images[0].size(), 0, i, 0, false});
+    Run& run = out.runs.back();
     if (joins) {  // Bytes between the previous site and this one, unchanged in every image.
-      const std::uintptr_t gap_start = run.end();
-      auto gap = std::span<const std::uint8_t>(s.container->bytes).subspan(gap_start - s.container->start,
-                                                                           s.address - gap_start);
-      for (auto& image : run.images) image.insert(image.end(), gap.begin(), gap.end());
+      const Container& box = batch.containers[s.container];
+      const auto gap = batch.bytes_of(box).subspan(run.end() - box.start, s.address - run.end());
+      for (auto& image : out.images) append(image, gap);
     }
-    run.images[0].insert(run.images[0].end(), s.from.begin(), s.from.end());
-    run.images[3].insert(run.images[3].end(), s.to.begin(), s.to.end());
+    const std::uint8_t trap_bytes[] = {trap};
+    append(out.images[0], s.from);
+    append(out.images[3], s.to);
     if (s.is_code) {
-      run.images[1].push_back(trap);
-      run.images[1].insert(run.images[1].end(), s.from.begin() + 1, s.from.end());
-      run.images[2].push_back(trap);
-      run.images[2].insert(run.images[2].end(), s.to.begin() + 1, s.to.end());
+      append(out.images[1], trap_bytes);
+      append(out.images[1], s.from.subspan(1));
+      append(out.images[2], trap_bytes);
+      append(out.images[2], s.to.subspan(1));
       run.has_code = true;
     } else {  // Data is not executed: no trap, the new bytes land in step 2.
-      run.images[1].insert(run.images[1].end(), s.from.begin(), s.from.end());
-      run.images[2].insert(run.images[2].end(), s.to.begin(), s.to.end());
+      append(out.images[1], s.from);
+      append(out.images[2], s.to);
     }
-    run.members.push_back(i);
+    run.size = out.images[0].size() - run.begin;
+    ++run.sites;
   }
-  return runs;
+  return out;
 }
 
 class Protocol {
  public:
-  Protocol(std::span<const CheckedSite> sites, const TransactionOptions& options, std::string_view what,
+  Protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what,
            runtime::CodeWriter& writer)
-      : sites_(sites), options_(options), what_(what), writer_(writer),
-        runs_(make_runs(sites, trap_byte(options.trap))) {}
+      : sites_(batch.sites), options_(options), what_(what), writer_(writer),
+        runs_(make_runs(batch, trap_byte(options.trap))) {}
 
   Status run(Generation* generation);
 
  private:
   // Writes `image` of every run (only runs with code when `code_only`).
   Status write_all(Image image, bool code_only, int attempts = 1) {
-    for (const Run& run : runs_) {
+    for (const Run& run : runs_.runs) {
       if (code_only && !run.has_code) continue;
-      const auto& bytes = run.images[static_cast<int>(image)];
+      const auto bytes = std::span<const std::uint8_t>(runs_.images[static_cast<int>(image)]).subspan(run.begin, run.size);
       Status written;
       for (int attempt = 0; attempt < attempts; ++attempt)
         if ((written = writer_.write(run.start, bytes))) break;
       if (!written)
         return fail(written.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
-                                              site_name(sites_[run.members.front()].index,
-                                                        sites_[run.members.front()].address) +
-                                              (run.members.size() > 1
-                                                   ? " and " + std::to_string(run.members.size() - 1) + " more"
-                                                   : std::string()) +
+                                              site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
+                                              (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
+                                                             : std::string()) +
                                               "): " + written.error().message);
     }
     return {};
@@ -146,9 +158,9 @@ class Protocol {
       if (!now) {
         out += "unreadable bytes";
         any_mixed = true;
-      } else if (*now == s.from) {
+      } else if (std::equal(now->begin(), now->end(), s.from.begin(), s.from.end())) {
         out += "its old bytes";
-      } else if (*now == s.to) {
+      } else if (std::equal(now->begin(), now->end(), s.to.begin(), s.to.end())) {
         out += "its new bytes";
       } else {
         any_mixed = true;
@@ -184,15 +196,29 @@ class Protocol {
   const TransactionOptions& options_;
   std::string_view what_;
   runtime::CodeWriter& writer_;
-  std::vector<Run> runs_;
+  Runs runs_;
 };
 
 Status Protocol::run(Generation* generation) {
   if (auto s = write_all(Image::kTrapped, true); !s) return abort(1, "trap bytes", s.error(), generation);
-  if (auto s = sync(); !s) return abort(1, "sync after trap bytes", s.error(), generation);
-  if (generation && needs_fixup(*generation))
-    if (auto s = move_threads_out_of_sites(*generation, options_.thread_timeout); !s)
-      return abort(1, "thread fix-up", s.error(), generation);
+  if (generation && needs_fixup(*generation)) {
+    // The fix-up round IS the sync of step 1 (compare alternative.c, where
+    // the IPIs text_poke_bp sends to every CPU are its sync): every visited
+    // thread executes a serializing instruction in its handler, after the
+    // trap bytes were written and before it runs another instruction of its
+    // own, and this thread serializes itself. That is the guarantee of the
+    // sync layer's signal method, which stands in for membarrier SYNC_CORE.
+    // A thread that did not answer was accepted only as blocked in the kernel
+    // outside every site; it did not serialize, so then (rarely) the usual
+    // sync runs as well.
+    auto unanswered = move_threads_out_of_sites(*generation, options_.thread_timeout);
+    if (!unanswered) return abort(1, "thread fix-up", unanswered.error(), generation);
+    runtime::serialize_this_thread();
+    if (*unanswered > 0)
+      if (auto s = sync(); !s) return abort(1, "sync after trap bytes", s.error(), generation);
+  } else if (auto s = sync(); !s) {
+    return abort(1, "sync after trap bytes", s.error(), generation);
+  }
   if (auto s = write_all(Image::kMiddle, false); !s) return abort(2, "bytes [1,n)", s.error(), generation);
   if (auto s = sync(); !s) return abort(2, "sync after bytes [1,n)", s.error(), generation);
   // Threads may run the new code as soon as one first byte lands, so a failure
@@ -219,7 +245,8 @@ Status Protocol::run(Generation* generation) {
 
 }  // namespace
 
-Status run_protocol(std::span<const CheckedSite> sites, const TransactionOptions& options, std::string_view what) {
+Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what) {
+  const std::span<const CheckedSite> sites = batch.sites;
   if (sites.empty()) return {};
   auto writer = runtime::CodeWriter::global();
   if (!writer) return tl::unexpected(std::move(writer).error());
@@ -229,7 +256,7 @@ Status run_protocol(std::span<const CheckedSite> sites, const TransactionOptions
   // Old draining generations are reclaimed every so often (one rendezvous for many commits).
   if (draining_generations() >= kMaxGenerations / 4) (void)reclaim_generations(options.thread_timeout);
 
-  auto generation = build_generation(sites, options.trap);
+  auto generation = build_generation(batch, options.trap);
   if (!generation) return tl::unexpected(std::move(generation).error());
   Generation* published = nullptr;
   if (!(*generation)->sites.empty()) {
@@ -241,7 +268,7 @@ Status run_protocol(std::span<const CheckedSite> sites, const TransactionOptions
     }
     published = generation->release();  // Owned by the table until reclaimed.
   }
-  Protocol protocol(sites, options, what, **writer);
+  Protocol protocol(batch, options, what, **writer);
   return protocol.run(published);
 }
 

@@ -12,12 +12,13 @@
 namespace punch::patcher::live {
 
 //! Moves every site from its `from` to its `to` bytes, three syncs for the
-//! whole batch: trap byte over each first byte, sync; (thread fix-up for
-//! multi-instruction sites;) bytes [1,n), sync; first bytes, sync. Sites that
+//! whole batch: trap byte over each first byte, sync (for multi-instruction
+//! sites the thread fix-up round, which serializes every thread, is that
+//! sync); bytes [1,n), sync; first bytes, sync. Sites that
 //! share a container and lie within 1 KiB of each other are written with one
 //! write per step. On failure every site is restored to `from`, or a
 //! kInconsistent error says which site holds which bytes. `what` names the
 //! operation in messages ("commit", "revert"). Call under the live lock.
-Status run_protocol(std::span<const CheckedSite> sites, const TransactionOptions& options, std::string_view what);
+Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what);
 
 }  // namespace punch::patcher::live

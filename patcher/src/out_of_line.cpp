@@ -23,73 +23,107 @@ namespace {
 constexpr std::size_t kTailBound = 5 + 8 + 14;
 constexpr std::size_t kCopyAlign = 16;
 
-struct Copy {
-  std::vector<std::uint8_t> bytes;
-  std::vector<disasm::OffsetMapping> offsets;
+// A copy being written into its slot of the block image.
+struct Slot {
+  std::uintptr_t address = 0;      // Where the slot lives.
+  std::span<std::uint8_t> bytes;   // Its part of the image.
+  std::size_t used = 0;
+  bool overflow = false;           // A copy outgrew its bound (never expected): refused, not written.
+
+  void append(std::span<const std::uint8_t> b) {
+    if (b.size() > bytes.size() - used) {
+      overflow = true;
+      return;
+    }
+    std::memcpy(bytes.data() + used, b.data(), b.size());
+    used += b.size();
+  }
+  void append_u32(std::uint32_t v) {
+    const std::uint8_t le[4] = {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
+                                static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};
+    append(le);
+  }
+  void append_jump(std::uintptr_t to) {
+    auto near = disasm::encode_jmp_rel32(address + used, to);
+    if (near) append(*near);
+    else append(disasm::encode_jmp_absolute(to));
+  }
 };
 
-void append(std::vector<std::uint8_t>& out, std::span<const std::uint8_t> bytes) {
-  out.insert(out.end(), bytes.begin(), bytes.end());
-}
-
-void append_jump(std::vector<std::uint8_t>& out, std::uintptr_t from, std::uintptr_t to) {
-  auto near = disasm::encode_jmp_rel32(from, to);
-  append(out, near ? *near : disasm::encode_jmp_absolute(to));
-}
-
-void append_u32(std::vector<std::uint8_t>& out, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-}
-
-// The instructions [address, address+bytes.size()) relocated to `destination`, then the way back.
-Result<Copy> make_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::uintptr_t destination) {
-  auto insns = disasm::decode_all(disasm::CodeSpan{address, bytes});
-  if (!insns) return tl::unexpected(std::move(insns).error());
-  const disasm::Instruction& last = insns->back();
+// Writes a copy of [address, address+bytes.size()) into `slot`: the
+// instructions relocated, then the way back. `insns` are the instructions when
+// known (the old code; empty for new code). `plain`: every instruction runs
+// anywhere, so the copy is the bytes themselves. Offsets of each instruction
+// go to `offsets` when not null.
+Status write_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                  std::span<const disasm::Instruction> insns, bool plain, Slot& slot,
+                  std::vector<disasm::OffsetMapping>* offsets) {
+  const std::uintptr_t back = address + bytes.size();
+  if (plain) {  // No relative operand, no call: the same bytes behave the same anywhere.
+    slot.append(bytes);
+    if (offsets)
+      for (const disasm::Instruction& insn : insns) {
+        const auto offset = static_cast<std::uint32_t>(insn.address - address);
+        offsets->push_back({offset, offset});
+      }
+    slot.append_jump(back);
+    if (slot.overflow)
+      return fail(ErrorCode::kCannotRelocate, at(address) + ": the copy is larger than its size bound");
+    return {};
+  }
+  std::vector<disasm::Instruction> decoded;
+  if (insns.empty()) {
+    auto all = disasm::decode_all(disasm::CodeSpan{address, bytes});
+    if (!all) return tl::unexpected(std::move(all).error());
+    decoded = std::move(*all);
+    insns = decoded;
+  }
+  const disasm::Instruction& last = insns.back();
   if (last.flow == disasm::Flow::kIndirectCall)
     return fail(ErrorCode::kCannotRelocate, at(last.address) +
                                                 ": an indirect call cannot end an out-of-line copy (its return "
                                                 "address would point into the copy)");
   const bool final_call = last.flow == disasm::Flow::kCall;
   const std::size_t body = final_call ? last.address - address : bytes.size();
-  Copy copy;
   if (body > 0) {
-    auto moved = disasm::relocate(disasm::CodeSpan{address, bytes.first(body)}, destination,
+    auto moved = disasm::relocate(disasm::CodeSpan{address, bytes.first(body)}, slot.address,
                                   disasm::RelocateOptions{.allow_final_call = false});
     if (!moved) return tl::unexpected(std::move(moved).error());
-    copy.bytes = std::move(moved->bytes);
-    copy.offsets = std::move(moved->offsets);
+    slot.append(moved->bytes);
+    if (offsets) offsets->insert(offsets->end(), moved->offsets.begin(), moved->offsets.end());
   }
-  const std::uintptr_t back = address + bytes.size();
   if (final_call) {
-    copy.offsets.push_back({static_cast<std::uint32_t>(body), static_cast<std::uint32_t>(copy.bytes.size())});
-    copy.bytes.push_back(0x68);  // push imm32 (sign-extended): the low half of the return address...
-    append_u32(copy.bytes, static_cast<std::uint32_t>(back));
+    if (offsets) offsets->push_back({static_cast<std::uint32_t>(body), static_cast<std::uint32_t>(slot.used)});
+    const std::uint8_t push[] = {0x68};  // push imm32 (sign-extended): the low half of the return address...
+    slot.append(push);
+    slot.append_u32(static_cast<std::uint32_t>(back));
     const std::uint8_t mov_high[] = {0xC7, 0x44, 0x24, 0x04};  // ...mov dword [rsp+4], imm32: the high half.
-    append(copy.bytes, mov_high);
-    append_u32(copy.bytes, static_cast<std::uint32_t>(back >> 32));
-    append_jump(copy.bytes, destination + copy.bytes.size(), last.branch_target);
+    slot.append(mov_high);
+    slot.append_u32(static_cast<std::uint32_t>(back >> 32));
+    slot.append_jump(last.branch_target);
   } else {
-    append_jump(copy.bytes, destination + copy.bytes.size(), back);
+    slot.append_jump(back);
   }
-  return copy;
+  if (slot.overflow)
+    return fail(ErrorCode::kCannotRelocate, at(address) + ": the relocated copy is larger than its size bound");
+  return {};
 }
 
 // Whether a thread can be strictly inside the run: not when its first instruction
 // never falls through (a jump out of it, a return) — the rest is then unreachable,
 // since validation refused branches from outside into the run.
-bool interior_reachable(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
-  auto first = disasm::decode(disasm::CodeSpan{address, bytes}, address);
-  if (!first || first->length == bytes.size()) return false;
-  if (first->flow == disasm::Flow::kReturn) return false;
-  if (first->flow == disasm::Flow::kJump)
-    return first->branch_target > address && first->branch_target < address + bytes.size();
+bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
+  if (insns.size() < 2) return false;
+  const disasm::Instruction& first = insns.front();
+  if (first.flow == disasm::Flow::kReturn) return false;
+  if (first.flow == disasm::Flow::kJump) return first.branch_target > address && first.branch_target < address + size;
   return true;
 }
 
-std::size_t bound_of(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
-  auto b = disasm::relocated_size_bound(disasm::CodeSpan{address, bytes});
-  return b ? *b : 0;
+// An upper bound on a copy's relocated instructions (the tail comes on top).
+Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint8_t> bytes, bool plain) {
+  if (plain) return bytes.size();
+  return disasm::relocated_size_bound(disasm::CodeSpan{address, bytes});
 }
 
 // The window every copy of the batch should lie in: within rel32 reach of every site.
@@ -102,34 +136,29 @@ runtime::AddressWindow window_for(std::span<const CheckedSite> sites) {
   return w;
 }
 
-struct ReclaimRound {
-  std::vector<Generation*> candidates;
-  std::unique_ptr<std::atomic<bool>[]> busy;
-};
-
-// Runs on every other thread: marks the generations whose copies hold its rip.
-void mark_busy(ucontext_t* context, void* arg) {
-  auto* round = static_cast<ReclaimRound*>(arg);
-  const auto rip = static_cast<std::uintptr_t>(context->uc_mcontext.gregs[REG_RIP]);
-  for (std::size_t i = 0; i < round->candidates.size(); ++i)
-    if (round->candidates[i]->copies_hold(rip)) round->busy[i].store(true, std::memory_order_relaxed);
-}
-
 }  // namespace
 
-Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite> sites, TrapInstruction trap) {
+Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, TrapInstruction trap) {
   auto generation = std::make_unique<Generation>();
   generation->trap = trap;
+  const std::span<const CheckedSite> sites = batch.sites;
 
-  // Slot sizes: room for either the old or the new code, plus the way back.
-  std::vector<std::size_t> slot_offset(sites.size(), 0);
+  // Slot sizes: room for the old code, or (one old instruction that may not
+  // move) for the new code, plus the way back. One bound per site.
+  std::vector<std::size_t> slot_offset(sites.size() + 1, 0);
   std::size_t total = 0;
   for (std::size_t i = 0; i < sites.size(); ++i) {
-    if (!sites[i].is_code) continue;
-    const std::size_t need = std::max(bound_of(sites[i].address, sites[i].from), bound_of(sites[i].address, sites[i].to));
     slot_offset[i] = total;
-    total += (need + kTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
+    const CheckedSite& s = sites[i];
+    if (!s.is_code) continue;
+    auto need = copy_bound(s.address, s.from, s.from_plain);
+    if (!s.from_plain && s.from_instructions == 1) {
+      auto need_new = copy_bound(s.address, s.to, s.to_plain);
+      if (need_new && (!need || *need_new > *need)) need = need_new;
+    }
+    total += ((need ? *need : 0) + kTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
   }
+  slot_offset[sites.size()] = total;
   if (total == 0) return generation;  // Data sites only.
 
   auto heap = runtime::CodeHeap::global();
@@ -138,36 +167,39 @@ Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite
   if (!block) block = (*heap)->allocate(total, kCopyAlign);  // Far away; relocation says if that is not enough.
   if (!block) return tl::unexpected(std::move(block).error());
   generation->blocks.push_back({*block, total});
+  generation->sites.reserve(sites.size());
 
   std::vector<std::uint8_t> image(total, 0xCC);
   for (std::size_t i = 0; i < sites.size(); ++i) {
     const CheckedSite& s = sites[i];
     if (!s.is_code) continue;
-    const std::uintptr_t destination = *block + slot_offset[i];
+    Slot slot{*block + slot_offset[i], std::span(image).subspan(slot_offset[i], slot_offset[i + 1] - slot_offset[i])};
+    const auto insns = batch.old_instructions(s);
     FlightSite f;
     f.address = s.address;
     f.length = static_cast<std::uint32_t>(s.from.size());
-    auto old_copy = make_copy(s.address, s.from, destination);
+    f.redirect = slot.address;
+    const bool fixup = interior_reachable(s.address, s.from.size(), insns);
+    const std::size_t offsets_before = generation->offsets.size();
+    auto old_copy = write_copy(s.address, s.from, insns, s.from_plain, slot, fixup ? &generation->offsets : nullptr);
     if (old_copy) {
-      std::memcpy(image.data() + slot_offset[i], old_copy->bytes.data(), old_copy->bytes.size());
-      f.redirect = destination;
-      if (s.from_instructions > 1 && interior_reachable(s.address, s.from)) {
-        f.fixup_copy = destination;
-        f.offsets_begin = static_cast<std::uint32_t>(generation->offsets.size());
-        f.offsets_count = static_cast<std::uint32_t>(old_copy->offsets.size());
-        generation->offsets.insert(generation->offsets.end(), old_copy->offsets.begin(), old_copy->offsets.end());
+      if (fixup) {
+        f.fixup_copy = slot.address;
+        f.offsets_begin = static_cast<std::uint32_t>(offsets_before);
+        f.offsets_count = static_cast<std::uint32_t>(generation->offsets.size() - offsets_before);
       }
     } else if (s.from_instructions == 1) {
       // One old instruction that cannot move (e.g. syscall): trapping threads run the new code in full.
-      auto new_copy = make_copy(s.address, s.to, destination);
-      if (!new_copy) {
+      slot.used = 0;
+      slot.overflow = false;
+      generation->offsets.resize(offsets_before);
+      std::fill(slot.bytes.begin(), slot.bytes.end(), 0xCC);
+      if (auto new_copy = write_copy(s.address, s.to, {}, s.to_plain, slot, nullptr); !new_copy) {
         free_copies(*generation);
         return fail(ErrorCode::kCannotRelocate, site_name(s.index, s.address) +
                                                     ": neither the old nor the new code can run out of line: " +
                                                     old_copy.error().message + "; " + new_copy.error().message);
       }
-      std::memcpy(image.data() + slot_offset[i], new_copy->bytes.data(), new_copy->bytes.size());
-      f.redirect = destination;
     } else {
       free_copies(*generation);
       return fail(ErrorCode::kCannotRelocate, site_name(s.index, s.address) +
@@ -180,8 +212,7 @@ Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite
     free_copies(*generation);
     return tl::unexpected(std::move(written).error());
   }
-  std::sort(generation->sites.begin(), generation->sites.end(),
-            [](const FlightSite& a, const FlightSite& b) { return a.address < b.address; });
+  // Sites come sorted by address from validation, so the generation's are too.
   return generation;
 }
 
@@ -200,30 +231,38 @@ std::size_t draining_generations() {
 }
 
 Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {
-  ReclaimRound round;
-  for (Generation* g : published_generations())
-    if (g->state.load(std::memory_order_acquire) == GenerationState::kDraining) round.candidates.push_back(g);
-  if (round.candidates.empty()) return 0;
-  round.busy = std::make_unique<std::atomic<bool>[]>(round.candidates.size());
-  for (std::size_t i = 0; i < round.candidates.size(); ++i) round.busy[i].store(false);
+  std::vector<Generation*> candidates;
+  std::vector<runtime::CodeRange> ranges;
+  std::vector<std::size_t> owner;  // Per range: its generation in `candidates`.
+  for (Generation* g : published_generations()) {
+    if (g->state.load(std::memory_order_acquire) != GenerationState::kDraining) continue;
+    for (const CopyBlock& b : g->blocks) {
+      ranges.push_back({b.address, b.address + b.size});
+      owner.push_back(candidates.size());
+    }
+    candidates.push_back(g);
+  }
+  if (candidates.empty()) return 0;
 
-  // Each answer also proves the thread is not between a trap and its handler:
-  // the trap handler blocks the rendezvous signal until it returns.
-  auto rendezvous = runtime::visit_other_threads(mark_busy, &round, timeout);
-  if (!rendezvous) return tl::unexpected(std::move(rendezvous).error());
-  for (pid_t tid : rendezvous->unanswered) {
-    auto blocked = runtime::blocked_syscall_address(tid);
-    for (std::size_t i = 0; i < round.candidates.size(); ++i)
-      if (!blocked || round.candidates[i]->copies_hold(*blocked)) round.busy[i].store(true);
+  // One rendezvous reads every thread's rip (an unanswered thread counts as
+  // inside unless proven blocked in a syscall outside). An answer also proves
+  // the thread is not between a trap and its handler: the trap handler blocks
+  // every signal while it runs, so the rendezvous signal waits until it returns.
+  std::vector<bool> busy(candidates.size(), false);
+  if (!ranges.empty()) {
+    auto in_use = runtime::ranges_in_use(ranges, timeout);
+    if (!in_use) return tl::unexpected(std::move(in_use).error());
+    for (std::size_t r = 0; r < ranges.size(); ++r)
+      if ((*in_use)[r]) busy[owner[r]] = true;
   }
   g_counters.reclaim_rounds.fetch_add(1, std::memory_order_relaxed);
   std::size_t retained = 0;
-  for (std::size_t i = 0; i < round.candidates.size(); ++i) {
-    if (round.busy[i].load()) {
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    if (busy[i]) {
       ++retained;
       continue;
     }
-    Generation* g = round.candidates[i];
+    Generation* g = candidates[i];
     unpublish(g);
     // The heap fills freed space with int3 and syncs before handing it out again.
     free_copies(*g);

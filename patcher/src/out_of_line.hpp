@@ -17,16 +17,17 @@ namespace punch::patcher::live {
 //! bytes: relocates each code site's old instructions (or, for a one-
 //! instruction site whose old code cannot move, its new instruction) into one
 //! heap block near the sites, each copy ending in a jump back to the site's
-//! end; writes the block with one write. Nothing is published yet.
-Result<std::unique_ptr<Generation>> build_generation(std::span<const CheckedSite> sites, TrapInstruction trap);
+//! end; writes the block with one write. Instructions that run anywhere are
+//! copied as they are (no relocation). Nothing is published yet.
+Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, TrapInstruction trap);
 
 //! Frees a generation's copy blocks (it must be unpublished, or never published).
 void free_copies(Generation& generation);
 
 //! Frees every draining generation that no thread can still be using: one
-//! rendezvous checks each thread's rip against the copies; a thread that does
-//! not answer must be provably blocked in a syscall outside them. Call under
-//! the live lock. Returns how many generations are retained.
+//! runtime::ranges_in_use rendezvous checks each thread's rip against the
+//! copies; a thread that does not answer must be provably blocked in a syscall
+//! outside them. Call under the live lock. Returns how many generations are retained.
 Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout);
 
 //! How many generations are draining (reclaim candidates).

@@ -3,27 +3,27 @@
 //
 // Sites are grouped by the code that holds them (their container) so that each
 // container is read once and decoded once, whatever the number of sites in it:
-// a batch of 1,000 call sites in one function costs one read, one boundary
-// decode and one branch scan.
+// a batch of 1,000 call sites in one function costs one read and one decode,
+// whose instruction list serves the boundary check, the branch scan and the
+// out-of-line copies. Mappings are looked up per address (one PROCMAP_QUERY)
+// and reused for every site the same mapping holds. Success costs no string.
 #include "site_validation.hpp"
 
 #include <algorithm>
+#include <cstring>
 #include <map>
+#include <optional>
+#include <utility>
 
-#include <punch/disasm/instruction.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
 
-
 namespace punch::patcher::live {
 namespace {
 
 using disasm::FunctionExtent;
-
-// Heap allocations are searched for at most this far around a site.
-constexpr std::uintptr_t kMaxAllocationSpan = std::uintptr_t{1} << 26;
 
 Error with_site(std::size_t index, std::uintptr_t address, Error e) {
   e.message = site_name(index, address) + ": " + e.message;
@@ -35,65 +35,49 @@ runtime::CodeHeap* global_heap() {
   return heap ? *heap : nullptr;
 }
 
-// The live heap allocation that holds [address, address+size), found with
-// owns() by binary search (the heap has no lookup from an interior address).
-std::optional<FunctionExtent> heap_allocation_holding(runtime::CodeHeap* heap, std::uintptr_t address,
-                                                      std::size_t size) {
-  if (!heap || !heap->owns(address, size)) return std::nullopt;
-  // Smallest start s with owns(s, address + size - s).
-  std::uintptr_t lo = address > kMaxAllocationSpan ? address - kMaxAllocationSpan : 0, hi = address;
-  while (lo < hi) {
-    std::uintptr_t mid = lo + (hi - lo) / 2;
-    if (heap->owns(mid, address + size - mid)) hi = mid; else lo = mid + 1;
-  }
-  const std::uintptr_t start = lo;
-  // Largest length l with owns(start, l).
-  std::size_t lo_len = address + size - start, hi_len = lo_len + kMaxAllocationSpan;
-  while (lo_len < hi_len) {
-    std::size_t mid = lo_len + (hi_len - lo_len + 1) / 2;
-    if (heap->owns(start, mid)) lo_len = mid; else hi_len = mid - 1;
-  }
-  return FunctionExtent{start, start + lo_len, FunctionExtent::Source::kCaller};
+// The live heap allocation that holds all of [address, end), if any.
+std::optional<runtime::CodeRange> heap_block(runtime::CodeHeap* heap, std::uintptr_t address, std::uintptr_t end) {
+  if (!heap) return std::nullopt;
+  auto block = heap->allocation_holding(address);
+  if (!block || end > block->end) return std::nullopt;
+  return *block;
 }
 
-using runtime::Mapping;
-using MemoryMap = std::vector<Mapping>;
-
-// The mappings that cover [address, address+size), in order, or kNotMapped
-// naming the first address that no mapping covers.
-Result<std::vector<const Mapping*>> covering(const MemoryMap& map, std::uintptr_t address, std::size_t size) {
-  std::vector<const Mapping*> out;
-  auto it = std::upper_bound(map.begin(), map.end(), address,
-                             [](std::uintptr_t a, const Mapping& m) { return a < m.start; });
-  if (it != map.begin()) --it;
-  for (std::uintptr_t next = address; next < address + size; next = out.back()->end, ++it) {
-    if (it == map.end() || !it->contains(next))
-      return fail(ErrorCode::kNotMapped, at(next) + ": not mapped (no line of /proc/self/maps covers it)");
-    out.push_back(&*it);
+// The mappings sites lie in, each queried once per validation (sites of one
+// arena or one library share a mapping).
+class MappingCache {
+ public:
+  // The mapping holding `address`, or kNotMapped naming it.
+  Result<const runtime::Mapping*> holding(std::uintptr_t address) {
+    auto it = std::upper_bound(known_.begin(), known_.end(), address,
+                               [](std::uintptr_t a, const runtime::Mapping& m) { return a < m.start; });
+    if (it != known_.begin() && std::prev(it)->contains(address)) return &*std::prev(it);
+    auto found = runtime::query_mapping(address);
+    if (!found) return tl::unexpected(std::move(found).error());
+    return &*known_.insert(it, std::move(*found));
   }
-  return out;
-}
 
-struct Group {
-  std::shared_ptr<Container> container;
-  std::vector<std::size_t> members;  // Indices into the checked list, by address.
+ private:
+  std::vector<runtime::Mapping> known_;  // Sorted by start, disjoint.
 };
 
-// Write policy (issue 6): only executable mappings unless opted in; never MAP_SHARED
+// Write policy: only executable mappings unless opted in; never MAP_SHARED
 // (pwrite fails there, and other processes would see the change) unless the
 // punch heap owns it (dual-map arenas are memfd shared mappings by design).
-Result<bool> check_policy(const MemoryMap& map, runtime::CodeHeap* heap, const Site& site, std::size_t index,
+Result<bool> check_policy(MappingCache& maps, runtime::CodeHeap* heap, const Site& site, std::size_t index,
                           const TransactionOptions& options) {
-  const std::size_t n = site.expected.size();
-  auto covered = covering(map, site.address, n);
-  if (!covered) return tl::unexpected(with_site(index, site.address, std::move(covered).error()));
+  const std::uintptr_t end = site.address + site.expected.size();
   bool any_exec = false, any_data = false;
-  for (const Mapping* m : *covered) {
-    if (m->shared && !(heap && heap->owns(site.address, n)))
-      return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
-                                          at(m->start) + ", " + at(m->end) + ") " + m->path +
-                                          "; punch patches only private mappings");
-    (m->executable ? any_exec : any_data) = true;
+  for (std::uintptr_t next = site.address; next < end;) {
+    auto m = maps.holding(next);
+    if (!m) return tl::unexpected(with_site(index, site.address, std::move(m).error()));
+    const runtime::Mapping& mapping = **m;
+    if (mapping.shared && !heap_block(heap, site.address, end))
+        return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
+                                            at(mapping.start) + ", " + at(mapping.end) + ") " + mapping.path +
+                                            "; punch patches only private mappings");
+    (mapping.executable ? any_exec : any_data) = true;
+    next = mapping.end;
   }
   if (any_data && !options.allow_non_executable)
     return fail(ErrorCode::kPolicy, site_name(index, site.address) +
@@ -105,20 +89,193 @@ Result<bool> check_policy(const MemoryMap& map, runtime::CodeHeap* heap, const S
   return any_exec;
 }
 
+bool is_call(const disasm::Instruction& insn) {
+  return insn.flow == disasm::Flow::kCall || insn.flow == disasm::Flow::kIndirectCall;
+}
+
 // Any call before the last instruction would let a thread return into the
 // middle of the range after it changed (it is not "inside" when we look).
-Status check_no_inner_call(const std::vector<disasm::Instruction>& insns, std::size_t index, std::uintptr_t address,
-                           const char* which) {
-  for (std::size_t i = 0; i + 1 < insns.size(); ++i)
-    if (insns[i].flow == disasm::Flow::kCall || insns[i].flow == disasm::Flow::kIndirectCall)
-      return fail(ErrorCode::kUnprovable, site_name(index, address) + ": the " + which + " bytes call at " +
-                                              at(insns[i].address) +
-                                              " before their last instruction; a thread returning from that call "
-                                              "would land inside the patched range");
+Error inner_call(std::size_t index, std::uintptr_t address, const char* which, std::uintptr_t call) {
+  return Error{ErrorCode::kUnprovable, site_name(index, address) + ": the " + which + " bytes call at " + at(call) +
+                                           " before their last instruction; a thread returning from that call "
+                                           "would land inside the patched range"};
+}
+
+// Where each container's sites and extents are found again (sites come in address order).
+struct ContainerIndex {
+  std::map<std::uintptr_t, std::uint32_t> by_start;  // Symbol and heap containers.
+  std::uintptr_t max_end = 0;                        // Of those: none holds an address at or past it.
+  std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> by_extent;  // Caller-named extents.
+};
+
+// The container already found that holds [address, end), or kNoContainer.
+std::uint32_t find_container(const CheckedBatch& batch, const ContainerIndex& index, std::uintptr_t address,
+                             std::uintptr_t end) {
+  auto holds = [&](std::uint32_t c) {
+    const Container& box = batch.containers[c];
+    return box.source != FunctionExtent::Source::kBoundedScan && box.start <= address && end <= box.end;
+  };
+  if (!batch.containers.empty() && holds(static_cast<std::uint32_t>(batch.containers.size() - 1)))
+    return static_cast<std::uint32_t>(batch.containers.size() - 1);  // The usual case: the previous site's.
+  if (auto it = index.by_start.upper_bound(address); it != index.by_start.begin() && holds(std::prev(it)->second))
+    return std::prev(it)->second;
+  if (index.max_end > address || !index.by_extent.empty())  // Nested or caller-named extents: look at all.
+    for (std::uint32_t c = 0; c < batch.containers.size(); ++c)
+      if (holds(c)) return c;
+  return kNoContainer;
+}
+
+// Reads [start, end) into the batch. Heap allocations are read directly: the
+// global heap never unmaps an arena and keeps it readable, so this cannot
+// fault; anything else goes through the safe read.
+Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
+  const std::size_t size = box.end - box.start;
+  box.bytes_begin = batch.bytes.size();
+  batch.bytes.resize(box.bytes_begin + size);
+  const std::span<std::uint8_t> out(batch.bytes.data() + box.bytes_begin, size);
+  if (in_heap) {
+    std::memcpy(out.data(), reinterpret_cast<const void*>(box.start), size);
+    return {};
+  }
+  auto n = runtime::safe_read(box.start, out);
+  if (!n) return tl::unexpected(std::move(n).error());
+  if (*n < size)
+    return fail(ErrorCode::kNotMapped, at(box.start + *n) + ": not readable (reading " + std::to_string(size) +
+                                           " bytes at " + at(box.start) + ")");
+  return {};
+}
+
+// Decodes `code` from its first byte until its end or the first undecodable byte.
+// Returns whether it reached the end.
+bool decode_container(disasm::CodeSpan code, std::vector<disasm::Instruction>& out) {
+  out.clear();
+  for (std::uintptr_t a = code.address; a < code.end();) {
+    auto insn = disasm::decode(code, a);
+    if (!insn) return false;
+    out.push_back(*insn);
+    a = insn->end();
+  }
+  return true;
+}
+
+// Checks the new bytes of a code site: whole instructions, no call before the
+// last, undoable live. Decodes without allocating; disasm's own checks give
+// the exact message when something is wrong.
+Status check_new_code(CheckedSite& c) {
+  const disasm::CodeSpan code{c.address, c.to};
+  std::uint32_t count = 0;
+  bool plain = true, decoded = true;
+  disasm::Instruction last;
+  for (std::uintptr_t a = c.address; a < code.end(); ++count) {
+    auto insn = disasm::decode(code, a);
+    if (!insn) {
+      decoded = false;
+      break;
+    }
+    if (count > 0 && is_call(last)) return tl::unexpected(inner_call(c.index, c.address, "new", last.address));
+    plain = plain && runs_anywhere(*insn);
+    last = *insn;
+    a = insn->end();
+  }
+  if (!decoded) {
+    auto exact = disasm::check_replacement(code);
+    if (!exact) return tl::unexpected(with_site(c.index, c.address, std::move(exact).error()));
+    return fail(ErrorCode::kInvalidArgument, site_name(c.index, c.address) + ": the new bytes do not decode");
+  }
+  c.to_instructions = count;
+  c.to_plain = plain;
+  // New code of several instructions must itself be relocatable, or undoing
+  // it live (revert, or a rollback) could not move threads out of it.
+  if (count > 1 && last.flow == disasm::Flow::kIndirectCall)
+    return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
+                                                ": the new code ends in an indirect call after other "
+                                                "instructions; it could not be undone live (no out-of-line copy "
+                                                "can keep that call's return address)");
+  if (count > 1 && !plain)
+    if (auto dry = disasm::relocate(code, c.address); !dry)
+      return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
+                                                  ": the new code could not be undone live (it cannot run out "
+                                                  "of line): " + dry.error().message);
+  return {};
+}
+
+// Boundaries of every site of one container against its decoded instructions,
+// then the branch scan over the same list. `members` are the container's
+// sites, by address.
+Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
+                       std::vector<disasm::Instruction>& decoded, const TransactionOptions& options) {
+  const Container& box = batch.containers[container];
+  const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
+  const bool complete = decode_container(code, decoded);
+  const auto first_at = [&](std::uintptr_t a) {
+    return std::lower_bound(decoded.begin(), decoded.end(), a,
+                            [](const disasm::Instruction& i, std::uintptr_t x) { return i.address < x; });
+  };
+
+  for (std::uint32_t m : members) {
+    CheckedSite& c = batch.sites[m];
+    auto first = first_at(c.address);
+    auto last = first;
+    while (last != decoded.end() && last->address < c.end()) ++last;
+    const bool aligned = first != decoded.end() && first->address == c.address && std::prev(last)->end() == c.end();
+    c.from_begin = static_cast<std::uint32_t>(batch.instructions.size());
+    if (aligned) {
+      batch.instructions.insert(batch.instructions.end(), first, last);
+    } else {  // Off a boundary (or undecodable): disasm names the exact reason.
+      auto exact = disasm::check_boundaries(code, c.address, c.end());
+      if (!exact) return tl::unexpected(with_site(c.index, c.address, std::move(exact).error()));
+      batch.instructions.insert(batch.instructions.end(), exact->begin(), exact->end());
+    }
+    c.from_instructions = static_cast<std::uint32_t>(batch.instructions.size() - c.from_begin);
+    const auto own = batch.old_instructions(c);
+    c.from_plain = std::all_of(own.begin(), own.end(), runs_anywhere);
+    for (std::size_t k = 0; k + 1 < own.size(); ++k)
+      if (is_call(own[k])) return tl::unexpected(inner_call(c.index, c.address, "current", own[k].address));
+    PUNCH_TRY(check_new_code(c));
+  }
+  if (box.source == FunctionExtent::Source::kBoundedScan) return {};
+
+  // The branch scan. Instructions inside a site being replaced disappear with
+  // the patch: an indirect jump there proves nothing either way, and a branch
+  // from a site into its own range is relocated along with it.
+  const auto site_holding = [&](std::uintptr_t a) -> const CheckedSite* {  // Site with address <= a < end.
+    auto it = std::upper_bound(members.begin(), members.end(), a,
+                               [&](std::uintptr_t x, std::uint32_t m) { return x < batch.sites[m].address; });
+    if (it == members.begin()) return nullptr;
+    const CheckedSite& s = batch.sites[*std::prev(it)];
+    return a < s.end() ? &s : nullptr;
+  };
+  std::uintptr_t indirect = 0;
+  for (const disasm::Instruction& insn : decoded) {
+    const CheckedSite* home = site_holding(insn.address);
+    if (insn.flow == disasm::Flow::kIndirectJump && !home && !indirect) indirect = insn.address;
+    if (!insn.has_branch_target) continue;
+    const CheckedSite* into = site_holding(insn.branch_target);
+    if (into && insn.branch_target != into->address && into != home)
+      return fail(ErrorCode::kBranchInto, site_name(into->index, into->address) + ": the branch `" +
+                                              disasm::format(code, insn.address) + "` at " + at(insn.address) +
+                                              " lands at " + at(insn.branch_target) + ", inside the site");
+  }
+  if (options.allow_unprovable) return {};
+  const CheckedSite& front = batch.sites[members.front()];
+  if (indirect)
+    return fail(ErrorCode::kUnprovable, site_name(front.index, front.address) + ": the code [" + at(box.start) +
+                                            ", " + at(box.end) + ") has an indirect jump at " + at(indirect) +
+                                            " whose targets cannot be checked; set allow_unprovable to accept");
+  if (!complete)
+    return fail(ErrorCode::kUnprovable, site_name(front.index, front.address) + ": the branch scan of [" +
+                                            at(box.start) + ", " + at(box.end) +
+                                            ") stopped at undecodable bytes; set allow_unprovable to accept");
   return {};
 }
 
 }  // namespace
+
+bool runs_anywhere(const disasm::Instruction& insn) noexcept {
+  using disasm::Flow;
+  return insn.rel_size == 0 && !insn.has_memory_target && !insn.has_branch_target && insn.flow != Flow::kCall &&
+         insn.flow != Flow::kIndirectCall && insn.flow != Flow::kSyscall;
+}
 
 std::string site_name(std::size_t index, std::uintptr_t address) {
   return "site #" + std::to_string(index) + " at " + at(address);
@@ -140,16 +297,17 @@ Status check_site_shape(const Site& site) {
   return {};
 }
 
-Result<std::vector<CheckedSite>> check_sites(std::span<const Site> sites, const TransactionOptions& options,
-                                             Direction direction, ErrorCode mismatch) {
-  if (sites.empty()) return std::vector<CheckedSite>{};
+Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
+                                 ErrorCode mismatch) {
+  CheckedBatch batch;
+  if (sites.empty()) return batch;
   for (std::size_t i = 0; i < sites.size(); ++i)
     if (auto s = check_site_shape(sites[i]); !s) return tl::unexpected(with_site(i, sites[i].address, s.error()));
 
   // Sorted by address; overlap.
-  std::vector<std::size_t> order(sites.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return sites[a].address < sites[b].address; });
+  std::vector<std::uint32_t> order(sites.size());
+  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return sites[a].address < sites[b].address; });
   for (std::size_t k = 1; k < order.size(); ++k) {
     const Site& a = sites[order[k - 1]];
     const Site& b = sites[order[k]];
@@ -159,171 +317,99 @@ Result<std::vector<CheckedSite>> check_sites(std::span<const Site> sites, const 
                                            std::to_string(a.expected.size()) + " bytes)");
   }
 
-  auto map = runtime::read_mappings();  // Once per validation, not per site.
-  if (!map) return tl::unexpected(std::move(map).error());
   runtime::CodeHeap* heap = global_heap();
-
-  std::vector<CheckedSite> checked;
-  checked.reserve(sites.size());
-  std::vector<Group> groups;
-  std::vector<std::size_t> group_of;  // Per checked site; SIZE_MAX for data sites.
-  for (std::size_t index : order) {
-    const Site& site = sites[index];
+  MappingCache maps;
+  ContainerIndex index;
+  batch.sites.reserve(sites.size());
+  for (std::uint32_t i : order) {
+    const Site& site = sites[i];
     const std::size_t n = site.expected.size();
     CheckedSite c;
-    c.index = index;
+    c.index = i;
     c.address = site.address;
     c.from = direction == Direction::kApply ? site.expected : site.replacement;
     c.to = direction == Direction::kApply ? site.replacement : site.expected;
-    auto is_code = check_policy(*map, heap, site, index, options);
+    auto is_code = check_policy(maps, heap, site, i, options);
     if (!is_code) return tl::unexpected(std::move(is_code).error());
     c.is_code = *is_code;
     if (!c.is_code) {
       // Data: only the expected bytes matter; no instructions to check.
       auto now = runtime::safe_read_exact(site.address, n);
-      if (!now) return tl::unexpected(with_site(index, site.address, std::move(now).error()));
-      if (*now != c.from)
-        return fail(mismatch, site_name(index, site.address) + ": the bytes there are not the expected ones");
-      checked.push_back(std::move(c));
-      group_of.push_back(SIZE_MAX);
+      if (!now) return tl::unexpected(with_site(i, site.address, std::move(now).error()));
+      if (!std::equal(now->begin(), now->end(), c.from.begin(), c.from.end()))
+        return fail(mismatch, site_name(i, site.address) + ": the bytes there are not the expected ones");
+      batch.sites.push_back(c);
       continue;
     }
 
-    // The container: the caller's extent, one already found, the ELF symbol, the heap allocation.
-    std::optional<FunctionExtent> extent = site.function;
-    std::size_t g = groups.size();
-    if (!extent) {
-      for (std::size_t i = 0; i < groups.size(); ++i)
-        if (groups[i].container->start <= site.address && site.address + n <= groups[i].container->end &&
-            groups[i].container->source != FunctionExtent::Source::kBoundedScan) {
-          g = i;
-          break;
-        }
+    // The container: the caller's extent, one already found, the heap allocation, the ELF symbol.
+    std::uint32_t g = kNoContainer;
+    if (site.function) {
+      auto it = index.by_extent.find({site.function->start, site.function->end});
+      if (it != index.by_extent.end()) g = it->second;
     } else {
-      for (std::size_t i = 0; i < groups.size(); ++i)
-        if (groups[i].container->start == extent->start && groups[i].container->end == extent->end) g = i;
+      g = find_container(batch, index, site.address, site.address + n);
     }
-    if (g == groups.size()) {
-      if (!extent) {
-        if (auto symbol = disasm::function_extent(site.address); symbol && site.address + n <= symbol->end)
-          extent = *symbol;
-        else if (auto block = heap_allocation_holding(heap, site.address, n))
-          extent = *block;
-        else if (options.allow_unprovable)
-          extent = FunctionExtent{site.address, site.address + n, FunctionExtent::Source::kBoundedScan};
-        else
-          return fail(ErrorCode::kUnprovable,
-                      site_name(index, site.address) +
-                          ": no ELF symbol and no punch heap allocation holds it, so its instruction boundaries "
-                          "and the branches into it cannot be checked (a bounded scan would decode only the site "
-                          "itself, from its first byte); pass Site::function or allow_unprovable");
-      }
-      auto bytes = runtime::safe_read_exact(extent->start, extent->end - extent->start);
-      if (!bytes) return tl::unexpected(with_site(index, site.address, std::move(bytes).error()));
-      auto container = std::make_shared<Container>();
-      container->start = extent->start;
-      container->end = extent->end;
-      container->source = extent->source;
-      container->stable = extent->source != FunctionExtent::Source::kBoundedScan;
-      container->bytes = std::move(*bytes);
-      groups.push_back(Group{std::move(container), {}});
-    }
-    const Container& box = *groups[g].container;
-    auto now = std::span<const std::uint8_t>(box.bytes).subspan(site.address - box.start, n);
-    for (std::size_t i = 0; i < n; ++i)
-      if (now[i] != c.from[i])
-        return fail(mismatch, site_name(index, site.address) + ": byte at " + at(site.address + i) + " is " +
-                                  std::to_string(now[i]) + ", expected " + std::to_string(c.from[i]) +
-                                  (mismatch == ErrorCode::kConflict ? " (changed since validation)" : ""));
-    groups[g].members.push_back(checked.size());
-    checked.push_back(std::move(c));
-    group_of.push_back(g);
-  }
-
-  // Per container: boundaries over the hull of its sites, then each site against them; one branch scan.
-  for (Group& group : groups) {
-    const Container& box = *group.container;
-    std::sort(group.members.begin(), group.members.end(),
-              [&](std::size_t a, std::size_t b) { return checked[a].address < checked[b].address; });
-    const disasm::CodeSpan code{box.start, box.bytes};
-    const std::uintptr_t lo = checked[group.members.front()].address;
-    std::uintptr_t hi = 0;
-    for (std::size_t m : group.members) hi = std::max(hi, checked[m].end());
-    auto hull = disasm::check_boundaries(code, lo, hi);
-    std::vector<disasm::Instruction> insns;
-    if (hull) insns = std::move(*hull);
-    for (std::size_t m : group.members) {
-      CheckedSite& c = checked[m];
-      std::vector<disasm::Instruction> own;
-      if (hull) {
-        auto first = std::lower_bound(insns.begin(), insns.end(), c.address,
-                                      [](const disasm::Instruction& i, std::uintptr_t a) { return i.address < a; });
-        auto last = first;
-        while (last != insns.end() && last->address < c.end()) ++last;
-        const bool starts_ok = first != insns.end() && first->address == c.address;
-        const bool ends_ok = starts_ok && std::prev(last)->end() == c.end();
-        if (starts_ok && ends_ok) own.assign(first, last);
-      }
-      if (own.empty()) {  // Off a boundary (or the hull failed): the exact reason for this site.
-        auto exact = disasm::check_boundaries(code, c.address, c.end());
-        if (!exact) return tl::unexpected(with_site(c.index, c.address, std::move(exact).error()));
-        own = std::move(*exact);
-      }
-      c.from_instructions = own.size();
-      auto replacement = disasm::check_replacement(disasm::CodeSpan{c.address, c.to});
-      if (!replacement) return tl::unexpected(with_site(c.index, c.address, std::move(replacement).error()));
-      c.to_instructions = replacement->size();
-      PUNCH_TRY(check_no_inner_call(own, c.index, c.address, "current"));
-      PUNCH_TRY(check_no_inner_call(*replacement, c.index, c.address, "new"));
-      // New code of several instructions must itself be relocatable, or undoing
-      // it live (revert, or a rollback) could not move threads out of it.
-      if (replacement->size() > 1 && replacement->back().flow == disasm::Flow::kIndirectCall)
-        return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                    ": the new code ends in an indirect call after other "
-                                                    "instructions; it could not be undone live (no out-of-line copy "
-                                                    "can keep that call's return address)");
-      if (replacement->size() > 1)
-        if (auto dry = disasm::relocate(disasm::CodeSpan{c.address, c.to}, c.address); !dry)
-          return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                      ": the new code could not be undone live (it cannot run out "
-                                                      "of line): " + dry.error().message);
-      c.container = group.container;
-    }
-    if (box.source == FunctionExtent::Source::kBoundedScan) continue;
-
-    auto scan = disasm::scan_branches(code, lo, hi);
-    if (!scan) return tl::unexpected(with_site(checked[group.members.front()].index, lo, std::move(scan).error()));
-    if (direction == Direction::kRevert)  // Indirect jumps this transaction put there do not block its undo.
-      std::erase_if(scan->indirect_jumps, [&](std::uintptr_t jump) {
-        return std::any_of(group.members.begin(), group.members.end(), [&](std::size_t m) {
-          return jump >= checked[m].address && jump < checked[m].end();
-        });
-      });
-    if (!options.allow_unprovable) {
-      if (!scan->indirect_jumps.empty())
+    if (g == kNoContainer) {
+      Container box;
+      bool in_heap = false;
+      if (site.function) {
+        box = Container{site.function->start, site.function->end, site.function->source};
+      } else if (auto block = heap_block(heap, site.address, site.address + n)) {
+        // Before the symbol lookup: a heap allocation is never inside a loaded object.
+        box = Container{block->begin, block->end, FunctionExtent::Source::kCaller};
+        in_heap = true;
+      } else if (auto symbol = disasm::function_extent(site.address); symbol && site.address + n <= symbol->end) {
+        box = Container{symbol->start, symbol->end, symbol->source};
+      } else if (options.allow_unprovable) {
+        box = Container{site.address, site.address + n, FunctionExtent::Source::kBoundedScan};
+      } else {
         return fail(ErrorCode::kUnprovable,
-                    site_name(checked[group.members.front()].index, lo) + ": the code [" + at(box.start) + ", " +
-                        at(box.end) + ") has an indirect jump at " + at(scan->indirect_jumps.front()) +
-                        " whose targets cannot be checked; set allow_unprovable to accept");
-      if (!scan->complete)
-        return fail(ErrorCode::kUnprovable, site_name(checked[group.members.front()].index, lo) +
-                                                ": the branch scan of [" + at(box.start) + ", " + at(box.end) +
-                                                ") stopped at undecodable bytes; set allow_unprovable to accept");
-    }
-    for (std::uintptr_t source : scan->branches_into) {
-      auto branch = disasm::decode(code, source);
-      if (!branch || !branch->has_branch_target) continue;
-      for (std::size_t m : group.members) {
-        const CheckedSite& c = checked[m];
-        const bool internal = source >= c.address && source < c.end();  // Relocated along with the site.
-        if (!internal && branch->branch_target > c.address && branch->branch_target < c.end())
-          return fail(ErrorCode::kBranchInto, site_name(c.index, c.address) + ": the branch `" +
-                                                  disasm::format(code, source) + "` at " + at(source) +
-                                                  " lands at " + at(branch->branch_target) + ", inside the site");
+                    site_name(i, site.address) +
+                        ": no ELF symbol and no punch heap allocation holds it, so its instruction boundaries "
+                        "and the branches into it cannot be checked (a bounded scan would decode only the site "
+                        "itself, from its first byte); pass Site::function or allow_unprovable");
+      }
+      box.stable = box.source != FunctionExtent::Source::kBoundedScan;
+      if (auto read = read_container(batch, box, in_heap); !read)
+        return tl::unexpected(with_site(i, site.address, std::move(read).error()));
+      g = static_cast<std::uint32_t>(batch.containers.size());
+      batch.containers.push_back(box);
+      if (site.function) {
+        index.by_extent.emplace(std::pair{box.start, box.end}, g);
+      } else if (box.source != FunctionExtent::Source::kBoundedScan) {
+        index.by_start.emplace(box.start, g);
+        index.max_end = std::max(index.max_end, box.end);
       }
     }
+    const Container& box = batch.containers[g];
+    const auto now = batch.bytes_of(box).subspan(site.address - box.start, n);
+    for (std::size_t k = 0; k < n; ++k)
+      if (now[k] != c.from[k])
+        return fail(mismatch, site_name(i, site.address) + ": byte at " + at(site.address + k) + " is " +
+                                  std::to_string(now[k]) + ", expected " + std::to_string(c.from[k]) +
+                                  (mismatch == ErrorCode::kConflict ? " (changed since validation)" : ""));
+    c.container = g;
+    batch.sites.push_back(c);
   }
-  return checked;
+
+  // Per container: its sites by address (stable: batch.sites is by address already).
+  std::vector<std::uint32_t> by_container;
+  by_container.reserve(batch.sites.size());
+  for (std::uint32_t m = 0; m < batch.sites.size(); ++m)
+    if (batch.sites[m].container != kNoContainer) by_container.push_back(m);
+  std::stable_sort(by_container.begin(), by_container.end(),
+                   [&](std::uint32_t a, std::uint32_t b) { return batch.sites[a].container < batch.sites[b].container; });
+  batch.instructions.reserve(by_container.size());
+  std::vector<disasm::Instruction> decoded;
+  for (std::size_t lo = 0; lo < by_container.size();) {
+    const std::uint32_t g = batch.sites[by_container[lo]].container;
+    std::size_t hi = lo;
+    while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
+    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, options));
+    lo = hi;
+  }
+  return batch;
 }
 
 }  // namespace punch::patcher::live

@@ -3,16 +3,20 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
+#include <punch/disasm/instruction.hpp>
 #include <punch/patcher/transaction.hpp>
 #include <punch/result.hpp>
 
 namespace punch::patcher::live {
 
-//! The code that holds one or more sites, read once per validation.
+//! CheckedSite::container of a data site.
+constexpr std::uint32_t kNoContainer = UINT32_MAX;
+
+//! The code that holds one or more sites, read once and decoded once per validation.
 struct Container {
   std::uintptr_t start = 0;
   std::uintptr_t end = 0;
@@ -21,21 +25,40 @@ struct Container {
   //! a caller-named extent), so bytes between two sites may be rewritten with
   //! the values read under the live lock: sites in it can share one write.
   bool stable = false;
-  std::vector<std::uint8_t> bytes;  //!< [start, end) as read.
+  std::size_t bytes_begin = 0;  //!< Its bytes as read: CheckedBatch::bytes[bytes_begin, +end-start).
 };
 
 //! A site that passed validation, ready for the live protocol.
 struct CheckedSite {
-  std::size_t index = 0;           //!< Position in the transaction (for messages).
+  std::size_t index = 0;                //!< Position in the transaction (for messages).
   std::uintptr_t address = 0;
-  std::vector<std::uint8_t> from;  //!< Bytes there now.
-  std::vector<std::uint8_t> to;    //!< Bytes to put there.
-  bool is_code = true;             //!< In an executable mapping: int3 protocol. Else one plain write.
-  std::size_t from_instructions = 0;
-  std::size_t to_instructions = 0;
-  std::shared_ptr<const Container> container;  //!< Null for data sites.
+  std::span<const std::uint8_t> from;   //!< Bytes there now (a view of the transaction's Site).
+  std::span<const std::uint8_t> to;     //!< Bytes to put there (likewise).
+  bool is_code = true;                  //!< In an executable mapping: int3 protocol. Else one plain write.
+  std::uint32_t container = kNoContainer;
+  std::uint32_t from_begin = 0;         //!< Its old instructions: CheckedBatch::instructions[from_begin, +from_instructions).
+  std::uint32_t from_instructions = 0;
+  std::uint32_t to_instructions = 0;
+  bool from_plain = false;              //!< Every old instruction runs_anywhere: its copy is its bytes.
+  bool to_plain = false;                //!< Likewise for the new instructions.
 
   std::uintptr_t end() const noexcept { return address + from.size(); }
+};
+
+//! The outcome of a validation: the sites by address, and what was read and
+//! decoded for them (shared, so a batch costs a few allocations, not a few per site).
+struct CheckedBatch {
+  std::vector<CheckedSite> sites;                 //!< Sorted by address.
+  std::vector<Container> containers;
+  std::vector<std::uint8_t> bytes;                //!< Every container's bytes, back to back.
+  std::vector<disasm::Instruction> instructions;  //!< Every code site's old instructions, site after site.
+
+  std::span<const std::uint8_t> bytes_of(const Container& c) const noexcept {
+    return std::span<const std::uint8_t>(bytes).subspan(c.bytes_begin, c.end - c.start);
+  }
+  std::span<const disasm::Instruction> old_instructions(const CheckedSite& s) const noexcept {
+    return std::span<const disasm::Instruction>(instructions).subspan(s.from_begin, s.from_instructions);
+  }
 };
 
 //! Which way a transaction's sites are checked.
@@ -44,15 +67,20 @@ enum class Direction {
   kRevert,  //!< Current bytes must equal Site::replacement; write Site::expected back.
 };
 
-//! Checks every site (see Transaction::validate) and returns them sorted by
-//! address. `mismatch` is the code reported when current bytes differ from
-//! what the direction expects (kBytesMismatch, or kConflict when they were
-//! validated before). Touches no memory but reads.
-Result<std::vector<CheckedSite>> check_sites(std::span<const Site> sites, const TransactionOptions& options,
-                                             Direction direction, ErrorCode mismatch);
+//! Checks every site (see Transaction::validate). `mismatch` is the code
+//! reported when current bytes differ from what the direction expects
+//! (kBytesMismatch, or kConflict when they were validated before). Touches no
+//! memory but reads. The result views `sites`, which must outlive it.
+Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
+                                 ErrorCode mismatch);
 
 //! Cheap per-site checks done by Transaction::add: sizes and address overflow.
 Status check_site_shape(const Site& site);
+
+//! Whether `insn` behaves the same at any address, so that a copy of it is
+//! just its bytes: no relative operand (branch or RIP-relative data), no call
+//! (its return address), no system call (relocation refuses those).
+bool runs_anywhere(const disasm::Instruction& insn) noexcept;
 
 //! "site #2 at 0x7f..."
 std::string site_name(std::size_t index, std::uintptr_t address);

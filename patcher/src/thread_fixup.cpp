@@ -25,22 +25,25 @@ struct FixupRound {
 };
 
 // Runs on every other thread in its rendezvous handler: async-signal-safe.
+// Always serializes: the round stands in for the sync after step 1.
 void move_if_inside(ucontext_t* context, void* arg) {
   auto* round = static_cast<FixupRound*>(arg);
   greg_t& rip = context->uc_mcontext.gregs[REG_RIP];
   const FlightSite* site = round->generation->site_strictly_holding(static_cast<std::uintptr_t>(rip));
-  if (!site || !site->fixup_copy) return;
-  const std::uint32_t offset = static_cast<std::uint32_t>(static_cast<std::uintptr_t>(rip) - site->address);
-  const disasm::OffsetMapping* map = round->generation->offsets.data() + site->offsets_begin;
-  for (std::uint32_t i = 0; i < site->offsets_count; ++i)
-    if (map[i].old_offset == offset) {
+  if (site && site->fixup_copy) {
+    const std::uint32_t offset = static_cast<std::uint32_t>(static_cast<std::uintptr_t>(rip) - site->address);
+    const disasm::OffsetMapping* map = round->generation->offsets.data() + site->offsets_begin;
+    std::uint32_t i = 0;
+    while (i < site->offsets_count && map[i].old_offset != offset) ++i;
+    if (i < site->offsets_count) {
       rip = static_cast<greg_t>(site->fixup_copy + map[i].new_offset);
-      runtime::serialize_this_thread();
       round->moved.fetch_add(1, std::memory_order_relaxed);
-      return;
+    } else {
+      round->stray_rip.store(static_cast<std::uintptr_t>(rip), std::memory_order_relaxed);
+      round->stray_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
     }
-  round->stray_rip.store(static_cast<std::uintptr_t>(rip), std::memory_order_relaxed);
-  round->stray_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+  }
+  runtime::serialize_this_thread();
 }
 
 }  // namespace
@@ -51,7 +54,7 @@ bool needs_fixup(const Generation& generation) noexcept {
   return false;
 }
 
-Status move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout) {
+Result<std::size_t> move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout) {
   FixupRound round;
   round.generation = &generation;
   auto rendezvous = runtime::visit_other_threads(move_if_inside, &round, timeout);
@@ -74,7 +77,7 @@ Status move_threads_out_of_sites(const Generation& generation, std::chrono::mill
                                            at(s->address));
     g_counters.blocked_threads_accepted.fetch_add(1, std::memory_order_relaxed);
   }
-  return {};
+  return rendezvous->unanswered.size();
 }
 
 }  // namespace punch::patcher::live

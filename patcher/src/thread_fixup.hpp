@@ -11,11 +11,13 @@ namespace punch::patcher::live {
 
 //! Signals every other thread; each moves its own saved rip, if it lies
 //! strictly inside a multi-instruction site of `generation`, to the same
-//! instruction in the site's out-of-line copy. A thread that does not answer
-//! within `timeout` is accepted only if it is provably blocked in a system call
-//! whose address is not strictly inside any site; otherwise a kTimeout error
-//! names it. Never waits longer than the rendezvous bound.
-Status move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout);
+//! instruction in the site's out-of-line copy, and executes a serializing
+//! instruction (so the round also serves as a sync for every thread that
+//! answers). A thread that does not answer within `timeout` is accepted only
+//! if it is provably blocked in a system call whose address is not strictly
+//! inside any site; otherwise a kTimeout error names it. Returns how many
+//! threads were accepted that way. Never waits longer than the rendezvous bound.
+Result<std::size_t> move_threads_out_of_sites(const Generation& generation, std::chrono::milliseconds timeout);
 
 //! Whether any site of the generation needs the round (old code of several instructions).
 bool needs_fixup(const Generation& generation) noexcept;

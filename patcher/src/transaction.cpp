@@ -9,6 +9,8 @@
 #include <mutex>
 #include <string>
 
+#include <punch/runtime/fork_safe_mutex.hpp>
+
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
 #include "out_of_line.hpp"
@@ -17,8 +19,11 @@
 namespace punch::patcher {
 namespace {
 
-std::mutex& live_mutex() {
-  static auto* m = new std::mutex;  // Never destroyed: commits may run during static destruction.
+// Fork-safe: a child forked while another thread commits gets it unlocked
+// (the atfork handler takes it before fork, so the state it guards is whole).
+runtime::ForkSafeMutex& live_mutex() {
+  // Never destroyed: commits may run during static destruction.
+  static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTransactions);
   return *m;
 }
 

@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/sync.hpp>
 
 #include "flight_table.hpp"
@@ -32,10 +33,14 @@ namespace {
 
 struct sigaction g_previous_trap {};
 struct sigaction g_previous_segv {};
-bool g_installed_trap = false;  // Written under g_install_mutex before the handler can run.
+bool g_installed_trap = false;  // Written under install_mutex() before the handler can run.
 bool g_installed_segv = false;
 
-std::mutex g_install_mutex;
+// Fork-safe, so a child forked during an install can still install. Never destroyed.
+runtime::ForkSafeMutex& install_mutex() {
+  static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTrapHandler);
+  return *m;
+}
 
 // The previous handler's action, as the kernel would have taken it.
 void chain(int sig, siginfo_t* info, void* context) {
@@ -101,7 +106,7 @@ void on_trap(int sig, siginfo_t* info, void* context) {
 Status ensure_trap_handler(TrapInstruction trap) {
   const int sig = trap == TrapInstruction::kHlt ? SIGSEGV : SIGTRAP;
   const char* name = sig == SIGTRAP ? "SIGTRAP" : "SIGSEGV";
-  std::lock_guard guard(g_install_mutex);
+  std::lock_guard guard(install_mutex());
   bool& installed = sig == SIGTRAP ? g_installed_trap : g_installed_segv;
   if (installed) {
     struct sigaction now {};

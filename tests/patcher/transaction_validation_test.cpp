@@ -131,6 +131,51 @@ TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
   ASSERT_TRUE(tx.revert());
 }
 
+// An indirect jump inside the range being replaced disappears with the patch,
+// so it proves nothing either way: no allow_unprovable needed, in either direction.
+TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
+  using namespace asmjit;
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    Label out = a.newLabel();
+    a.mov(x86::eax, 1);
+    a.test(x86::edi, x86::edi);  // f+5: the site starts here...
+    a.short_().jz(out);
+    a.jmp(x86::rsi);             // ...holds the indirect jump...
+    a.bind(out);                 // ...and ends here.
+    a.ret();
+  });
+  const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 5, 6);
+  ASSERT_EQ(old_bytes[4], 0xFF) << "expected test; jz rel8; jmp rsi";
+  const std::vector<std::uint8_t> nop6{0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00};
+  Transaction tx;  // Default options: allow_unprovable is off.
+  ASSERT_TRUE(tx.add(site(f + 5, old_bytes, nop6)));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)(int, void*)>(f)(1, nullptr), 1);  // Once the jump to rsi (null) would have crashed.
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  EXPECT_EQ(test::bytes_at(f + 5, 6), old_bytes);
+}
+
+// A branch between two sites of one container, landing inside one of them,
+// is found like any other (it is outside every replaced range).
+TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {
+        0xB8, 1, 0, 0, 0,     // f+0:  mov eax, 1      (site #0)
+        0xEB, 0x05,           // f+5:  jmp f+12        (inside site #1)
+        0x0F, 0x1F, 0x00,     // f+7:  nop dword [rax]
+        0xB8, 2, 0, 0, 0,     // f+10: mov eax, 2      (site #1)
+        0xC3,                 // f+15: ret
+    };
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(3))));
+  ASSERT_TRUE(tx.add(site(f + 10, mov_eax(2), mov_eax(4))));
+  expect_refused(tx, ErrorCode::kBranchInto, f, 16, at(f + 5));
+}
+
 // A call before the last instruction of a site would let a thread return into its middle.
 TEST(TransactionValidation, CallInsideAMultiInstructionSite) {
   using namespace asmjit;
