@@ -145,11 +145,21 @@ Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
   return {};
 }
 
-// Decodes `code` from its first byte until its end or the first undecodable byte.
-// Returns whether it reached the end.
-bool decode_container(disasm::CodeSpan code, std::vector<disasm::Instruction>& out) {
+// Decodes `code` from its first byte until its end or the first undecodable
+// byte; returns whether it reached the end. An int3 byte outside every site
+// (`sites`, by address) is stepped over without decoding: it is a whole
+// instruction that branches nowhere, and heap allocations end in many of them.
+bool decode_container(disasm::CodeSpan code, std::span<const CheckedSite* const> sites,
+                      std::vector<disasm::Instruction>& out) {
   out.clear();
+  std::size_t next = 0;  // The first site that does not end before `a`.
   for (std::uintptr_t a = code.address; a < code.end();) {
+    while (next < sites.size() && sites[next]->end() <= a) ++next;
+    const bool in_site = next < sites.size() && sites[next]->address <= a;
+    if (!in_site && code.bytes[a - code.address] == 0xCC) {
+      ++a;
+      continue;
+    }
     auto insn = disasm::decode(code, a);
     if (!insn) return false;
     out.push_back(*insn);
@@ -203,10 +213,13 @@ Status check_new_code(CheckedSite& c) {
 // then the branch scan over the same list. `members` are the container's
 // sites, by address.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       std::vector<disasm::Instruction>& decoded, const TransactionOptions& options) {
+                       std::vector<disasm::Instruction>& decoded, std::vector<const CheckedSite*>& member_sites,
+                       const TransactionOptions& options) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
-  const bool complete = decode_container(code, decoded);
+  member_sites.clear();
+  for (std::uint32_t m : members) member_sites.push_back(&batch.sites[m]);
+  const bool complete = decode_container(code, member_sites, decoded);
   const auto first_at = [&](std::uintptr_t a) {
     return std::lower_bound(decoded.begin(), decoded.end(), a,
                             [](const disasm::Instruction& i, std::uintptr_t x) { return i.address < x; });
@@ -402,11 +415,12 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
                    [&](std::uint32_t a, std::uint32_t b) { return batch.sites[a].container < batch.sites[b].container; });
   batch.instructions.reserve(by_container.size());
   std::vector<disasm::Instruction> decoded;
+  std::vector<const CheckedSite*> member_sites;
   for (std::size_t lo = 0; lo < by_container.size();) {
     const std::uint32_t g = batch.sites[by_container[lo]].container;
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
-    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, options));
+    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, member_sites, options));
     lo = hi;
   }
   return batch;

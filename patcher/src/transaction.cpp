@@ -6,6 +6,7 @@
 #include <punch/patcher/transaction.hpp>
 
 #include <cstdlib>
+#include <map>
 #include <mutex>
 #include <string>
 
@@ -67,6 +68,7 @@ Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout) {
 struct Transaction::State {
   TransactionOptions options;
   std::vector<Site> sites;
+  std::map<std::uintptr_t, std::size_t> by_address;  // Site start -> index: add() checks overlap in O(log n).
   bool committed = false;
   mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
 };
@@ -82,12 +84,16 @@ Status Transaction::add(Site site) {
   if (state_->committed)
     return fail(ErrorCode::kInvalidArgument, at(site.address) + ": the transaction is committed; revert it first");
   PUNCH_TRY(live::check_site_shape(site));
-  for (std::size_t i = 0; i < state_->sites.size(); ++i) {
-    const Site& other = state_->sites[i];
+  // Only the neighbours by address can overlap it (sites added so far are disjoint).
+  auto next = state_->by_address.lower_bound(site.address);
+  for (auto it : {next, next == state_->by_address.begin() ? state_->by_address.end() : std::prev(next)}) {
+    if (it == state_->by_address.end()) continue;
+    const Site& other = state_->sites[it->second];
     if (site.address < other.address + other.expected.size() && other.address < site.address + site.expected.size())
       return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
-                                           " bytes) overlaps " + live::site_name(i, other.address));
+                                           " bytes) overlaps " + live::site_name(it->second, other.address));
   }
+  state_->by_address.emplace(site.address, state_->sites.size());
   state_->sites.push_back(std::move(site));
   return {};
 }
