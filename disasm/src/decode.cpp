@@ -32,6 +32,10 @@ Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
     case ZYDIS_MNEMONIC_INT1:
     case ZYDIS_MNEMONIC_INTO:
       return Flow::kSyscall;
+    case ZYDIS_MNEMONIC_XBEGIN:
+      // Falls through; its relative operand is the abort handler, not a jcc
+      // (Zydis files it under COND_BR). Relocation patches its rel32 in place.
+      return Flow::kNone;
     case ZYDIS_MNEMONIC_INT3:
     case ZYDIS_MNEMONIC_UD0:
     case ZYDIS_MNEMONIC_UD1:

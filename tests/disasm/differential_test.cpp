@@ -183,6 +183,30 @@ TEST(Differential, ReturnAfterAnInnerCallNextIsRefused) {
   EXPECT_TRUE(relocate(CodeSpan{kA, last}, kNear));
 }
 
+// fuzz_relocate finding (a relocation bug): Zydis files `xbegin rel32` under
+// COND_BR, so it was classified as a jcc and re-emitted as `ja rel32` (cc from
+// its opcode 0xc7). It keeps its own encoding now, only the rel32 adjusted.
+TEST(Differential, XbeginKeepsItsEncoding) {
+  const std::vector<std::uint8_t> bytes = {0x90, 0xc7, 0xf8, 0x00, 0x01, 0x00, 0x00, 0x90};  // nop; xbegin +0x100; nop
+  auto insn = decode(CodeSpan{kA, bytes}, kA + 1);
+  ASSERT_TRUE(insn) << insn.error().describe();
+  EXPECT_EQ(insn->mnemonic, ZYDIS_MNEMONIC_XBEGIN);
+  EXPECT_EQ(insn->flow, Flow::kNone);
+  EXPECT_TRUE(insn->has_branch_target);
+  EXPECT_EQ(insn->branch_target, kA + 7 + 0x100);
+  auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
+  ASSERT_TRUE(relocation) << relocation.error().describe();
+  ASSERT_EQ(relocation->bytes.size(), bytes.size());
+  auto moved = decode(CodeSpan{kNear, relocation->bytes}, kNear + 1);
+  ASSERT_TRUE(moved) << moved.error().describe();
+  EXPECT_EQ(moved->mnemonic, ZYDIS_MNEMONIC_XBEGIN);
+  EXPECT_EQ(moved->branch_target, kA + 7 + 0x100);
+  // It has no absolute form: out of rel32 reach it is refused.
+  auto far = relocate(CodeSpan{kA, bytes}, kA + (std::uint64_t{3} << 30));
+  ASSERT_FALSE(far);
+  EXPECT_EQ(far.error().code, ErrorCode::kOutOfRange);
+}
+
 // Reading code is in scope: `mov rax, [rip+0]` reads the 8 bytes after the run
 // at A; the copy must read those same bytes, not what follows itself.
 TEST(Differential, ReadingCodeStaysCompared) {
