@@ -3,9 +3,17 @@
 // same run. Two layouts: sites packed in one function over a few pages (a JIT's
 // call sites), and every site on its own page. With and without a busy thread.
 // Ratio to read: (time per iteration / n sites) / BM_Pwrite/small.
+//
+// The busy thread is pinned to another CPU than the measuring thread and
+// counts its calls: `busy_calls` (per iteration) shows it really ran during
+// the measurement. BM_Floor/* measure what every live change must pay with
+// the same busy thread: one sync, one rendezvous, and, for comparison, what
+// an mprotect-based hook library pays for an install plus a remove.
 #include <benchmark/benchmark.h>
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -19,6 +27,7 @@
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/sync.hpp>
+#include <punch/runtime/threads.hpp>
 
 namespace {
 
@@ -68,19 +77,51 @@ struct Code {
   }
 };
 
-// A thread calling the first site's function in a loop (the code being patched runs).
+// Pins the calling thread to one CPU (the last one for the busy thread, the
+// first for the measuring thread), so both run at once on a 2-CPU machine.
+void pin_to(bool last) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
+  int chosen = -1;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
+    if (CPU_ISSET(cpu, &allowed) && (last || chosen < 0)) chosen = cpu;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(chosen, &one);
+  sched_setaffinity(0, sizeof one, &one);
+}
+
+// A thread calling `fn` in a loop on its own CPU (the code being patched
+// runs), counting calls so the benchmark can show it ran meanwhile.
 struct Busy {
   std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> calls{0};
   std::thread thread;
+  cpu_set_t saved{};
   explicit Busy(std::uintptr_t fn, bool on) {
-    if (on)
-      thread = std::thread([this, fn] {
-        while (!stop.load(std::memory_order_relaxed)) benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)());
-      });
+    if (!on) return;
+    sched_getaffinity(0, sizeof saved, &saved);
+    thread = std::thread([this, fn] {
+      pin_to(true);
+      while (!stop.load(std::memory_order_relaxed)) {
+        benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)());
+        calls.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+    pin_to(false);
+    while (calls.load() == 0) std::this_thread::yield();  // Running before the measurement starts.
   }
   ~Busy() {
     stop = true;
-    if (thread.joinable()) thread.join();
+    if (thread.joinable()) {
+      thread.join();
+      sched_setaffinity(0, sizeof saved, &saved);
+    }
+  }
+  // Calls per iteration during the measurement.
+  void report(benchmark::State& state, std::uint64_t before) const {
+    if (thread.joinable() && state.iterations() > 0)
+      state.counters["busy_calls"] = static_cast<double>(calls.load() - before) / static_cast<double>(state.iterations());
   }
 };
 
@@ -95,7 +136,8 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
   for (std::size_t i = 0; i < n; ++i)
     (void)tx.add(patcher::Site{code.sites[i], mov_eax(static_cast<std::uint32_t>(i)),
                                mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
-  Busy thread(code.sites[own_page ? 0 : 0], busy);
+  Busy thread(code.sites[0], busy);
+  const std::uint64_t calls_before = thread.calls.load();
   for (auto _ : state) {
     if (measure == 1) {
       state.PauseTiming();
@@ -109,10 +151,61 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
       state.ResumeTiming();
     }
   }
+  thread.report(state, calls_before);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
   state.counters["sites"] = static_cast<double>(n);
   (void)patcher::reclaim_retired_copies();
 }
+
+// The floor of any live change, with the same busy thread: one sync (the
+// protocol pays three per batch, the fix-up round standing in for one) ...
+void BM_Floor_sync(benchmark::State& state) {
+  Code code(1, false);
+  Busy thread(code.base, state.range(0) > 0);
+  const std::uint64_t before = thread.calls.load();
+  for (auto _ : state)
+    if (!runtime::sync_all_threads()) state.SkipWithError("sync failed");
+  thread.report(state, before);
+}
+BENCHMARK(BM_Floor_sync)->Name("BM_Floor/sync")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
+
+// ... one rendezvous (the fix-up round, and every reclamation of copies or trampolines) ...
+void BM_Floor_rendezvous(benchmark::State& state) {
+  Code code(1, false);
+  Busy thread(code.base, state.range(0) > 0);
+  const std::uint64_t before = thread.calls.load();
+  for (auto _ : state)
+    if (!runtime::visit_other_threads([](ucontext_t*, void*) {}, nullptr, std::chrono::milliseconds(1000)))
+      state.SkipWithError("rendezvous failed");
+  thread.report(state, before);
+}
+BENCHMARK(BM_Floor_rendezvous)->Name("BM_Floor/rendezvous")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
+
+// ... and what an mprotect-based hook library (funchook, subhook) pays for an
+// install plus a remove of a 5-byte entry jump: per change, mprotect the page
+// RWX, copy, mprotect it back to RX (two mprotect pairs in all; dropping the
+// write permission shoots down the busy thread's TLB). Bench only: punch
+// itself never maps W+X. The page is not the busy thread's code: this way is
+// not live-safe.
+void BM_Floor_mprotect_pairs(benchmark::State& state) {
+  Code code(1, false);
+  void* page = mmap(nullptr, kPage, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (page == MAP_FAILED) return state.SkipWithError("mmap failed");
+  Busy thread(code.base, state.range(0) > 0);
+  const std::uint64_t before = thread.calls.load();
+  const std::uint8_t jump[5] = {0xE9, 0, 0, 0, 0}, original[5] = {0x0F, 0x1F, 0x44, 0x00, 0x00};
+  for (auto _ : state)
+    for (const std::uint8_t* bytes : {jump, original}) {
+      if (mprotect(page, kPage, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
+        return state.SkipWithError("mprotect RWX refused (MDWE?)");
+      std::memcpy(page, bytes, 5);
+      benchmark::ClobberMemory();
+      mprotect(page, kPage, PROT_READ | PROT_EXEC);
+    }
+  thread.report(state, before);
+  munmap(page, kPage);
+}
+BENCHMARK(BM_Floor_mprotect_pairs)->Name("BM_Floor/mprotect_pairs")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
 
 // The reference: one small pwrite to /proc/self/mem (4 bytes, same value) into R+X code.
 void BM_Pwrite_small(benchmark::State& state) {

@@ -59,7 +59,7 @@ struct Generation {
 };
 
 //! Maximum generations published at once (in flight, draining or stuck after a failed rollback).
-constexpr std::size_t kMaxGenerations = 64;
+constexpr std::size_t kMaxGenerations = 256;
 
 //! Publishes a generation (before step 1). False when every slot is taken.
 bool publish(Generation* generation) noexcept;

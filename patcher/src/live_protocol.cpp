@@ -254,7 +254,7 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   if (any_code) PUNCH_TRY(ensure_trap_handler(options.trap));
 
   // Old draining generations are reclaimed every so often (one rendezvous for many commits).
-  if (draining_generations() >= kMaxGenerations / 4) (void)reclaim_generations(options.thread_timeout);
+  if (reclaim_due()) (void)reclaim_generations(options.thread_timeout);
 
   auto generation = build_generation(batch, options.trap);
   if (!generation) return tl::unexpected(std::move(generation).error());

@@ -223,11 +223,15 @@ void free_copies(Generation& generation) {
   generation.blocks.clear();
 }
 
-std::size_t draining_generations() {
-  std::size_t n = 0;
-  for (Generation* g : published_generations())
-    if (g->state.load(std::memory_order_acquire) == GenerationState::kDraining) ++n;
-  return n;
+bool reclaim_due() {
+  constexpr std::size_t kMaxRetainedBytes = std::size_t{1} << 20;
+  std::size_t n = 0, bytes = 0;
+  for (Generation* g : published_generations()) {
+    if (g->state.load(std::memory_order_acquire) != GenerationState::kDraining) continue;
+    ++n;
+    for (const CopyBlock& b : g->blocks) bytes += b.size;
+  }
+  return n >= kMaxGenerations * 3 / 4 || bytes >= kMaxRetainedBytes;
 }
 
 Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {

@@ -115,3 +115,28 @@ TEST(TransactionCommit, ParseTrapInstruction) {
 
 }  // namespace
 }  // namespace punch::patcher
+
+namespace punch::patcher {
+namespace {
+
+// Copies of finished commits are reclaimed by later commits on their own
+// (one rendezvous for many commits): a long run of commits never runs out of
+// generation slots and frees what it no longer needs.
+TEST(TransactionCommit, CommitsReclaimRetiredCopiesOnTheirOwn) {
+  const std::uintptr_t f = emit_return(1);
+  ASSERT_NE(f, 0u);
+  const LiveStats before = live_stats();
+  for (int i = 0; i < 600; ++i) {  // 1,200 generations: several times the retained maximum.
+    Transaction tx;
+    ASSERT_TRUE(tx.add(test::site(f, mov_eax(1), mov_eax(2))));
+    ASSERT_TRUE(tx.commit());
+    ASSERT_TRUE(tx.revert());
+  }
+  EXPECT_EQ(as<int (*)()>(f)(), 1);
+  const LiveStats after = live_stats();
+  EXPECT_GE(after.reclaim_rounds, before.reclaim_rounds + 2);
+  EXPECT_GE(after.copies_freed, before.copies_freed + 600);  // At most 3/4 of the slots wait at any time.
+}
+
+}  // namespace
+}  // namespace punch::patcher
