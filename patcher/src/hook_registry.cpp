@@ -82,6 +82,11 @@ Registry& registry() {
   return *r;
 }
 
+// Built while the program loads, before any thread can fork: a fork in the
+// middle of the first registry() call would leave the child's copy of its
+// initialization guard taken forever.
+[[maybe_unused]] const bool g_registry_built = (registry(), true);
+
 Result<runtime::CodeHeap*> heap() { return runtime::CodeHeap::global(); }
 
 HookRecord* find_hook(Chain& chain, std::uint64_t id) {

@@ -6,9 +6,13 @@
 namespace punch::runtime {
 namespace {
 
-// One countdown per point: 0 is disarmed, k means "the k-th operation from now fails".
+// Per point: operations are numbered from 1 since arming; those in [first, last] fail.
+// first == 0 is disarmed. Tests arm and disarm while no patch is running.
 struct Armed {
-  std::atomic<std::uint64_t> countdown{0};
+  std::atomic<std::uint64_t> first{0};
+  std::atomic<std::uint64_t> last{0};
+  std::atomic<std::uint64_t> seen{0};
+  std::atomic<std::uint64_t> fired{0};
   std::atomic<testing::FaultKind> kind{testing::FaultKind::kEio};
 };
 
@@ -18,26 +22,35 @@ Armed& armed(testing::FaultPoint point) { return g_armed[point == testing::Fault
 
 }  // namespace
 
-void testing::inject_fault(FaultPoint point, std::uint64_t nth, FaultKind kind) {
+void testing::inject_fault(FaultPoint point, std::uint64_t nth, FaultKind kind) { inject_faults(point, nth, 1, kind); }
+
+void testing::inject_faults(FaultPoint point, std::uint64_t first, std::uint64_t count, FaultKind kind) {
   Armed& a = armed(point);
+  a.first.store(0, std::memory_order_release);  // Disarmed while the window changes.
   a.kind.store(kind, std::memory_order_relaxed);
-  a.countdown.store(nth, std::memory_order_release);
+  a.seen.store(0, std::memory_order_relaxed);
+  a.fired.store(0, std::memory_order_relaxed);
+  const std::uint64_t last = count == 0 ? 0 : (count - 1 > UINT64_MAX - first ? UINT64_MAX : first + (count - 1));
+  a.last.store(last, std::memory_order_relaxed);
+  if (count != 0) a.first.store(first, std::memory_order_release);
 }
 
+std::uint64_t testing::faults_fired(FaultPoint point) { return armed(point).fired.load(std::memory_order_acquire); }
+
+std::uint64_t testing::operations_counted(FaultPoint point) { return armed(point).seen.load(std::memory_order_acquire); }
+
 void testing::clear_faults() {
-  for (Armed& a : g_armed) a.countdown.store(0, std::memory_order_release);
+  for (Armed& a : g_armed) a.first.store(0, std::memory_order_release);
 }
 
 std::optional<testing::FaultKind> detail::take_fault(testing::FaultPoint point) noexcept {
   Armed& a = armed(point);
-  std::uint64_t n = a.countdown.load(std::memory_order_relaxed);
-  while (n != 0) {  // Armed: count this operation down; the one reaching zero fails.
-    if (a.countdown.compare_exchange_weak(n, n - 1, std::memory_order_acq_rel)) {
-      if (n == 1) return a.kind.load(std::memory_order_relaxed);
-      return std::nullopt;
-    }
-  }
-  return std::nullopt;
+  const std::uint64_t first = a.first.load(std::memory_order_acquire);
+  if (first == 0) return std::nullopt;  // Unarmed: one relaxed-cost load.
+  const std::uint64_t n = a.seen.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (n < first || n > a.last.load(std::memory_order_relaxed)) return std::nullopt;
+  a.fired.fetch_add(1, std::memory_order_acq_rel);
+  return a.kind.load(std::memory_order_relaxed);
 }
 
 }  // namespace punch::runtime

@@ -1,4 +1,5 @@
-// punch::runtime::testing — a seam that makes the N-th write or sync fail, for tests only.
+// punch::runtime::testing — a seam that makes the N-th write or sync fail
+// (or several in a row: a failure and then its retries), for tests only.
 //
 // Production code never arms it; an unarmed seam costs one relaxed atomic load.
 #pragma once
@@ -19,6 +20,21 @@ enum class FaultKind {
 
 //! The `nth` (1-based, counted from this call) operation at `point` fails with `kind`. 0 disarms.
 void inject_fault(FaultPoint point, std::uint64_t nth, FaultKind kind);
+
+//! `count` for inject_faults: every operation from the first one on fails.
+inline constexpr std::uint64_t kEveryOperation = UINT64_MAX;
+
+//! Operations `first`, first+1, ..., first+count-1 (1-based, counted from this
+//! call) at `point` fail with `kind`; e.g. a failed write and then its retry
+//! (count 2), or every write from the N-th on (kEveryOperation). first 0 disarms.
+//! inject_fault(p, n, k) is inject_faults(p, n, 1, k).
+void inject_faults(FaultPoint point, std::uint64_t first, std::uint64_t count, FaultKind kind);
+
+//! How many injected faults at `point` have fired since it was last armed.
+std::uint64_t faults_fired(FaultPoint point);
+
+//! How many operations at `point` were counted since it was last armed (while armed).
+std::uint64_t operations_counted(FaultPoint point);
 
 //! Disarms every fault.
 void clear_faults();
