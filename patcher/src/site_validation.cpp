@@ -103,7 +103,7 @@ Error inner_call(std::size_t index, std::uintptr_t address, const char* which, s
 
 // Where each container's sites and extents are found again (sites come in address order).
 struct ContainerIndex {
-  std::map<std::uintptr_t, std::uint32_t> by_start;  // Symbol and heap containers.
+  std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_start;  // Symbol and heap containers, by start.
   std::uintptr_t max_end = 0;                        // Of those: none holds an address at or past it.
   std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> by_extent;  // Caller-named extents.
 };
@@ -117,8 +117,9 @@ std::uint32_t find_container(const CheckedBatch& batch, const ContainerIndex& in
   };
   if (!batch.containers.empty() && holds(static_cast<std::uint32_t>(batch.containers.size() - 1)))
     return static_cast<std::uint32_t>(batch.containers.size() - 1);  // The usual case: the previous site's.
-  if (auto it = index.by_start.upper_bound(address); it != index.by_start.begin() && holds(std::prev(it)->second))
-    return std::prev(it)->second;
+  auto it = std::upper_bound(index.by_start.begin(), index.by_start.end(), address,
+                             [](std::uintptr_t a, const auto& entry) { return a < entry.first; });
+  if (it != index.by_start.begin() && holds(std::prev(it)->second)) return std::prev(it)->second;
   if (index.max_end > address || !index.by_extent.empty())  // Nested or caller-named extents: look at all.
     for (std::uint32_t c = 0; c < batch.containers.size(); ++c)
       if (holds(c)) return c;
@@ -391,7 +392,10 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
       if (site.function) {
         index.by_extent.emplace(std::pair{box.start, box.end}, g);
       } else if (box.source != FunctionExtent::Source::kBoundedScan) {
-        index.by_start.emplace(box.start, g);
+        // Sites come by address, so containers mostly do too: usually an append.
+        auto at_start = std::upper_bound(index.by_start.begin(), index.by_start.end(), box.start,
+                                         [](std::uintptr_t a, const auto& entry) { return a < entry.first; });
+        index.by_start.insert(at_start, {box.start, g});
         index.max_end = std::max(index.max_end, box.end);
       }
     }
@@ -411,8 +415,9 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   by_container.reserve(batch.sites.size());
   for (std::uint32_t m = 0; m < batch.sites.size(); ++m)
     if (batch.sites[m].container != kNoContainer) by_container.push_back(m);
-  std::stable_sort(by_container.begin(), by_container.end(),
-                   [&](std::uint32_t a, std::uint32_t b) { return batch.sites[a].container < batch.sites[b].container; });
+  const auto by_box = [&](std::uint32_t a, std::uint32_t b) { return batch.sites[a].container < batch.sites[b].container; };
+  if (!std::is_sorted(by_container.begin(), by_container.end(), by_box))  // Usually sorted already.
+    std::stable_sort(by_container.begin(), by_container.end(), by_box);
   batch.instructions.reserve(by_container.size());
   std::vector<disasm::Instruction> decoded;
   std::vector<const CheckedSite*> member_sites;
