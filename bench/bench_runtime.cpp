@@ -154,7 +154,7 @@ void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
     }
   }
   benchmark::RegisterBenchmark("BM_Emit/punch", BM_Emit_punch);
-  for (std::size_t n : {16, 256})
+  for (std::size_t n : {16, 256, 1024})
     benchmark::RegisterBenchmark(("BM_EmitBatch/punch/" + std::to_string(n)).c_str(),
                                  [n](benchmark::State& s) { BM_EmitBatch_punch(s, n); });
   benchmark::RegisterBenchmark("BM_Emit/asmjit_jitruntime", BM_Emit_asmjit_jitruntime);
