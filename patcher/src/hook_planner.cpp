@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <cstring>
 #include <string>
 
 #include <punch/disasm/instruction.hpp>
@@ -47,13 +48,44 @@ bool symbol_starts_at(std::uintptr_t address) {
          reinterpret_cast<std::uintptr_t>(info.dli_saddr) == address;
 }
 
-// Whether the call at `insn` is the -mfentry profiling call (`call __fentry__`), a replaceable pad.
-bool is_fentry_call(const disasm::Instruction& insn) {
-  if (insn.flow != disasm::Flow::kCall || !insn.has_branch_target || insn.length != 5) return false;
+// Whether `address` is the start of the profiling hook __fentry__ or mcount.
+bool is_profiling_hook(std::uintptr_t address) {
   Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(insn.branch_target), &info) == 0 || info.dli_sname == nullptr) return false;
-  return reinterpret_cast<std::uintptr_t>(info.dli_saddr) == insn.branch_target &&
-         (std::string(info.dli_sname) == "__fentry__" || std::string(info.dli_sname) == "mcount");
+  if (dladdr(reinterpret_cast<void*>(address), &info) == 0 || info.dli_sname == nullptr) return false;
+  const std::string name = info.dli_sname;
+  return reinterpret_cast<std::uintptr_t>(info.dli_saddr) == address && (name == "__fentry__" || name == "mcount");
+}
+
+// The pointer held in a GOT slot, or 0.
+std::uintptr_t slot_value(std::uintptr_t slot) {
+  auto bytes = runtime::safe_read_exact(slot, sizeof(std::uintptr_t));
+  if (!bytes) return 0;
+  std::uintptr_t value = 0;
+  std::memcpy(&value, bytes->data(), sizeof value);
+  return value;
+}
+
+// Where a PLT stub at `address` jumps (`[endbr64;] [bnd] jmp [rip+slot]`), as its GOT slot holds it now; else 0.
+std::uintptr_t plt_destination(std::uintptr_t address) {
+  auto bytes = runtime::safe_read_exact(address, 16);
+  if (!bytes) return 0;
+  const disasm::CodeSpan stub{address, *bytes};
+  auto insn = disasm::decode(stub, address);
+  if (insn && insn->is_endbr64) insn = disasm::decode(stub, insn->end());
+  if (!insn || insn->flow != disasm::Flow::kIndirectJump || !insn->has_memory_target) return 0;
+  return slot_value(insn->memory_target);
+}
+
+// Whether `insn` is the -mfentry profiling call, a replaceable pad. Its forms:
+// `call __fentry__` (rel32, maybe through a PLT stub: clang, or gcc without PIE)
+// and `call [rip+GOT slot]` (gcc -fPIE/-fPIC). A PLT slot not yet bound
+// (lazy binding, the function never called) is not recognized.
+bool is_fentry_call(const disasm::Instruction& insn) {
+  if (insn.flow == disasm::Flow::kCall && insn.has_branch_target && insn.length == 5)
+    return is_profiling_hook(insn.branch_target) || is_profiling_hook(plt_destination(insn.branch_target));
+  if (insn.flow == disasm::Flow::kIndirectCall && insn.has_memory_target && insn.length == 6)
+    return is_profiling_hook(slot_value(insn.memory_target));
+  return false;
 }
 
 // Decodes the instruction at `address`, skipping one leading endbr64. Sets plan.entry/endbr64.
