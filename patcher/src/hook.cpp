@@ -33,7 +33,11 @@ Hook& Hook::operator=(Hook&& other) noexcept {
 Result<Hook> Hook::install(void* target, void* detour, HookOptions options) {
   auto id = detail::registry_install(reinterpret_cast<std::uintptr_t>(target),
                                      reinterpret_cast<std::uintptr_t>(detour), options);
-  if (!id) return tl::unexpected<Error>(std::move(id).error());
+  if (!id) {  // Name the target: the failing step may be about other memory (a trampoline).
+    Error e = std::move(id).error();
+    if (e.message.rfind(at(target), 0) != 0) e.message = "hooking " + at(target) + ": " + e.message;
+    return tl::unexpected<Error>(std::move(e));
+  }
   return Hook(*id);
 }
 

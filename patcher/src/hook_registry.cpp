@@ -273,6 +273,13 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
                                         at(mapping->end) + ") " + mapping->path + "; only code can be hooked");
   auto h = heap();
   if (!h) return tl::unexpected<Error>(std::move(h).error());
+  // The dual-map writer (what `auto` picks where /proc/self/mem writes are
+  // refused) writes only memory it mapped: say so before anything is written.
+  if ((*h)->writer().method() == runtime::WriteMethod::kDualMap && !(*h)->owns(target))
+    return fail(ErrorCode::kUnsupported, at(target) + ": the dual-map writer can write only code punch mapped, not " +
+                                             (mapping->path.empty() ? std::string("this mapping") : mapping->path) +
+                                             "; hooking it needs the proc-mem writer (/proc/self/mem writes) or "
+                                             "PUNCH_WRITE_METHOD=mprotect where MDWE is off");
   Result<EntryPlan> plan = fail(ErrorCode::kUnprovable, "no plan");
   if (options.prefer_patchable_entry && !options.force_absolute_entry) plan = plan_patchable_entry(target);
   const StealPolicy policy{options.function, options.transaction.allow_unprovable};
