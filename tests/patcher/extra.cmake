@@ -5,8 +5,14 @@ set_target_properties(punch_patcher_tests PROPERTIES ENABLE_EXPORTS ON)
 # -mfentry entries for the hook tests: the profiling call (both compilers) and,
 # with g++ (clang has no -mnop-mcount on x86; it needs non-PIC code), the 5-byte
 # nop that replaces it. hook_fentry_test.cpp reads PUNCH_HAVE_NOP_MCOUNT.
-set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/hook_fentry_call_target.cpp
-  PROPERTIES COMPILE_OPTIONS "-pg;-mfentry")
+# (clang's -fsanitize=function would put a signature jump before the profiling call.)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/hook_fentry_call_target.cpp
+    PROPERTIES COMPILE_OPTIONS "-pg;-mfentry;-fno-sanitize=function")
+else()
+  set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/hook_fentry_call_target.cpp
+    PROPERTIES COMPILE_OPTIONS "-pg;-mfentry")
+endif()
 if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/hook_fentry_nop_target.cpp
     PROPERTIES COMPILE_OPTIONS "-pg;-mfentry;-mnop-mcount;-fno-pie")
