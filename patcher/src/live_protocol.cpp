@@ -148,17 +148,21 @@ class Protocol {
     return {};
   }
 
-  // What each site holds now, for a kInconsistent message; whether any holds a trap.
-  std::string describe_sites(bool& any_mixed) const {
+  // What each site holds now, for a kInconsistent message; whether any holds
+  // a trap (or cannot be read), and whether every site holds its old bytes.
+  std::string describe_sites(bool& any_mixed, bool& all_old) const {
     std::string out;
     any_mixed = false;
+    all_old = true;
     for (const CheckedSite& s : sites_) {
       auto now = runtime::safe_read_exact(s.address, s.from.size());
       out += "; " + site_name(s.index, s.address) + " holds ";
+      const bool old = now && std::equal(now->begin(), now->end(), s.from.begin(), s.from.end());
+      all_old = all_old && old;
       if (!now) {
         out += "unreadable bytes";
         any_mixed = true;
-      } else if (std::equal(now->begin(), now->end(), s.from.begin(), s.from.end())) {
+      } else if (old) {
         out += "its old bytes";
       } else if (std::equal(now->begin(), now->end(), s.to.begin(), s.to.end())) {
         out += "its new bytes";
@@ -179,13 +183,17 @@ class Protocol {
   Status abort(int step, const char* stage, Error error, Generation* generation) {
     std::string context = std::string(what_) + " failed in step " + std::to_string(step) + " (" + stage + ")";
     Status undone = roll_back(step);
-    if (undone) {
+    bool any_mixed = false, all_old = false;
+    std::string where;
+    // A failed rollback may still have found every site as it was (the
+    // failing write never changed a byte): that is a clean failure, not an
+    // inconsistent process.
+    if (!undone) where = describe_sites(any_mixed, all_old);
+    if (undone || all_old) {
       if (generation) generation->state.store(GenerationState::kDraining, std::memory_order_release);
       g_counters.rollbacks.fetch_add(1, std::memory_order_relaxed);
       return fail(error.code, context + ": " + error.message + "; rolled back, every site holds its old bytes");
     }
-    bool any_mixed = false;
-    std::string where = describe_sites(any_mixed);
     // A site that may hold a trap byte keeps its generation in flight, so threads reaching it stay safe.
     if (generation && !any_mixed) generation->state.store(GenerationState::kDraining, std::memory_order_release);
     return fail(ErrorCode::kInconsistent, context + ": " + error.message + "; the rollback failed too (" +
@@ -228,8 +236,8 @@ Status Protocol::run(Generation* generation) {
     const bool new_multi = std::any_of(sites_.begin(), sites_.end(),
                                        [](const CheckedSite& c) { return c.is_code && c.to_instructions > 1; });
     if (!new_multi) return abort(3, "first bytes", s.error(), generation);
-    bool any_mixed = false;
-    std::string where = describe_sites(any_mixed);
+    bool any_mixed = false, all_old = false;
+    std::string where = describe_sites(any_mixed, all_old);
     return fail(ErrorCode::kInconsistent, std::string(what_) + " failed in step 3 (first bytes): " +
                                               s.error().message +
                                               "; not rolled back: threads may be inside new code of several "

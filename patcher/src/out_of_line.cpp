@@ -210,7 +210,9 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   }
   if (auto written = (*heap)->writer().write(*block, image); !written) {
     free_copies(*generation);
-    return tl::unexpected(std::move(written).error());
+    return fail(written.error().code, "writing the out-of-line copies of " + site_name(sites[0].index, sites[0].address) +
+                                          (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
+                                          " (nothing at the sites changed): " + written.error().message);
   }
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;
