@@ -27,6 +27,9 @@ runtime::ForkSafeMutex& live_mutex() {
   static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTransactions);
   return *m;
 }
+// Built while the program loads: a fork during the first live_mutex() call
+// would leave the child's copy of the static's initialization guard taken.
+[[maybe_unused]] const bool g_live_mutex_built = (static_cast<void>(live_mutex()), true);
 
 }  // namespace
 

@@ -41,6 +41,9 @@ runtime::ForkSafeMutex& install_mutex() {
   static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTrapHandler);
   return *m;
 }
+// Built while the program loads: a fork during the first install_mutex() call
+// would leave the child's copy of the static's initialization guard taken.
+[[maybe_unused]] const bool g_install_mutex_built = (static_cast<void>(install_mutex()), true);
 
 // The previous handler's action, as the kernel would have taken it.
 void chain(int sig, siginfo_t* info, void* context) {

@@ -20,6 +20,9 @@ ForkSafeMutex& reopen_mutex() {
   static auto* m = new ForkSafeMutex(LockRank::kWriter);  // Never destroyed: used until exit.
   return *m;
 }
+// Built while the program loads: a fork during the first reopen_mutex() call
+// would leave the child's copy of the static's initialization guard taken.
+[[maybe_unused]] const bool g_reopen_mutex_built = (static_cast<void>(reopen_mutex()), true);
 
 }  // namespace
 

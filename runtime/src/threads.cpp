@@ -108,6 +108,9 @@ ForkSafeMutex& rendezvous_mutex() {
   static auto* m = new ForkSafeMutex(LockRank::kRendezvous);  // Never destroyed.
   return *m;
 }
+// Built while the program loads: a fork during the first rendezvous_mutex() call
+// would leave the child's copy of the static's initialization guard taken.
+[[maybe_unused]] const bool g_rendezvous_mutex_built = (static_cast<void>(rendezvous_mutex()), true);
 
 // Every thread of the process but the caller.
 Result<std::vector<pid_t>> other_threads() {
