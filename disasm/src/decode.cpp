@@ -129,7 +129,10 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
     break;
   }
   out.flow = classify(insn, relative_branch);
-  out.is_padding = insn.meta.category == ZYDIS_CATEGORY_NOP || insn.mnemonic == ZYDIS_MNEMONIC_INT3;
+  // Zydis files the multi-byte nop (0f 1f /0) under the WIDENOP category, so
+  // the category alone misses it; its mnemonic is NOP like every other form.
+  out.is_padding = insn.mnemonic == ZYDIS_MNEMONIC_NOP || insn.meta.category == ZYDIS_CATEGORY_NOP ||
+                   insn.mnemonic == ZYDIS_MNEMONIC_INT3;
   out.is_endbr64 = insn.mnemonic == ZYDIS_MNEMONIC_ENDBR64;
   return {};
 }

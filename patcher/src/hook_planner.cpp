@@ -112,8 +112,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   while (a - plan.entry < kRel32JumpSize) {
     auto insn = disasm::decode(code->span(), a);
     if (!insn) return tl::unexpected<Error>(std::move(insn).error());
-    // Multi-byte nops (0f 1f /0) count too, whatever category the decoder gives them.
-    const bool nop = insn->mnemonic == ZYDIS_MNEMONIC_NOP || (insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3);
+    const bool nop = insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3;
     if (!nop && !(a == plan.entry && is_fentry_call(*insn)))
       return fail(ErrorCode::kUnprovable, at(plan.entry) + ": no patchable entry pad (found `" +
                                               disasm::format(code->span(), a) + "` at " + at(a) + ")");

@@ -266,3 +266,34 @@ TEST(Relocate, BadInputIsAClearError) {
 
 }  // namespace
 }  // namespace punch::disasm
+
+namespace punch::disasm {
+namespace {
+
+// Every nop form compilers and assemblers pad with is padding (the hook
+// planner relies on it to find patchable entry pads); int3 is too; a real
+// instruction is not.
+TEST(Decode, EveryNopFormAndInt3ArePadding) {
+  const std::vector<std::vector<std::uint8_t>> padding = {
+      {0x90},                                               // nop
+      {0x66, 0x90},                                         // xchg ax, ax
+      {0x0f, 0x1f, 0x00},                                   // nop dword [rax]
+      {0x0f, 0x1f, 0x44, 0x00, 0x00},                       // nop dword [rax+rax+0] (the 5-byte pad)
+      {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // nop word [rax+rax+0]
+      {0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},
+      {0xcc},                                               // int3
+  };
+  for (const auto& bytes : padding) {
+    auto insn = decode(CodeSpan{0x1000, bytes}, 0x1000);
+    ASSERT_TRUE(insn) << insn.error().describe();
+    EXPECT_EQ(insn->length, bytes.size());
+    EXPECT_TRUE(insn->is_padding) << format(CodeSpan{0x1000, bytes}, 0x1000);
+  }
+  const std::vector<std::uint8_t> mov = {0x89, 0xf8};  // mov eax, edi
+  auto insn = decode(CodeSpan{0x1000, mov}, 0x1000);
+  ASSERT_TRUE(insn) << insn.error().describe();
+  EXPECT_FALSE(insn->is_padding);
+}
+
+}  // namespace
+}  // namespace punch::disasm
