@@ -9,8 +9,10 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <thread>
 
+#include "busy_caller.hpp"
 #include <punch/patcher/hook.hpp>
 
 // The functions the benchmarks patch and call, with known entries. Each fits
@@ -96,31 +98,15 @@ HookOptions options_for(Fn target) {
   return options;
 }
 
-// A thread calling `target` in a loop until destroyed.
-class Busy {
- public:
-  explicit Busy(Fn target) : thread_([this, target] {
-      Fn volatile f = target;
-      for (long x = 0; !stop_.load(std::memory_order_relaxed); ++x) benchmark::DoNotOptimize(f(x));
-    }) {}
-  ~Busy() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
-
 void hook_cycles(benchmark::State& state, Fn target) {
-  std::unique_ptr<Busy> busy;
-  if (state.range(0) > 0) busy = std::make_unique<Busy>(target);
+  punch::bench::BusyCaller busy(state.range(0) > 0, [target, x = 0L]() mutable { benchmark::DoNotOptimize(target(++x)); });
+  const std::uint64_t before = busy.calls();
   for (auto _ : state) {
     auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour), options_for(target));
     if (!hook) return state.SkipWithError(hook.error().describe().c_str());
     if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
   }
+  busy.report(state, before);
 }
 
 void BM_HookInstallRemove(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target); }
@@ -145,8 +131,9 @@ void BM_HookInstallRemove_mprotect(benchmark::State& state) {
   mprotect(copy, page, PROT_READ | PROT_EXEC);
   std::uint8_t original[5], jump[5] = {0xE9, 32 - 5, 0, 0, 0};  // jmp copy+32 (the second copy).
   std::memcpy(original, copy, 5);
-  std::unique_ptr<Busy> busy;
-  if (state.range(0) > 0) busy = std::make_unique<Busy>(bench_call_plain_target);
+  std::optional<punch::bench::BusyCaller> busy;
+  busy.emplace(state.range(0) > 0, [x = 0L]() mutable { benchmark::DoNotOptimize(bench_call_plain_target(++x)); });
+  const std::uint64_t before = busy->calls();
   for (auto _ : state) {
     for (const std::uint8_t* bytes : {jump, original}) {
       if (mprotect(copy, page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0)
@@ -155,6 +142,7 @@ void BM_HookInstallRemove_mprotect(benchmark::State& state) {
       mprotect(copy, page, PROT_READ | PROT_EXEC);
     }
   }
+  busy->report(state, before);
   busy.reset();
   munmap(copy, page);
 }

@@ -13,6 +13,8 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+
+#include "busy_caller.hpp"
 #include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -77,54 +79,6 @@ struct Code {
   }
 };
 
-// Pins the calling thread to one CPU (the last one for the busy thread, the
-// first for the measuring thread), so both run at once on a 2-CPU machine.
-void pin_to(bool last) {
-  cpu_set_t allowed;
-  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) < 2) return;
-  int chosen = -1;
-  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
-    if (CPU_ISSET(cpu, &allowed) && (last || chosen < 0)) chosen = cpu;
-  cpu_set_t one;
-  CPU_ZERO(&one);
-  CPU_SET(chosen, &one);
-  sched_setaffinity(0, sizeof one, &one);
-}
-
-// A thread calling `fn` in a loop on its own CPU (the code being patched
-// runs), counting calls so the benchmark can show it ran meanwhile.
-struct Busy {
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> calls{0};
-  std::thread thread;
-  cpu_set_t saved{};
-  explicit Busy(std::uintptr_t fn, bool on) {
-    if (!on) return;
-    sched_getaffinity(0, sizeof saved, &saved);
-    thread = std::thread([this, fn] {
-      pin_to(true);
-      while (!stop.load(std::memory_order_relaxed)) {
-        benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)());
-        calls.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-    pin_to(false);
-    while (calls.load() == 0) std::this_thread::yield();  // Running before the measurement starts.
-  }
-  ~Busy() {
-    stop = true;
-    if (thread.joinable()) {
-      thread.join();
-      sched_setaffinity(0, sizeof saved, &saved);
-    }
-  }
-  // Calls per iteration during the measurement.
-  void report(benchmark::State& state, std::uint64_t before) const {
-    if (thread.joinable() && state.iterations() > 0)
-      state.counters["busy_calls"] = static_cast<double>(calls.load() - before) / static_cast<double>(state.iterations());
-  }
-};
-
 // measure: 0 = commit (revert untimed), 1 = revert (commit untimed).
 void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy, int measure) {
   Code code(n, own_page);
@@ -136,8 +90,8 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
   for (std::size_t i = 0; i < n; ++i)
     (void)tx.add(patcher::Site{code.sites[i], mov_eax(static_cast<std::uint32_t>(i)),
                                mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
-  Busy thread(code.sites[0], busy);
-  const std::uint64_t calls_before = thread.calls.load();
+  punch::bench::BusyCaller thread(busy, [fn = code.sites[0]] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  const std::uint64_t calls_before = thread.calls();
   for (auto _ : state) {
     if (measure == 1) {
       state.PauseTiming();
@@ -161,8 +115,8 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
 // protocol pays three per batch, the fix-up round standing in for one) ...
 void BM_Floor_sync(benchmark::State& state) {
   Code code(1, false);
-  Busy thread(code.base, state.range(0) > 0);
-  const std::uint64_t before = thread.calls.load();
+  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  const std::uint64_t before = thread.calls();
   for (auto _ : state)
     if (!runtime::sync_all_threads()) state.SkipWithError("sync failed");
   thread.report(state, before);
@@ -172,8 +126,8 @@ BENCHMARK(BM_Floor_sync)->Name("BM_Floor/sync")->Arg(0)->Arg(1)->ArgName("busy")
 // ... one rendezvous (the fix-up round, and every reclamation of copies or trampolines) ...
 void BM_Floor_rendezvous(benchmark::State& state) {
   Code code(1, false);
-  Busy thread(code.base, state.range(0) > 0);
-  const std::uint64_t before = thread.calls.load();
+  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  const std::uint64_t before = thread.calls();
   for (auto _ : state)
     if (!runtime::visit_other_threads([](ucontext_t*, void*) {}, nullptr, std::chrono::milliseconds(1000)))
       state.SkipWithError("rendezvous failed");
@@ -191,8 +145,8 @@ void BM_Floor_mprotect_pairs(benchmark::State& state) {
   Code code(1, false);
   void* page = mmap(nullptr, kPage, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (page == MAP_FAILED) return state.SkipWithError("mmap failed");
-  Busy thread(code.base, state.range(0) > 0);
-  const std::uint64_t before = thread.calls.load();
+  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  const std::uint64_t before = thread.calls();
   const std::uint8_t jump[5] = {0xE9, 0, 0, 0, 0}, original[5] = {0x0F, 0x1F, 0x44, 0x00, 0x00};
   for (auto _ : state)
     for (const std::uint8_t* bytes : {jump, original}) {

@@ -8,10 +8,12 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "busy_caller.hpp"
 #include <punch/runtime/jit.hpp>
 
 namespace {
@@ -20,29 +22,11 @@ using namespace punch::runtime;
 
 // Keeps another core busy running code of this binary (not the pages being
 // written: under mprotect they are briefly not executable).
-class BusyThread {
- public:
-  BusyThread()
-      : thread_([this] {
-          started_ = true;
-          while (!stop_.load(std::memory_order_relaxed)) benchmark::DoNotOptimize(spin());
-        }) {
-    while (!started_) std::this_thread::yield();
-  }
-  ~BusyThread() {
-    stop_ = true;
-    thread_.join();
-  }
-
- private:
-  static unsigned spin() {
-    unsigned x = 1;
-    for (int i = 0; i < 1000; ++i) x = x * 1664525u + 1013904223u;
-    return x;
-  }
-  std::atomic<bool> stop_{false}, started_{false};
-  std::thread thread_;
-};
+unsigned spin() {
+  unsigned x = 1;
+  for (int i = 0; i < 1000; ++i) x = x * 1664525u + 1013904223u;
+  return x;
+}
 
 void write_bytes(benchmark::State& state, WriteMethod method, std::size_t bytes, bool busy) {
   auto writer = CodeWriter::create(method);
@@ -56,8 +40,9 @@ void write_bytes(benchmark::State& state, WriteMethod method, std::size_t bytes,
     return;
   }
   std::vector<std::uint8_t> payload(bytes, 0x90);
-  std::unique_ptr<BusyThread> other;
-  if (busy) other = std::make_unique<BusyThread>();
+  std::optional<punch::bench::BusyCaller> other;
+  other.emplace(busy, [] { benchmark::DoNotOptimize(spin()); });
+  const std::uint64_t before = other->calls();
   for (auto _ : state) {
     if (!(*writer)->write(region->address + 16, payload)) {
       state.SkipWithError("write failed");
@@ -65,6 +50,7 @@ void write_bytes(benchmark::State& state, WriteMethod method, std::size_t bytes,
     }
   }
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
+  other->report(state, before);
   other.reset();
   (void)(*writer)->unmap_code(*region);
 }
