@@ -30,23 +30,6 @@ namespace {
 using namespace asmjit;
 using Fn = long (*)(long);
 
-#define CHILD_CHECK(cond)                                                   \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      std::printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                             \
-    }                                                                       \
-  } while (0)
-
-// Prints the error of a failed Status/Result and fails the child.
-#define CHILD_OK(expr)                                                                             \
-  do {                                                                                             \
-    if (const auto& r_ = (expr); !r_) {                                                            \
-      std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, r_.error().describe().c_str()); \
-      return 1;                                                                                    \
-    }                                                                                              \
-  } while (0)
-
 // A child that hangs is killed, so a deadlock fails the test instead of hanging it.
 constexpr unsigned kChildDeadlineSeconds = 60;
 

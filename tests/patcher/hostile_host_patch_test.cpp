@@ -40,23 +40,6 @@ namespace {
 using namespace asmjit;
 using Fn = long (*)(long);
 
-constexpr int kSkip = 77;  // The child's way of saying "not permitted here", with the reason printed.
-
-#define CHILD_CHECK(cond)                                                   \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      std::printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      return 1;                                                             \
-    }                                                                       \
-  } while (0)
-
-#define EXPECT_CHILD_OK(outcome)                          \
-  do {                                                    \
-    const auto& o_ = (outcome);                           \
-    if (o_.exit_code == kSkip) GTEST_SKIP() << o_.output; \
-    EXPECT_EQ(o_.exit_code, 0) << o_.describe();          \
-    std::printf("%s", o_.output.c_str());                 \
-  } while (0)
 
 long call(Fn f, long x) {
   Fn volatile p = f;
@@ -129,7 +112,7 @@ TEST(HostileHostPatch, MdweHooksAndPatches) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (::prctl(65 /* PR_SET_MDWE */, 1UL /* PR_MDWE_REFUSE_EXEC_GAIN */, 0L, 0L, 0L) != 0) {
       std::printf("PR_SET_MDWE not available (Linux 6.3+): %s\n", std::strerror(errno));
-      return kSkip;
+      return test::kChildSkip;
     }
     return patch_everything();
   }));
@@ -147,7 +130,7 @@ TEST(HostileHostPatch, ProcMemWritesRefusedAfterStartFailCleanly) {
   EXPECT_CHILD_OK(test::run_in_child([&] {
     if (std::string why = test::install_seccomp_errno({{SYS_pwrite64, EIO}}); !why.empty()) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     const test::MemorySnapshot target(reinterpret_cast<void*>(hook_target_prologue), 32);
     const test::MemorySnapshot code(jit, 6);
@@ -174,7 +157,7 @@ TEST(HostileHostPatch, ProcMemWritesRefusedAfterStartFailCleanly) {
 int fresh_process_row() {
   if (std::string why = test::install_seccomp_errno({{SYS_pwrite64, EIO}}); !why.empty()) {
     std::printf("seccomp not permitted: %s\n", why.c_str());
-    return kSkip;
+    return test::kChildSkip;
   }
   auto writer = runtime::CodeWriter::global();
   if (!writer) {
@@ -231,7 +214,7 @@ TEST(HostileHostPatch, MembarrierRefusedFallsBackToSignals) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = test::install_seccomp_errno({{SYS_membarrier, EINVAL}}); !why.empty()) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     std::atomic<long> wrong{0};
     {
@@ -255,7 +238,7 @@ TEST(HostileHostPatch, NonRootHooksAndPatches) {
     if (::getuid() == 0) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
         std::printf("cannot drop to nobody: %s\n", std::strerror(errno));
-        return kSkip;
+        return test::kChildSkip;
       }
       CHILD_CHECK(::prctl(PR_SET_DUMPABLE, 1) == 0);  // setuid cleared it; ordinary programs are dumpable.
     }

@@ -25,16 +25,6 @@ using namespace asmjit;
 using runtime::testing::FaultKind;
 using runtime::testing::FaultPoint;
 
-#define CHILD_CHECK(cond, ...)                                                  \
-  do {                                                                          \
-    if (!(cond)) {                                                              \
-      std::printf("%s:%d: check failed: %s; ", __FILE__, __LINE__, #cond);    \
-      std::printf(__VA_ARGS__);                                                 \
-      std::printf("\n");                                                        \
-      return 1;                                                                 \
-    }                                                                           \
-  } while (0)
-
 std::string hex(const std::vector<std::uint8_t>& bytes) {
   std::string out;
   char b[4];

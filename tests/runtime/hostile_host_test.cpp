@@ -30,22 +30,6 @@
 namespace punch::runtime {
 namespace {
 
-constexpr int kSkip = 77;  // The child's way of saying "not permitted here", with the reason printed.
-
-#define CHILD_CHECK(cond)                                                           \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::printf("%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);         \
-      return 1;                                                                     \
-    }                                                                               \
-  } while (0)
-
-#define EXPECT_CHILD_OK(outcome)                                      \
-  do {                                                                \
-    const auto& o_ = (outcome);                                       \
-    if (o_.exit_code == kSkip) GTEST_SKIP() << o_.output;             \
-    EXPECT_EQ(o_.exit_code, 0) << o_.describe();                      \
-  } while (0)
 
 // JITs `mov eax, 42; ret` with `writer` and runs it; 0 when it returned 42.
 int emit_and_run(CodeWriter& writer) {
@@ -94,7 +78,7 @@ TEST(HostileHost, MdweStillEmitsWithProcMemAndReportsMprotectUnavailable) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (::prctl(65 /* PR_SET_MDWE */, 1UL /* PR_MDWE_REFUSE_EXEC_GAIN */, 0L, 0L, 0L) != 0) {
       std::printf("PR_SET_MDWE not available (Linux 6.3+): %s\n", std::strerror(errno));
-      return kSkip;
+      return test::kChildSkip;
     }
     // Control: MDWE is really in force.
     void* page = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -142,7 +126,7 @@ TEST(HostileHost, ProcMemAbsentAutoFallsBackAndExplicitProcMemFailsClearly) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = hide_proc(); !why.empty()) {
       std::printf("cannot hide /proc here: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     CHILD_CHECK(::access("/proc/self/mem", F_OK) != 0);  // Control.
     Capabilities caps = probe();
@@ -165,7 +149,7 @@ TEST(HostileHost, ProcMemWritesRefusedWithEioAutoFallsBack) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = test::install_seccomp_errno({{SYS_pwrite64, EIO}}); !why.empty()) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     Capabilities caps = probe();
     print_caps(caps);
@@ -183,7 +167,7 @@ TEST(HostileHost, MembarrierRefusedSignalFallbackSyncsBusyThreads) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = test::install_seccomp_errno({{SYS_membarrier, EINVAL}}); !why.empty()) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     test::BusyThread a, b;
     for (int i = 0; i < 20; ++i) {
@@ -203,7 +187,7 @@ TEST(HostileHost, ThreadWithAllSignalsBlockedIsNamedNotWaitedForForever) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = test::install_seccomp_errno({{SYS_membarrier, EINVAL}}); !why.empty()) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
-      return kSkip;
+      return test::kChildSkip;
     }
     std::atomic<pid_t> tid{0};
     std::atomic<bool> stop{false};
@@ -231,7 +215,7 @@ TEST(HostileHost, NonRootProcessStillWritesThroughProcMem) {
     if (::getuid() == 0) {
       if (::setgroups(0, nullptr) != 0 || ::setgid(65534) != 0 || ::setuid(65534) != 0) {
         std::printf("cannot drop to nobody: %s\n", std::strerror(errno));
-        return kSkip;
+        return test::kChildSkip;
       }
       // setuid leaves the process non-dumpable, which hands /proc/self to root;
       // an ordinary non-root program is dumpable, so make this one so too.
