@@ -180,7 +180,7 @@ class Protocol {
   }
 
   // Rolls back after `error` in `step`; the generation is released unless a site may still hold a trap byte.
-  Status abort(int step, const char* stage, Error error, Generation* generation) {
+  Status fail_at(int step, const char* stage, Error error, Generation* generation) {
     std::string context = std::string(what_) + " failed in step " + std::to_string(step) + " (" + stage + ")";
     Status undone = roll_back(step);
     bool any_mixed = false, all_old = false;
@@ -208,7 +208,7 @@ class Protocol {
 };
 
 Status Protocol::run(Generation* generation) {
-  if (auto s = write_all(Image::kTrapped, true); !s) return abort(1, "trap bytes", s.error(), generation);
+  if (auto s = write_all(Image::kTrapped, true); !s) return fail_at(1, "trap bytes", s.error(), generation);
   if (generation && needs_fixup(*generation)) {
     // The fix-up round IS the sync of step 1 (compare alternative.c, where
     // the IPIs text_poke_bp sends to every CPU are its sync): every visited
@@ -220,22 +220,22 @@ Status Protocol::run(Generation* generation) {
     // outside every site; it did not serialize, so then (rarely) the usual
     // sync runs as well.
     auto unanswered = move_threads_out_of_sites(*generation, options_.thread_timeout);
-    if (!unanswered) return abort(1, "thread fix-up", unanswered.error(), generation);
+    if (!unanswered) return fail_at(1, "thread fix-up", unanswered.error(), generation);
     runtime::serialize_this_thread();
     if (*unanswered > 0)
-      if (auto s = sync(); !s) return abort(1, "sync after trap bytes", s.error(), generation);
+      if (auto s = sync(); !s) return fail_at(1, "sync after trap bytes", s.error(), generation);
   } else if (auto s = sync(); !s) {
-    return abort(1, "sync after trap bytes", s.error(), generation);
+    return fail_at(1, "sync after trap bytes", s.error(), generation);
   }
-  if (auto s = write_all(Image::kMiddle, false); !s) return abort(2, "bytes [1,n)", s.error(), generation);
-  if (auto s = sync(); !s) return abort(2, "sync after bytes [1,n)", s.error(), generation);
+  if (auto s = write_all(Image::kMiddle, false); !s) return fail_at(2, "bytes [1,n)", s.error(), generation);
+  if (auto s = sync(); !s) return fail_at(2, "sync after bytes [1,n)", s.error(), generation);
   // Threads may run the new code as soon as one first byte lands, so a failure
   // here is first retried forward; going back is only safe when no thread can
   // be inside new code of several instructions.
   if (auto s = write_all(Image::kFinal, true, 2); !s) {
     const bool new_multi = std::any_of(sites_.begin(), sites_.end(),
                                        [](const CheckedSite& c) { return c.is_code && c.to_instructions > 1; });
-    if (!new_multi) return abort(3, "first bytes", s.error(), generation);
+    if (!new_multi) return fail_at(3, "first bytes", s.error(), generation);
     bool any_mixed = false, all_old = false;
     std::string where = describe_sites(any_mixed, all_old);
     return fail(ErrorCode::kInconsistent, std::string(what_) + " failed in step 3 (first bytes): " +
