@@ -106,6 +106,20 @@ class Protocol {
   Status run(Generation* generation);
 
  private:
+  // Threads sent into out-of-line copies so far (traps redirected, threads moved).
+  static std::uint64_t copy_entries() {
+    return g_counters.traps_redirected.load(std::memory_order_relaxed) +
+           g_counters.threads_moved.load(std::memory_order_relaxed);
+  }
+
+  // The run is over: later traps at its sites re-run them (draining), and if
+  // this run sent threads into its copies, they have left before we return.
+  void retire(Generation* generation) {
+    if (!generation) return;
+    generation->state.store(GenerationState::kDraining, std::memory_order_release);
+    if (copy_entries() != entries_before_) drain_copies(*generation, options_.thread_timeout);
+  }
+
   // Writes `image` of every run (only runs with code when `code_only`).
   Status write_all(Image image, bool code_only, int attempts = 1) {
     for (const Run& run : runs_.runs) {
@@ -190,12 +204,12 @@ class Protocol {
     // inconsistent process.
     if (!undone) where = describe_sites(any_mixed, all_old);
     if (undone || all_old) {
-      if (generation) generation->state.store(GenerationState::kDraining, std::memory_order_release);
+      retire(generation);
       g_counters.rollbacks.fetch_add(1, std::memory_order_relaxed);
       return fail(error.code, context + ": " + error.message + "; rolled back, every site holds its old bytes");
     }
     // A site that may hold a trap byte keeps its generation in flight, so threads reaching it stay safe.
-    if (generation && !any_mixed) generation->state.store(GenerationState::kDraining, std::memory_order_release);
+    if (!any_mixed) retire(generation);
     return fail(ErrorCode::kInconsistent, context + ": " + error.message + "; the rollback failed too (" +
                                               undone.error().message + ")" + where);
   }
@@ -205,6 +219,7 @@ class Protocol {
   std::string_view what_;
   runtime::CodeWriter& writer_;
   Runs runs_;
+  const std::uint64_t entries_before_ = copy_entries();
 };
 
 Status Protocol::run(Generation* generation) {
@@ -247,7 +262,7 @@ Status Protocol::run(Generation* generation) {
   // byte; such a late trap re-runs the site (see trap_handler.cpp), so the
   // patch is complete even if this sync fails.
   (void)sync();
-  if (generation) generation->state.store(GenerationState::kDraining, std::memory_order_release);
+  retire(generation);
   return {};
 }
 

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include <punch/disasm/instruction.hpp>
 #include <punch/disasm/relocate.hpp>
@@ -216,6 +217,25 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   }
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;
+}
+
+void drain_copies(const Generation& generation, std::chrono::milliseconds timeout) {
+  std::vector<runtime::CodeRange> copies;
+  for (const CopyBlock& b : generation.blocks) copies.push_back({b.address, b.address + b.size});
+  if (copies.empty()) return;
+  // A thread leaves a copy within a few instructions once it runs, so the
+  // first look usually finds them empty; otherwise look again after a pause
+  // that grows (each look signals every thread: back to back they would
+  // starve the very threads being waited for).
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::microseconds(100);
+  for (;;) {
+    auto in_use = runtime::ranges_in_use(copies, timeout);
+    if (!in_use || std::none_of(in_use->begin(), in_use->end(), [](bool b) { return b; })) return;
+    if (std::chrono::steady_clock::now() + pause >= deadline) return;
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::microseconds(10000));
+  }
 }
 
 void free_copies(Generation& generation) {

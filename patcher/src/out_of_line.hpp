@@ -21,6 +21,16 @@ namespace punch::patcher::live {
 //! copied as they are (no relocation). Nothing is published yet.
 Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, TrapInstruction trap);
 
+//! Waits, up to `timeout`, until no thread is inside `generation`'s copies.
+//! A run that sent threads into its copies (a trap while in flight, the
+//! fix-up round) calls it before returning: a copy ends in jumps to whatever
+//! the code it copies jumps to (the old target of a retargeted `jmp`, a
+//! removed hook's trampoline), and a caller that frees that code once the
+//! patch returned checks only for threads inside it, not inside a copy.
+//! Best effort: a thread still inside at the deadline (stopped, or blocking
+//! every signal) is left there, and the generation stays until reclaimed.
+void drain_copies(const Generation& generation, std::chrono::milliseconds timeout);
+
 //! Frees a generation's copy blocks (it must be unpublished, or never published).
 void free_copies(Generation& generation);
 

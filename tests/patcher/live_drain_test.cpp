@@ -1,0 +1,93 @@
+// A patch returns only after every thread it sent into an out-of-line copy
+// has left it. A copy ends in jumps to whatever the old code jumped to (the
+// old target of a retargeted jmp, a removed hook's trampoline), and a user
+// frees that code once the patch returned and no thread is inside it: a
+// thread still in the copy would then jump into freed code (the 10-minute
+// soak died of exactly this: an int3-filled freed function).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include <punch/patcher/transaction.hpp>
+#include <punch/runtime/threads.hpp>
+
+#include "live_test_support.hpp"
+
+namespace punch::patcher {
+namespace {
+
+using namespace std::chrono_literals;
+namespace x86 = asmjit::x86;
+
+TEST(LiveDrain, CommitReturnsOnlyAfterThreadsMovedIntoACopyLeftIt) {
+  static std::atomic<std::uint8_t> release{0};
+  static std::atomic<std::uint8_t> reached_old_target{0};
+  release = 0;
+  reached_old_target = 0;
+
+  // B: the new target. F: mov rcx, &release; site: { spin: cmp byte [rcx], 0;
+  // je spin; jmp A }; A (the old target, right after): note it was reached, return 1.
+  const std::uintptr_t b = test::emit_return(2);
+  const std::uintptr_t f = test::emit([](x86::Assembler& as) {
+    as.mov(x86::rcx, asmjit::imm(reinterpret_cast<std::uint64_t>(&release)));  // 10 bytes
+    asmjit::Label spin = as.newLabel(), old_target = as.newLabel();
+    as.bind(spin);
+    as.cmp(x86::byte_ptr(x86::rcx), 0);  // 3 bytes
+    as.short_().je(spin);                // 2 bytes
+    as.long_().jmp(old_target);          // 5 bytes
+    as.bind(old_target);
+    as.mov(x86::rax, asmjit::imm(reinterpret_cast<std::uint64_t>(&reached_old_target)));
+    as.mov(x86::byte_ptr(x86::rax), 1);
+    as.mov(x86::eax, 1);
+    as.ret();
+  });
+  ASSERT_TRUE(b && f);
+  const std::uintptr_t site = f + 10;
+  const std::vector<std::uint8_t> old_bytes = test::bytes_at(site, 10);
+  ASSERT_EQ(old_bytes[0], 0x80) << "unexpected encoding of the spin loop";
+  ASSERT_EQ(old_bytes[5], 0xE9) << "asmjit did not emit jmp rel32";
+
+  // A thread spins inside the site. Once the trap byte is written it enters
+  // the copy of the old code (by the trap at the site's first byte, or moved
+  // there by the fix-up round), keeps spinning there until released, then
+  // jumps to A.
+  std::atomic<int> result{0};
+  std::thread caller([&] { result = test::as<int (*)()>(f)(); });
+  for (;;) {  // Until it is seen inside the site.
+    runtime::CodeRange ranges[] = {{site, site + 10}};
+    auto in_use = runtime::ranges_in_use(ranges, 5000ms);
+    ASSERT_TRUE(in_use) << in_use.error().describe();
+    if ((*in_use)[0]) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  std::thread releaser([] {
+    std::this_thread::sleep_for(200ms);
+    release = 1;
+  });
+
+  const LiveStats before = live_stats();
+  TransactionOptions options;
+  options.thread_timeout = 30s;  // The drain waits for the releaser, however loaded the machine is.
+  Transaction tx(options);
+  std::vector<std::uint8_t> new_bytes = test::jmp_rel32(site, b);
+  new_bytes.insert(new_bytes.end(), {0x0F, 0x1F, 0x44, 0x00, 0x00});  // 5-byte nop
+  ASSERT_TRUE(tx.add(test::site(site, old_bytes, new_bytes)));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+
+  // The caller went into the copy, and had left it (run A) before commit
+  // returned: freeing A now, once no thread is inside A, is safe.
+  const LiveStats after = live_stats();
+  EXPECT_GT(after.traps_redirected + after.threads_moved, before.traps_redirected + before.threads_moved)
+      << "no thread entered the copy: the test did not exercise the drain";
+  EXPECT_EQ(reached_old_target.load(), 1) << "commit returned while a thread was still inside its copy";
+  releaser.join();
+  caller.join();
+  EXPECT_EQ(result.load(), 1);
+  EXPECT_EQ(test::as<int (*)()>(f)(), 2);
+}
+
+}  // namespace
+}  // namespace punch::patcher
