@@ -49,6 +49,11 @@ struct Generation {
   std::vector<CopyBlock> blocks;
   TrapInstruction trap = TrapInstruction::kInt3;
   std::atomic<GenerationState> state{GenerationState::kInFlight};
+  //! Some copy can leave other than through the jump back to its site's end
+  //! (a branch or call out of the site, an indirect jump or call): a thread
+  //! inside it may reach code a caller frees after the run, so the run drains
+  //! its copies before returning (see drain_copies).
+  bool copies_may_leave = false;
 
   //! The site starting exactly at `address`, or null. Async-signal-safe.
   const FlightSite* site_at(std::uintptr_t address) const noexcept;

@@ -113,11 +113,13 @@ class Protocol {
   }
 
   // The run is over: later traps at its sites re-run them (draining), and if
-  // this run sent threads into its copies, they have left before we return.
+  // this run sent threads into copies that can leave for code elsewhere, they
+  // have left before we return.
   void retire(Generation* generation) {
     if (!generation) return;
     generation->state.store(GenerationState::kDraining, std::memory_order_release);
-    if (copy_entries() != entries_before_) drain_copies(*generation, options_.thread_timeout);
+    if (generation->copies_may_leave && copy_entries() != entries_before_)
+      drain_copies(*generation, options_.thread_timeout);
   }
 
   // Writes `image` of every run (only runs with code when `code_only`).

@@ -121,6 +121,16 @@ bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<cons
   return true;
 }
 
+// Whether code copied from [address, address+size) can leave other than by
+// falling through its end: a direct branch or call elsewhere, or an indirect one.
+// A `ret` goes back to a caller, which a patch never frees.
+bool may_leave(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
+  return std::any_of(insns.begin(), insns.end(), [&](const disasm::Instruction& insn) {
+    if (insn.flow == disasm::Flow::kIndirectJump || insn.flow == disasm::Flow::kIndirectCall) return true;
+    return insn.has_branch_target && (insn.branch_target < address || insn.branch_target > address + size);
+  });
+}
+
 // An upper bound on a copy's relocated instructions (the tail comes on top).
 Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint8_t> bytes, bool plain) {
   if (plain) return bytes.size();
@@ -184,6 +194,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     const std::size_t offsets_before = generation->offsets.size();
     auto old_copy = write_copy(s.address, s.from, insns, s.from_plain, slot, fixup ? &generation->offsets : nullptr);
     if (old_copy) {
+      generation->copies_may_leave |= may_leave(s.address, s.from.size(), insns);
       if (fixup) {
         f.fixup_copy = slot.address;
         f.offsets_begin = static_cast<std::uint32_t>(offsets_before);
@@ -201,6 +212,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
                                                     ": neither the old nor the new code can run out of line: " +
                                                     old_copy.error().message + "; " + new_copy.error().message);
       }
+      auto new_insns = disasm::decode_all(disasm::CodeSpan{s.address, s.to});
+      generation->copies_may_leave |= !new_insns || may_leave(s.address, s.to.size(), *new_insns);
     } else {
       free_copies(*generation);
       return fail(ErrorCode::kCannotRelocate, site_name(s.index, s.address) +

@@ -27,24 +27,29 @@ TEST(LiveDrain, CommitReturnsOnlyAfterThreadsMovedIntoACopyLeftIt) {
   release = 0;
   reached_old_target = 0;
 
-  // B: the new target. F: mov rcx, &release; site: { spin: cmp byte [rcx], 0;
-  // je spin; jmp A }; A (the old target, right after): note it was reached, return 1.
+  // B: the new target. F: jmp start; A (the old target, outside the site):
+  // note it was reached, return 1; start: mov rcx, &release; site: { spin:
+  // cmp byte [rcx], 0; je spin; jmp A }.
   const std::uintptr_t b = test::emit_return(2);
-  const std::uintptr_t f = test::emit([](x86::Assembler& as) {
-    as.mov(x86::rcx, asmjit::imm(reinterpret_cast<std::uint64_t>(&release)));  // 10 bytes
-    asmjit::Label spin = as.newLabel(), old_target = as.newLabel();
-    as.bind(spin);
-    as.cmp(x86::byte_ptr(x86::rcx), 0);  // 3 bytes
-    as.short_().je(spin);                // 2 bytes
-    as.long_().jmp(old_target);          // 5 bytes
+  std::size_t site_offset = 0;
+  const std::uintptr_t f = test::emit([&](x86::Assembler& as) {
+    asmjit::Label start = as.newLabel(), old_target = as.newLabel(), spin = as.newLabel();
+    as.jmp(start);
     as.bind(old_target);
     as.mov(x86::rax, asmjit::imm(reinterpret_cast<std::uint64_t>(&reached_old_target)));
     as.mov(x86::byte_ptr(x86::rax), 1);
     as.mov(x86::eax, 1);
     as.ret();
+    as.bind(start);
+    as.mov(x86::rcx, asmjit::imm(reinterpret_cast<std::uint64_t>(&release)));  // 10 bytes
+    as.bind(spin);
+    site_offset = as.offset();
+    as.cmp(x86::byte_ptr(x86::rcx), 0);  // 3 bytes
+    as.short_().je(spin);                // 2 bytes
+    as.long_().jmp(old_target);          // 5 bytes, back to A: out of the site
   });
   ASSERT_TRUE(b && f);
-  const std::uintptr_t site = f + 10;
+  const std::uintptr_t site = f + site_offset;
   const std::vector<std::uint8_t> old_bytes = test::bytes_at(site, 10);
   ASSERT_EQ(old_bytes[0], 0x80) << "unexpected encoding of the spin loop";
   ASSERT_EQ(old_bytes[5], 0xE9) << "asmjit did not emit jmp rel32";
