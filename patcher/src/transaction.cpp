@@ -31,6 +31,16 @@ runtime::ForkSafeMutex& live_mutex() {
 // would leave the child's copy of the static's initialization guard taken.
 [[maybe_unused]] const bool g_live_mutex_built = (static_cast<void>(live_mutex()), true);
 
+// PUNCH_TRAP, when set, must name a trap: a typo must not silently give
+// int3 to someone patching under a debugger that owns SIGTRAP.
+Status check_trap_environment() {
+  const char* env = std::getenv("PUNCH_TRAP");
+  if (!env) return {};
+  auto parsed = parse_trap_instruction(env);
+  if (!parsed) return fail(ErrorCode::kInvalidArgument, "PUNCH_TRAP: " + parsed.error().message);
+  return {};
+}
+
 }  // namespace
 
 Result<TrapInstruction> parse_trap_instruction(std::string_view name) {
@@ -112,6 +122,7 @@ Status Transaction::validate() const {
 
 Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
+  PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kApply,
                                    state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch);
@@ -124,6 +135,7 @@ Status Transaction::commit() {
 
 Status Transaction::revert() {
   if (!state_->committed) return fail(ErrorCode::kInvalidArgument, "revert: the transaction is not committed");
+  PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
   auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kRevert, ErrorCode::kConflict);

@@ -314,3 +314,31 @@ TEST(TransactionValidation, BadShapes) {
 
 }  // namespace
 }  // namespace punch::patcher
+
+namespace punch::patcher {
+namespace {
+
+// A mistyped PUNCH_TRAP (say, for patching under a debugger) is an error, not
+// a silent int3: commit refuses, memory unchanged; a valid value commits.
+TEST(TransactionValidation, UnknownPunchTrapRefusesCommit) {
+  const std::uintptr_t f = test::emit_return(1);
+  const test::MemorySnapshot before(f, 6);
+  ::setenv("PUNCH_TRAP", "htl", 1);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
+  auto refused = tx.commit();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(refused.error().message.find("PUNCH_TRAP"), std::string::npos) << refused.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+
+  ::setenv("PUNCH_TRAP", "hlt", 1);
+  auto committed = tx.commit();
+  ::unsetenv("PUNCH_TRAP");
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)()>(f)(), 2);
+  EXPECT_TRUE(tx.revert());
+}
+
+}  // namespace
+}  // namespace punch::patcher

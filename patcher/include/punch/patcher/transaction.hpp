@@ -38,8 +38,8 @@ enum class TrapInstruction {
   kHlt,   //!< 0xF4, SIGSEGV in user mode: for patching under a debugger that owns SIGTRAP.
 };
 
-//! The trap from PUNCH_TRAP=int3|hlt (default int3; an unknown value also gives int3,
-//! use parse_trap_instruction to detect it).
+//! The trap from PUNCH_TRAP=int3|hlt (default int3). An unknown value gives
+//! int3 here, and commit() and revert() refuse to run with it (kInvalidArgument).
 TrapInstruction default_trap_instruction();
 
 //! Parses "int3" or "hlt"; anything else is a kInvalidArgument error.
