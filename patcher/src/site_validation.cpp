@@ -259,6 +259,24 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     const CheckedSite& s = batch.sites[*std::prev(it)];
     return a < s.end() ? &s : nullptr;
   };
+  // The same rule for the code as it will be: new code that branches into
+  // another site could not be undone live (a thread there during the revert
+  // would land inside code being rewritten), so the commit refuses it now.
+  for (std::uint32_t m : members) {
+    const CheckedSite& c = batch.sites[m];
+    if (!c.is_code) continue;
+    auto fresh = disasm::decode_all(disasm::CodeSpan{c.address, c.to});
+    if (!fresh) continue;  // check_new_code has already refused undecodable new code.
+    for (const disasm::Instruction& insn : *fresh) {
+      if (!insn.has_branch_target) continue;
+      const CheckedSite* into = site_holding(insn.branch_target);
+      if (into && insn.branch_target != into->address && into != &c)
+        return fail(ErrorCode::kBranchInto, site_name(into->index, into->address) + ": the new code of " +
+                                                site_name(c.index, c.address) + " branches from " +
+                                                at(insn.address) + " to " + at(insn.branch_target) +
+                                                ", inside the site");
+    }
+  }
   std::uintptr_t indirect = 0;
   for (const disasm::Instruction& insn : decoded) {
     const CheckedSite* home = site_holding(insn.address);

@@ -342,3 +342,29 @@ TEST(TransactionValidation, UnknownPunchTrapRefusesCommit) {
 
 }  // namespace
 }  // namespace punch::patcher
+
+namespace punch::patcher {
+namespace {
+
+// Found by fuzz_transaction: new code that branches into another site of the
+// same transaction committed, and then could not be reverted. Refused at
+// commit, memory unchanged.
+TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteIsRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
+    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
+    a.ret();
+  });
+  const test::MemorySnapshot before(f, 11);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(3))));
+  ASSERT_TRUE(tx.add(test::site(f + 5, test::bytes_at(f + 5, 5), test::jmp_rel32(f + 5, f + 2))));
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed) << "new code jumping into the middle of site #0 was committed";
+  EXPECT_EQ(committed.error().code, ErrorCode::kBranchInto) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find(at(f + 2)), std::string::npos) << committed.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
+}  // namespace
+}  // namespace punch::patcher
