@@ -138,12 +138,17 @@ Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint
 }
 
 // The window every copy of the batch should lie in: within rel32 reach of every site.
-runtime::AddressWindow window_for(std::span<const CheckedSite> sites) {
+// RIP-relative data the copies read must be within reach too: relocation has
+// no absolute form for it.
+runtime::AddressWindow window_for(const CheckedBatch& batch) {
   runtime::AddressWindow w;
-  for (const CheckedSite& s : sites)
-    if (s.is_code)
-      w = w.intersect(runtime::AddressWindow::rel32_reach(s.address))
-              .intersect(runtime::AddressWindow::rel32_reach(s.end()));
+  for (const CheckedSite& s : batch.sites) {
+    if (!s.is_code) continue;
+    w = w.intersect(runtime::AddressWindow::rel32_reach(s.address))
+            .intersect(runtime::AddressWindow::rel32_reach(s.end()));
+    for (const disasm::Instruction& insn : batch.old_instructions(s))
+      if (insn.has_memory_target) w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
+  }
   return w;
 }
 
@@ -174,7 +179,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
 
   auto heap = runtime::CodeHeap::global();
   if (!heap) return tl::unexpected(std::move(heap).error());
-  auto block = (*heap)->allocate(total, kCopyAlign, window_for(sites));
+  auto block = (*heap)->allocate(total, kCopyAlign, window_for(batch));
   if (!block) block = (*heap)->allocate(total, kCopyAlign);  // Far away; relocation says if that is not enough.
   if (!block) return tl::unexpected(std::move(block).error());
   generation->blocks.push_back({*block, total});

@@ -177,11 +177,20 @@ Status check_new_code(CheckedSite& c) {
   std::uint32_t count = 0;
   bool plain = true, decoded = true;
   disasm::Instruction last;
+  // Where an out-of-line copy of the new code (needed to undo it live) could
+  // live: within rel32 reach of the site and of every RIP-relative operand.
+  runtime::AddressWindow copy_window =
+      runtime::AddressWindow::rel32_reach(c.address).intersect(runtime::AddressWindow::rel32_reach(c.end()));
+  std::uintptr_t far_operand = 0;
   for (std::uintptr_t a = c.address; a < code.end(); ++count) {
     auto insn = disasm::decode(code, a);
     if (!insn) {
       decoded = false;
       break;
+    }
+    if (insn->has_memory_target) {
+      copy_window = copy_window.intersect(runtime::AddressWindow::rel32_reach(insn->memory_target));
+      if (copy_window.empty() && !far_operand) far_operand = insn->address;
     }
     if (count > 0 && is_call(last)) return tl::unexpected(inner_call(c.index, c.address, "new", last.address));
     plain = plain && runs_anywhere(*insn);
@@ -202,6 +211,11 @@ Status check_new_code(CheckedSite& c) {
                                                 ": the new code ends in an indirect call after other "
                                                 "instructions; it could not be undone live (no out-of-line copy "
                                                 "can keep that call's return address)");
+  if (count > 1 && far_operand)
+    return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) + ": the new code could not be undone "
+                                                "live: the RIP-relative operand at " + at(far_operand) +
+                                                " is too close to the edge of rel32 reach for any out-of-line "
+                                                "copy near the site to reach it");
   if (count > 1 && !plain)
     if (auto dry = disasm::relocate(code, c.address); !dry)
       return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +

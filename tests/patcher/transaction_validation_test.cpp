@@ -368,3 +368,32 @@ TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteIsRefused) {
 
 }  // namespace
 }  // namespace punch::patcher
+
+namespace punch::patcher {
+namespace {
+
+// New code of several instructions must be undoable live, which needs an
+// out-of-line copy within rel32 reach of every RIP-relative operand: one
+// operand ~2 GiB below and one ~2 GiB above leave no such place.
+TEST(TransactionValidation, NewCodeNoCopyCouldReachIsRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, 1);  // 5 bytes
+    a.mov(asmjit::x86::ecx, 2);  // 5 bytes
+    a.nop();
+    a.nop();                     // site: these 12 bytes
+    a.ret();
+  });
+  const test::MemorySnapshot before(f, 13);
+  // add [rip-0x7fffff00], edi; add [rip+0x7fffff00], edi (6 bytes each).
+  std::vector<std::uint8_t> new_code = {0x01, 0x3D, 0x00, 0x01, 0x00, 0x80, 0x01, 0x3D, 0x00, 0xFF, 0xFF, 0x7F};
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, test::bytes_at(f, 12), new_code)));
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed) << "new code that no copy could run was committed";
+  EXPECT_EQ(committed.error().code, ErrorCode::kCannotRelocate) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find("undone live"), std::string::npos) << committed.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
+}  // namespace
+}  // namespace punch::patcher
