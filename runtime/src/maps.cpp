@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proc_self_fd.hpp"
+
 namespace punch::runtime {
 namespace {
 
@@ -126,29 +128,15 @@ Result<Mapping> query_by_parse(std::uintptr_t address) {
   return fail(ErrorCode::kNotMapped, at(address) + ": not mapped (no line of /proc/self/maps covers it)");
 }
 
-// The descriptor the ioctl goes to, with the pid that opened it in one word:
-// one inherited over fork names the PARENT's address space, so it is reopened
-// whenever the pid changed (as proc_mem_fd does). Lock-free: two threads that
-// reopen at once both open, one publishes, the other closes its own.
-std::atomic<std::uint64_t> g_maps_fd{0};  // pid << 32 | fd; 0 = none.
-std::atomic<int> g_ioctl_works{-1};       // -1 unknown, 0 no (ENOTTY/EINVAL), 1 yes.
-
-constexpr std::uint64_t fd_word(pid_t pid, int fd) {
-  return static_cast<std::uint64_t>(static_cast<std::uint32_t>(pid)) << 32 | static_cast<std::uint32_t>(fd);
-}
+// The descriptor the ioctl goes to (reopened after fork: one inherited names
+// the PARENT's address space).
+constinit detail::ProcSelfFd g_maps{"/proc/self/maps", O_RDONLY};
+std::atomic<int> g_ioctl_works{-1};  // -1 unknown, 0 no (ENOTTY/EINVAL), 1 yes.
 
 Result<int> maps_fd() {
-  const pid_t me = ::getpid();
-  std::uint64_t word = g_maps_fd.load(std::memory_order_acquire);
-  if (word != 0 && static_cast<pid_t>(word >> 32) == me) return static_cast<int>(word & 0xffffffffu);
-  const int fd = ::open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/maps: cannot open: ") + std::strerror(errno));
-  if (g_maps_fd.compare_exchange_strong(word, fd_word(me, fd), std::memory_order_acq_rel)) {
-    if (word != 0) ::close(static_cast<int>(word & 0xffffffffu));  // The parent's: no thread here uses it.
-    return fd;
-  }
-  ::close(fd);  // Another thread published first; `word` now holds its descriptor.
-  return static_cast<int>(word & 0xffffffffu);
+  const int fd = g_maps.get();
+  if (fd < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/maps: cannot open: ") + std::strerror(-fd));
+  return fd;
 }
 
 // Ok(mapping), kNotMapped, kUnsupported (no ioctl here) or kIoError.
