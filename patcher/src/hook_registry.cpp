@@ -135,11 +135,7 @@ disasm::FunctionExtent block_extent(const CodeBlock& b) {
 }
 
 // Commits the bytes the chain's model asks for, as one transaction. On failure nothing changed.
-Status reconcile(Chain& chain, TransactionOptions options) {
-  // Our own absolute entry is an indirect jump a transaction's branch scan
-  // cannot see through; the function itself was proven by the planner.
-  if (chain.plan.kind == HookEntryKind::kStolenAbsolute && chain.entry_bytes != chain.plan.original)
-    options.allow_unprovable = true;
+Status reconcile(Chain& chain, const TransactionOptions& options) {
   Transaction tx(options);
   NewCode fresh;
   std::vector<std::pair<JumpPoint*, std::vector<std::uint8_t>>> jump_updates;
