@@ -13,24 +13,18 @@
 
 #include <punch/patcher/hook.hpp>
 
+#include "hook_targets.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
-extern "C" long hook_target_prologue(long);  // 3x + 7
 
 namespace punch::patcher {
 namespace {
 
 using namespace asmjit;
-using Fn = long (*)(long);
 
 std::atomic<Fn> g_original{nullptr};
 long plus_1000(long x) { return g_original.load()(x) + 1000; }
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 TEST(ThreadChurn, CommitsAndHooksWhileThreadsStartAndExit) {
   // x + 1 through a multi-instruction prologue; the patch jumps over it to 2x.

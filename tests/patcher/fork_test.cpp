@@ -14,29 +14,19 @@
 
 #include <punch/patcher/hook.hpp>
 
+#include "hook_targets.hpp"
 #include "busy_thread.hpp"
 #include "child_process.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
-extern "C" {
-long hook_target_prologue(long);
-long hook_target_square(long);
-}
-
 namespace punch::patcher {
 namespace {
 
 using namespace asmjit;
-using Fn = long (*)(long);
 
 // A child that hangs is killed, so a deadlock fails the test instead of hanging it.
 constexpr unsigned kChildDeadlineSeconds = 60;
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 std::atomic<Fn> g_original{nullptr};
 long plus_1000(long x) { return g_original.load()(x) + 1000; }

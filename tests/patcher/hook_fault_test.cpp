@@ -11,30 +11,20 @@
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/fault_injection.hpp>
 
+#include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
-
-extern "C" {
-long hook_target_prologue(long);  // 3x + 7, multi-instruction prologue after endbr64.
-long hook_target_pad_nop5(long);  // x + 100, patchable entry.
-}
 
 namespace punch::patcher {
 namespace {
 
 using runtime::testing::FaultKind;
 using runtime::testing::FaultPoint;
-using Fn = long (*)(long);
 
 // Operations of one hook install or removal stay far below this; reaching it means the loop never ends.
 constexpr std::uint64_t kMaxOperations = 200;
 // How many operations an install takes varies a little (the heap syncs before
 // reusing freed space): N keeps growing until this many N in a row never fired.
 constexpr int kMissesToStop = 3;
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 std::atomic<Fn> g_inner_original{nullptr};
 std::atomic<Fn> g_outer_original{nullptr};

@@ -9,6 +9,7 @@
 #include <punch/patcher/hook.hpp>
 #include <punch/runtime/safe_read.hpp>
 
+#include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
 
 extern "C" {
@@ -18,13 +19,6 @@ long hook_fentry_nop_target(long);   // 7x + 2, -pg -mfentry -mnop-mcount (g++)
 
 namespace punch::patcher {
 namespace {
-
-using Fn = long (*)(long);
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 std::atomic<Fn> g_original{nullptr};
 long plus_1000(long x) { return g_original.load()(x) + 1000; }

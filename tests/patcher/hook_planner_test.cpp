@@ -7,18 +7,11 @@
 
 #include <punch/runtime/code_heap.hpp>
 
+#include "hook_targets.hpp"
 #include "../../patcher/src/hook_planner.hpp"
 #include "../../patcher/src/hook_trampoline.hpp"
 #include "disasm_corpus.hpp"
 #include "memory_snapshot.hpp"
-
-extern "C" {
-long hook_target_prologue(long);
-long hook_target_square(long);
-long hook_target_pad_nop5(long);
-long hook_target_pad_gcc(long);
-long hook_target_call_mid(long);
-}
 
 namespace punch::patcher {
 namespace {

@@ -18,26 +18,11 @@
 #include <punch/patcher/hook.hpp>
 #include <punch/runtime/code_heap.hpp>
 
+#include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
-
-extern "C" {
-long hook_target_square(long);
-long hook_target_load(long);
-long hook_parking_detour(long);
-extern void* hook_parking_original;
-extern unsigned char hook_parking_arrived;
-extern unsigned char hook_parking_go;
-}
 
 namespace punch::patcher {
 namespace {
-
-using Fn = long (*)(long);
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 void set_flag(unsigned char& flag, unsigned char value) { __atomic_store_n(&flag, value, __ATOMIC_SEQ_CST); }
 bool flag(const unsigned char& f) { return __atomic_load_n(&f, __ATOMIC_SEQ_CST) != 0; }

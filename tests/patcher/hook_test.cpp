@@ -23,6 +23,7 @@
 #include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/safe_read.hpp>
 
+#include "hook_targets.hpp"
 #include "child_process.hpp"
 
 #ifndef PR_SET_MDWE
@@ -34,24 +35,8 @@
 #include "disasm_corpus.hpp"
 #include "memory_snapshot.hpp"
 
-extern "C" {
-long hook_target_prologue(long);
-long hook_target_square(long);
-long hook_target_pad_nop5(long);
-long hook_target_pad_gcc(long);
-long hook_target_call_mid(long);
-}
-
 namespace punch::patcher {
 namespace {
-
-using Fn = long (*)(long);
-
-// Calls through a volatile pointer so the compiler cannot inline or fold the target.
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 std::atomic<Fn> g_original{nullptr};
 std::atomic<long> g_calls{0};

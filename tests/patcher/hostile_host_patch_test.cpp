@@ -23,28 +23,17 @@
 #include <punch/runtime/code_writer.hpp>
 #include <punch/runtime/sync.hpp>
 
+#include "hook_targets.hpp"
 #include "busy_thread.hpp"
 #include "child_process.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 #include "seccomp.hpp"
 
-extern "C" {
-long hook_target_prologue(long);  // 3x + 7, multi-instruction prologue
-long hook_target_pad_nop5(long);  // x + 100, patchable entry
-}
-
 namespace punch::patcher {
 namespace {
 
 using namespace asmjit;
-using Fn = long (*)(long);
-
-
-long call(Fn f, long x) {
-  Fn volatile p = f;
-  return p(x);
-}
 
 std::atomic<Fn> g_original{nullptr};
 long plus_1000(long x) { return g_original.load()(x) + 1000; }

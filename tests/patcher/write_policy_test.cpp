@@ -18,10 +18,10 @@
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
 
+#include "hook_targets.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
-extern "C" long hook_target_square(long);
 
 namespace punch::patcher {
 namespace {
