@@ -35,19 +35,26 @@ namespace {
 
 using namespace asmjit;
 
-std::atomic<Fn> g_original{nullptr};
-long plus_1000(long x) { return g_original.load()(x) + 1000; }
+// A detour adding 1000 to the original, one per target (Tag): a thread still
+// inside one target's detour must never pick up another target's trampoline.
+template <int Tag>
+struct Plus1000 {
+  static inline std::atomic<Fn> original{nullptr};
+  static long detour(long x) { return original.load()(x) + 1000; }
+};
+constexpr auto plus_1000 = &Plus1000<0>::detour;
 
-// Hook `f` (3x + 7 or x + 100 ...), call it, remove it: 0 when all worked, else prints why.
+// Hook `f` (3x + 7 or x + 100 ...) with Plus1000<Tag>, call it, remove it: 0 when all worked, else prints why.
+template <int Tag>
 int hook_call_remove(Fn f, long (*expected)(long)) {
   HookOptions options;
   options.enabled = false;
-  auto hook = Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+  auto hook = Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(&Plus1000<Tag>::detour), options);
   if (!hook) {
     std::printf("hook install: %s\n", hook.error().describe().c_str());
     return 1;
   }
-  g_original = hook->original<Fn>();
+  Plus1000<Tag>::original = hook->original<Fn>();
   if (auto s = hook->enable(); !s) {
     std::printf("hook enable: %s\n", s.error().describe().c_str());
     return 1;
@@ -82,8 +89,8 @@ int live_transaction() {
 
 // The whole row: a hook on a multi-instruction prologue, a patchable entry, and a transaction.
 int patch_everything() {
-  if (hook_call_remove(hook_target_prologue, prologue_value) != 0) return 1;
-  if (hook_call_remove(hook_target_pad_nop5, pad_value) != 0) return 1;
+  if (hook_call_remove<0>(hook_target_prologue, prologue_value) != 0) return 1;
+  if (hook_call_remove<1>(hook_target_pad_nop5, pad_value) != 0) return 1;
   if (live_transaction() != 0) return 1;
   std::printf("hooks and live transactions work (writer %s, sync %s)\n",
               std::string(runtime::to_string((*runtime::CodeWriter::global())->method())).c_str(),
@@ -205,16 +212,20 @@ TEST(HostileHostPatch, MembarrierRefusedFallsBackToSignals) {
       std::printf("seccomp not permitted: %s\n", why.c_str());
       return test::kChildSkip;
     }
-    std::atomic<long> wrong{0};
+    std::atomic<long> wrong{0}, first_x{0}, first_result{0};
     {
       test::BusyThread a([&] {
         for (long x = 0; x < 50; ++x)
-          if (const long r = call(hook_target_prologue, x); r != 3 * x + 7 && r != 3 * x + 1007) wrong.fetch_add(1);
+          if (const long r = call(hook_target_prologue, x); r != 3 * x + 7 && r != 3 * x + 1007 && !wrong++) {
+            first_x = x;
+            first_result = r;
+          }
       });
       for (int i = 0; i < 20; ++i)
         if (patch_everything() != 0) return 1;
     }
-    CHILD_CHECK(wrong.load() == 0);
+    CHILD_CHECK(wrong.load() == 0, "%ld wrong results; the first: f(%ld) = %ld", wrong.load(), first_x.load(),
+                first_result.load());
     CHILD_CHECK(runtime::sync_method() == runtime::SyncMethod::kSignals);
     return 0;
   }));
@@ -260,7 +271,7 @@ TEST(HostileHostPatch, ThreadWithAllSignalsBlocked) {
     auto hook = Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
     const bool refused = !hook;
     std::printf("multi-instruction hook: %s\n", refused ? hook.error().describe().c_str() : "installed");
-    const bool pad_hooked = hook_call_remove(hook_target_pad_nop5, pad_value) == 0;
+    const bool pad_hooked = hook_call_remove<1>(hook_target_pad_nop5, pad_value) == 0;
     std::printf("patchable entry: %s (sync %s)\n", pad_hooked ? "hooked" : "failed",
                 std::string(runtime::to_string(runtime::sync_method())).c_str());
     stop = true;
