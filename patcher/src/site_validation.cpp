@@ -204,6 +204,7 @@ Status check_new_code(CheckedSite& c) {
   }
   c.to_instructions = count;
   c.to_plain = plain;
+  if (count == 1) c.to_single = last;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
   if (count > 1 && last.flow == disasm::Flow::kIndirectCall)

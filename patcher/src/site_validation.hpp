@@ -41,6 +41,7 @@ struct CheckedSite {
   std::uint32_t to_instructions = 0;
   bool from_plain = false;              //!< Every old instruction runs_anywhere: its copy is its bytes.
   bool to_plain = false;                //!< Likewise for the new instructions.
+  disasm::Instruction to_single{};      //!< The new code, when it is one instruction (to_instructions == 1).
 
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };
