@@ -176,6 +176,27 @@ void BM_Pwrite_small(benchmark::State& state) {
 }
 BENCHMARK(BM_Pwrite_small)->Name("BM_Pwrite/small")->UseRealTime();
 
+// An extra reference, not the ratio's: the same pwrite over 1,000 pages in
+// turn (one per own_page site), as the own_page batches write them.
+void BM_Pwrite_cold(benchmark::State& state) {
+  Code code(1000, true);
+  const int fd = ::open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+  if (fd < 0 || code.sites.empty()) {
+    state.SkipWithError("no /proc/self/mem or code");
+    return;
+  }
+  const auto bytes = mov_eax(0);
+  std::size_t next = 0;
+  for (auto _ : state) {
+    const std::uintptr_t site = code.sites[next];
+    next = next + 1 == code.sites.size() ? 0 : next + 1;
+    if (::pwrite(fd, reinterpret_cast<const void*>(site), 4, static_cast<off_t>(site)) != 4)
+      state.SkipWithError("pwrite failed");
+  }
+  ::close(fd);
+}
+BENCHMARK(BM_Pwrite_cold)->Name("BM_Pwrite/cold")->UseRealTime();
+
 void register_all() {
   for (int busy : {0, 1}) {
     const std::string b = "/busy:" + std::to_string(busy);

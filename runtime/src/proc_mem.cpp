@@ -14,6 +14,10 @@ namespace {
 
 constinit ProcSelfFd g_proc_mem{"/proc/self/mem", O_RDWR};
 
+// current_pid()'s cache is filled while the program loads, so that a vfork
+// child sharing the memory finds the owner's pid there, never stores its own.
+[[maybe_unused]] const pid_t g_pid_at_load = current_pid();
+
 }  // namespace
 
 Result<int> proc_mem_fd() {

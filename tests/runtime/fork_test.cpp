@@ -1,9 +1,14 @@
 // fork and exec: a child reopens /proc/self/mem (the inherited descriptor
 // names the parent's memory), its locks and sync work, and the descriptor
-// does not survive exec.
+// does not survive exec. A raw clone() child (no atfork handlers run) is a
+// fork child too; a CLONE_VM child shares the memory and the descriptor.
 #include <asmjit/x86.h>
 #include <gtest/gtest.h>
 #include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +22,14 @@
 
 #include "child_process.hpp"
 #include "memory_snapshot.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define PUNCH_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PUNCH_ASAN 1
+#endif
+#endif
 
 namespace punch::runtime {
 namespace {
@@ -68,6 +81,90 @@ TEST(Fork, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
   EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
 }
 
+// Runs `body` in a child made by glibc's clone() with `flags` (no atfork
+// handler runs, unlike fork()) on a stack of its own; returns its exit code,
+// or -1 when it did not exit normally.
+int run_in_clone(int flags, int (*body)(void*), void* arg) {
+  constexpr std::size_t kStack = 256 * 1024;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (stack == MAP_FAILED) return -1;
+  std::fflush(nullptr);
+  const pid_t pid = ::clone(body, static_cast<char*>(stack) + kStack, flags | SIGCHLD, arg);
+  int status = 0;
+  while (pid > 0 && ::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ::munmap(stack, kStack);
+  return pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const std::uint8_t kRet1[] = {0xB8, 1, 0, 0, 0, 0xC3};  // mov eax, 1; ret
+const std::uint8_t kRet2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
+
+struct CloneArg {
+  CodeWriter* writer;
+  int (*fn)();
+};
+
+// Writes `mov eax, 2; ret` over fn, runs it; exits (never returns into the parent's frames).
+int write_ret2_and_call(void* p) {
+  auto* arg = static_cast<CloneArg*>(p);
+  if (!arg->writer->write(reinterpret_cast<std::uintptr_t>(arg->fn), kRet2)) ::_exit(2);
+  if (!sync_all_threads()) ::_exit(3);
+  ::_exit(arg->fn() == 2 ? 0 : 4);
+}
+
+TEST(Fork, RawCloneChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
+  CodeHeap& heap = global_heap();
+  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
+  Jit jit(heap);
+  asmjit::CodeHolder code;
+  emit_return(code, 1);
+  auto fn = jit.add_as<int (*)()>(code);  // The parent's descriptor is open from here on.
+  ASSERT_TRUE(fn);
+  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
+  CloneArg arg{&heap.writer(), *fn};
+  EXPECT_EQ(run_in_clone(0, write_ret2_and_call, &arg), 0);
+  EXPECT_EQ(parent_bytes.differences(), "") << "the clone child wrote the parent's memory";
+  EXPECT_EQ((*fn)(), 1);
+  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
+}
+
+int write_ret2(void* p) {
+  auto* arg = static_cast<CloneArg*>(p);
+  ::_exit(arg->writer->write(reinterpret_cast<std::uintptr_t>(arg->fn), kRet2) ? 0 : 2);
+}
+
+// A vfork child shares the memory: its write is the parent's, through the
+// parent's descriptor, and it must not leave the parent a descriptor number
+// that only the child had open (the parent would later use, or close, whatever
+// file it opened under that number).
+TEST(Fork, VforkChildWritesTheSharedMemoryAndLeavesTheParentsDescriptorsAlone) {
+#ifdef PUNCH_ASAN
+  GTEST_SKIP() << "ASan does not follow a CLONE_VM child onto its own stack";
+#endif
+  CodeHeap& heap = global_heap();
+  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "only proc-mem holds a descriptor";
+  Jit jit(heap);
+  asmjit::CodeHolder code;
+  emit_return(code, 1);
+  auto fn = jit.add_as<int (*)()>(code);
+  ASSERT_TRUE(fn);
+  CloneArg arg{&heap.writer(), *fn};
+  ASSERT_EQ(run_in_clone(CLONE_VM | CLONE_VFORK, write_ret2, &arg), 0);
+  ASSERT_TRUE(sync_all_threads());
+  EXPECT_EQ((*fn)(), 2) << "the child's write went to the shared memory";
+
+  // The lowest free number: the one the child would have opened a descriptor under.
+  const int file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(file, 0);
+  EXPECT_TRUE(heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), kRet1));
+  EXPECT_NE(::fcntl(file, F_GETFD), -1) << "the writer closed the parent's descriptor " << file;
+  ASSERT_TRUE(sync_all_threads());
+  EXPECT_EQ((*fn)(), 1);
+  ::close(file);
+  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
+}
+
 bool holds_proc_mem_descriptor() {
   DIR* dir = ::opendir("/proc/self/fd");
   if (!dir) return false;
@@ -96,14 +193,6 @@ TEST(Fork, DescriptorIsCloseOnExec) {
   EXPECT_NE(exec.output.find("->"), std::string::npos) << exec.output;  // The listing worked.
   EXPECT_EQ(exec.output.find("/mem"), std::string::npos) << exec.output;
 }
-
-#if defined(__SANITIZE_ADDRESS__)
-#define PUNCH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PUNCH_ASAN 1
-#endif
-#endif
 
 TEST(Fork, ChildCanEmitWhileParentThreadsHeldTheLocksAtFork) {
 #ifdef PUNCH_ASAN
