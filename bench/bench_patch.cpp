@@ -111,6 +111,20 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
   (void)patcher::reclaim_retired_copies();
 }
 
+// Validation alone (Transaction::validate: what commit and revert each run
+// first), per batch: the part of a commit's cost that is not writes or syncs.
+void run_validate(benchmark::State& state, std::size_t n, bool own_page) {
+  Code code(n, own_page);
+  if (code.sites.size() != n) return state.SkipWithError("could not emit the code");
+  patcher::Transaction tx;
+  for (std::size_t i = 0; i < n; ++i)
+    (void)tx.add(patcher::Site{code.sites[i], mov_eax(static_cast<std::uint32_t>(i)),
+                               mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
+  for (auto _ : state)
+    if (!tx.validate()) state.SkipWithError("validate failed");
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+
 // The floor of any live change, with the same busy thread: one sync (the
 // protocol pays three per batch, the fix-up round standing in for one) ...
 void BM_Floor_sync(benchmark::State& state) {
@@ -198,6 +212,10 @@ void BM_Pwrite_cold(benchmark::State& state) {
 BENCHMARK(BM_Pwrite_cold)->Name("BM_Pwrite/cold")->UseRealTime();
 
 void register_all() {
+  for (bool own_page : {false, true})
+    benchmark::RegisterBenchmark(own_page ? "BM_Validate/batch/1000/own_page" : "BM_Validate/batch/1000/packed",
+                                 [=](benchmark::State& s) { run_validate(s, 1000, own_page); })
+        ->UseRealTime();
   for (int busy : {0, 1}) {
     const std::string b = "/busy:" + std::to_string(busy);
     benchmark::RegisterBenchmark(("BM_LivePatch/single" + b).c_str(),

@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <optional>
 #include <utility>
 
 #include <punch/disasm/relocate.hpp>
@@ -30,17 +29,12 @@ Error with_site(std::size_t index, std::uintptr_t address, Error e) {
   return e;
 }
 
-runtime::CodeHeap* global_heap() {
+// The live allocation of the global heap that holds each of `addresses`
+// (empty ranges where none does), looked up under one heap lock for the batch.
+std::vector<runtime::CodeRange> heap_blocks(std::span<const std::uintptr_t> addresses) {
   auto heap = runtime::CodeHeap::global();
-  return heap ? *heap : nullptr;
-}
-
-// The live heap allocation that holds all of [address, end), if any.
-std::optional<runtime::CodeRange> heap_block(runtime::CodeHeap* heap, std::uintptr_t address, std::uintptr_t end) {
-  if (!heap) return std::nullopt;
-  auto block = heap->allocation_holding(address);
-  if (!block || end > block->end) return std::nullopt;
-  return *block;
+  if (!heap) return std::vector<runtime::CodeRange>(addresses.size());
+  return (*heap)->allocations_holding(addresses);
 }
 
 // The mappings sites lie in, each queried once per validation (sites of one
@@ -64,7 +58,8 @@ class MappingCache {
 // Write policy: only executable mappings unless opted in; never MAP_SHARED
 // (pwrite fails there, and other processes would see the change) unless the
 // punch heap owns it (dual-map arenas are memfd shared mappings by design).
-Result<bool> check_policy(MappingCache& maps, runtime::CodeHeap* heap, const Site& site, std::size_t index,
+// `in_heap`: a live heap allocation holds the whole site.
+Result<bool> check_policy(MappingCache& maps, bool in_heap, const Site& site, std::size_t index,
                           const TransactionOptions& options) {
   const std::uintptr_t end = site.address + site.expected.size();
   bool any_exec = false, any_data = false;
@@ -72,7 +67,7 @@ Result<bool> check_policy(MappingCache& maps, runtime::CodeHeap* heap, const Sit
     auto m = maps.holding(next);
     if (!m) return tl::unexpected(with_site(index, site.address, std::move(m).error()));
     const runtime::Mapping& mapping = **m;
-    if (mapping.shared && !heap_block(heap, site.address, end))
+    if (mapping.shared && !in_heap)
         return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
                                             at(mapping.start) + ", " + at(mapping.end) + ") " + mapping.path +
                                             "; punch patches only private mappings");
@@ -146,17 +141,33 @@ Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
   return {};
 }
 
+// The sites of one container, by address.
+struct Members {
+  std::span<const std::uint32_t> indexes;  // Into `sites`, ascending by address.
+  const std::vector<CheckedSite>& sites;
+
+  std::size_t size() const { return indexes.size(); }
+  const CheckedSite& operator[](std::size_t k) const { return sites[indexes[k]]; }
+  // The site with address <= a < end, or null.
+  const CheckedSite* holding(std::uintptr_t a) const {
+    auto it = std::upper_bound(indexes.begin(), indexes.end(), a,
+                               [&](std::uintptr_t x, std::uint32_t m) { return x < sites[m].address; });
+    if (it == indexes.begin()) return nullptr;
+    const CheckedSite& s = sites[*std::prev(it)];
+    return a < s.end() ? &s : nullptr;
+  }
+};
+
 // Decodes `code` from its first byte until its end or the first undecodable
 // byte; returns whether it reached the end. An int3 byte outside every site
-// (`sites`, by address) is stepped over without decoding: it is a whole
-// instruction that branches nowhere, and heap allocations end in many of them.
-bool decode_container(disasm::CodeSpan code, std::span<const CheckedSite* const> sites,
-                      std::vector<disasm::Instruction>& out) {
+// (`sites`) is stepped over without decoding: it is a whole instruction that
+// branches nowhere, and heap allocations end in many of them.
+bool decode_container(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out) {
   out.clear();
   std::size_t next = 0;  // The first site that does not end before `a`.
   for (std::uintptr_t a = code.address; a < code.end();) {
-    while (next < sites.size() && sites[next]->end() <= a) ++next;
-    const bool in_site = next < sites.size() && sites[next]->address <= a;
+    while (next < sites.size() && sites[next].end() <= a) ++next;
+    const bool in_site = next < sites.size() && sites[next].address <= a;
     if (!in_site && code.bytes[a - code.address] == 0xCC) {
       ++a;
       continue;
@@ -169,10 +180,21 @@ bool decode_container(disasm::CodeSpan code, std::span<const CheckedSite* const>
   return true;
 }
 
+// A branch of one site's new code to a point strictly inside another site of
+// its container: new code that branches into another site could not be undone
+// live (a thread there during the revert would land inside code being
+// rewritten), so the commit refuses it.
+struct BranchIntoSite {
+  const CheckedSite* into = nullptr;  // Null: none found.
+  const CheckedSite* from = nullptr;
+  std::uintptr_t branch = 0, target = 0;
+};
+
 // Checks the new bytes of a code site: whole instructions, no call before the
-// last, undoable live. Decodes without allocating; disasm's own checks give
-// the exact message when something is wrong.
-Status check_new_code(CheckedSite& c) {
+// last, undoable live. Decodes once and without allocating, and notes in
+// `first_into` the first branch into another of `others` (null: not checked);
+// disasm's own checks give the exact message when something is wrong.
+Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& first_into) {
   const disasm::CodeSpan code{c.address, c.to};
   std::uint32_t count = 0;
   bool plain = true, decoded = true;
@@ -193,6 +215,10 @@ Status check_new_code(CheckedSite& c) {
       if (copy_window.empty() && !far_operand) far_operand = insn->address;
     }
     if (count > 0 && is_call(last)) return tl::unexpected(inner_call(c.index, c.address, "new", last.address));
+    if (insn->has_branch_target && others && !first_into.into) {
+      const CheckedSite* into = others->holding(insn->branch_target);
+      if (into && insn->branch_target != into->address && into != &c) first_into = {into, &c, insn->address, insn->branch_target};
+    }
     plain = plain && runs_anywhere(*insn);
     last = *insn;
     a = insn->end();
@@ -229,18 +255,18 @@ Status check_new_code(CheckedSite& c) {
 // then the branch scan over the same list. `members` are the container's
 // sites, by address.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       std::vector<disasm::Instruction>& decoded, std::vector<const CheckedSite*>& member_sites,
-                       const TransactionOptions& options) {
+                       std::vector<disasm::Instruction>& decoded, const TransactionOptions& options) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
-  member_sites.clear();
-  for (std::uint32_t m : members) member_sites.push_back(&batch.sites[m]);
-  const bool complete = decode_container(code, member_sites, decoded);
+  const Members sites{members, batch.sites};
+  const bool scan = box.source != FunctionExtent::Source::kBoundedScan;  // A bounded scan has no branch scan.
+  const bool complete = decode_container(code, sites, decoded);
   const auto first_at = [&](std::uintptr_t a) {
     return std::lower_bound(decoded.begin(), decoded.end(), a,
                             [](const disasm::Instruction& i, std::uintptr_t x) { return i.address < x; });
   };
 
+  BranchIntoSite new_into;
   for (std::uint32_t m : members) {
     CheckedSite& c = batch.sites[m];
     auto first = first_at(c.address);
@@ -260,44 +286,24 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     c.from_plain = std::all_of(own.begin(), own.end(), runs_anywhere);
     for (std::size_t k = 0; k + 1 < own.size(); ++k)
       if (is_call(own[k])) return tl::unexpected(inner_call(c.index, c.address, "current", own[k].address));
-    PUNCH_TRY(check_new_code(c));
+    PUNCH_TRY(check_new_code(c, scan ? &sites : nullptr, new_into));
   }
-  if (box.source == FunctionExtent::Source::kBoundedScan) return {};
+  if (!scan) return {};
 
-  // The branch scan. Instructions inside a site being replaced disappear with
+  // The branch scan, of the code as it will be (found by check_new_code) ...
+  if (const BranchIntoSite& b = new_into; b.into)
+    return fail(ErrorCode::kBranchInto, site_name(b.into->index, b.into->address) + ": the new code of " +
+                                            site_name(b.from->index, b.from->address) + " branches from " +
+                                            at(b.branch) + " to " + at(b.target) + ", inside the site");
+  // ... and as it is. Instructions inside a site being replaced disappear with
   // the patch: an indirect jump there proves nothing either way, and a branch
   // from a site into its own range is relocated along with it.
-  const auto site_holding = [&](std::uintptr_t a) -> const CheckedSite* {  // Site with address <= a < end.
-    auto it = std::upper_bound(members.begin(), members.end(), a,
-                               [&](std::uintptr_t x, std::uint32_t m) { return x < batch.sites[m].address; });
-    if (it == members.begin()) return nullptr;
-    const CheckedSite& s = batch.sites[*std::prev(it)];
-    return a < s.end() ? &s : nullptr;
-  };
-  // The same rule for the code as it will be: new code that branches into
-  // another site could not be undone live (a thread there during the revert
-  // would land inside code being rewritten), so the commit refuses it now.
-  for (std::uint32_t m : members) {
-    const CheckedSite& c = batch.sites[m];
-    if (!c.is_code) continue;
-    auto fresh = disasm::decode_all(disasm::CodeSpan{c.address, c.to});
-    if (!fresh) continue;  // check_new_code has already refused undecodable new code.
-    for (const disasm::Instruction& insn : *fresh) {
-      if (!insn.has_branch_target) continue;
-      const CheckedSite* into = site_holding(insn.branch_target);
-      if (into && insn.branch_target != into->address && into != &c)
-        return fail(ErrorCode::kBranchInto, site_name(into->index, into->address) + ": the new code of " +
-                                                site_name(c.index, c.address) + " branches from " +
-                                                at(insn.address) + " to " + at(insn.branch_target) +
-                                                ", inside the site");
-    }
-  }
   std::uintptr_t indirect = 0;
   for (const disasm::Instruction& insn : decoded) {
-    const CheckedSite* home = site_holding(insn.address);
+    const CheckedSite* home = sites.holding(insn.address);
     if (insn.flow == disasm::Flow::kIndirectJump && !home && !indirect) indirect = insn.address;
     if (!insn.has_branch_target) continue;
-    const CheckedSite* into = site_holding(insn.branch_target);
+    const CheckedSite* into = sites.holding(insn.branch_target);
     if (into && insn.branch_target != into->address && into != home)
       return fail(ErrorCode::kBranchInto, site_name(into->index, into->address) + ": the branch `" +
                                               disasm::format(code, insn.address) + "` at " + at(insn.address) +
@@ -354,7 +360,9 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   // Sorted by address; overlap.
   std::vector<std::uint32_t> order(sites.size());
   for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) { return sites[a].address < sites[b].address; });
+  const auto by_address = [&](std::uint32_t a, std::uint32_t b) { return sites[a].address < sites[b].address; };
+  if (!std::is_sorted(order.begin(), order.end(), by_address))  // Usually added in order.
+    std::sort(order.begin(), order.end(), by_address);
   for (std::size_t k = 1; k < order.size(); ++k) {
     const Site& a = sites[order[k - 1]];
     const Site& b = sites[order[k]];
@@ -364,19 +372,24 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
                                            std::to_string(a.expected.size()) + " bytes)");
   }
 
-  runtime::CodeHeap* heap = global_heap();
+  std::vector<std::uintptr_t> addresses(order.size());
+  for (std::size_t k = 0; k < order.size(); ++k) addresses[k] = sites[order[k]].address;
+  const std::vector<runtime::CodeRange> blocks = heap_blocks(addresses);
   MappingCache maps;
   ContainerIndex index;
   batch.sites.reserve(sites.size());
-  for (std::uint32_t i : order) {
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    const std::uint32_t i = order[k];
     const Site& site = sites[i];
     const std::size_t n = site.expected.size();
+    // The heap allocation that holds the whole site, if any.
+    const bool in_heap = blocks[k].contains(site.address) && site.address + n <= blocks[k].end;
     CheckedSite c;
     c.index = i;
     c.address = site.address;
     c.from = direction == Direction::kApply ? site.expected : site.replacement;
     c.to = direction == Direction::kApply ? site.replacement : site.expected;
-    auto is_code = check_policy(maps, heap, site, i, options);
+    auto is_code = check_policy(maps, in_heap, site, i, options);
     if (!is_code) return tl::unexpected(std::move(is_code).error());
     c.is_code = *is_code;
     if (!c.is_code) {
@@ -399,13 +412,11 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     }
     if (g == kNoContainer) {
       Container box;
-      bool in_heap = false;
       if (site.function) {
         box = Container{site.function->start, site.function->end, site.function->source};
-      } else if (auto block = heap_block(heap, site.address, site.address + n)) {
+      } else if (in_heap) {
         // Before the symbol lookup: a heap allocation is never inside a loaded object.
-        box = Container{block->begin, block->end, FunctionExtent::Source::kCaller};
-        in_heap = true;
+        box = Container{blocks[k].begin, blocks[k].end, FunctionExtent::Source::kCaller};
       } else if (auto symbol = disasm::function_extent(site.address); symbol && site.address + n <= symbol->end) {
         box = Container{symbol->start, symbol->end, symbol->source};
       } else if (options.allow_unprovable) {
@@ -418,7 +429,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
                         "itself, from its first byte); pass Site::function or allow_unprovable");
       }
       box.stable = box.source != FunctionExtent::Source::kBoundedScan;
-      if (auto read = read_container(batch, box, in_heap); !read)
+      if (auto read = read_container(batch, box, in_heap && !site.function); !read)
         return tl::unexpected(with_site(i, site.address, std::move(read).error()));
       g = static_cast<std::uint32_t>(batch.containers.size());
       batch.containers.push_back(box);
@@ -453,12 +464,11 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     std::stable_sort(by_container.begin(), by_container.end(), by_box);
   batch.instructions.reserve(by_container.size());
   std::vector<disasm::Instruction> decoded;
-  std::vector<const CheckedSite*> member_sites;
   for (std::size_t lo = 0; lo < by_container.size();) {
     const std::uint32_t g = batch.sites[by_container[lo]].container;
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
-    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, member_sites, options));
+    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, options));
     lo = hi;
   }
   return batch;

@@ -130,6 +130,14 @@ struct CodeHeap::State {
     arena.free.emplace(address, FreeBlock{size, dirty});
   }
 
+  // The live allocation holding `address`, or an empty range; `after` is live.upper_bound(address).
+  CodeRange live_holding(std::uintptr_t address, decltype(live)::const_iterator after) const {
+    if (after == live.begin()) return {};
+    auto block = std::prev(after);
+    if (address - block->first >= block->second) return {};
+    return CodeRange{block->first, block->first + block->second};
+  }
+
   Arena* arena_of(std::uintptr_t address) {
     for (Arena& a : arenas)
       if (a.contains(address)) return &a;
@@ -276,12 +284,27 @@ bool CodeHeap::owns(std::uintptr_t address, std::size_t size) const {
 
 Result<CodeRange> CodeHeap::allocation_holding(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
-  auto after = state_->live.upper_bound(address);
-  if (after != state_->live.begin()) {
-    auto block = std::prev(after);
-    if (address - block->first < block->second) return CodeRange{block->first, block->first + block->second};
-  }
+  const CodeRange block = state_->live_holding(address, state_->live.upper_bound(address));
+  if (block.contains(address)) return block;
   return fail(ErrorCode::kNotOwned, at(address) + ": no live allocation of this code heap holds it");
+}
+
+std::vector<CodeRange> CodeHeap::allocations_holding(std::span<const std::uintptr_t> addresses) const {
+  std::vector<CodeRange> found(addresses.size());
+  std::lock_guard guard(state_->mutex);
+  const auto& live = state_->live;
+  auto after = live.end();  // live.upper_bound(the previous address)
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const std::uintptr_t a = addresses[i];
+    // Ascending addresses (a batch's sites) mostly lie in the same or one of
+    // the next few allocations: a few steps from the previous answer cost less
+    // than a descent from the root (each node a likely cache miss).
+    const bool ascending = i > 0 && a >= addresses[i - 1];
+    for (int step = 0; ascending && step < 4 && after != live.end() && after->first <= a; ++step) ++after;
+    if (!ascending || (after != live.end() && after->first <= a)) after = live.upper_bound(a);
+    found[i] = state_->live_holding(a, after);
+  }
+  return found;
 }
 
 Result<std::size_t> CodeHeap::allocation_size(std::uintptr_t address) const {

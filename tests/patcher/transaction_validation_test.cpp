@@ -366,6 +366,52 @@ TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteIsRefused) {
   EXPECT_TRUE(before.unchanged()) << before.differences();
 }
 
+// The rule looks at every instruction of the new code, not only its first,
+// and the message names both sites and the branch.
+TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteFromALaterInstructionIsRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
+    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
+    a.ret();
+  });
+  const test::MemorySnapshot before(f, 11);
+  // nop; nop; nop; jmp f+2 (rel8 from f+10: -8).
+  const std::vector<std::uint8_t> new_code{0x90, 0x90, 0x90, 0xEB, 0xF8};
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(3))));
+  ASSERT_TRUE(tx.add(test::site(f + 5, test::bytes_at(f + 5, 5), new_code)));
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed) << "new code jumping into the middle of site #0 was committed";
+  EXPECT_EQ(committed.error().code, ErrorCode::kBranchInto) << committed.error().describe();
+  const std::string expected = "site #0 at " + at(f) + ": the new code of site #1 at " + at(f + 5) +
+                               " branches from " + at(f + 8) + " to " + at(f + 2) + ", inside the site";
+  EXPECT_EQ(committed.error().message, expected);
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
+// Branching to another site's first byte, or inside its own range, is fine:
+// both stay instruction boundaries whichever code the sites hold.
+TEST(TransactionValidation, NewCodeBranchingToAnotherSitesStartOrIntoItselfIsAccepted) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
+    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
+    a.ret();
+  });
+  const test::MemorySnapshot before(f, 11);
+  // site #0: jmp f+5 (the start of site #1); site #1: jmp f+8; nop; nop; nop (into itself).
+  const std::vector<std::uint8_t> to_start{0xEB, 0x03, 0x90, 0x90, 0x90};
+  const std::vector<std::uint8_t> to_self{0xEB, 0x01, 0x90, 0x90, 0x90};
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, test::bytes_at(f, 5), to_start)));
+  ASSERT_TRUE(tx.add(test::site(f + 5, test::bytes_at(f + 5, 5), to_self)));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::bytes_at(f, 5), to_start);
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+}
+
 }  // namespace
 }  // namespace punch::patcher
 

@@ -67,6 +67,12 @@ class CodeHeap {
   //! One lock and one O(log n) lookup.
   Result<CodeRange> allocation_holding(std::uintptr_t address) const;
 
+  //! allocation_holding for many addresses under one lock: for each address,
+  //! the live allocation holding it, or an empty range {0, 0} when none does.
+  //! Ascending addresses are cheapest: one in the same allocation as the
+  //! address before it costs no lookup.
+  std::vector<CodeRange> allocations_holding(std::span<const std::uintptr_t> addresses) const;
+
   //! Size of the live allocation starting at `address`, or kNotOwned.
   Result<std::size_t> allocation_size(std::uintptr_t address) const;
 
