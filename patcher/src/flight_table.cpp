@@ -13,6 +13,9 @@ namespace {
 
 std::atomic<Generation*> g_slots[kMaxGenerations];
 std::atomic<std::uint64_t> g_readers{0};
+// Changed by publish and unpublish only, which run under the live lock.
+std::atomic<std::size_t> g_published{0};
+std::atomic<std::size_t> g_published_copy_bytes{0};
 
 static_assert(std::atomic<Generation*>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -35,6 +38,12 @@ const FlightSite* Generation::site_strictly_holding(std::uintptr_t rip) const no
   return rip > it->address && rip < it->end() ? &*it : nullptr;
 }
 
+std::size_t Generation::copy_bytes() const noexcept {
+  std::size_t n = 0;
+  for (const CopyBlock& b : blocks) n += b.size;
+  return n;
+}
+
 bool Generation::copies_hold(std::uintptr_t rip) const noexcept {
   for (const CopyBlock& b : blocks)
     if (rip >= b.address && rip - b.address < b.size) return true;
@@ -42,20 +51,31 @@ bool Generation::copies_hold(std::uintptr_t rip) const noexcept {
 }
 
 bool publish(Generation* generation) noexcept {
-  for (auto& slot : g_slots) {
+  for (std::size_t i = 0; i < kMaxGenerations; ++i) {
+    if (g_slots[i].load(std::memory_order_relaxed)) continue;  // Taken: no need for a locked instruction.
     Generation* empty = nullptr;
-    if (slot.compare_exchange_strong(empty, generation, std::memory_order_seq_cst)) return true;
+    generation->slot = i;
+    if (g_slots[i].compare_exchange_strong(empty, generation, std::memory_order_seq_cst)) {
+      g_published.fetch_add(1, std::memory_order_relaxed);
+      g_published_copy_bytes.fetch_add(generation->copy_bytes(), std::memory_order_relaxed);
+      return true;
+    }
   }
   return false;
 }
 
 void unpublish(Generation* generation) noexcept {
-  for (auto& slot : g_slots) {
-    Generation* expected = generation;
-    slot.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
+  Generation* expected = generation;
+  if (g_slots[generation->slot].compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst)) {
+    g_published.fetch_sub(1, std::memory_order_relaxed);
+    g_published_copy_bytes.fetch_sub(generation->copy_bytes(), std::memory_order_relaxed);
   }
   // Handlers never block, so this wait is short.
   while (g_readers.load(std::memory_order_seq_cst) != 0) sched_yield();
+}
+
+PublishedTotals published_totals() noexcept {
+  return {g_published.load(std::memory_order_relaxed), g_published_copy_bytes.load(std::memory_order_relaxed)};
 }
 
 std::vector<Generation*> published_generations() {

@@ -17,13 +17,26 @@
 
 namespace punch::patcher::live {
 
+//! How the trap handler runs a site's old code when that is one instruction
+//! it can carry out itself (as alternative.c's int3_emulate_* do): no copy to
+//! write, and no copy a thread could still be inside when the patch returns.
+enum class Emulation : std::uint8_t {
+  kNone,  //!< Not emulated: the thread goes to `redirect`.
+  kSkip,  //!< A nop: continue after the site.
+  kJump,  //!< jmp rel: continue at the target.
+  kCall,  //!< call rel: push the site's end, continue at the target.
+};
+
 //! One site of a generation.
 struct FlightSite {
   std::uintptr_t address = 0;
   std::uint32_t length = 0;
-  //! Where a thread that traps on the site continues while it is in flight:
-  //! a copy of the old code (or, when that cannot be relocated and the site is
-  //! one instruction, of the new code), each ending in a jump back.
+  Emulation emulation = Emulation::kNone;
+  std::uintptr_t emulation_target = 0;  //!< kJump and kCall.
+  //! Where a thread that traps on the site continues while it is in flight,
+  //! when the old code is not emulated: a copy of the old code (or, when that
+  //! cannot be relocated and the site is one instruction, of the new code),
+  //! each ending in a jump back.
   std::uintptr_t redirect = 0;
   //! Copy of the old code for threads found strictly inside a multi-instruction
   //! site, with the offset map old -> copy. 0 when the old code is one instruction.
@@ -54,7 +67,11 @@ struct Generation {
   //! inside it may reach code a caller frees after the run, so the run drains
   //! its copies before returning (see drain_copies).
   bool copies_may_leave = false;
+  //! Its slot while published (set by publish; read by unpublish, under the live lock).
+  std::size_t slot = 0;
 
+  //! Bytes of its copy blocks.
+  std::size_t copy_bytes() const noexcept;
   //! The site starting exactly at `address`, or null. Async-signal-safe.
   const FlightSite* site_at(std::uintptr_t address) const noexcept;
   //! The site with address < rip < end, or null. Async-signal-safe.
@@ -76,6 +93,13 @@ void unpublish(Generation* generation) noexcept;
 //! Every published generation (call under the live lock).
 std::vector<Generation*> published_generations();
 
+//! How many generations are published, and the bytes of their copies (cheap: kept by publish and unpublish).
+struct PublishedTotals {
+  std::size_t generations = 0;
+  std::size_t copy_bytes = 0;
+};
+PublishedTotals published_totals() noexcept;
+
 //! Holds off unpublish() while a signal handler reads the slots.
 class ReadGuard {
  public:
@@ -89,7 +113,7 @@ class ReadGuard {
 
 //! Process-wide counters behind LiveStats; constant-initialized, so signal handlers may touch them.
 struct LiveCounters {
-  std::atomic<std::uint64_t> commits{0}, reverts{0}, rollbacks{0}, traps_redirected{0}, late_traps{0},
+  std::atomic<std::uint64_t> commits{0}, reverts{0}, rollbacks{0}, traps_redirected{0}, traps_emulated{0}, late_traps{0},
       traps_chained{0}, fixup_rounds{0}, threads_moved{0}, blocked_threads_accepted{0}, reclaim_rounds{0},
       copies_freed{0};
 };

@@ -11,8 +11,18 @@
 //   trapped = base with the trap byte over each code site's first byte;
 //   middle  = trapped with each code site's new bytes [1,n), data sites' new bytes;
 //   final   = every site's new bytes.
-// Forward: trapped, sync, (fix-up), middle, sync, final, sync.
+// Forward: trapped, sync, (fix-up), middle, sync, final.
 // Backward from step k: middle (k=3), sync, trapped (k>=2), sync, base, sync.
+//
+// The kernel's text_poke_bp syncs once more after the final bytes, so that no
+// CPU can still meet a trap byte once its handler data is gone. Here that
+// data, the generation, stays published after the run until reclamation has
+// synced every thread and seen each one outside its trap handler (see
+// out_of_line.cpp); until then a core that still sees a stale trap byte
+// traps, and the handler re-runs the site, which holds the new code in full.
+// No core can see the old code any more: the first sync took the old first
+// bytes away, the second put every new byte [1,n) in place. So the run ends
+// with the write of the final bytes, and a change costs two syncs, not three.
 #include "live_protocol.hpp"
 
 #include <algorithm>
@@ -260,10 +270,8 @@ Status Protocol::run(Generation* generation) {
                                               "; not rolled back: threads may be inside new code of several "
                                               "instructions" + where);
   }
-  // The last sync only bounds how long a thread may still meet a stale trap
-  // byte; such a late trap re-runs the site (see trap_handler.cpp), so the
-  // patch is complete even if this sync fails.
-  (void)sync();
+  // No third sync: a thread that still meets a stale trap byte re-runs the
+  // site (see the top of this file and trap_handler.cpp).
   retire(generation);
   return {};
 }

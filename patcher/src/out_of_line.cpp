@@ -14,6 +14,7 @@
 #include <punch/disasm/instruction.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/sync.hpp>
 #include <punch/runtime/threads.hpp>
 
 namespace punch::patcher::live {
@@ -121,6 +122,20 @@ bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<cons
   return true;
 }
 
+// How the trap handler can run a site's old code (`insns`) without a copy:
+// one direct jmp or call, or one nop (an int3 is a trap, never emulated). A
+// jmp out of the site followed by more bytes counts as one: nothing can reach
+// those bytes (a hook's entry jump and the int3 padding after it).
+Emulation emulation_of(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
+  if (insns.empty() || (insns.size() > 1 && interior_reachable(address, size, insns))) return Emulation::kNone;
+  const disasm::Instruction& insn = insns.front();
+  if (insn.flow == disasm::Flow::kJump && insn.has_branch_target) return Emulation::kJump;
+  if (insns.size() > 1) return Emulation::kNone;
+  if (insn.flow == disasm::Flow::kCall && insn.has_branch_target) return Emulation::kCall;
+  if (insn.flow == disasm::Flow::kNone && insn.is_padding) return Emulation::kSkip;
+  return Emulation::kNone;
+}
+
 // Whether code copied from [address, address+size) can leave other than by
 // falling through its end: a direct branch or call elsewhere, or an indirect one.
 // A `ret` goes back to a caller, which a patch never frees.
@@ -160,13 +175,14 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   const std::span<const CheckedSite> sites = batch.sites;
 
   // Slot sizes: room for the old code, or (one old instruction that may not
-  // move) for the new code, plus the way back. One bound per site.
+  // move) for the new code, plus the way back. One bound per site; none for
+  // an emulated site (one instruction: no thread can be inside it either).
   std::vector<std::size_t> slot_offset(sites.size() + 1, 0);
   std::size_t total = 0;
   for (std::size_t i = 0; i < sites.size(); ++i) {
     slot_offset[i] = total;
     const CheckedSite& s = sites[i];
-    if (!s.is_code) continue;
+    if (!s.is_code || emulation_of(s.address, s.from.size(), batch.old_instructions(s)) != Emulation::kNone) continue;
     auto need = copy_bound(s.address, s.from, s.from_plain);
     if (!s.from_plain && s.from_instructions == 1) {
       auto need_new = copy_bound(s.address, s.to, s.to_plain);
@@ -175,25 +191,34 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     total += ((need ? *need : 0) + kTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
   }
   slot_offset[sites.size()] = total;
-  if (total == 0) return generation;  // Data sites only.
-
-  auto heap = runtime::CodeHeap::global();
-  if (!heap) return tl::unexpected(std::move(heap).error());
-  auto block = (*heap)->allocate(total, kCopyAlign, window_for(batch));
-  if (!block) block = (*heap)->allocate(total, kCopyAlign);  // Far away; relocation says if that is not enough.
-  if (!block) return tl::unexpected(std::move(block).error());
-  generation->blocks.push_back({*block, total});
   generation->sites.reserve(sites.size());
+  std::uintptr_t block = 0;
+  std::vector<std::uint8_t> image;
+  if (total > 0) {
+    auto heap = runtime::CodeHeap::global();
+    if (!heap) return tl::unexpected(std::move(heap).error());
+    auto allocated = (*heap)->allocate(total, kCopyAlign, window_for(batch));
+    if (!allocated) allocated = (*heap)->allocate(total, kCopyAlign);  // Far away; relocation says if that is not enough.
+    if (!allocated) return tl::unexpected(std::move(allocated).error());
+    block = *allocated;
+    generation->blocks.push_back({block, total});
+    image.assign(total, 0xCC);
+  }
 
-  std::vector<std::uint8_t> image(total, 0xCC);
   for (std::size_t i = 0; i < sites.size(); ++i) {
     const CheckedSite& s = sites[i];
     if (!s.is_code) continue;
-    Slot slot{*block + slot_offset[i], std::span(image).subspan(slot_offset[i], slot_offset[i + 1] - slot_offset[i])};
     const auto insns = batch.old_instructions(s);
     FlightSite f;
     f.address = s.address;
     f.length = static_cast<std::uint32_t>(s.from.size());
+    f.emulation = emulation_of(s.address, s.from.size(), insns);
+    if (f.emulation != Emulation::kNone) {
+      f.emulation_target = insns.front().branch_target;
+      generation->sites.push_back(f);
+      continue;
+    }
+    Slot slot{block + slot_offset[i], std::span(image).subspan(slot_offset[i], slot_offset[i + 1] - slot_offset[i])};
     f.redirect = slot.address;
     const bool fixup = interior_reachable(s.address, s.from.size(), insns);
     const std::size_t offsets_before = generation->offsets.size();
@@ -227,7 +252,13 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     }
     generation->sites.push_back(f);
   }
-  if (auto written = (*heap)->writer().write(*block, image); !written) {
+  if (total == 0) return generation;
+  auto heap = runtime::CodeHeap::global();
+  if (!heap) {
+    free_copies(*generation);
+    return tl::unexpected(std::move(heap).error());
+  }
+  if (auto written = (*heap)->writer().write(block, image); !written) {
     free_copies(*generation);
     return fail(written.error().code, "writing the out-of-line copies of " + site_name(sites[0].index, sites[0].address) +
                                           (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
@@ -265,13 +296,10 @@ void free_copies(Generation& generation) {
 
 bool reclaim_due() {
   constexpr std::size_t kMaxRetainedBytes = std::size_t{1} << 20;
-  std::size_t n = 0, bytes = 0;
-  for (Generation* g : published_generations()) {
-    if (g->state.load(std::memory_order_acquire) != GenerationState::kDraining) continue;
-    ++n;
-    for (const CopyBlock& b : g->blocks) bytes += b.size;
-  }
-  return n >= kMaxGenerations * 3 / 4 || bytes >= kMaxRetainedBytes;
+  // Published generations are draining ones, but for at most the one in
+  // flight and any kept after a failed rollback.
+  const PublishedTotals published = published_totals();
+  return published.generations >= kMaxGenerations * 3 / 4 || published.copy_bytes >= kMaxRetainedBytes;
 }
 
 Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {
@@ -288,17 +316,24 @@ Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {
   }
   if (candidates.empty()) return 0;
 
-  // One rendezvous reads every thread's rip (an unanswered thread counts as
-  // inside unless proven blocked in a syscall outside). An answer also proves
-  // the thread is not between a trap and its handler: the trap handler blocks
-  // every signal while it runs, so the rendezvous signal waits until it returns.
+  // A run ends without a last sync (see live_protocol.cpp): a core may still
+  // see a stale trap byte of a draining generation, whose handler must then
+  // find it. This sync ends that: afterwards no thread meets those bytes.
+  if (auto synced = runtime::sync_all_threads(timeout); !synced) return tl::unexpected(std::move(synced).error());
+
+  // Then one rendezvous reads every thread's rip (an unanswered thread counts
+  // as inside unless proven blocked in a syscall outside). An answer also
+  // proves the thread is not between a trap and its handler: the trap handler
+  // blocks every signal while it runs, and a trap's signal is delivered before
+  // the rendezvous signal. The empty range stands for that proof alone: it is
+  // in use only when some thread could not be placed at all.
+  ranges.push_back({0, 0});
+  auto in_use = runtime::ranges_in_use(ranges, timeout);
+  if (!in_use) return tl::unexpected(std::move(in_use).error());
+  if (in_use->back()) return candidates.size();  // Some thread may still be about to run a trap handler.
   std::vector<bool> busy(candidates.size(), false);
-  if (!ranges.empty()) {
-    auto in_use = runtime::ranges_in_use(ranges, timeout);
-    if (!in_use) return tl::unexpected(std::move(in_use).error());
-    for (std::size_t r = 0; r < ranges.size(); ++r)
-      if ((*in_use)[r]) busy[owner[r]] = true;
-  }
+  for (std::size_t r = 0; r + 1 < ranges.size(); ++r)
+    if ((*in_use)[r]) busy[owner[r]] = true;
   g_counters.reclaim_rounds.fetch_add(1, std::memory_order_relaxed);
   std::size_t retained = 0;
   for (std::size_t i = 0; i < candidates.size(); ++i) {

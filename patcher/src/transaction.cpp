@@ -63,6 +63,7 @@ LiveStats live_stats() {
   s.reverts = c.reverts.load();
   s.rollbacks = c.rollbacks.load();
   s.traps_redirected = c.traps_redirected.load();
+  s.traps_emulated = c.traps_emulated.load();
   s.late_traps = c.late_traps.load();
   s.traps_chained = c.traps_chained.load();
   s.fixup_rounds = c.fixup_rounds.load();

@@ -3,9 +3,11 @@
 //
 // int3 reports rip just after the 0xCC, so the site is rip-1; hlt in user mode
 // raises #GP, reported as SIGSEGV with rip at the hlt itself. Both arrive with
-// si_code SI_KERNEL. A site still in flight sends the thread to the copy
-// (old code in full, or new code in full); a site already finished (the trap
-// was taken before the final byte landed but delivered after) re-runs the
+// si_code SI_KERNEL. A site still in flight runs its old code in full: the
+// handler carries out a one-instruction jmp, call or nop itself, anything else
+// runs from its copy (old code in full, or new code in full). A site already
+// finished (the trap was taken before the final byte landed but delivered
+// after, or a core still saw the trap byte after it was replaced) re-runs the
 // site, which now holds the new code in full.
 //
 // The handler blocks every signal while it runs (sa_mask full): a rendezvous
@@ -69,6 +71,33 @@ void chain(int sig, siginfo_t* info, void* context) {
   if (!refaults) ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), sig);
 }
 
+// Moves the interrupted thread so that it runs the old code of `site` in full.
+void run_old_code(ucontext_t* uc, const FlightSite& site) {
+  greg_t& rip = uc->uc_mcontext.gregs[REG_RIP];
+  switch (site.emulation) {
+    case Emulation::kSkip:
+      rip = static_cast<greg_t>(site.end());
+      break;
+    case Emulation::kCall: {
+      // Pushed where the call would have pushed it: the kernel placed this
+      // handler's frame below the red zone (or on the alternate stack).
+      greg_t& rsp = uc->uc_mcontext.gregs[REG_RSP];
+      rsp -= 8;
+      *reinterpret_cast<std::uint64_t*>(rsp) = site.end();
+      rip = static_cast<greg_t>(site.emulation_target);
+      break;
+    }
+    case Emulation::kJump:
+      rip = static_cast<greg_t>(site.emulation_target);
+      break;
+    case Emulation::kNone:
+      rip = static_cast<greg_t>(site.redirect);
+      break;
+  }
+  (site.emulation == Emulation::kNone ? g_counters.traps_redirected : g_counters.traps_emulated)
+      .fetch_add(1, std::memory_order_relaxed);
+}
+
 // Async-signal-safe: atomics, plain reads of published immutable data, raw syscalls.
 void on_trap(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
@@ -77,25 +106,28 @@ void on_trap(int sig, siginfo_t* info, void* context) {
   if (info->si_code == SI_KERNEL) {
     const TrapInstruction kind = sig == SIGTRAP ? TrapInstruction::kInt3 : TrapInstruction::kHlt;
     const std::uintptr_t site = static_cast<std::uintptr_t>(rip) - (sig == SIGTRAP ? 1 : 0);
-    std::uintptr_t redirect = 0;
-    bool finished = false;
+    bool in_flight = false, finished = false;
     {
       ReadGuard guard;
-      for (std::size_t i = 0; i < kMaxGenerations && !redirect; ++i) {
+      for (std::size_t i = 0; i < kMaxGenerations && !in_flight; ++i) {
         const Generation* g = guard.slot(i);
         if (!g || g->trap != kind) continue;
         const FlightSite* s = g->site_at(site);
         if (!s) continue;
-        if (g->state.load(std::memory_order_acquire) == GenerationState::kInFlight)
-          redirect = s->redirect;
-        else
+        if (g->state.load(std::memory_order_acquire) == GenerationState::kInFlight) {
+          run_old_code(uc, *s);  // Under the guard: the generation cannot be freed meanwhile.
+          in_flight = true;
+        } else {
           finished = true;
+        }
       }
     }
-    if (redirect || finished) {
-      rip = static_cast<greg_t>(redirect ? redirect : site);
-      (redirect ? g_counters.traps_redirected : g_counters.late_traps).fetch_add(1, std::memory_order_relaxed);
-      runtime::serialize_this_thread();  // The copy was written by another thread.
+    if (in_flight || finished) {
+      if (!in_flight) {
+        rip = static_cast<greg_t>(site);
+        g_counters.late_traps.fetch_add(1, std::memory_order_relaxed);
+      }
+      runtime::serialize_this_thread();  // A copy, or the site itself, was written by another thread.
       errno = saved_errno;
       return;
     }

@@ -12,6 +12,7 @@
 
 #include <dirent.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -37,6 +38,7 @@ std::atomic<std::size_t> g_slot_count{0};
 std::atomic<ThreadVisitor> g_visit{nullptr};
 std::atomic<void*> g_arg{nullptr};
 std::atomic<std::uint32_t> g_answers{0};  // Futex word: bumped by every answer.
+std::atomic<bool> g_coordinator_sleeps{false};  // Answers wake the futex only then (a wake is a syscall).
 
 constexpr std::uint64_t slot_word(pid_t tid, SlotState state) {
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) | state;
@@ -66,8 +68,8 @@ void on_rendezvous_signal(int, siginfo_t*, void* context) {
       ThreadVisitor visit = g_visit.load(std::memory_order_acquire);
       visit(static_cast<ucontext_t*>(context), g_arg.load(std::memory_order_acquire));
       g_slots[i].store(slot_word(me, kDone), std::memory_order_release);
-      g_answers.fetch_add(1, std::memory_order_acq_rel);
-      futex_wake(g_answers);
+      g_answers.fetch_add(1, std::memory_order_seq_cst);
+      if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake(g_answers);
       break;
     }
   }
@@ -158,22 +160,38 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chro
       result.unanswered.push_back((*tids)[i]);  // Alive but cannot be signalled (queue full).
   }
 
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Answers come within microseconds from threads running on other CPUs:
+  // spin for them first (sleeping would add a wake-up, an IPI in a VM, to
+  // every round), yielding so that a thread waiting for this CPU gets it.
+  const auto start = std::chrono::steady_clock::now();
+  const auto deadline = start + timeout;
+  const auto spin_until = start + std::chrono::microseconds(50);
   for (;;) {
-    const std::uint32_t seen = g_answers.load(std::memory_order_acquire);
+    const std::uint32_t seen = g_answers.load(std::memory_order_seq_cst);
+    const auto now = std::chrono::steady_clock::now();
+    const bool spinning = now < spin_until;
     bool waiting = false;
     for (std::size_t i = 0; i < tids->size(); ++i) {
       std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
       if (slot_state(word) == kRunning) waiting = true;
       if (slot_state(word) != kPending) continue;
-      if (!thread_alive(slot_tid(word))) {  // Exited before answering: nothing left to visit.
+      if (!spinning && !thread_alive(slot_tid(word))) {  // Exited before answering: nothing left to visit.
         g_slots[i].compare_exchange_strong(word, slot_word(slot_tid(word), kAbandoned));
         continue;
       }
       waiting = true;
     }
-    if (!waiting || std::chrono::steady_clock::now() >= deadline) break;
-    futex_wait(g_answers, seen, 1000000);  // 1 ms, then look for exited threads again.
+    if (!waiting || now >= deadline) break;
+    if (spinning) {
+      ::sched_yield();
+      continue;
+    }
+    // Announce the sleep, then sleep only if no answer came since `seen`
+    // (an answer that missed the announcement bumped the word before it).
+    g_coordinator_sleeps.store(true, std::memory_order_seq_cst);
+    if (g_answers.load(std::memory_order_seq_cst) == seen)
+      futex_wait(g_answers, seen, 1000000);  // 1 ms, then look for exited threads again.
+    g_coordinator_sleeps.store(false, std::memory_order_seq_cst);
   }
 
   // Give up on the rest; wait for visits in progress (they are short and must finish).

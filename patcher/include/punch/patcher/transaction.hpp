@@ -63,6 +63,7 @@ struct LiveStats {
   std::uint64_t reverts = 0;            //!< Successful reverts.
   std::uint64_t rollbacks = 0;          //!< Failed commits/reverts that restored memory.
   std::uint64_t traps_redirected = 0;   //!< Threads that hit a site in flight and were sent to a copy.
+  std::uint64_t traps_emulated = 0;     //!< Threads that hit a site in flight whose old jmp/call/nop the handler ran.
   std::uint64_t late_traps = 0;         //!< Traps at a site already finished: the thread re-ran the new code.
   std::uint64_t traps_chained = 0;      //!< Traps that were not punch's, passed to the previous handler.
   std::uint64_t fixup_rounds = 0;       //!< Rendezvous before step 2 (multi-instruction sites only).
