@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <tuple>
 #include <utility>
 
 #include <punch/disasm/relocate.hpp>
@@ -158,18 +159,29 @@ struct Members {
   }
 };
 
+// holding() for ascending addresses (instructions in order): a walk, not a
+// search per address, which cost most of a large container's check.
+struct SiteCursor {
+  const Members& sites;
+  std::size_t next = 0;  // The first site that does not end at or before the last address asked.
+
+  const CheckedSite* holding(std::uintptr_t a) {
+    while (next < sites.size() && sites[next].end() <= a) ++next;
+    return next < sites.size() && sites[next].address <= a ? &sites[next] : nullptr;
+  }
+};
+
 // Decodes `code` from its first byte until its end or the first undecodable
 // byte; returns whether it reached the end. An int3 byte outside every site
 // (`sites`) is stepped over without decoding: it is a whole instruction that
 // branches nowhere, and heap allocations end in many of them.
 bool decode_container(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out) {
   out.clear();
-  std::size_t next = 0;  // The first site that does not end before `a`.
+  SiteCursor cursor{sites};
   for (std::uintptr_t a = code.address; a < code.end();) {
-    while (next < sites.size() && sites[next].end() <= a) ++next;
-    const bool in_site = next < sites.size() && sites[next].address <= a;
-    if (!in_site && code.bytes[a - code.address] == 0xCC) {
-      ++a;
+    if (!cursor.holding(a) && code.bytes[a - code.address] == 0xCC) {  // The whole run of them, up to the next site.
+      const std::uintptr_t stop = cursor.next < sites.size() ? sites[cursor.next].address : code.end();
+      while (a < stop && code.bytes[a - code.address] == 0xCC) ++a;
       continue;
     }
     auto insn = disasm::decode(code, a);
@@ -261,15 +273,12 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
   const Members sites{members, batch.sites};
   const bool scan = box.source != FunctionExtent::Source::kBoundedScan;  // A bounded scan has no branch scan.
   const bool complete = decode_container(code, sites, decoded);
-  const auto first_at = [&](std::uintptr_t a) {
-    return std::lower_bound(decoded.begin(), decoded.end(), a,
-                            [](const disasm::Instruction& i, std::uintptr_t x) { return i.address < x; });
-  };
 
   BranchIntoSite new_into;
+  auto first = decoded.begin();
   for (std::uint32_t m : members) {
     CheckedSite& c = batch.sites[m];
-    auto first = first_at(c.address);
+    while (first != decoded.end() && first->address < c.address) ++first;  // Both run by address.
     auto last = first;
     while (last != decoded.end() && last->address < c.end()) ++last;
     const bool aligned = first != decoded.end() && first->address == c.address && std::prev(last)->end() == c.end();
@@ -299,8 +308,9 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
   // the patch: an indirect jump there proves nothing either way, and a branch
   // from a site into its own range is relocated along with it.
   std::uintptr_t indirect = 0;
+  SiteCursor cursor{sites};
   for (const disasm::Instruction& insn : decoded) {
-    const CheckedSite* home = sites.holding(insn.address);
+    const CheckedSite* home = cursor.holding(insn.address);
     if (insn.flow == disasm::Flow::kIndirectJump && !home && !indirect) indirect = insn.address;
     if (!insn.has_branch_target) continue;
     const CheckedSite* into = sites.holding(insn.branch_target);
@@ -357,12 +367,13 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   for (std::size_t i = 0; i < sites.size(); ++i)
     if (auto s = check_site_shape(sites[i]); !s) return tl::unexpected(with_site(i, sites[i].address, s.error()));
 
-  // Sorted by address; overlap.
-  std::vector<std::uint32_t> order(sites.size());
-  for (std::uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-  const auto by_address = [&](std::uint32_t a, std::uint32_t b) { return sites[a].address < sites[b].address; };
-  if (!std::is_sorted(order.begin(), order.end(), by_address))  // Usually added in order.
-    std::sort(order.begin(), order.end(), by_address);
+  // Sorted by address; overlap. (Pairs: sorting then reads one array, not every Site.)
+  std::vector<std::pair<std::uintptr_t, std::uint32_t>> sorted(sites.size());  // (address, index)
+  for (std::uint32_t i = 0; i < sorted.size(); ++i) sorted[i] = {sites[i].address, i};
+  if (!std::is_sorted(sorted.begin(), sorted.end())) std::sort(sorted.begin(), sorted.end());
+  std::vector<std::uint32_t> order(sorted.size());
+  std::vector<std::uintptr_t> addresses(sorted.size());
+  for (std::size_t k = 0; k < sorted.size(); ++k) std::tie(addresses[k], order[k]) = sorted[k];
   for (std::size_t k = 1; k < order.size(); ++k) {
     const Site& a = sites[order[k - 1]];
     const Site& b = sites[order[k]];
@@ -372,12 +383,11 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
                                            std::to_string(a.expected.size()) + " bytes)");
   }
 
-  std::vector<std::uintptr_t> addresses(order.size());
-  for (std::size_t k = 0; k < order.size(); ++k) addresses[k] = sites[order[k]].address;
   const std::vector<runtime::CodeRange> blocks = heap_blocks(addresses);
   MappingCache maps;
   ContainerIndex index;
   batch.sites.reserve(sites.size());
+  batch.containers.reserve(sites.size());  // At most one per site; untouched capacity costs nothing.
   for (std::size_t k = 0; k < order.size(); ++k) {
     const std::uint32_t i = order[k];
     const Site& site = sites[i];

@@ -219,9 +219,9 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
 
   // A range over several pages may run into a hole after part of it was
   // written; read it first so such a write fails before changing anything.
-  const std::uintptr_t page = detail::page_size();
-  if (state_->method == WriteMethod::kProcMem && address / page != (address + bytes.size() - 1) / page &&
-      !every_page_readable(address, bytes.size())) {
+  // (Same page: no bit at or above the page size differs; no division, this runs on every write.)
+  const bool one_page = (address ^ (address + bytes.size() - 1)) < detail::page_size();
+  if (state_->method == WriteMethod::kProcMem && !one_page && !every_page_readable(address, bytes.size())) {
     std::vector<std::uint8_t> current(bytes.size());  // Slow path: also sees pages that are mapped PROT_NONE.
     auto readable = safe_read(address, current);
     if (!readable || *readable < bytes.size())
