@@ -14,6 +14,7 @@
 
 #include "busy_caller.hpp"
 #include <punch/patcher/hook.hpp>
+#include <punch/patcher/transaction.hpp>
 
 // The functions the benchmarks patch and call, with known entries. Each fits
 // in 32 bytes followed by int3 padding, so the extent {start, start + 32} covers it.
@@ -106,12 +107,18 @@ void hook_cycles(benchmark::State& state, Fn target) {
   const Fn called = state.range(0) == 2 ? bench_call_plain_target : target;
   punch::bench::BusyCaller busy(state.range(0) > 0, [called, x = 0L]() mutable { benchmark::DoNotOptimize(called(++x)); });
   const std::uint64_t before = busy.calls();
+  const punch::patcher::LiveStats stats_before = punch::patcher::live_stats();
   for (auto _ : state) {
     auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour), options_for(target));
     if (!hook) return state.SkipWithError(hook.error().describe().c_str());
     if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
   }
   busy.report(state, before);
+  // How often the busy thread met a trap byte (and went through the handler), per cycle.
+  const punch::patcher::LiveStats stats = punch::patcher::live_stats();
+  const auto traps = (stats.traps_emulated - stats_before.traps_emulated) +
+                     (stats.traps_redirected - stats_before.traps_redirected) + (stats.late_traps - stats_before.late_traps);
+  if (state.iterations() > 0) state.counters["traps"] = static_cast<double>(traps) / static_cast<double>(state.iterations());
 }
 
 void BM_HookInstallRemove(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target); }

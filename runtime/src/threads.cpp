@@ -11,6 +11,7 @@
 #include <punch/runtime/threads.hpp>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
@@ -25,6 +26,8 @@
 #include <string>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
+
+#include "proc_self_fd.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -114,21 +117,35 @@ ForkSafeMutex& rendezvous_mutex() {
 // would leave the child's copy of the static's initialization guard taken.
 [[maybe_unused]] const bool g_rendezvous_mutex_built = (static_cast<void>(rendezvous_mutex()), true);
 
-// Every thread of the process but the caller.
+// Kept open (reopened in a fork child, like /proc/self/mem) and read again
+// from its start by each rendezvous, under rendezvous_mutex(): opening and
+// closing it were a third of an idle rendezvous.
+constinit detail::ProcSelfFd g_task_dir{"/proc/self/task", O_RDONLY | O_DIRECTORY};
+
+// Every thread of the process but the caller. Call under rendezvous_mutex().
 Result<std::vector<pid_t>> other_threads() {
-  DIR* dir = ::opendir("/proc/self/task");
-  if (!dir) return fail(ErrorCode::kIoError, std::string("/proc/self/task: ") + std::strerror(errno));
+  const int fd = g_task_dir.get();
+  if (fd < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/task: ") + std::strerror(-fd));
+  if (::lseek(fd, 0, SEEK_SET) != 0)
+    return fail(ErrorCode::kIoError, std::string("/proc/self/task: rewinding: ") + std::strerror(errno));
   const pid_t me = static_cast<pid_t>(::syscall(SYS_gettid));
   std::vector<pid_t> tids;
-  while (dirent* entry = ::readdir(dir)) {
-    pid_t tid = static_cast<pid_t>(std::atoi(entry->d_name));
-    if (tid > 0 && tid != me) tids.push_back(tid);
+  alignas(dirent64) char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::getdents64(fd, buffer, sizeof buffer);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/task: ") + std::strerror(errno));
+    if (n == 0) return tids;
+    for (ssize_t offset = 0; offset < n;) {
+      const auto* entry = reinterpret_cast<const dirent64*>(buffer + offset);
+      const pid_t tid = static_cast<pid_t>(std::atoi(entry->d_name));
+      if (tid > 0 && tid != me) tids.push_back(tid);
+      offset += entry->d_reclen;
+    }
   }
-  ::closedir(dir);
-  return tids;
 }
 
-bool thread_alive(pid_t tid) { return ::syscall(SYS_tgkill, ::getpid(), tid, 0) == 0 || errno != ESRCH; }
+bool thread_alive(pid_t tid) { return ::syscall(SYS_tgkill, detail::current_pid(), tid, 0) == 0 || errno != ESRCH; }
 
 }  // namespace
 
@@ -151,7 +168,7 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chro
   g_slot_count.store(tids->size(), std::memory_order_release);
 
   Rendezvous result;
-  const pid_t pid = ::getpid();
+  const pid_t pid = detail::current_pid();
   for (std::size_t i = 0; i < tids->size(); ++i) {
     if (::syscall(SYS_tgkill, pid, (*tids)[i], *sig) == 0) continue;
     const int err = errno;

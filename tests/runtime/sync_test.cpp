@@ -17,6 +17,7 @@
 #include <punch/runtime/jit.hpp>
 
 #include "busy_thread.hpp"
+#include "child_process.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -65,6 +66,29 @@ TEST(VisitOtherThreads, RunsTheVisitorOnEveryOtherThreadWithItsContext) {
   }
   for (pid_t tid : {a.tid(), b.tid(), c.tid()}) EXPECT_NE(std::find(seen.begin(), seen.end(), tid), seen.end()) << tid;
   EXPECT_EQ(std::find(seen.begin(), seen.end(), ::gettid()), seen.end()) << "the caller is not visited";
+}
+
+// The rendezvous keeps /proc/self/task open between rounds. A fork child
+// inherits that descriptor, which still lists the PARENT's threads: the child
+// must list its own (here: visit its one other thread, none of the parent's).
+TEST(VisitOtherThreads, ForkChildVisitsItsOwnThreadsNotTheParents) {
+  test::BusyThread parent_thread;
+  Visits first;
+  ASSERT_TRUE(visit_other_threads(record_visit, &first, 5000ms));  // The descriptor is open now.
+  const pid_t parent_tid = parent_thread.tid();
+  auto outcome = test::run_in_child([parent_tid] {
+    test::BusyThread child_thread;
+    Visits visits;
+    auto r = visit_other_threads(record_visit, &visits, 5000ms);
+    CHILD_OK(r);
+    CHILD_CHECK(r->unanswered.empty(), "%zu threads did not answer", r->unanswered.size());
+    CHILD_CHECK(r->visited == 1 && visits.count.load() == 1, "visited %zu threads, expected the child's one",
+                r->visited);
+    CHILD_CHECK(visits.tids[0].load() == child_thread.tid(), "visited tid %d, the child's thread is %d (parent's %d)",
+                visits.tids[0].load(), child_thread.tid(), parent_tid);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
 }
 
 // The spinning function: `spin: test byte [flag], 1; jz spin; xor eax, eax; ret; moved: mov eax, 1; ret`.
