@@ -113,6 +113,7 @@ std::uint32_t find_container(const CheckedBatch& batch, const ContainerIndex& in
   };
   if (!batch.containers.empty() && holds(static_cast<std::uint32_t>(batch.containers.size() - 1)))
     return static_cast<std::uint32_t>(batch.containers.size() - 1);  // The usual case: the previous site's.
+  if (index.max_end <= address && index.by_extent.empty()) return kNoContainer;  // Past them all: the next usual one.
   auto it = std::upper_bound(index.by_start.begin(), index.by_start.end(), address,
                              [](std::uintptr_t a, const auto& entry) { return a < entry.first; });
   if (it != index.by_start.begin() && holds(std::prev(it)->second)) return std::prev(it)->second;
@@ -447,8 +448,10 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
         index.by_extent.emplace(std::pair{box.start, box.end}, g);
       } else if (box.source != FunctionExtent::Source::kBoundedScan) {
         // Sites come by address, so containers mostly do too: usually an append.
-        auto at_start = std::upper_bound(index.by_start.begin(), index.by_start.end(), box.start,
-                                         [](std::uintptr_t a, const auto& entry) { return a < entry.first; });
+        auto at_start = !index.by_start.empty() && box.start < index.by_start.back().first
+                            ? std::upper_bound(index.by_start.begin(), index.by_start.end(), box.start,
+                                               [](std::uintptr_t a, const auto& entry) { return a < entry.first; })
+                            : index.by_start.end();
         index.by_start.insert(at_start, {box.start, g});
         index.max_end = std::max(index.max_end, box.end);
       }
