@@ -152,18 +152,13 @@ Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint
   return disasm::relocated_size_bound(disasm::CodeSpan{address, bytes});
 }
 
-// The window every copy of the batch should lie in: within rel32 reach of every site.
-// RIP-relative data the copies read must be within reach too: relocation has
-// no absolute form for it.
-runtime::AddressWindow window_for(const CheckedBatch& batch) {
-  runtime::AddressWindow w;
-  for (const CheckedSite& s : batch.sites) {
-    if (!s.is_code) continue;
-    w = w.intersect(runtime::AddressWindow::rel32_reach(s.address))
-            .intersect(runtime::AddressWindow::rel32_reach(s.end()));
-    for (const disasm::Instruction& insn : batch.old_instructions(s))
-      if (insn.has_memory_target) w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
-  }
+// Where a copy of site `s` may lie: within rel32 reach of the site and of
+// every RIP-relative operand its old code reads (relocation has no absolute
+// form for data).
+runtime::AddressWindow reach_of(const CheckedBatch& batch, const CheckedSite& s) {
+  runtime::AddressWindow w = runtime::AddressWindow::rel32_reach(s.address).intersect(runtime::AddressWindow::rel32_reach(s.end()));
+  for (const disasm::Instruction& insn : batch.old_instructions(s))
+    if (insn.has_memory_target) w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
   return w;
 }
 
@@ -191,18 +186,41 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     total += ((need ? *need : 0) + kTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
   }
   slot_offset[sites.size()] = total;
+  const auto slot_size = [&](std::size_t i) { return slot_offset[i + 1] - slot_offset[i]; };
   generation->sites.reserve(sites.size());
-  std::uintptr_t block = 0;
-  std::vector<std::uint8_t> image;
+
+  // Where the copies go: one block within reach of every site when one window
+  // holds them all (one allocation, one write); else a block per site within
+  // its own reach (sites whose RIP-relative data lie far apart in opposite
+  // directions share no window). Each block's bytes are a slice of `image`.
+  std::vector<std::uintptr_t> slot_address(sites.size(), 0);
+  std::vector<std::size_t> block_offset;  // Per block: where its bytes start in `image`.
+  std::vector<std::uint8_t> image(total, 0xCC);
+  auto heap = runtime::CodeHeap::global();
+  if (total > 0 && !heap) return tl::unexpected(std::move(heap).error());
   if (total > 0) {
-    auto heap = runtime::CodeHeap::global();
-    if (!heap) return tl::unexpected(std::move(heap).error());
-    auto allocated = (*heap)->allocate(total, kCopyAlign, window_for(batch));
-    if (!allocated) allocated = (*heap)->allocate(total, kCopyAlign);  // Far away; relocation says if that is not enough.
-    if (!allocated) return tl::unexpected(std::move(allocated).error());
-    block = *allocated;
-    generation->blocks.push_back({block, total});
-    image.assign(total, 0xCC);
+    runtime::AddressWindow all;
+    for (std::size_t i = 0; i < sites.size(); ++i)
+      if (slot_size(i) > 0) all = all.intersect(reach_of(batch, sites[i]));
+    if (auto one = all.empty() ? Result<std::uintptr_t>(fail(ErrorCode::kOutOfRange, "no common window"))
+                               : (*heap)->allocate(total, kCopyAlign, all)) {
+      generation->blocks.push_back({*one, total});
+      block_offset.push_back(0);
+      for (std::size_t i = 0; i < sites.size(); ++i) slot_address[i] = *one + slot_offset[i];
+    } else {
+      for (std::size_t i = 0; i < sites.size(); ++i) {
+        if (slot_size(i) == 0) continue;
+        auto own = (*heap)->allocate(slot_size(i), kCopyAlign, reach_of(batch, sites[i]));
+        if (!own) own = (*heap)->allocate(slot_size(i), kCopyAlign);  // Far away; relocation says if that is not enough.
+        if (!own) {
+          free_copies(*generation);
+          return tl::unexpected(std::move(own).error());
+        }
+        generation->blocks.push_back({*own, slot_size(i)});
+        block_offset.push_back(slot_offset[i]);
+        slot_address[i] = *own;
+      }
+    }
   }
 
   for (std::size_t i = 0; i < sites.size(); ++i) {
@@ -218,7 +236,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
       generation->sites.push_back(f);
       continue;
     }
-    Slot slot{block + slot_offset[i], std::span(image).subspan(slot_offset[i], slot_offset[i + 1] - slot_offset[i])};
+    Slot slot{slot_address[i], std::span(image).subspan(slot_offset[i], slot_size(i))};
     f.redirect = slot.address;
     const bool fixup = interior_reachable(s.address, s.from.size(), insns);
     const std::size_t offsets_before = generation->offsets.size();
@@ -252,17 +270,16 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     }
     generation->sites.push_back(f);
   }
-  if (total == 0) return generation;
-  auto heap = runtime::CodeHeap::global();
-  if (!heap) {
-    free_copies(*generation);
-    return tl::unexpected(std::move(heap).error());
-  }
-  if (auto written = (*heap)->writer().write(block, image); !written) {
-    free_copies(*generation);
-    return fail(written.error().code, "writing the out-of-line copies of " + site_name(sites[0].index, sites[0].address) +
-                                          (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
-                                          " (nothing at the sites changed): " + written.error().message);
+  for (std::size_t b = 0; b < generation->blocks.size(); ++b) {
+    const CopyBlock& block = generation->blocks[b];
+    if (auto written = (*heap)->writer().write(block.address, std::span(image).subspan(block_offset[b], block.size));
+        !written) {
+      free_copies(*generation);
+      return fail(written.error().code, "writing the out-of-line copies of " +
+                                            site_name(sites[0].index, sites[0].address) +
+                                            (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
+                                            " (nothing at the sites changed): " + written.error().message);
+    }
   }
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;

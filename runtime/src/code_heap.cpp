@@ -194,6 +194,9 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
   std::uintptr_t where = 0;
   if (!state_->find(total, align, window, arena, where)) {
     auto region = state_->writer.map_code(std::max(state_->arena_size, total), window);
+    // A narrow window (code that must reach data near the edge of rel32) may
+    // have no room for a whole arena: then map just what this request needs.
+    if (!region && total < state_->arena_size) region = state_->writer.map_code(align_up(total, page), window);
     if (!region) return tl::unexpected(std::move(region).error());
     Arena fresh{*region, {}};
     fresh.free.emplace(region->address, FreeBlock{region->size, false});
