@@ -28,6 +28,10 @@ struct FreeBlock {
 struct Arena {
   CodeRegion region;
   std::map<std::uintptr_t, FreeBlock> free;  // By start address.
+  // No free block is larger (an upper bound, made exact by a scan that fails):
+  // a request for more skips the arena without walking its free blocks, which
+  // cost most of an allocation once arenas hold thousands of small holes.
+  std::size_t largest_free = 0;
 
   bool contains(std::uintptr_t a) const { return a >= region.address && a - region.address < region.size; }
 };
@@ -84,7 +88,10 @@ struct CodeHeap::State {
   // A place for `total` bytes aligned to `align` within `window`, in an existing free block.
   bool find(std::size_t total, std::size_t align, AddressWindow window, Arena*& arena, std::uintptr_t& where) {
     for (Arena& a : arenas) {
+      if (a.largest_free < total) continue;
+      std::size_t largest = 0;
       for (auto& [start, block] : a.free) {
+        largest = std::max(largest, block.size);
         std::uintptr_t lo = std::max<std::uintptr_t>(start, window.lo);
         if (add_overflows(lo, align)) continue;
         std::uintptr_t candidate = align_up(lo, align);
@@ -94,6 +101,7 @@ struct CodeHeap::State {
         where = candidate;
         return true;
       }
+      a.largest_free = largest;
     }
     return false;
   }
@@ -124,10 +132,12 @@ struct CodeHeap::State {
       if (prev->first + prev->second.size == address) {
         prev->second.size += size;
         prev->second.dirty |= dirty;
+        arena.largest_free = std::max(arena.largest_free, prev->second.size);
         return;
       }
     }
     arena.free.emplace(address, FreeBlock{size, dirty});
+    arena.largest_free = std::max(arena.largest_free, size);
   }
 
   // The live allocation holding `address`, or an empty range; `after` is live.upper_bound(address).
@@ -198,7 +208,7 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
     // have no room for a whole arena: then map just what this request needs.
     if (!region && total < state_->arena_size) region = state_->writer.map_code(align_up(total, page), window);
     if (!region) return tl::unexpected(std::move(region).error());
-    Arena fresh{*region, {}};
+    Arena fresh{*region, {}, region->size};
     fresh.free.emplace(region->address, FreeBlock{region->size, false});
     state_->arenas.push_back(std::move(fresh));
     arena = &state_->arenas.back();
