@@ -18,9 +18,11 @@ struct ZydisView {
 };
 
 //! Decodes the instruction at `address` into `view` and `out`, or names the
-//! address and the reason (outside the span, truncated, invalid). Operands are
-//! decoded only when the ModRM byte can encode a RIP-relative one: most
-//! instructions need no operand decoding, which is a third of Zydis's work.
+//! address and the reason (outside the span, truncated, invalid). Zydis's
+//! minimal mode decodes it; only when the ModRM byte can encode a RIP-relative
+//! operand is it decoded again in full, with its operands: most instructions
+//! need no operand decoding, which is a third of Zydis's work. `view` holds
+//! the raw fields either way (prefixes, opcode, address width).
 Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instruction& out);
 
 //! "0f 0b c3" for messages: up to `max` bytes of `code` from `address`.
