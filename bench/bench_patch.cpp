@@ -232,7 +232,8 @@ void BM_Pwrite_cold_writer(benchmark::State& state) {
   for (auto _ : state) {
     const std::uintptr_t site = code.sites[next];
     next = next + 1 == code.sites.size() ? 0 : next + 1;
-    if (!writer.write(site, std::span(reinterpret_cast<const std::uint8_t*>(site), 4))) state.SkipWithError("write failed");
+    if (!writer.write(site, std::span(reinterpret_cast<const std::uint8_t*>(site), 4)))
+      state.SkipWithError("write failed");
   }
   release(code, true);
 }

@@ -134,7 +134,8 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
     if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&decoder(), &context, code.bytes.data() + offset,
                                                     code.bytes.size() - offset, &view.insn)) ||
         !ZYAN_SUCCESS(ZydisDecoderDecodeOperands(&decoder(), &context, &insn, operands, insn.operand_count)))
-      return fail(ErrorCode::kDecodeFailed, at(address) + ": invalid operands (bytes " + hex_bytes(code, address) + ")");
+      return fail(ErrorCode::kDecodeFailed,
+                  at(address) + ": invalid operands (bytes " + hex_bytes(code, address) + ")");
     operand_count = insn.operand_count;
   }
   for (std::uint8_t i = 0; i < operand_count; ++i) {

@@ -230,7 +230,8 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
     if (count > 0 && is_call(last)) return tl::unexpected(inner_call(c.index, c.address, "new", last.address));
     if (insn->has_branch_target && others && !first_into.into) {
       const CheckedSite* into = others->holding(insn->branch_target);
-      if (into && insn->branch_target != into->address && into != &c) first_into = {into, &c, insn->address, insn->branch_target};
+      if (into && insn->branch_target != into->address && into != &c)
+        first_into = {into, &c, insn->address, insn->branch_target};
     }
     plain = plain && runs_anywhere(*insn);
     last = *insn;

@@ -63,9 +63,10 @@ void expect_same_everywhere(const std::vector<std::uint8_t>& bytes, const char* 
   for (std::size_t offset = 0; offset + 1 < bytes.size(); ++offset) {
     const std::string difference = compare_at(bytes, offset);
     ASSERT_EQ(difference, "") << what << " at offset " << offset;
-    ZydisDecodedInstruction insn;
     static const ZydisDecoder full = make_decoder(false);
-    valid += ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&full, nullptr, bytes.data() + offset, bytes.size() - offset, &insn));
+    ZydisDecodedInstruction insn;
+    const std::size_t left = bytes.size() - offset;
+    valid += ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&full, nullptr, bytes.data() + offset, left, &insn));
   }
   EXPECT_GT(valid, bytes.size() / 2) << what << ": control, most offsets decode";
 }
@@ -106,7 +107,8 @@ TEST(ZydisMinimalMode, FillsWhatPunchReadsLikeAFullDecodeOverRandomEncodings) {
     for (std::size_t i = 0; i < leads; ++i) bytes[slot + i] = kLeads[rng() % sizeof kLeads];
   }
   for (std::size_t slot = 0; slot < bytes.size(); slot += kSlot) {
-    const std::vector<std::uint8_t> one(bytes.begin() + static_cast<long>(slot), bytes.begin() + static_cast<long>(slot + kSlot));
+    const auto first = bytes.begin() + static_cast<std::ptrdiff_t>(slot);
+    const std::vector<std::uint8_t> one(first, first + kSlot);
     ASSERT_EQ(compare_at(one, 0), "") << "random slot " << slot / kSlot;
   }
 }
