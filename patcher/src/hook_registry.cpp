@@ -284,17 +284,16 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
 
   // A rel32 entry needs the detour, or a relay to it, in reach; else fall back to the absolute form.
   if (plan->kind != HookEntryKind::kStolenAbsolute && !disasm::encode_jmp_rel32(plan->entry, detour)) {
-    auto probe = (*h)->allocate(16, 16, runtime::AddressWindow::rel32_reach(plan->entry + kRel32JumpSize));
-    if (probe) {
-      (void)(*h)->free(*probe);
-    } else if (plan->kind == HookEntryKind::kStolenRel32 && options.allow_absolute_entry) {
+    // A relay in reach is built when the entry is routed; make sure there is room for one.
+    auto room = (*h)->reserve_room(16, 16, runtime::AddressWindow::rel32_reach(plan->entry + kRel32JumpSize));
+    if (!room && plan->kind == HookEntryKind::kStolenRel32 && options.allow_absolute_entry) {
       plan = plan_stolen_entry(target, kAbsoluteEntrySize, policy);
       if (!plan)
         return fail(plan.error().code, at(target) + ": no memory within rel32 reach of the entry, and the absolute "
                                                     "entry form cannot be used: " + plan.error().message);
-    } else {
+    } else if (!room) {
       return fail(ErrorCode::kOutOfRange, at(target) + ": no memory within rel32 reach of the entry for a relay to " +
-                                              at(detour) + ": " + probe.error().message);
+                                              at(detour) + ": " + room.error().message);
     }
   }
 

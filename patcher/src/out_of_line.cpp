@@ -20,9 +20,6 @@
 namespace punch::patcher::live {
 namespace {
 
-// Bytes a copy may add after the relocated instructions: push imm32 (5) +
-// mov dword [rsp+4], imm32 (8) + an absolute jmp (14).
-constexpr std::size_t kTailBound = 5 + 8 + 14;
 constexpr std::size_t kCopyAlign = 16;
 
 // A copy being written into its slot of the block image.
@@ -183,7 +180,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
       auto need_new = copy_bound(s.address, s.to, s.to_plain);
       if (need_new && (!need || *need_new > *need)) need = need_new;
     }
-    total += ((need ? *need : 0) + kTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
+    total += ((need ? *need : 0) + kCopyTailBound + kCopyAlign - 1) / kCopyAlign * kCopyAlign;
   }
   slot_offset[sites.size()] = total;
   const auto slot_size = [&](std::size_t i) { return slot_offset[i + 1] - slot_offset[i]; };

@@ -13,6 +13,10 @@
 
 namespace punch::patcher::live {
 
+//! Bytes a copy may add after the relocated instructions: push imm32 (5) +
+//! mov dword [rsp+4], imm32 (8) + an absolute jmp (14).
+constexpr std::size_t kCopyTailBound = 5 + 8 + 14;
+
 //! Builds the generation for moving `sites` from their `from` to their `to`
 //! bytes: relocates each code site's old instructions (or, for a one-
 //! instruction site whose old code cannot move, its new instruction) into one

@@ -9,6 +9,8 @@
 // and reused for every site the same mapping holds. Success costs no string.
 #include "site_validation.hpp"
 
+#include "out_of_line.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -217,6 +219,7 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
   runtime::AddressWindow copy_window =
       runtime::AddressWindow::rel32_reach(c.address).intersect(runtime::AddressWindow::rel32_reach(c.end()));
   std::uintptr_t far_operand = 0;
+  bool reads_data = false;
   for (std::uintptr_t a = c.address; a < code.end(); ++count) {
     auto insn = disasm::decode(code, a);
     if (!insn) {
@@ -224,6 +227,7 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
       break;
     }
     if (insn->has_memory_target) {
+      reads_data = true;
       copy_window = copy_window.intersect(runtime::AddressWindow::rel32_reach(insn->memory_target));
       if (copy_window.empty() && !far_operand) far_operand = insn->address;
     }
@@ -262,6 +266,20 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
       return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
                                                   ": the new code could not be undone live (it cannot run out "
                                                   "of line): " + dry.error().message);
+  // Its copy must find memory in that window when the time comes: make sure
+  // the heap has some there now (an arena mapped for it stays). The window
+  // can be narrow, and the address space there taken (the fuzzer found such
+  // commits, whose revert was then refused).
+  if (count > 1 && reads_data) {
+    auto heap = runtime::CodeHeap::global();
+    if (!heap) return tl::unexpected(std::move(heap).error());
+    auto bound = disasm::relocated_size_bound(code);
+    if (auto room = (*heap)->reserve_room((bound ? *bound : c.to.size() * 4) + kCopyTailBound, 16, copy_window); !room)
+      return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
+                                                  ": the new code could not be undone live: no memory within "
+                                                  "reach of its RIP-relative operands for an out-of-line copy (" +
+                                                  room.error().message + ")");
+  }
   return {};
 }
 

@@ -106,6 +106,23 @@ struct CodeHeap::State {
     return false;
   }
 
+  // find(), else a new arena within `window` (kept even if the caller then
+  // takes nothing from it, like every arena). Call under `mutex`.
+  Status find_or_map(std::size_t total, std::size_t align, AddressWindow window, Arena*& arena, std::uintptr_t& where) {
+    if (find(total, align, window, arena, where)) return {};
+    auto region = writer.map_code(std::max(arena_size, total), window);
+    // A narrow window (code that must reach data near the edge of rel32) may
+    // have no room for a whole arena: then map just what this request needs.
+    if (!region && total < arena_size) region = writer.map_code(align_up(total, detail::page_size()), window);
+    if (!region) return tl::unexpected(std::move(region).error());
+    Arena fresh{*region, {}, region->size};
+    fresh.free.emplace(region->address, FreeBlock{region->size, false});
+    arenas.push_back(std::move(fresh));
+    arena = &arenas.back();
+    where = region->address;  // Page aligned, so aligned to any `align` allowed.
+    return {};
+  }
+
   // Takes [where, where+total) out of the free block holding it; true when that block was dirty.
   bool carve(Arena& arena, std::uintptr_t where, std::size_t total) {
     auto it = std::prev(arena.free.upper_bound(where));
@@ -202,18 +219,7 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
   std::lock_guard guard(state_->mutex);
   Arena* arena = nullptr;
   std::uintptr_t where = 0;
-  if (!state_->find(total, align, window, arena, where)) {
-    auto region = state_->writer.map_code(std::max(state_->arena_size, total), window);
-    // A narrow window (code that must reach data near the edge of rel32) may
-    // have no room for a whole arena: then map just what this request needs.
-    if (!region && total < state_->arena_size) region = state_->writer.map_code(align_up(total, page), window);
-    if (!region) return tl::unexpected(std::move(region).error());
-    Arena fresh{*region, {}, region->size};
-    fresh.free.emplace(region->address, FreeBlock{region->size, false});
-    state_->arenas.push_back(std::move(fresh));
-    arena = &state_->arenas.back();
-    where = region->address;  // Page aligned, so aligned to `align`.
-  }
+  if (Status room = state_->find_or_map(total, align, window, arena, where); !room) return tl::unexpected(room.error());
   if (state_->carve(*arena, where, total)) {
     // Reused space: no thread may still hold instructions it fetched there before.
     if (Status synced = sync_all_threads(); !synced) {
@@ -232,6 +238,20 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
     out.push_back(where + offsets[i]);
   }
   return out;
+}
+
+Status CodeHeap::reserve_room(std::size_t size, std::size_t align, AddressWindow window) {
+  if (align == 0 || (align & (align - 1)) != 0 || align > detail::page_size())
+    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
+                                                 " is not a power of two of at most a page");
+  if (size == 0 || add_overflows(size, kGranule))
+    return fail(ErrorCode::kInvalidArgument, "code heap: bad allocation size " + std::to_string(size));
+  if (window.empty())
+    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
+  std::lock_guard guard(state_->mutex);
+  Arena* arena = nullptr;
+  std::uintptr_t where = 0;
+  return state_->find_or_map(align_up(size, kGranule), align, window, arena, where);
 }
 
 Status CodeHeap::free(std::uintptr_t address) { return free_batch(std::span(&address, 1)); }

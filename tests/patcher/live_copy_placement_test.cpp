@@ -2,10 +2,14 @@
 // Two sites of one transaction whose new code reads data near the edge of
 // rel32 reach in opposite directions share no such window; undoing them live
 // still works (each site's copy is placed within its own reach), and memory
-// is exactly as before.
+// is exactly as before. New code whose only possible copy window has no room
+// at all is refused at commit, not at the revert.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <cstring>
+
+#include <punch/runtime/code_heap.hpp>
 
 #include "live_test_support.hpp"
 
@@ -41,6 +45,31 @@ TEST(LiveCopyPlacement, SitesReadingDataFarApartInOppositeDirectionsAreUndoneLiv
   auto reverted = tx.revert();
   ASSERT_TRUE(reverted) << reverted.error().describe();
   EXPECT_EQ(test::bytes_at(f, 129), before);
+}
+
+TEST(LiveCopyPlacement, NewCodeWhoseCopyWindowHasNoRoomIsRefusedAtCommit) {
+  // 2 GiB + 128 KiB reserved (PROT_NONE) with one code page near its top: every
+  // address within reach of both the page and data 2 GiB below it is reserved.
+  const std::size_t reserved_size = 0x80020000;
+  void* reserved = ::mmap(nullptr, reserved_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  ASSERT_NE(reserved, MAP_FAILED);
+  const auto r = reinterpret_cast<std::uintptr_t>(reserved);
+  const std::uintptr_t page = r + 0x80010000;
+  ASSERT_EQ(::mprotect(reinterpret_cast<void*>(page), 4096, PROT_READ | PROT_WRITE), 0);
+  std::memset(reinterpret_cast<void*>(page), 0x90, 7);
+  reinterpret_cast<std::uint8_t*>(page)[7] = 0xC3;
+  ASSERT_EQ(::mprotect(reinterpret_cast<void*>(page), 4096, PROT_READ | PROT_EXEC), 0);
+  const std::vector<std::uint8_t> before = test::bytes_at(page, 8);
+
+  Transaction tx;
+  const disasm::FunctionExtent extent{page, page + 8, disasm::FunctionExtent::Source::kCaller};
+  ASSERT_TRUE(tx.add(Site{page, std::vector<std::uint8_t>(7, 0x90), add_rip_relative(-0x7ffffff0), extent}));
+  auto committed = tx.commit();
+  ASSERT_FALSE(committed) << "committed new code that no copy could undo live";
+  EXPECT_EQ(committed.error().code, ErrorCode::kCannotRelocate) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find("no memory within reach"), std::string::npos) << committed.error().describe();
+  EXPECT_EQ(test::bytes_at(page, 8), before);
+  ::munmap(reserved, reserved_size);
 }
 
 }  // namespace

@@ -50,6 +50,13 @@ class CodeHeap {
   Result<std::vector<std::uintptr_t>> allocate_run(std::span<const std::size_t> sizes, std::size_t align = 16,
                                                    AddressWindow window = {});
 
+  //! Makes sure `size` bytes aligned to `align` could be allocated within
+  //! `window` now, without allocating them: an arena with room there is
+  //! found, or one is mapped (and kept, like every arena). For a caller that
+  //! must know memory in reach exists before it commits to needing it. Same
+  //! errors as allocate.
+  Status reserve_room(std::size_t size, std::size_t align, AddressWindow window);
+
   //! Frees an allocation. Freeing an address this heap did not hand out, or a
   //! double free, is a kNotOwned error and changes nothing.
   Status free(std::uintptr_t address);
