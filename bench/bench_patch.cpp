@@ -45,9 +45,19 @@ std::vector<std::uint8_t> mov_eax(std::uint32_t v) {
 
 // n `mov eax, i` sites: packed in one function (5 bytes apart, then ret) or one
 // function per page (each `mov; ret`, its own heap allocation).
+// Frees its code when done, so that later benchmarks (emission among them)
+// find the heap as it was, not with thousands of pages still taken.
 struct Code {
   std::uintptr_t base = 0;
   std::vector<std::uintptr_t> sites;
+  std::vector<std::uintptr_t> blocks;  // What it allocated.
+
+  Code(const Code&) = delete;
+  Code& operator=(const Code&) = delete;
+  ~Code() {
+    auto heap = runtime::CodeHeap::global();
+    if (heap && !blocks.empty()) (void)(*heap)->free_batch(blocks);
+  }
 
   Code(std::size_t n, bool own_page) {
     auto heap = runtime::CodeHeap::global();
@@ -56,6 +66,7 @@ struct Code {
       for (std::size_t i = 0; i < n; ++i) {
         auto block = (*heap)->allocate(6, kPage);
         if (!block) return;
+        blocks.push_back(*block);
         auto bytes = mov_eax(static_cast<std::uint32_t>(i));
         bytes.push_back(0xC3);
         if (!(*heap)->writer().write(*block, bytes)) return;
@@ -67,6 +78,7 @@ struct Code {
     }
     auto block = (*heap)->allocate(n * 5 + 1, 16);  // One function: n `mov eax, i` in a row, then ret.
     if (!block) return;
+    blocks.push_back(*block);
     base = *block;
     std::vector<std::uint8_t> image;
     for (std::size_t i = 0; i < n; ++i) {
@@ -78,15 +90,6 @@ struct Code {
     if (!(*heap)->writer().write(base, image) || !runtime::sync_all_threads()) sites.clear();
   }
 };
-
-// Frees what Code allocated. The rows added after the first ones call it, so
-// the heap they leave behind is the one the original rows always found.
-void release(const Code& code, bool own_page) {
-  auto heap = runtime::CodeHeap::global();
-  if (!heap || code.sites.empty()) return;
-  const std::vector<std::uintptr_t> blocks = own_page ? code.sites : std::vector<std::uintptr_t>{code.base};
-  (void)(*heap)->free_batch(blocks);
-}
 
 // measure: 0 = commit (revert untimed), 1 = revert (commit untimed).
 void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy, int measure) {
@@ -132,7 +135,6 @@ void run_validate(benchmark::State& state, std::size_t n, bool own_page) {
   for (auto _ : state)
     if (!tx.validate()) state.SkipWithError("validate failed");
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
-  release(code, own_page);
 }
 
 // The floor of any live change, with the same busy thread: one sync (the
@@ -218,7 +220,6 @@ void BM_Pwrite_cold(benchmark::State& state) {
       state.SkipWithError("pwrite failed");
   }
   ::close(fd);
-  release(code, true);
 }
 BENCHMARK(BM_Pwrite_cold)->Name("BM_Pwrite/cold")->UseRealTime();
 
@@ -235,7 +236,6 @@ void BM_Pwrite_cold_writer(benchmark::State& state) {
     if (!writer.write(site, std::span(reinterpret_cast<const std::uint8_t*>(site), 4)))
       state.SkipWithError("write failed");
   }
-  release(code, true);
 }
 BENCHMARK(BM_Pwrite_cold_writer)->Name("BM_Pwrite/cold/code_writer")->UseRealTime();
 

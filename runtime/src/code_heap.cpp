@@ -18,11 +18,13 @@ bool add_overflows(std::size_t a, std::size_t b) { return a > SIZE_MAX - b; }
 
 std::uintptr_t align_up(std::uintptr_t v, std::size_t align) { return (v + align - 1) & ~(std::uintptr_t{align} - 1); }
 
-// A free block. Dirty blocks were freed after the last sync: a thread may
-// still hold stale instructions there, so they are synced before reuse.
+// A free block. One freed since the heap's last sync is dirty: a thread may
+// still hold stale instructions there, so it is synced before reuse. The
+// block keeps the sync count at the time it was freed (0: never used), so a
+// sync makes every block freed before it clean without visiting any.
 struct FreeBlock {
   std::size_t size;
-  bool dirty;
+  std::uint64_t freed_at_sync;
 };
 
 struct Arena {
@@ -84,6 +86,9 @@ struct CodeHeap::State {
   // Map nodes come from a pool: a batch allocates and frees hundreds at once.
   NodeRecycler node_pool;
   std::pmr::map<std::uintptr_t, std::size_t> live{&node_pool};  // Start -> size (rounded).
+  std::uint64_t syncs = 1;  // Syncs done for reused space, plus one: fresh blocks (0) are clean.
+
+  bool dirty(const FreeBlock& block) const { return block.freed_at_sync >= syncs; }
 
   // A place for `total` bytes aligned to `align` within `window`, in an existing free block.
   bool find(std::size_t total, std::size_t align, AddressWindow window, Arena*& arena, std::uintptr_t& where) {
@@ -116,7 +121,7 @@ struct CodeHeap::State {
     if (!region && total < arena_size) region = writer.map_code(align_up(total, detail::page_size()), window);
     if (!region) return tl::unexpected(std::move(region).error());
     Arena fresh{*region, {}, region->size};
-    fresh.free.emplace(region->address, FreeBlock{region->size, false});
+    fresh.free.emplace(region->address, FreeBlock{region->size, 0});
     arenas.push_back(std::move(fresh));
     arena = &arenas.back();
     where = region->address;  // Page aligned, so aligned to any `align` allowed.
@@ -129,18 +134,18 @@ struct CodeHeap::State {
     const std::uintptr_t start = it->first;
     const FreeBlock block = it->second;
     arena.free.erase(it);
-    if (where > start) arena.free.emplace(start, FreeBlock{where - start, block.dirty});
+    if (where > start) arena.free.emplace(start, FreeBlock{where - start, block.freed_at_sync});
     if (where + total < start + block.size)
-      arena.free.emplace(where + total, FreeBlock{start + block.size - (where + total), block.dirty});
-    return block.dirty;
+      arena.free.emplace(where + total, FreeBlock{start + block.size - (where + total), block.freed_at_sync});
+    return dirty(block);
   }
 
-  // Returns [address, address+size) to its arena, merging with free neighbours.
-  void give_back(Arena& arena, std::uintptr_t address, std::size_t size, bool dirty) {
+  // Returns [address, address+size) to its arena (freed now: dirty), merging with free neighbours.
+  void give_back(Arena& arena, std::uintptr_t address, std::size_t size) {
+    std::uint64_t freed_at_sync = syncs;  // Dirty until the next sync; a merged block is as dirty as either part.
     auto next = arena.free.find(address + size);
     if (next != arena.free.end()) {
       size += next->second.size;
-      dirty |= next->second.dirty;
       arena.free.erase(next);
     }
     auto after = arena.free.upper_bound(address);
@@ -148,12 +153,12 @@ struct CodeHeap::State {
       auto prev = std::prev(after);
       if (prev->first + prev->second.size == address) {
         prev->second.size += size;
-        prev->second.dirty |= dirty;
+        prev->second.freed_at_sync = freed_at_sync;
         arena.largest_free = std::max(arena.largest_free, prev->second.size);
         return;
       }
     }
-    arena.free.emplace(address, FreeBlock{size, dirty});
+    arena.free.emplace(address, FreeBlock{size, freed_at_sync});
     arena.largest_free = std::max(arena.largest_free, size);
   }
 
@@ -223,11 +228,10 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
   if (state_->carve(*arena, where, total)) {
     // Reused space: no thread may still hold instructions it fetched there before.
     if (Status synced = sync_all_threads(); !synced) {
-      state_->give_back(*arena, where, total, true);
+      state_->give_back(*arena, where, total);
       return tl::unexpected(std::move(synced).error());
     }
-    for (Arena& a : state_->arenas)
-      for (auto& [start, block] : a.free) block.dirty = false;
+    ++state_->syncs;  // Every block freed before this sync is clean now.
   }
   std::vector<std::uintptr_t> out;
   out.reserve(offsets.size());
@@ -302,7 +306,7 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
     }
   }
   for (auto it : found) state_->live.erase(it);
-  for (const Run& run : runs) state_->give_back(*state_->arena_of(run.start), run.start, run.end - run.start, true);
+  for (const Run& run : runs) state_->give_back(*state_->arena_of(run.start), run.start, run.end - run.start);
   return {};
 }
 

@@ -111,6 +111,31 @@ TEST_F(CodeHeapTest, ReusingFreedSpaceSyncsFirstAndFreshSpaceDoesNot) {
   EXPECT_TRUE(clean) << "fresh space is handed out without a sync";
 }
 
+// One sync cleans every block freed before it (without visiting them); a block
+// freed after it is dirty again.
+TEST_F(CodeHeapTest, OneSyncCleansEverythingFreedBeforeIt) {
+  auto a = heap->allocate(64, 16);
+  auto spacer1 = heap->allocate(64, 16);
+  auto b = heap->allocate(64, 16);
+  auto spacer2 = heap->allocate(64, 16);
+  ASSERT_TRUE(a && spacer1 && b && spacer2);
+  ASSERT_TRUE(heap->free(*a));
+  ASSERT_TRUE(heap->free(*b));
+  auto reuse_a = heap->allocate(64, 16);  // Dirty: syncs.
+  ASSERT_TRUE(reuse_a);
+  EXPECT_EQ(*reuse_a, *a);
+  testing::inject_fault(testing::FaultPoint::kSync, 1, testing::FaultKind::kEio);
+  auto reuse_b = heap->allocate(64, 16);  // Freed before that sync: clean, no sync needed.
+  testing::clear_faults();
+  ASSERT_TRUE(reuse_b) << "space freed before the last sync was synced again";
+  EXPECT_EQ(*reuse_b, *b);
+  ASSERT_TRUE(heap->free(*reuse_b));  // Freed after it: dirty again.
+  testing::inject_fault(testing::FaultPoint::kSync, 1, testing::FaultKind::kEio);
+  auto again = heap->allocate(64, 16);
+  testing::clear_faults();
+  EXPECT_FALSE(again) << "space freed after the last sync was handed out without a sync";
+}
+
 TEST_F(CodeHeapTest, BadFreeAndDoubleFreeChangeNothing) {
   auto a = heap->allocate(64);
   auto b = heap->allocate(64);
