@@ -187,34 +187,55 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   generation->sites.reserve(sites.size());
 
   // Where the copies go: one block within reach of every site when one window
-  // holds them all (one allocation, one write); else a block per site within
-  // its own reach (sites whose RIP-relative data lie far apart in opposite
-  // directions share no window). Each block's bytes are a slice of `image`.
+  // holds them all (one allocation, one write, short jumps back). Else each
+  // copy that reads data gets a block within its own reach (relocation has no
+  // absolute form for data; sites whose data lie far apart in opposite
+  // directions share no window), and the other copies share one block
+  // anywhere (they jump back with absolute jumps where rel32 cannot reach).
+  // Each block's bytes are a slice of `image`.
   std::vector<std::uintptr_t> slot_address(sites.size(), 0);
   std::vector<std::size_t> block_offset;  // Per block: where its bytes start in `image`.
   std::vector<std::uint8_t> image(total, 0xCC);
   auto heap = runtime::CodeHeap::global();
   if (total > 0 && !heap) return tl::unexpected(std::move(heap).error());
+  const auto reads_data = [&](const CheckedSite& s) {
+    const auto insns = batch.old_instructions(s);
+    return std::any_of(insns.begin(), insns.end(), [](const disasm::Instruction& i) { return i.has_memory_target; });
+  };
+  const auto take = [&](std::uintptr_t address, std::size_t offset, std::size_t size) {
+    generation->blocks.push_back({address, size});
+    block_offset.push_back(offset);
+  };
   if (total > 0) {
     runtime::AddressWindow all;
     for (std::size_t i = 0; i < sites.size(); ++i)
       if (slot_size(i) > 0) all = all.intersect(reach_of(batch, sites[i]));
     if (auto one = all.empty() ? Result<std::uintptr_t>(fail(ErrorCode::kOutOfRange, "no common window"))
                                : (*heap)->allocate(total, kCopyAlign, all)) {
-      generation->blocks.push_back({*one, total});
-      block_offset.push_back(0);
+      take(*one, 0, total);
       for (std::size_t i = 0; i < sites.size(); ++i) slot_address[i] = *one + slot_offset[i];
     } else {
+      // The shared block holds the copies that read no data, at their offsets
+      // in `image` (a data-reading copy between them is unused bytes there).
+      std::size_t shared = 0;
+      for (std::size_t i = 0; i < sites.size(); ++i)
+        if (slot_size(i) > 0 && !reads_data(sites[i])) shared = slot_offset[i + 1];
+      if (shared > 0) {
+        auto block = (*heap)->allocate(shared, kCopyAlign);
+        if (!block) return tl::unexpected(std::move(block).error());
+        take(*block, 0, shared);
+        for (std::size_t i = 0; i < sites.size(); ++i)
+          if (slot_size(i) > 0 && !reads_data(sites[i])) slot_address[i] = *block + slot_offset[i];
+      }
       for (std::size_t i = 0; i < sites.size(); ++i) {
-        if (slot_size(i) == 0) continue;
+        if (slot_size(i) == 0 || !reads_data(sites[i])) continue;
         auto own = (*heap)->allocate(slot_size(i), kCopyAlign, reach_of(batch, sites[i]));
         if (!own) own = (*heap)->allocate(slot_size(i), kCopyAlign);  // Far away; relocation says if that is not enough.
         if (!own) {
           free_copies(*generation);
           return tl::unexpected(std::move(own).error());
         }
-        generation->blocks.push_back({*own, slot_size(i)});
-        block_offset.push_back(slot_offset[i]);
+        take(*own, slot_offset[i], slot_size(i));
         slot_address[i] = *own;
       }
     }
