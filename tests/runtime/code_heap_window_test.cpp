@@ -1,7 +1,9 @@
-// A window narrower than an arena still gets memory: the heap maps just what
-// the request needs there. (Out-of-line copies of code whose RIP-relative data
-// lies near the edge of rel32 reach may only live in such a window; the
-// fuzzer found a revert refused because the heap insisted on a whole arena.)
+// Narrow windows: a window narrower than an arena still gets memory (the heap
+// maps just what the request needs there), and reserve_room makes sure memory
+// in a window can be had without allocating it. (Out-of-line copies of code
+// whose RIP-relative data lies near the edge of rel32 reach may only live in
+// such a window; the fuzzer found reverts refused because the heap insisted on
+// a whole arena, or because the window was full.)
 #include <punch/runtime/code_heap.hpp>
 
 #include <gtest/gtest.h>
@@ -11,41 +13,36 @@
 namespace punch::runtime {
 namespace {
 
-TEST(CodeHeapWindow, AWindowNarrowerThanAnArenaStillGetsMemory) {
-  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  auto writer = CodeWriter::create(WriteMethod::kProcMem);
-  ASSERT_TRUE(writer) << writer.error().describe();
-  CodeHeap heap(**writer, 1u << 20);  // Arenas of 1 MiB...
+const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 
-  // ...and a free window of 64 KiB in the middle of a free 4 MiB range.
-  void* reserved = ::mmap(nullptr, 4u << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(reserved, MAP_FAILED);
-  ASSERT_EQ(::munmap(reserved, 4u << 20), 0);
-  const auto base = reinterpret_cast<std::uintptr_t>(reserved);
-  const AddressWindow window{base + (2u << 20), base + (2u << 20) + 16 * page};
+// The start of `size` bytes of address space that were free a moment ago.
+std::uintptr_t free_range(std::size_t size) {
+  void* reserved = ::mmap(nullptr, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  EXPECT_NE(reserved, MAP_FAILED);
+  EXPECT_EQ(::munmap(reserved, size), 0);
+  return reinterpret_cast<std::uintptr_t>(reserved);
+}
+
+CodeWriter& proc_mem_writer() {
+  static auto writer = CodeWriter::create(WriteMethod::kProcMem);
+  EXPECT_TRUE(writer) << writer.error().describe();
+  return **writer;
+}
+
+TEST(CodeHeapWindow, AWindowNarrowerThanAnArenaStillGetsMemory) {
+  CodeHeap heap(proc_mem_writer(), 1u << 20);  // Arenas of 1 MiB...
+  const std::uintptr_t base = free_range(4u << 20);
+  const AddressWindow window{base + (2u << 20), base + (2u << 20) + 16 * kPage};  // ...and a window of 64 KiB.
 
   auto block = heap.allocate(64, 16, window);
   ASSERT_TRUE(block) << block.error().describe();
-  EXPECT_GE(*block, window.lo);
-  EXPECT_LE(*block + 64, window.hi);
+  EXPECT_TRUE(window.contains(*block, 64));
   EXPECT_TRUE(heap.free(*block));
 }
 
-}  // namespace
-}  // namespace punch::runtime
-
-namespace punch::runtime {
-namespace {
-
 TEST(CodeHeapReserveRoom, MapsAnArenaInTheWindowWithoutAllocating) {
-  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  auto writer = CodeWriter::create(WriteMethod::kProcMem);
-  ASSERT_TRUE(writer) << writer.error().describe();
-  CodeHeap heap(**writer, 16 * page);
-  void* reserved = ::mmap(nullptr, 4u << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  ASSERT_NE(reserved, MAP_FAILED);
-  ASSERT_EQ(::munmap(reserved, 4u << 20), 0);
-  const auto base = reinterpret_cast<std::uintptr_t>(reserved);
+  CodeHeap heap(proc_mem_writer(), 16 * kPage);
+  const std::uintptr_t base = free_range(4u << 20);
   const AddressWindow window{base + (1u << 20), base + (3u << 20)};
 
   ASSERT_TRUE(heap.reserve_room(100, 16, window));
@@ -60,9 +57,7 @@ TEST(CodeHeapReserveRoom, MapsAnArenaInTheWindowWithoutAllocating) {
 }
 
 TEST(CodeHeapReserveRoom, BadInputAndAFullWindowAreErrorsThatMapNothing) {
-  auto writer = CodeWriter::create(WriteMethod::kProcMem);
-  ASSERT_TRUE(writer) << writer.error().describe();
-  CodeHeap heap(**writer);
+  CodeHeap heap(proc_mem_writer());
   EXPECT_EQ(heap.reserve_room(0, 16, {}).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(heap.reserve_room(16, 3, {}).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(heap.reserve_room(16, 16, AddressWindow{0x2000, 0x1000}).error().code, ErrorCode::kInvalidArgument);
