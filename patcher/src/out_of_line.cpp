@@ -170,11 +170,14 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   // move) for the new code, plus the way back. One bound per site; none for
   // an emulated site (one instruction: no thread can be inside it either).
   std::vector<std::size_t> slot_offset(sites.size() + 1, 0);
+  std::vector<Emulation> emulation(sites.size(), Emulation::kNone);
   std::size_t total = 0;
   for (std::size_t i = 0; i < sites.size(); ++i) {
     slot_offset[i] = total;
     const CheckedSite& s = sites[i];
-    if (!s.is_code || emulation_of(s.address, s.from.size(), batch.old_instructions(s)) != Emulation::kNone) continue;
+    if (!s.is_code) continue;
+    emulation[i] = emulation_of(s.address, s.from.size(), batch.old_instructions(s));
+    if (emulation[i] != Emulation::kNone) continue;
     auto need = copy_bound(s.address, s.from, s.from_plain);
     if (!s.from_plain && s.from_instructions == 1) {
       auto need_new = copy_bound(s.address, s.to, s.to_plain);
@@ -248,7 +251,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     FlightSite f;
     f.address = s.address;
     f.length = static_cast<std::uint32_t>(s.from.size());
-    f.emulation = emulation_of(s.address, s.from.size(), insns);
+    f.emulation = emulation[i];
     if (f.emulation != Emulation::kNone) {
       f.emulation_target = insns.front().branch_target;
       generation->sites.push_back(f);

@@ -18,6 +18,30 @@ bool add_overflows(std::size_t a, std::size_t b) { return a > SIZE_MAX - b; }
 
 std::uintptr_t align_up(std::uintptr_t v, std::size_t align) { return (v + align - 1) & ~(std::uintptr_t{align} - 1); }
 
+// Checks a request and lays out its blocks back to back: each block's offset
+// from the first goes to `offsets` (each block owns the padding after it);
+// returns the total size.
+Result<std::size_t> lay_out(std::span<const std::size_t> sizes, std::size_t align, AddressWindow window,
+                            std::vector<std::size_t>& offsets) {
+  const std::size_t page = detail::page_size();
+  if (align == 0 || (align & (align - 1)) != 0 || align > page)
+    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
+                                                 " is not a power of two of at most a page");
+  if (sizes.empty()) return fail(ErrorCode::kInvalidArgument, "code heap: no sizes to allocate");
+  if (window.empty())
+    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
+  std::size_t total = 0;
+  for (std::size_t size : sizes) {
+    if (size == 0 || add_overflows(size, kGranule) || add_overflows(align_up(total, align), size + kGranule) ||
+        align_up(total, align) + size > SIZE_MAX - 2 * page)
+      return fail(ErrorCode::kInvalidArgument, "code heap: bad allocation size " + std::to_string(size));
+    total = align_up(total, align);
+    offsets.push_back(total);
+    total += align_up(size, kGranule);
+  }
+  return total;
+}
+
 // A free block. One freed since the heap's last sync is dirty: a thread may
 // still hold stale instructions there, so it is synced before reuse. The
 // block keeps the sync count at the time it was freed (0: never used), so a
@@ -201,25 +225,10 @@ Result<std::uintptr_t> CodeHeap::allocate(std::size_t size, std::size_t align, A
 
 Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::size_t> sizes, std::size_t align,
                                                            AddressWindow window) {
-  const std::size_t page = detail::page_size();
-  if (align == 0 || (align & (align - 1)) != 0 || align > page)
-    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
-                                                 " is not a power of two of at most a page");
-  if (sizes.empty()) return fail(ErrorCode::kInvalidArgument, "code heap: no sizes to allocate");
-  if (window.empty())
-    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
-
-  // Offsets of each block from the first; each block owns the padding after it.
   std::vector<std::size_t> offsets;
-  std::size_t total = 0;
-  for (std::size_t size : sizes) {
-    if (size == 0 || add_overflows(size, kGranule) || add_overflows(align_up(total, align), size + kGranule) ||
-        align_up(total, align) + size > SIZE_MAX - 2 * page)
-      return fail(ErrorCode::kInvalidArgument, "code heap: bad allocation size " + std::to_string(size));
-    total = align_up(total, align);
-    offsets.push_back(total);
-    total += align_up(size, kGranule);
-  }
+  auto laid_out = lay_out(sizes, align, window, offsets);
+  if (!laid_out) return tl::unexpected(std::move(laid_out).error());
+  const std::size_t total = *laid_out;
 
   std::lock_guard guard(state_->mutex);
   Arena* arena = nullptr;
@@ -245,17 +254,13 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
 }
 
 Status CodeHeap::reserve_room(std::size_t size, std::size_t align, AddressWindow window) {
-  if (align == 0 || (align & (align - 1)) != 0 || align > detail::page_size())
-    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
-                                                 " is not a power of two of at most a page");
-  if (size == 0 || add_overflows(size, kGranule))
-    return fail(ErrorCode::kInvalidArgument, "code heap: bad allocation size " + std::to_string(size));
-  if (window.empty())
-    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
+  std::vector<std::size_t> offsets;
+  auto total = lay_out(std::span(&size, 1), align, window, offsets);
+  if (!total) return tl::unexpected(std::move(total).error());
   std::lock_guard guard(state_->mutex);
   Arena* arena = nullptr;
   std::uintptr_t where = 0;
-  return state_->find_or_map(align_up(size, kGranule), align, window, arena, where);
+  return state_->find_or_map(*total, align, window, arena, where);
 }
 
 Status CodeHeap::free(std::uintptr_t address) { return free_batch(std::span(&address, 1)); }

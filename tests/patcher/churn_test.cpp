@@ -28,14 +28,7 @@ long plus_1000(long x) { return g_original.load()(x) + 1000; }
 
 TEST(ThreadChurn, CommitsAndHooksWhileThreadsStartAndExit) {
   // x + 1 through a multi-instruction prologue; the patch jumps over it to 2x.
-  const std::uintptr_t prologue = test::emit([](x86::Assembler& a) {
-    a.push(x86::rbx);
-    a.mov(x86::ebx, x86::edi);
-    a.mov(x86::eax, x86::ebx);
-    a.add(x86::eax, 1);
-    a.pop(x86::rbx);
-    a.ret();
-  });
+  const std::uintptr_t prologue = test::emit_plus_one_with_prologue();
   const std::uintptr_t twice = test::emit([](x86::Assembler& a) {
     a.lea(x86::eax, x86::ptr(x86::rdi, x86::rdi));
     a.ret();

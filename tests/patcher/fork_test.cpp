@@ -42,19 +42,6 @@ Result<Hook> hook_plus_1000(Fn target) {
   return hook;
 }
 
-// `int f(int x) { push rbx; mov ebx, edi; mov eax, ebx; add eax, 1; pop rbx; ret }`: x + 1,
-// with a multi-instruction prologue (a 5-byte jump over it needs the thread fix-up round).
-std::uintptr_t emit_prologue() {
-  return test::emit([](x86::Assembler& a) {
-    a.push(x86::rbx);
-    a.mov(x86::ebx, x86::edi);
-    a.mov(x86::eax, x86::ebx);
-    a.add(x86::eax, 1);
-    a.pop(x86::rbx);
-    a.ret();
-  });
-}
-
 // `int f(int x) { return x * 2 + ... }`: the replacement the prologue jumps to.
 std::uintptr_t emit_double() {
   return test::emit([](x86::Assembler& a) {
@@ -95,7 +82,7 @@ TEST(PatcherFork, ChildEmitsPatchesAndHooksItsOwnCopy) {
 // The SIGTRAP handler and the rendezvous signal handler are inherited: in the
 // child, live patches and hooks of code its own threads are running work.
 TEST(PatcherFork, ChildPatchesLiveCodeItsThreadsAreRunning) {
-  const std::uintptr_t prologue = emit_prologue();
+  const std::uintptr_t prologue = test::emit_plus_one_with_prologue();
   const std::uintptr_t twice = emit_double();
   ASSERT_NE(prologue, 0u);
   ASSERT_NE(twice, 0u);
@@ -142,7 +129,7 @@ TEST(PatcherFork, ChildPatchesLiveCodeItsThreadsAreRunning) {
 // (Run under clang ASan too: 240 forks here never hung in its allocator,
 // unlike the runtime's emit loop, which allocates far more per iteration.)
 TEST(PatcherFork, ForkDuringCommitsAndHookInstallsDoesNotDeadlockTheChild) {
-  const std::uintptr_t prologue = emit_prologue();
+  const std::uintptr_t prologue = test::emit_plus_one_with_prologue();
   const std::uintptr_t twice = emit_double();
   ASSERT_NE(prologue, 0u);
   ASSERT_NE(twice, 0u);

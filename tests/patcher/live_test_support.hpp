@@ -39,6 +39,22 @@ inline std::uintptr_t emit_return(int value) {
   });
 }
 
+//! `int f(int x)` returning x + 1 through a multi-instruction prologue
+//! (`push rbx; mov ebx, edi; mov eax, ebx; add eax, 1; pop rbx; ret`): a
+//! 5-byte jump over its entry replaces three instructions and needs the
+//! thread fix-up round.
+inline std::uintptr_t emit_plus_one_with_prologue() {
+  namespace x86 = asmjit::x86;
+  return emit([](x86::Assembler& a) {
+    a.push(x86::rbx);
+    a.mov(x86::ebx, x86::edi);
+    a.mov(x86::eax, x86::ebx);
+    a.add(x86::eax, 1);
+    a.pop(x86::rbx);
+    a.ret();
+  });
+}
+
 //! The 5 bytes of `mov eax, imm32`.
 inline std::vector<std::uint8_t> mov_eax(int value) {
   std::vector<std::uint8_t> b{0xB8, 0, 0, 0, 0};

@@ -35,14 +35,7 @@ struct Batch {
     });
     sites.push_back(test::site(two, test::bytes_at(two, 5), {0xB9, 5, 0, 0, 0}));       // mov ecx,5
     sites.push_back(test::site(two + 5, test::bytes_at(two + 5, 5), test::mov_eax(7)));  // mov eax,7
-    const std::uintptr_t prologue = test::emit([](x86::Assembler& a) {
-      a.push(x86::rbx);
-      a.mov(x86::ebx, x86::edi);
-      a.mov(x86::eax, x86::ebx);
-      a.add(x86::eax, 1);
-      a.pop(x86::rbx);
-      a.ret();
-    });
+    const std::uintptr_t prologue = test::emit_plus_one_with_prologue();
     const std::uintptr_t alt = test::emit([](x86::Assembler& a) {
       a.lea(x86::eax, x86::ptr(x86::rdi, 2));
       a.ret();
