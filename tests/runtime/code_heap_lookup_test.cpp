@@ -3,6 +3,8 @@
 // addresses outside the heap (the patcher uses it to find a site's container).
 #include <punch/runtime/code_heap.hpp>
 
+#include "own_heap_fixture.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -12,20 +14,9 @@
 namespace punch::runtime {
 namespace {
 
-const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+using test::kPage;
 
-class CodeHeapLookupTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto w = CodeWriter::create(WriteMethod::kProcMem);
-    ASSERT_TRUE(w) << w.error().describe();
-    writer = std::move(*w);
-    heap = std::make_unique<CodeHeap>(*writer, 16 * kPage);
-  }
-
-  std::unique_ptr<CodeWriter> writer;
-  std::unique_ptr<CodeHeap> heap;
-};
+class CodeHeapLookupTest : public test::OwnHeapTest {};
 
 TEST_F(CodeHeapLookupTest, EveryByteOfAnAllocationFindsIt) {
   std::vector<std::uintptr_t> blocks;

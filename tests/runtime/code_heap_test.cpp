@@ -15,25 +15,14 @@
 #include <punch/runtime/maps.hpp>
 
 #include "memory_snapshot.hpp"
+#include "own_heap_fixture.hpp"
 
 namespace punch::runtime {
 namespace {
 
-const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+using test::kPage;
 
-class CodeHeapTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto w = CodeWriter::create(WriteMethod::kProcMem);
-    ASSERT_TRUE(w) << w.error().describe();
-    writer = std::move(*w);
-    heap = std::make_unique<CodeHeap>(*writer, 16 * kPage);
-  }
-  void TearDown() override { testing::clear_faults(); }
-
-  std::unique_ptr<CodeWriter> writer;
-  std::unique_ptr<CodeHeap> heap;
-};
+class CodeHeapTest : public test::OwnHeapTest {};
 
 TEST_F(CodeHeapTest, AllocationsAreAlignedDisjointAndInt3Filled) {
   std::vector<std::pair<std::uintptr_t, std::size_t>> blocks;

@@ -4,6 +4,8 @@
 // answer), ascending far apart, descending and repeated.
 #include <punch/runtime/code_heap.hpp>
 
+#include "own_heap_fixture.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -13,19 +15,18 @@
 namespace punch::runtime {
 namespace {
 
-const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+using test::kPage;
 
-TEST(CodeHeapBatchLookup, AgreesWithAllocationHoldingInAnyOrder) {
-  auto writer = CodeWriter::create(WriteMethod::kProcMem);
-  ASSERT_TRUE(writer) << writer.error().describe();
-  CodeHeap heap(**writer, 16 * kPage);
+class CodeHeapBatchLookup : public test::OwnHeapTest {};
+
+TEST_F(CodeHeapBatchLookup, AgreesWithAllocationHoldingInAnyOrder) {
   std::vector<std::uintptr_t> live;
   for (int i = 0; i < 100; ++i) {
-    auto a = heap.allocate(16 + static_cast<std::size_t>(i % 5) * 40, i % 7 == 0 ? kPage : 16);
+    auto a = heap->allocate(16 + static_cast<std::size_t>(i % 5) * 40, i % 7 == 0 ? kPage : 16);
     ASSERT_TRUE(a) << a.error().describe();
     live.push_back(*a);
   }
-  for (std::size_t i = 0; i < live.size(); i += 4) ASSERT_TRUE(heap.free(live[i]));
+  for (std::size_t i = 0; i < live.size(); i += 4) ASSERT_TRUE(heap->free(live[i]));
   const std::uintptr_t lo = *std::min_element(live.begin(), live.end()) - 64;
   const std::uintptr_t hi = *std::max_element(live.begin(), live.end()) + 512;
   std::vector<std::uintptr_t> addresses{1, reinterpret_cast<std::uintptr_t>(&kPage)};  // Outside every arena.
@@ -39,11 +40,11 @@ TEST(CodeHeapBatchLookup, AgreesWithAllocationHoldingInAnyOrder) {
   for (std::uintptr_t a : addresses) repeated.insert(repeated.end(), {a, a, lo});
   std::size_t owned = 0;
   for (const auto* order : {&addresses, &sparse, &descending, &repeated}) {
-    const std::vector<CodeRange> found = heap.allocations_holding(*order);
+    const std::vector<CodeRange> found = heap->allocations_holding(*order);
     ASSERT_EQ(found.size(), order->size());
     for (std::size_t i = 0; i < order->size(); ++i) {
       const std::uintptr_t a = (*order)[i];
-      auto one = heap.allocation_holding(a);
+      auto one = heap->allocation_holding(a);
       if (one) {
         ++owned;
         EXPECT_EQ(found[i].begin, one->begin) << a;
@@ -55,7 +56,7 @@ TEST(CodeHeapBatchLookup, AgreesWithAllocationHoldingInAnyOrder) {
     }
   }
   EXPECT_GT(owned, 0u) << "control: some addresses are owned";
-  EXPECT_TRUE(heap.allocations_holding({}).empty());
+  EXPECT_TRUE(heap->allocations_holding({}).empty());
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <punch/runtime/fault_injection.hpp>
 
 #include "memory_snapshot.hpp"
+#include "own_heap_fixture.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -47,19 +48,13 @@ void emit_call_host(CodeHolder& code) {
   a.ret();
 }
 
-class JitTest : public ::testing::Test {
+class JitTest : public test::OwnHeapTest {
  protected:
   void SetUp() override {
-    auto w = CodeWriter::create(WriteMethod::kProcMem);
-    ASSERT_TRUE(w) << w.error().describe();
-    writer = std::move(*w);
-    heap = std::make_unique<CodeHeap>(*writer, 64 * 1024);
+    ASSERT_NO_FATAL_FAILURE(make_heap(64 * 1024));
     jit = std::make_unique<Jit>(*heap);
   }
-  void TearDown() override { testing::clear_faults(); }
 
-  std::unique_ptr<CodeWriter> writer;
-  std::unique_ptr<CodeHeap> heap;
   std::unique_ptr<Jit> jit;
 };
 
