@@ -346,15 +346,20 @@ TEST(TransactionValidation, UnknownPunchTrapRefusesCommit) {
 namespace punch::patcher {
 namespace {
 
+// `mov eax, 1; mov ecx, 2; ret`: site #0 is 5 bytes at f, site #1 5 bytes at f+5.
+std::uintptr_t emit_two_sites() {
+  return test::emit([](asmjit::x86::Assembler& a) {
+    a.mov(asmjit::x86::eax, 1);
+    a.mov(asmjit::x86::ecx, 2);
+    a.ret();
+  });
+}
+
 // Found by fuzz_transaction: new code that branches into another site of the
 // same transaction committed, and then could not be reverted. Refused at
 // commit, memory unchanged.
 TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteIsRefused) {
-  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
-    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
-    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
-    a.ret();
-  });
+  const std::uintptr_t f = emit_two_sites();
   const test::MemorySnapshot before(f, 11);
   Transaction tx;
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(3))));
@@ -369,11 +374,7 @@ TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteIsRefused) {
 // The rule looks at every instruction of the new code, not only its first,
 // and the message names both sites and the branch.
 TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteFromALaterInstructionIsRefused) {
-  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
-    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
-    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
-    a.ret();
-  });
+  const std::uintptr_t f = emit_two_sites();
   const test::MemorySnapshot before(f, 11);
   // nop; nop; nop; jmp f+2 (rel8 from f+10: -8).
   const std::vector<std::uint8_t> new_code{0x90, 0x90, 0x90, 0xEB, 0xF8};
@@ -392,11 +393,7 @@ TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteFromALaterInstruction
 // Branching to another site's first byte, or inside its own range, is fine:
 // both stay instruction boundaries whichever code the sites hold.
 TEST(TransactionValidation, NewCodeBranchingToAnotherSitesStartOrIntoItselfIsAccepted) {
-  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
-    a.mov(asmjit::x86::eax, 1);  // site #0: 5 bytes at f
-    a.mov(asmjit::x86::ecx, 2);  // site #1: 5 bytes at f+5
-    a.ret();
-  });
+  const std::uintptr_t f = emit_two_sites();
   const test::MemorySnapshot before(f, 11);
   // site #0: jmp f+5 (the start of site #1); site #1: jmp f+8; nop; nop; nop (into itself).
   const std::vector<std::uint8_t> to_start{0xEB, 0x03, 0x90, 0x90, 0x90};

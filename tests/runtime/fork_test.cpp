@@ -48,19 +48,26 @@ CodeHeap& global_heap() {
   return **heap;
 }
 
+// `int f() { return 1; }` added through `jit`: its writer's descriptor is open from then on.
+Result<int (*)()> add_return_one(Jit& jit) {
+  asmjit::CodeHolder code;
+  emit_return(code, 1);
+  return jit.add_as<int (*)()>(code);
+}
+
+const std::uint8_t kRet1[] = {0xB8, 1, 0, 0, 0, 0xC3};  // mov eax, 1; ret
+const std::uint8_t kRet2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
+
 TEST(Fork, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
   CodeHeap& heap = global_heap();
   if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
   Jit jit(heap);
-  asmjit::CodeHolder code;
-  emit_return(code, 1);
-  auto fn = jit.add_as<int (*)()>(code);  // The parent's descriptor is open from here on.
+  auto fn = add_return_one(jit);
   ASSERT_TRUE(fn);
   test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
 
   auto child = test::run_in_child([&]() -> int {
-    const std::uint8_t ret2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
-    if (auto ok = heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), ret2); !ok) {
+    if (auto ok = heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), kRet2); !ok) {
       std::printf("child write: %s\n", ok.error().describe().c_str());
       return 2;
     }
@@ -97,9 +104,6 @@ int run_in_clone(int flags, int (*body)(void*), void* arg) {
   return pid > 0 && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-const std::uint8_t kRet1[] = {0xB8, 1, 0, 0, 0, 0xC3};  // mov eax, 1; ret
-const std::uint8_t kRet2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
-
 struct CloneArg {
   CodeWriter* writer;
   int (*fn)();
@@ -117,9 +121,7 @@ TEST(Fork, RawCloneChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
   CodeHeap& heap = global_heap();
   if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
   Jit jit(heap);
-  asmjit::CodeHolder code;
-  emit_return(code, 1);
-  auto fn = jit.add_as<int (*)()>(code);  // The parent's descriptor is open from here on.
+  auto fn = add_return_one(jit);
   ASSERT_TRUE(fn);
   test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
   CloneArg arg{&heap.writer(), *fn};
@@ -146,9 +148,7 @@ TEST(Fork, VforkChildWritesTheSharedMemoryAndLeavesTheParentsDescriptorsAlone) {
   CodeHeap& heap = global_heap();
   if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "only proc-mem holds a descriptor";
   Jit jit(heap);
-  asmjit::CodeHolder code;
-  emit_return(code, 1);
-  auto fn = jit.add_as<int (*)()>(code);
+  auto fn = add_return_one(jit);
   ASSERT_TRUE(fn);
   CloneArg arg{&heap.writer(), *fn};
   ASSERT_EQ(run_in_clone(CLONE_VM | CLONE_VFORK, write_ret2, &arg), 0);
