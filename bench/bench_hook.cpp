@@ -92,8 +92,9 @@ long detour(long x) { return g_original.load(std::memory_order_relaxed)(x) + 1; 
 // time, so it does not depend on a trampoline pointer being published.
 long cycle_detour(long x) { return x + 1; }
 
-HookOptions options_for(Fn target) {
+HookOptions options_for(Fn target, bool threads_wait = true) {
   HookOptions options;
+  options.transaction.trapped_threads_wait = threads_wait;
   const auto start = reinterpret_cast<std::uintptr_t>(target);
   options.function = punch::disasm::FunctionExtent{start, start + 32, punch::disasm::FunctionExtent::Source::kCaller};
   return options;
@@ -103,20 +104,24 @@ HookOptions options_for(Fn target) {
 // the trap bytes, is sent through the handler, and must get every result
 // right); 2 a thread running other code, as in the mprotect reference (which
 // is not live-safe, so its busy thread cannot call the code it patches).
-void hook_cycles(benchmark::State& state, Fn target) {
+// threads_wait: TransactionOptions::trapped_threads_wait (off: the busy
+// thread runs the old code from the handler at every trap instead of sleeping).
+void hook_cycles(benchmark::State& state, Fn target, bool threads_wait = true) {
   const Fn called = state.range(0) == 2 ? bench_call_plain_target : target;
   punch::bench::BusyCaller busy(state.range(0) > 0, [called, x = 0L]() mutable { benchmark::DoNotOptimize(called(++x)); });
   const std::uint64_t before = busy.calls();
   const punch::patcher::LiveStats stats_before = punch::patcher::live_stats();
   for (auto _ : state) {
-    auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour), options_for(target));
+    auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour),
+                              options_for(target, threads_wait));
     if (!hook) return state.SkipWithError(hook.error().describe().c_str());
     if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
   }
   busy.report(state, before);
   // How often the busy thread met a trap byte (and went through the handler), per cycle.
   const punch::patcher::LiveStats stats = punch::patcher::live_stats();
-  const auto traps = (stats.traps_emulated - stats_before.traps_emulated) +
+  const auto traps = (stats.traps_waited - stats_before.traps_waited) +
+                     (stats.traps_emulated - stats_before.traps_emulated) +
                      (stats.traps_redirected - stats_before.traps_redirected) + (stats.late_traps - stats_before.late_traps);
   if (state.iterations() > 0) state.counters["traps"] = static_cast<double>(traps) / static_cast<double>(state.iterations());
 }
@@ -126,6 +131,12 @@ BENCHMARK(BM_HookInstallRemove)->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")
 
 void BM_HookInstallRemove_patchable(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target); }
 BENCHMARK(BM_HookInstallRemove_patchable)->Name("BM_HookInstallRemove/patchable_entry")->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")->UseRealTime();
+
+void BM_HookInstallRemove_no_wait(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target, false); }
+BENCHMARK(BM_HookInstallRemove_no_wait)->Name("BM_HookInstallRemove/no_wait")->Arg(1)->ArgName("busy_threads")->UseRealTime();
+
+void BM_HookInstallRemove_patchable_no_wait(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target, false); }
+BENCHMARK(BM_HookInstallRemove_patchable_no_wait)->Name("BM_HookInstallRemove/patchable_entry/no_wait")->Arg(1)->ArgName("busy_threads")->UseRealTime();
 
 // The way mprotect-based hooking libraries patch: RWX, memcpy, back to RX — on
 // a private copy of the function (bench only: punch itself never maps W+X).

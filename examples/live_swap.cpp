@@ -166,8 +166,10 @@ int main(int argc, char** argv) {
   stop = true;
   for (auto& w : workers) w.join();
   const auto stats = patcher::live_stats();
-  std::printf("live_swap: kind=%s threads=%d traps_emulated=%llu traps_redirected=%llu threads_moved=%llu\n",
-              kind.c_str(), threads, static_cast<unsigned long long>(stats.traps_emulated),
+  std::printf("live_swap: kind=%s threads=%d traps_waited=%llu traps_emulated=%llu traps_redirected=%llu "
+              "threads_moved=%llu\n",
+              kind.c_str(), threads, static_cast<unsigned long long>(stats.traps_waited),
+              static_cast<unsigned long long>(stats.traps_emulated),
               static_cast<unsigned long long>(stats.traps_redirected),
               static_cast<unsigned long long>(stats.threads_moved));
   std::printf("live_swap: swaps=%ld calls=%llu wrong=%llu\n", done, calls.load(), wrong.load());

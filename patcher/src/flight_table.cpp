@@ -8,6 +8,8 @@
 
 #include <algorithm>
 
+#include <punch/runtime/raw_syscall.hpp>
+
 namespace punch::patcher::live {
 namespace {
 
@@ -48,6 +50,13 @@ bool Generation::copies_hold(std::uintptr_t rip) const noexcept {
   for (const CopyBlock& b : blocks)
     if (rip >= b.address && rip - b.address < b.size) return true;
   return false;
+}
+
+void end_run(Generation& generation, GenerationState state) noexcept {
+  generation.state.store(state, std::memory_order_seq_cst);
+  // Read after the store: a waiter that counted itself in before it could see
+  // the store is seen here (see wait_for_run in trap_handler.cpp).
+  if (generation.waiters.load(std::memory_order_seq_cst) != 0) runtime::futex_wake_all(generation.state);
 }
 
 bool publish(Generation* generation) noexcept {

@@ -3,9 +3,12 @@
 // A Generation is the immutable record of one protocol run (a commit, a
 // revert or a rollback): its sites, sorted by address, and the out-of-line
 // copies of the code they replace. It is published in a slot before step 1,
-// turns "draining" after the final sync, and is removed and freed only by
+// turns "draining" once the final bytes are written (or "stranded" when a
+// failed rollback may have left a trap byte), and is removed and freed only by
 // reclamation, after a rendezvous proves no thread can still need it.
 #pragma once
+
+#include <sys/types.h>
 
 #include <atomic>
 #include <cstddef>
@@ -53,7 +56,13 @@ struct CopyBlock {
   std::size_t size = 0;
 };
 
-enum class GenerationState : int { kInFlight, kDraining };
+//! Where a generation's run is. The value is a futex word: threads that may
+//! wait for the run (see Generation::waitable) sleep on it while kInFlight.
+enum GenerationState : std::uint32_t {
+  kInFlight,  //!< The coordinator is changing its sites now.
+  kStranded,  //!< In flight for good: a failed rollback may have left a trap byte; nobody finishes it.
+  kDraining,  //!< The run is over (done or rolled back): each site holds whole instructions again.
+};
 
 //! The record of one protocol run. Immutable once published, except `state`.
 struct Generation {
@@ -61,7 +70,14 @@ struct Generation {
   std::vector<disasm::OffsetMapping> offsets;
   std::vector<CopyBlock> blocks;
   TrapInstruction trap = TrapInstruction::kInt3;
-  std::atomic<GenerationState> state{GenerationState::kInFlight};
+  std::atomic<std::uint32_t> state{kInFlight};  //!< A GenerationState.
+  //! A thread that traps at a site while the run is under way may sleep until
+  //! it is over (then run the new code) instead of running the old code from
+  //! the handler: no site needs a fix-up round and syncs use membarrier, so
+  //! the run never waits for a thread that is inside its trap handler.
+  bool waitable = false;
+  pid_t coordinator = 0;                   //!< The thread running the change: never waits for itself.
+  mutable std::atomic<std::uint32_t> waiters{0};  //!< Threads asleep on `state` (the coordinator wakes them only then).
   //! Some copy can leave other than through the jump back to its site's end
   //! (a branch or call out of the site, an indirect jump or call): a thread
   //! inside it may reach code a caller frees after the run, so the run drains
@@ -79,6 +95,9 @@ struct Generation {
   //! Whether `rip` lies in one of the copy blocks. Async-signal-safe.
   bool copies_hold(std::uintptr_t rip) const noexcept;
 };
+
+//! Ends `generation`'s run in `state` (kDraining or kStranded) and wakes the threads waiting for it.
+void end_run(Generation& generation, GenerationState state) noexcept;
 
 //! Maximum generations published at once (in flight, draining or stuck after a failed rollback).
 constexpr std::size_t kMaxGenerations = 256;
@@ -114,7 +133,7 @@ class ReadGuard {
 //! Process-wide counters behind LiveStats; constant-initialized, so signal handlers may touch them.
 struct LiveCounters {
   std::atomic<std::uint64_t> commits{0}, reverts{0}, rollbacks{0}, traps_redirected{0}, traps_emulated{0}, late_traps{0},
-      traps_chained{0}, fixup_rounds{0}, threads_moved{0}, blocked_threads_accepted{0}, reclaim_rounds{0},
+      traps_waited{0}, trap_waits_expired{0}, traps_chained{0}, fixup_rounds{0}, threads_moved{0}, blocked_threads_accepted{0}, reclaim_rounds{0},
       copies_freed{0};
 };
 extern LiveCounters g_counters;

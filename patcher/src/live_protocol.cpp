@@ -1,4 +1,4 @@
-// The live protocol: three writes and three syncs per batch, and a rollback
+// The live protocol: three writes and two syncs per batch, and a rollback
 // that walks the same steps backwards from wherever a failure left us.
 //
 // Each "run" is one contiguous range written with one pwrite per step: a site
@@ -29,6 +29,7 @@
 #include <cstring>
 
 #include <punch/runtime/code_writer.hpp>
+#include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/sync.hpp>
 
@@ -127,7 +128,7 @@ class Protocol {
   // have left before we return.
   void retire(Generation* generation) {
     if (!generation) return;
-    generation->state.store(GenerationState::kDraining, std::memory_order_release);
+    end_run(*generation, kDraining);  // Before any drain: a thread asleep in its trap handler cannot answer.
     if (generation->copies_may_leave && copy_entries() != entries_before_)
       drain_copies(*generation, options_.thread_timeout);
   }
@@ -291,6 +292,9 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
 
   auto generation = build_generation(batch, options.trap);
   if (!generation) return tl::unexpected(std::move(generation).error());
+  (*generation)->coordinator = runtime::raw_gettid();
+  (*generation)->waitable = options.trapped_threads_wait && !needs_fixup(**generation) &&
+                            runtime::sync_method() == runtime::SyncMethod::kMembarrier;
   Generation* published = nullptr;
   if (!(*generation)->sites.empty()) {
     if (!publish(generation->get())) {
@@ -302,7 +306,11 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
     published = generation->release();  // Owned by the table until reclaimed.
   }
   Protocol protocol(batch, options, what, **writer);
-  return protocol.run(published);
+  Status done = protocol.run(published);
+  // A run that failed with a trap byte possibly left keeps its generation in
+  // flight, but no longer under way: nobody waits for it any more.
+  if (published && published->state.load(std::memory_order_relaxed) == kInFlight) end_run(*published, kStranded);
+  return done;
 }
 
 }  // namespace punch::patcher::live

@@ -11,10 +11,11 @@
 
 namespace punch::patcher::live {
 
-//! Moves every site from its `from` to its `to` bytes, three syncs for the
+//! Moves every site from its `from` to its `to` bytes, two syncs for the
 //! whole batch: trap byte over each first byte, sync (for multi-instruction
 //! sites the thread fix-up round, which serializes every thread, is that
-//! sync); bytes [1,n), sync; first bytes, sync. Sites that
+//! sync); bytes [1,n), sync; first bytes (the kernel's third sync is left to
+//! reclamation, see live_protocol.cpp). Sites that
 //! share a container and lie within 1 KiB of each other are written with one
 //! write per step. On failure every site is restored to `from`, or a
 //! kInconsistent error says which site holds which bytes. `what` names the

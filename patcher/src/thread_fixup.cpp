@@ -5,12 +5,10 @@
 // the copy (which ends by jumping back after the site).
 #include "thread_fixup.hpp"
 
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <atomic>
 #include <string>
 
+#include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/sync.hpp>
 #include <punch/runtime/threads.hpp>
 
@@ -40,7 +38,7 @@ void move_if_inside(ucontext_t* context, void* arg) {
       round->moved.fetch_add(1, std::memory_order_relaxed);
     } else {
       round->stray_rip.store(static_cast<std::uintptr_t>(rip), std::memory_order_relaxed);
-      round->stray_tid.store(static_cast<pid_t>(::syscall(SYS_gettid)), std::memory_order_relaxed);
+      round->stray_tid.store(runtime::raw_gettid(), std::memory_order_relaxed);
     }
   }
   runtime::serialize_this_thread();

@@ -64,6 +64,8 @@ LiveStats live_stats() {
   s.rollbacks = c.rollbacks.load();
   s.traps_redirected = c.traps_redirected.load();
   s.traps_emulated = c.traps_emulated.load();
+  s.traps_waited = c.traps_waited.load();
+  s.trap_waits_expired = c.trap_waits_expired.load();
   s.late_traps = c.late_traps.load();
   s.traps_chained = c.traps_chained.load();
   s.fixup_rounds = c.fixup_rounds.load();

@@ -10,9 +10,19 @@
 // after, or a core still saw the trap byte after it was replaced) re-runs the
 // site, which now holds the new code in full.
 //
+// Where the run allows it (Generation::waitable), a thread that traps while
+// the coordinator is still changing the sites first sleeps until the change
+// has landed, then re-runs the site: a user-space trap costs a signal
+// delivery, and a thread calling the site in a loop would otherwise trap again
+// and again until the run ends. Asleep, its CPU needs no IPI from the run's
+// syncs either. The sleep is bounded: a coordinator preempted for longer
+// delays the thread by at most kMaxWaitNanoseconds, after which it runs the
+// old code as above.
+//
 // The handler blocks every signal while it runs (sa_mask full): a rendezvous
 // signal is then delivered only after it returns, which is what lets
 // reclamation conclude that no thread is still between a trap and its handler.
+// Its system calls are raw (raw_syscall.hpp): the user may have hooked libc's.
 #include "trap_handler.hpp"
 
 #include <signal.h>
@@ -26,6 +36,7 @@
 #include <string>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
+#include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/sync.hpp>
 
 #include "flight_table.hpp"
@@ -68,7 +79,7 @@ void chain(int sig, siginfo_t* info, void* context) {
   dfl.sa_handler = SIG_DFL;
   ::sigaction(sig, &dfl, nullptr);
   const bool refaults = sig == SIGSEGV && info->si_code > 0;
-  if (!refaults) ::syscall(SYS_tgkill, ::getpid(), ::syscall(SYS_gettid), sig);
+  if (!refaults) runtime::raw_syscall(SYS_tgkill, runtime::raw_syscall(SYS_getpid), runtime::raw_gettid(), sig);
 }
 
 // Moves the interrupted thread so that it runs the old code of `site` in full.
@@ -98,6 +109,25 @@ void run_old_code(ucontext_t* uc, const FlightSite& site) {
       .fetch_add(1, std::memory_order_relaxed);
 }
 
+// The longest one trap sleeps waiting for a run to end.
+constexpr long kMaxWaitNanoseconds = 1'000'000;
+
+// Sleeps until `g`'s run is over when this thread may wait for it (never the
+// coordinator itself); returns the generation's state then.
+std::uint32_t wait_for_run(const Generation& g) {
+  std::uint32_t state = g.state.load(std::memory_order_acquire);
+  if (state != kInFlight || !g.waitable || runtime::raw_gettid() == g.coordinator) return state;
+  // Counted in before the futex compares the state; the coordinator stores the
+  // state before it reads the count (both sequentially consistent), so either
+  // it wakes us or the futex sees the new state and does not sleep.
+  g.waiters.fetch_add(1, std::memory_order_seq_cst);
+  runtime::futex_wait(g.state, kInFlight, kMaxWaitNanoseconds);  // Woken only once the state changed.
+  g.waiters.fetch_sub(1, std::memory_order_release);
+  state = g.state.load(std::memory_order_acquire);
+  (state == kInFlight ? g_counters.trap_waits_expired : g_counters.traps_waited).fetch_add(1, std::memory_order_relaxed);
+  return state;
+}
+
 // Async-signal-safe: atomics, plain reads of published immutable data, raw syscalls.
 void on_trap(int sig, siginfo_t* info, void* context) {
   const int saved_errno = errno;
@@ -114,7 +144,7 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         if (!g || g->trap != kind) continue;
         const FlightSite* s = g->site_at(site);
         if (!s) continue;
-        if (g->state.load(std::memory_order_acquire) == GenerationState::kInFlight) {
+        if (wait_for_run(*g) != kDraining) {
           run_old_code(uc, *s);  // Under the guard: the generation cannot be freed meanwhile.
           in_flight = true;
         } else {

@@ -12,7 +12,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -26,6 +25,7 @@
 #include <string>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
+#include <punch/runtime/raw_syscall.hpp>
 
 #include "proc_self_fd.hpp"
 
@@ -49,21 +49,10 @@ constexpr std::uint64_t slot_word(pid_t tid, SlotState state) {
 constexpr SlotState slot_state(std::uint64_t word) { return static_cast<SlotState>(word & 0xffffffffu); }
 constexpr pid_t slot_tid(std::uint64_t word) { return static_cast<pid_t>(word >> 32); }
 
-static_assert(std::atomic<std::uint32_t>::is_always_lock_free && sizeof(std::atomic<std::uint32_t>) == 4);
-
-void futex_wake(std::atomic<std::uint32_t>& word) {
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE, INT32_MAX, nullptr, nullptr, 0);
-}
-
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t seen, long nanoseconds) {
-  timespec ts{0, nanoseconds};
-  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, seen, &ts, nullptr, 0);
-}
-
-// Async-signal-safe: atomics and raw system calls only; errno preserved.
+// Async-signal-safe: atomics and raw system calls only (see raw_syscall.hpp).
 void on_rendezvous_signal(int, siginfo_t*, void* context) {
-  const int saved_errno = errno;
-  const pid_t me = static_cast<pid_t>(::syscall(SYS_gettid));
+  const int saved_errno = errno;  // A visitor may touch it.
+  const pid_t me = raw_gettid();
   const std::size_t count = g_slot_count.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i) {
     std::uint64_t expected = slot_word(me, kPending);
@@ -72,7 +61,7 @@ void on_rendezvous_signal(int, siginfo_t*, void* context) {
       visit(static_cast<ucontext_t*>(context), g_arg.load(std::memory_order_acquire));
       g_slots[i].store(slot_word(me, kDone), std::memory_order_release);
       g_answers.fetch_add(1, std::memory_order_seq_cst);
-      if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake(g_answers);
+      if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake_all(g_answers);
       break;
     }
   }

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include <punch/runtime/code_writer.hpp>
 #include <punch/runtime/fault_injection.hpp>
@@ -92,9 +93,14 @@ int check_failure(const Error& error, const Batch& batch, bool reverting, int& i
     CHILD_CHECK(claim_matches(said, *now, s, reverting), "site #%zu: says \"%s\", holds%s; %s", i, said.c_str(),
                 hex(*now).c_str(), error.describe().c_str());
     any_changed = any_changed || *now != (reverting ? s.replacement : s.expected);
-    // Whatever it holds, running it gives the old or the new result (a trap byte is still claimed).
-    const int r = test::as<int (*)()>(batch.functions[i])();
+    // Whatever it holds, running it gives the old or the new result (a trap
+    // byte is still claimed), on any thread, and no thread sleeps waiting for
+    // a run that is over.
+    const std::uint64_t expired = live_stats().trap_waits_expired;
+    int r = 0;
+    std::thread([&] { r = test::as<int (*)()>(batch.functions[i])(); }).join();
     CHILD_CHECK(r == 10 + static_cast<int>(i) || r == 20 + static_cast<int>(i), "site #%zu returned %d", i, r);
+    CHILD_CHECK(live_stats().trap_waits_expired == expired, "site #%zu: a caller slept for a stranded run", i);
   }
   // Reporting kInconsistent while every site holds what it held before would
   // send a user to repair a process that is fine: that is a clean failure.

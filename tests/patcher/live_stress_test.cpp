@@ -89,8 +89,9 @@ TEST_F(LiveStress, SingleInstructionSite) {
   EXPECT_GT(callers.calls.load(), 0u);
   const LiveStats after = live_stats();
   EXPECT_EQ(after.commits - before.commits, static_cast<std::uint64_t>(kFlips));
-  std::printf("single site: %d flips x2, %llu calls, %llu traps redirected, %llu late\n", kFlips,
-              static_cast<unsigned long long>(callers.calls.load()),
+  std::printf("single site: %d flips x2, %llu calls, %llu traps slept through a change, %llu redirected, %llu late\n",
+              kFlips, static_cast<unsigned long long>(callers.calls.load()),
+              static_cast<unsigned long long>(after.traps_waited - before.traps_waited),
               static_cast<unsigned long long>(after.traps_redirected - before.traps_redirected),
               static_cast<unsigned long long>(after.late_traps - before.late_traps));
 }
@@ -141,30 +142,6 @@ TEST_F(LiveStress, MultiInstructionPrologueSite) {
               static_cast<unsigned long long>(after.threads_moved - before.threads_moved),
               static_cast<unsigned long long>(after.traps_redirected - before.traps_redirected),
               static_cast<unsigned long long>(after.late_traps - before.late_traps));
-}
-
-// Threads that meet a site in flight are sent to the copy: observed, not assumed.
-// (Bounded loop, no timing: with a caller spinning on the function, some commit
-// catches it between step 1 and step 3.)
-TEST_F(LiveStress, TrapsAtSitesInFlightAreRedirected) {
-  const std::uintptr_t f = test::emit_return(1);
-  Callers callers(1, [f](std::uint64_t) {
-    const int r = test::as<int (*)()>(f)();
-    return r == 1 || r == 2;
-  });
-  Transaction tx;
-  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
-  const std::uint64_t before = live_stats().traps_redirected + live_stats().late_traps;
-  // Bounded by time, not by flips: on a loaded machine the caller may rarely
-  // run while a flip is in flight (each flip's window is two syncs long).
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (live_stats().traps_redirected + live_stats().late_traps == before &&
-         std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(tx.commit());
-    ASSERT_TRUE(tx.revert());
-  }
-  EXPECT_GT(live_stats().traps_redirected + live_stats().late_traps, before);
-  EXPECT_EQ(callers.wrong.load(), 0u);
 }
 
 }  // namespace

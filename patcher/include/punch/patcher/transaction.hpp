@@ -2,8 +2,8 @@
 //
 // A transaction holds sites (address, expected current bytes, new bytes). It
 // validates every site against the code as it is now, then applies all of
-// them with the kernel's text_poke_bp int3 protocol, paying three syncs for
-// the whole batch. revert() restores exactly the bytes that were there. See
+// them with the kernel's text_poke_bp int3 protocol, paying two syncs for
+// the whole batch (the kernel's third is deferred, see live_protocol.cpp). revert() restores exactly the bytes that were there. See
 // docs/design.md and live_protocol.cpp for the protocol.
 #pragma once
 
@@ -55,6 +55,13 @@ struct TransactionOptions {
   //! and sites in code with no known extent (no Site::function, no ELF symbol, no punch
   //! heap allocation): then only the site itself is decoded, from its first byte.
   bool allow_unprovable = false;
+  //! A thread that meets a site while this change is under way sleeps until
+  //! the change has landed (at most 1 ms per trap), then runs the new code,
+  //! instead of running the old code from the trap handler: it traps once,
+  //! not at every call, and its CPU needs no IPI for the change's syncs.
+  //! Applies when no site needs the fix-up round and syncs use membarrier
+  //! (those need every thread to answer a signal). Off: threads never block.
+  bool trapped_threads_wait = true;
 };
 
 //! Process-wide counters of the live protocol, for tests and monitoring (monotonic).
@@ -64,6 +71,8 @@ struct LiveStats {
   std::uint64_t rollbacks = 0;          //!< Failed commits/reverts that restored memory.
   std::uint64_t traps_redirected = 0;   //!< Threads that hit a site in flight and were sent to a copy.
   std::uint64_t traps_emulated = 0;     //!< Threads that hit a site in flight whose old jmp/call/nop the handler ran.
+  std::uint64_t traps_waited = 0;       //!< Threads that hit a site in flight and slept until the change landed.
+  std::uint64_t trap_waits_expired = 0; //!< ... and gave up after 1 ms (a slow coordinator), then ran the old code.
   std::uint64_t late_traps = 0;         //!< Traps at a site already finished: the thread re-ran the new code.
   std::uint64_t traps_chained = 0;      //!< Traps that were not punch's, passed to the previous handler.
   std::uint64_t fixup_rounds = 0;       //!< Rendezvous before step 2 (multi-instruction sites only).

@@ -1,0 +1,124 @@
+// A thread that meets a site while its change is under way sleeps in the trap
+// handler until the change has landed, then runs the new code
+// (TransactionOptions::trapped_threads_wait): it traps once per change rather
+// than at every call. The coordinator itself never sleeps on its own change:
+// it would wait for itself until the bound ran out.
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include <punch/disasm/instruction.hpp>
+#include <punch/runtime/safe_read.hpp>
+
+#include "live_test_support.hpp"
+
+namespace punch::patcher {
+namespace {
+
+TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
+  const std::uintptr_t f = test::emit_return(1);
+  ASSERT_NE(f, 0u);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> calls{0}, wrong{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 2; ++i)
+    callers.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        const int r = test::as<int (*)()>(f)();
+        if (r != 1 && r != 2) wrong.fetch_add(1);
+        calls.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  while (calls.load() == 0) std::this_thread::yield();
+
+  Transaction tx;  // Waiting is the default.
+  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
+  const LiveStats before = live_stats();
+  // On until the callers have slept through a few changes: bounded by time,
+  // since on a loaded machine they may rarely run while a flip is in flight.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int flips = 0;
+  for (; flips < 200 || (live_stats().traps_waited < before.traps_waited + 4 &&
+                         std::chrono::steady_clock::now() < deadline);
+       ++flips) {
+    auto committed = tx.commit();
+    ASSERT_TRUE(committed) << committed.error().describe();
+    auto reverted = tx.revert();
+    ASSERT_TRUE(reverted) << reverted.error().describe();
+  }
+  stop = true;
+  for (auto& c : callers) c.join();
+  const LiveStats after = live_stats();
+
+  EXPECT_EQ(wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
+  EXPECT_GE(after.traps_waited, before.traps_waited + 4) << "callers did not sleep through changes in " << flips
+                                                         << " flips";
+  EXPECT_EQ(test::bytes_at(f, 5), test::mov_eax(1));
+}
+
+TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
+  const std::uintptr_t f = test::emit_return(1);
+  ASSERT_NE(f, 0u);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> wrong{0};
+  std::thread caller([&] {
+    while (!stop.load(std::memory_order_relaxed)) {
+      const int r = test::as<int (*)()>(f)();
+      if (r != 1 && r != 2) wrong.fetch_add(1);
+    }
+  });
+  TransactionOptions options;
+  options.trapped_threads_wait = false;
+  Transaction tx(options);
+  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
+  const LiveStats before = live_stats();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (live_stats().traps_redirected < before.traps_redirected + 4 && std::chrono::steady_clock::now() < deadline) {
+    ASSERT_TRUE(tx.commit());
+    ASSERT_TRUE(tx.revert());
+  }
+  stop = true;
+  caller.join();
+  const LiveStats after = live_stats();
+  EXPECT_EQ(wrong.load(), 0u);
+  EXPECT_GE(after.traps_redirected, before.traps_redirected + 4) << "the caller never met a site in flight";
+  EXPECT_EQ(after.traps_waited, before.traps_waited) << "a thread slept although waiting was off";
+  EXPECT_EQ(after.trap_waits_expired, before.trap_waits_expired);
+}
+
+// The coordinator's own sync calls libc's syscall(): with a trap byte over
+// syscall()'s first instruction, the coordinator meets its own site in flight.
+// It must run the old instruction at once, not sleep until the bound runs out
+// waiting for itself. (The site keeps its bytes: the protocol still runs.)
+TEST(LiveWait, TheCoordinatorNeverSleepsOnItsOwnChange) {
+  const auto target = reinterpret_cast<std::uintptr_t>(&::syscall);
+  auto head = runtime::safe_read_exact(target, 16);
+  ASSERT_TRUE(head) << head.error().describe();
+  auto first = disasm::decode(disasm::CodeSpan{target, *head}, target);
+  ASSERT_TRUE(first) << first.error().describe();
+  const std::vector<std::uint8_t> bytes(head->begin(), head->begin() + first->length);
+  ASSERT_NE(bytes.front(), 0xCC);
+
+  Transaction tx;
+  ASSERT_TRUE(tx.add(Site{target, bytes, bytes, std::nullopt}));
+  const LiveStats before = live_stats();
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  const LiveStats after = live_stats();
+
+  EXPECT_GE(after.traps_redirected + after.traps_emulated, before.traps_redirected + before.traps_emulated + 2)
+      << "the coordinator did not meet its own site (does sync_all_threads still call libc's syscall()?)";
+  EXPECT_EQ(after.trap_waits_expired, before.trap_waits_expired) << "the coordinator slept waiting for itself";
+  EXPECT_EQ(after.traps_waited, before.traps_waited);
+  EXPECT_EQ(*runtime::safe_read_exact(target, bytes.size()), bytes);
+}
+
+}  // namespace
+}  // namespace punch::patcher
