@@ -113,10 +113,11 @@ void run_old_code(ucontext_t* uc, const FlightSite& site) {
 constexpr long kMaxWaitNanoseconds = 1'000'000;
 
 // Sleeps until `g`'s run is over when this thread may wait for it (never the
-// coordinator itself); returns the generation's state then.
-std::uint32_t wait_for_run(const Generation& g) {
+// coordinator itself); returns the generation's state then. `slept`: it did.
+std::uint32_t wait_for_run(const Generation& g, bool& slept) {
   std::uint32_t state = g.state.load(std::memory_order_acquire);
   if (state != kInFlight || !g.waitable || runtime::raw_gettid() == g.coordinator) return state;
+  slept = true;
   // Counted in before the futex compares the state; the coordinator stores the
   // state before it reads the count (both sequentially consistent), so either
   // it wakes us or the futex sees the new state and does not sleep.
@@ -136,7 +137,7 @@ void on_trap(int sig, siginfo_t* info, void* context) {
   if (info->si_code == SI_KERNEL) {
     const TrapInstruction kind = sig == SIGTRAP ? TrapInstruction::kInt3 : TrapInstruction::kHlt;
     const std::uintptr_t site = static_cast<std::uintptr_t>(rip) - (sig == SIGTRAP ? 1 : 0);
-    bool in_flight = false, finished = false;
+    bool in_flight = false, finished = false, slept = false;
     {
       ReadGuard guard;
       for (std::size_t i = 0; i < kMaxGenerations && !in_flight; ++i) {
@@ -144,7 +145,7 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         if (!g || g->trap != kind) continue;
         const FlightSite* s = g->site_at(site);
         if (!s) continue;
-        if (wait_for_run(*g) != kDraining) {
+        if (wait_for_run(*g, slept) != kDraining) {
           run_old_code(uc, *s);  // Under the guard: the generation cannot be freed meanwhile.
           in_flight = true;
         } else {
@@ -153,9 +154,9 @@ void on_trap(int sig, siginfo_t* info, void* context) {
       }
     }
     if (in_flight || finished) {
-      if (!in_flight) {
+      if (!in_flight) {  // Re-run the site: its change landed (while we slept, or before the trap was delivered).
         rip = static_cast<greg_t>(site);
-        g_counters.late_traps.fetch_add(1, std::memory_order_relaxed);
+        if (!slept) g_counters.late_traps.fetch_add(1, std::memory_order_relaxed);
       }
       runtime::serialize_this_thread();  // A copy, or the site itself, was written by another thread.
       errno = saved_errno;
