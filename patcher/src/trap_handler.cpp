@@ -28,7 +28,6 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <ucontext.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
