@@ -7,7 +7,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -105,19 +104,7 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(t.function, t.old_bytes, t.new_bytes)));
   const LiveStats before = live_stats();
-  // At least 2,000 flips, and on until the callers have met trap bytes a few
-  // times: bounded by time, since on a loaded machine they may rarely run
-  // while a flip is in flight.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  int flips = 0;
-  for (; flips < 2000 || (live_stats().traps_emulated < before.traps_emulated + 4 &&
-                          std::chrono::steady_clock::now() < deadline);
-       ++flips) {
-    auto committed = tx.commit();
-    ASSERT_TRUE(committed) << committed.error().describe();
-    auto reverted = tx.revert();
-    ASSERT_TRUE(reverted) << reverted.error().describe();
-  }
+  const int flips = test::flip_until(tx, 2000, [&] { return live_stats().traps_emulated >= before.traps_emulated + 4; });
   stop = true;
   for (auto& c : callers) c.join();
   const LiveStats after = live_stats();

@@ -5,6 +5,7 @@
 #include <asmjit/x86.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -85,6 +86,24 @@ inline patcher::Site site(std::uintptr_t address, std::vector<std::uint8_t> expe
 template <class Fn>
 Fn as(std::uintptr_t address) {
   return reinterpret_cast<Fn>(address);
+}
+
+//! Commits and reverts `tx` at least `min_flips` times, then on until
+//! `enough()` holds or 20 s have passed: bounded by time, since on a loaded
+//! machine callers may rarely run while a flip is in flight. Returns the
+//! flips made; a failed commit or revert fails the test and stops.
+inline int flip_until(patcher::Transaction& tx, int min_flips, const std::function<bool()>& enough) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int flips = 0;
+  for (; flips < min_flips || (!enough() && std::chrono::steady_clock::now() < deadline); ++flips) {
+    auto committed = tx.commit();
+    auto reverted = committed ? tx.revert() : committed;
+    if (!committed || !reverted) {
+      ADD_FAILURE() << "flip " << flips << ": " << (committed ? reverted : committed).error().describe();
+      break;
+    }
+  }
+  return flips;
 }
 
 }  // namespace punch::test

@@ -8,7 +8,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -39,18 +38,7 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
   Transaction tx;  // Waiting is the default.
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
-  // On until the callers have slept through a few changes: bounded by time,
-  // since on a loaded machine they may rarely run while a flip is in flight.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  int flips = 0;
-  for (; flips < 200 || (live_stats().traps_waited < before.traps_waited + 4 &&
-                         std::chrono::steady_clock::now() < deadline);
-       ++flips) {
-    auto committed = tx.commit();
-    ASSERT_TRUE(committed) << committed.error().describe();
-    auto reverted = tx.revert();
-    ASSERT_TRUE(reverted) << reverted.error().describe();
-  }
+  const int flips = test::flip_until(tx, 200, [&] { return live_stats().traps_waited >= before.traps_waited + 4; });
   stop = true;
   for (auto& c : callers) c.join();
   const LiveStats after = live_stats();
@@ -77,11 +65,7 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (live_stats().traps_redirected < before.traps_redirected + 4 && std::chrono::steady_clock::now() < deadline) {
-    ASSERT_TRUE(tx.commit());
-    ASSERT_TRUE(tx.revert());
-  }
+  test::flip_until(tx, 0, [&] { return live_stats().traps_redirected >= before.traps_redirected + 4; });
   stop = true;
   caller.join();
   const LiveStats after = live_stats();
