@@ -174,17 +174,23 @@ struct SiteCursor {
   }
 };
 
+// Whether `byte`, at an instruction boundary, is a whole one-byte instruction
+// that branches nowhere the scan looks: int3, ret (a return goes back to a
+// caller, never into a range) or nop. No prefix can precede it there.
+bool branchless_one_byte(std::uint8_t byte) { return byte == 0xCC || byte == 0xC3 || byte == 0x90; }
+
 // Decodes `code` from its first byte until its end or the first undecodable
-// byte; returns whether it reached the end. An int3 byte outside every site
-// (`sites`) is stepped over without decoding: it is a whole instruction that
-// branches nowhere, and heap allocations end in many of them.
+// byte; returns whether it reached the end. One-byte instructions that branch
+// nowhere (int3, ret, nop) outside every site (`sites`) are stepped over
+// without decoding: heap allocations end in a ret and many int3s, and the
+// branch scan has nothing to look at in them.
 bool decode_container(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out) {
   out.clear();
   SiteCursor cursor{sites};
   for (std::uintptr_t a = code.address; a < code.end();) {
-    if (!cursor.holding(a) && code.bytes[a - code.address] == 0xCC) {  // The whole run of them, up to the next site.
+    if (!cursor.holding(a) && branchless_one_byte(code.bytes[a - code.address])) {  // The whole run, up to the next site.
       const std::uintptr_t stop = cursor.next < sites.size() ? sites[cursor.next].address : code.end();
-      while (a < stop && code.bytes[a - code.address] == 0xCC) ++a;
+      while (a < stop && branchless_one_byte(code.bytes[a - code.address])) ++a;
       continue;
     }
     auto insn = disasm::decode(code, a);

@@ -176,6 +176,24 @@ TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
   expect_refused(tx, ErrorCode::kBranchInto, f, 16, at(f + 5));
 }
 
+// One-byte instructions that branch nowhere (ret, nop, int3) are stepped over
+// without decoding: the scan still resumes on the right boundary after them
+// and finds the branch that follows.
+TEST(TransactionValidation, BranchAfterSkippedOneByteInstructionsIsFound) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {
+        0xC3, 0x90, 0xCC,     // f+0:  ret; nop; int3
+        0xEB, 0x04,           // f+3:  jmp f+9         (inside the site)
+        0xB8, 2, 0, 0, 0,     // f+5:  mov eax, 2      (the site)
+        0xC3,                 // f+10: ret
+    };
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 5, mov_eax(2), mov_eax(4))));
+  expect_refused(tx, ErrorCode::kBranchInto, f, 11, at(f + 3));
+}
+
 // A call before the last instruction of a site would let a thread return into its middle.
 TEST(TransactionValidation, CallInsideAMultiInstructionSite) {
   using namespace asmjit;
