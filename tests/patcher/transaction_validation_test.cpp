@@ -75,6 +75,21 @@ TEST(TransactionValidation, RangeStartingOrEndingInsideAnInstruction) {
   }
 }
 
+// Bytes that are whole instructions on their own (four nops) but lie inside
+// an instruction of the code (the mov's immediate) are refused: what the
+// transaction decoded of its own bytes is used only where the walk over the
+// code reaches the site's first byte. Twice: the second validation uses those decodes.
+TEST(TransactionValidation, WholeInstructionsInsideAnInstructionAreRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {0xB8, 0x90, 0x90, 0x90, 0x90, 0xC3};  // mov eax, 0x90909090; ret
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 1, {0x90, 0x90, 0x90, 0x90}, {0x90, 0x90, 0x90, 0xC3})));
+  expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+  expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+}
+
 TEST(TransactionValidation, ReplacementThatIsNotWholeInstructions) {
   const std::uintptr_t f = emit_return(1);
   Transaction tx;  // B8 .. is a 5-byte mov; `90 90 90 90 B8` ends inside a truncated mov.
