@@ -64,11 +64,19 @@ struct Runs {
   std::vector<std::uint8_t> images[4];
 };
 
+// The base and final images are the sites' old and new bytes (and the bytes
+// between neighbours of a run); trapped and middle are copies of them with
+// the trap byte over each code site's first byte.
 Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
   Runs out;
+  std::vector<std::uint8_t>& base = out.images[static_cast<int>(Image::kBase)];
+  std::vector<std::uint8_t>& final_bytes = out.images[static_cast<int>(Image::kFinal)];
   std::size_t bytes = 0;
   for (const CheckedSite& s : batch.sites) bytes += s.from.size();
-  for (auto& image : out.images) image.reserve(bytes);
+  base.reserve(bytes);
+  final_bytes.reserve(bytes);
+  std::vector<std::size_t> first_bytes;  // Where each code site starts in the images.
+  first_bytes.reserve(batch.sites.size());
   auto append = [](std::vector<std::uint8_t>& image, std::span<const std::uint8_t> b) {
     image.insert(image.end(), b.begin(), b.end());
   };
@@ -81,29 +89,26 @@ Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
       joins = sites[i - 1].container == s.container && s.address >= run.end() &&
               s.address - run.end() <= kMaxCoalescedGap;
     }
-    if (!joins) out.runs.push_back(Run{s.address, out.images[0].size(), 0, i, 0, false});
+    if (!joins) out.runs.push_back(Run{s.address, base.size(), 0, i, 0, false});
     Run& run = out.runs.back();
     if (joins) {  // Bytes between the previous site and this one, unchanged in every image.
       const Container& box = batch.containers[s.container];
       const auto gap = batch.bytes_of(box).subspan(run.end() - box.start, s.address - run.end());
-      for (auto& image : out.images) append(image, gap);
+      append(base, gap);
+      append(final_bytes, gap);
     }
-    const std::uint8_t trap_bytes[] = {trap};
-    append(out.images[0], s.from);
-    append(out.images[3], s.to);
-    if (s.is_code) {
-      append(out.images[1], trap_bytes);
-      append(out.images[1], s.from.subspan(1));
-      append(out.images[2], trap_bytes);
-      append(out.images[2], s.to.subspan(1));
+    if (s.is_code) {  // Data is not executed: no trap, the new bytes land in step 2.
+      first_bytes.push_back(base.size());
       run.has_code = true;
-    } else {  // Data is not executed: no trap, the new bytes land in step 2.
-      append(out.images[1], s.from);
-      append(out.images[2], s.to);
     }
-    run.size = out.images[0].size() - run.begin;
+    append(base, s.from);
+    append(final_bytes, s.to);
+    run.size = base.size() - run.begin;
     ++run.sites;
   }
+  std::vector<std::uint8_t>& trapped = out.images[static_cast<int>(Image::kTrapped)] = base;
+  std::vector<std::uint8_t>& middle = out.images[static_cast<int>(Image::kMiddle)] = final_bytes;
+  for (std::size_t offset : first_bytes) trapped[offset] = middle[offset] = trap;
   return out;
 }
 

@@ -43,7 +43,7 @@ struct Slot {
     append(le);
   }
   void append_jump(std::uintptr_t to) {
-    auto near = disasm::encode_jmp_rel32(address + used, to);
+    auto near = disasm::jmp_rel32_bytes(address + used, to);
     if (near) append(*near);
     else append(disasm::encode_jmp_absolute(to));
   }

@@ -10,6 +10,7 @@
 #include "site_validation.hpp"
 
 #include "out_of_line.hpp"
+#include "site_decodes.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -174,17 +175,44 @@ struct SiteCursor {
   }
 };
 
+// What the transaction already decoded of each site's bytes (see SiteDecodes).
+struct Known {
+  const SiteDecodes* decodes = nullptr;  // Null: nothing.
+  Direction direction = Direction::kApply;
+
+  // The instructions of `c`'s old (or new) bytes, or empty: decode them.
+  std::span<const disasm::Instruction> of(const CheckedSite& c, bool new_code) const noexcept {
+    if (!decodes) return {};
+    return decodes->of(c.index, new_code == (direction == Direction::kApply));  // Applying: new = replacement.
+  }
+};
+
+// Whether `byte`, at an instruction boundary, is a whole one-byte instruction
+// that branches nowhere the scan looks: int3, ret (a return goes back to a
+// caller, never into a range) or nop. No prefix can precede it there.
+bool branchless_one_byte(std::uint8_t byte) { return byte == 0xCC || byte == 0xC3 || byte == 0x90; }
+
 // Decodes `code` from its first byte until its end or the first undecodable
-// byte; returns whether it reached the end. An int3 byte outside every site
-// (`sites`) is stepped over without decoding: it is a whole instruction that
-// branches nowhere, and heap allocations end in many of them.
-bool decode_container(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out) {
+// byte; returns whether it reached the end. One-byte instructions that branch
+// nowhere (int3, ret, nop) outside every site (`sites`) are stepped over
+// without decoding: heap allocations end in a ret and many int3s, and the
+// branch scan has nothing to look at in them. A site reached at its first
+// byte holds its old bytes (compared before), whose instructions may be known.
+bool decode_container(disasm::CodeSpan code, const Members& sites, const Known& known,
+                      std::vector<disasm::Instruction>& out) {
   out.clear();
   SiteCursor cursor{sites};
   for (std::uintptr_t a = code.address; a < code.end();) {
-    if (!cursor.holding(a) && code.bytes[a - code.address] == 0xCC) {  // The whole run of them, up to the next site.
+    const CheckedSite* site = cursor.holding(a);
+    if (!site && branchless_one_byte(code.bytes[a - code.address])) {  // The whole run, up to the next site.
       const std::uintptr_t stop = cursor.next < sites.size() ? sites[cursor.next].address : code.end();
-      while (a < stop && code.bytes[a - code.address] == 0xCC) ++a;
+      while (a < stop && branchless_one_byte(code.bytes[a - code.address])) ++a;
+      continue;
+    }
+    if (const auto own = site && a == site->address ? known.of(*site, false) : std::span<const disasm::Instruction>();
+        !own.empty()) {
+      out.insert(out.end(), own.begin(), own.end());
+      a = site->end();
       continue;
     }
     auto insn = disasm::decode(code, a);
@@ -206,10 +234,12 @@ struct BranchIntoSite {
 };
 
 // Checks the new bytes of a code site: whole instructions, no call before the
-// last, undoable live. Decodes once and without allocating, and notes in
-// `first_into` the first branch into another of `others` (null: not checked);
-// disasm's own checks give the exact message when something is wrong.
-Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& first_into) {
+// last, undoable live. Decodes once and without allocating (not at all when
+// `known` holds its instructions), and notes in `first_into` the first branch
+// into another of `others` (null: not checked); disasm's own checks give the
+// exact message when something is wrong.
+Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known, const Members* others,
+                      BranchIntoSite& first_into) {
   const disasm::CodeSpan code{c.address, c.to};
   std::uint32_t count = 0;
   bool plain = true, decoded = true;
@@ -221,7 +251,7 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
   std::uintptr_t far_operand = 0;
   bool reads_data = false;
   for (std::uintptr_t a = c.address; a < code.end(); ++count) {
-    auto insn = disasm::decode(code, a);
+    auto insn = count < known.size() ? Result<disasm::Instruction>(known[count]) : disasm::decode(code, a);
     if (!insn) {
       decoded = false;
       break;
@@ -248,7 +278,6 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
   }
   c.to_instructions = count;
   c.to_plain = plain;
-  if (count == 1) c.to_single = last;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
   if (count > 1 && last.flow == disasm::Flow::kIndirectCall)
@@ -287,12 +316,13 @@ Status check_new_code(CheckedSite& c, const Members* others, BranchIntoSite& fir
 // then the branch scan over the same list. `members` are the container's
 // sites, by address.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       std::vector<disasm::Instruction>& decoded, const TransactionOptions& options) {
+                       const Known& known, std::vector<disasm::Instruction>& decoded,
+                       const TransactionOptions& options) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
   const Members sites{members, batch.sites};
   const bool scan = box.source != FunctionExtent::Source::kBoundedScan;  // A bounded scan has no branch scan.
-  const bool complete = decode_container(code, sites, decoded);
+  const bool complete = decode_container(code, sites, known, decoded);
 
   BranchIntoSite new_into;
   auto first = decoded.begin();
@@ -315,7 +345,7 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     c.from_plain = std::all_of(own.begin(), own.end(), runs_anywhere);
     for (std::size_t k = 0; k + 1 < own.size(); ++k)
       if (is_call(own[k])) return tl::unexpected(inner_call(c.index, c.address, "current", own[k].address));
-    PUNCH_TRY(check_new_code(c, scan ? &sites : nullptr, new_into));
+    PUNCH_TRY(check_new_code(c, known.of(c, true), scan ? &sites : nullptr, new_into));
   }
   if (!scan) return {};
 
@@ -381,19 +411,24 @@ Status check_site_shape(const Site& site) {
 }
 
 Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
-                                 ErrorCode mismatch) {
+                                 ErrorCode mismatch, const SiteFacts& known) {
   CheckedBatch batch;
   if (sites.empty()) return batch;
   for (std::size_t i = 0; i < sites.size(); ++i)
     if (auto s = check_site_shape(sites[i]); !s) return tl::unexpected(with_site(i, sites[i].address, s.error()));
 
-  // Sorted by address; overlap. (Pairs: sorting then reads one array, not every Site.)
-  std::vector<std::pair<std::uintptr_t, std::uint32_t>> sorted(sites.size());  // (address, index)
-  for (std::uint32_t i = 0; i < sorted.size(); ++i) sorted[i] = {sites[i].address, i};
-  if (!std::is_sorted(sorted.begin(), sorted.end())) std::sort(sorted.begin(), sorted.end());
-  std::vector<std::uint32_t> order(sorted.size());
-  std::vector<std::uintptr_t> addresses(sorted.size());
-  for (std::size_t k = 0; k < sorted.size(); ++k) std::tie(addresses[k], order[k]) = sorted[k];
+  // Sorted by address (unless the caller knows the order); overlap. (Pairs:
+  // sorting then reads one array, not every Site.)
+  std::vector<std::uint32_t> order(sites.size());
+  std::vector<std::uintptr_t> addresses(sites.size());
+  if (known.by_address.size() == sites.size()) {
+    for (std::size_t k = 0; k < order.size(); ++k) addresses[k] = sites[order[k] = known.by_address[k]].address;
+  } else {
+    std::vector<std::pair<std::uintptr_t, std::uint32_t>> sorted(sites.size());  // (address, index)
+    for (std::uint32_t i = 0; i < sorted.size(); ++i) sorted[i] = {sites[i].address, i};
+    if (!std::is_sorted(sorted.begin(), sorted.end())) std::sort(sorted.begin(), sorted.end());
+    for (std::size_t k = 0; k < sorted.size(); ++k) std::tie(addresses[k], order[k]) = sorted[k];
+  }
   for (std::size_t k = 1; k < order.size(); ++k) {
     const Site& a = sites[order[k - 1]];
     const Site& b = sites[order[k]];
@@ -500,7 +535,8 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     const std::uint32_t g = batch.sites[by_container[lo]].container;
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
-    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), decoded, options));
+    PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
+                              decoded, options));
     lo = hi;
   }
   return batch;

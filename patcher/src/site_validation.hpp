@@ -41,7 +41,6 @@ struct CheckedSite {
   std::uint32_t to_instructions = 0;
   bool from_plain = false;              //!< Every old instruction runs_anywhere: its copy is its bytes.
   bool to_plain = false;                //!< Likewise for the new instructions.
-  disasm::Instruction to_single{};      //!< The new code, when it is one instruction (to_instructions == 1).
 
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };
@@ -68,12 +67,21 @@ enum class Direction {
   kRevert,  //!< Current bytes must equal Site::replacement; write Site::expected back.
 };
 
+class SiteDecodes;
+
+//! What a caller already knows of the sites, derived from them alone (so
+//! never stale); each part left empty is worked out by check_sites.
+struct SiteFacts {
+  const SiteDecodes* decodes = nullptr;       //!< Their bytes decoded; must cover every site.
+  std::span<const std::uint32_t> by_address;  //!< Their indexes, ascending by address.
+};
+
 //! Checks every site (see Transaction::validate). `mismatch` is the code
 //! reported when current bytes differ from what the direction expects
 //! (kBytesMismatch, or kConflict when they were validated before). Touches no
 //! memory but reads. The result views `sites`, which must outlive it.
 Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
-                                 ErrorCode mismatch);
+                                 ErrorCode mismatch, const SiteFacts& known = {});
 
 //! Cheap per-site checks done by Transaction::add: sizes and address overflow.
 Status check_site_shape(const Site& site);

@@ -15,6 +15,7 @@
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
 #include "out_of_line.hpp"
+#include "site_decodes.hpp"
 #include "site_validation.hpp"
 
 namespace punch::patcher {
@@ -87,6 +88,22 @@ struct Transaction::State {
   std::map<std::uintptr_t, std::size_t> by_address;  // Site start -> index: add() checks overlap in O(log n).
   bool committed = false;
   mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
+  mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
+
+  // The site indexes in the order by_address keeps (validation need not sort again).
+  std::vector<std::uint32_t> order() const {
+    std::vector<std::uint32_t> out;
+    out.reserve(by_address.size());
+    for (const auto& entry : by_address) out.push_back(static_cast<std::uint32_t>(entry.second));
+    return out;
+  }
+
+  // Validates the sites for `direction` (see live::check_sites), with what the transaction knows of them.
+  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch) const {
+    decodes.cover(sites);
+    const std::vector<std::uint32_t> by_address_order = order();
+    return live::check_sites(sites, options, direction, mismatch, live::SiteFacts{&decodes, by_address_order});
+  }
 };
 
 Transaction::Transaction(TransactionOptions options) : state_(std::make_unique<State>()) {
@@ -115,9 +132,8 @@ Status Transaction::add(Site site) {
 }
 
 Status Transaction::validate() const {
-  auto checked = live::check_sites(state_->sites, state_->options,
-                                   state_->committed ? live::Direction::kRevert : live::Direction::kApply,
-                                   ErrorCode::kBytesMismatch);
+  auto checked = state_->check(state_->committed ? live::Direction::kRevert : live::Direction::kApply,
+                               ErrorCode::kBytesMismatch);
   if (!checked) return tl::unexpected(std::move(checked).error());
   state_->validated = true;
   return {};
@@ -127,8 +143,8 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kApply,
-                                   state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch);
+  auto checked =
+      state_->check(live::Direction::kApply, state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch);
   if (!checked) return tl::unexpected(std::move(checked).error());
   PUNCH_TRY(live::run_protocol(*checked, state_->options, "commit"));
   state_->committed = true;
@@ -141,7 +157,7 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  auto checked = live::check_sites(state_->sites, state_->options, live::Direction::kRevert, ErrorCode::kConflict);
+  auto checked = state_->check(live::Direction::kRevert, ErrorCode::kConflict);
   if (!checked) return tl::unexpected(std::move(checked).error());
   PUNCH_TRY(live::run_protocol(*checked, state_->options, "revert"));
   state_->committed = false;

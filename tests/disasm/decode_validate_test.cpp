@@ -235,6 +235,10 @@ TEST(EncodeJmp, Rel32AndAbsoluteDecodeToTheirTargets) {
   EXPECT_EQ(insn->length, 5);
   EXPECT_EQ(insn->branch_target, kBase - 0x1000);
   EXPECT_EQ(encode_jmp_rel32(kBase, kBase + (1ull << 32)).error().code, ErrorCode::kOutOfRange);
+  const auto fixed = jmp_rel32_bytes(kBase, kBase - 0x1000);  // The same bytes, without allocating.
+  ASSERT_TRUE(fixed);
+  EXPECT_EQ(std::vector<std::uint8_t>(fixed->begin(), fixed->end()), *near);
+  EXPECT_FALSE(jmp_rel32_bytes(kBase, kBase + (1ull << 32)));
 
   const auto far = encode_jmp_absolute(0x7f0012345678);
   ASSERT_EQ(far.size(), 14u);

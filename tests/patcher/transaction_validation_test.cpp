@@ -75,6 +75,21 @@ TEST(TransactionValidation, RangeStartingOrEndingInsideAnInstruction) {
   }
 }
 
+// Bytes that are whole instructions on their own (four nops) but lie inside
+// an instruction of the code (the mov's immediate) are refused: what the
+// transaction decoded of its own bytes is used only where the walk over the
+// code reaches the site's first byte. Twice: the second validation uses those decodes.
+TEST(TransactionValidation, WholeInstructionsInsideAnInstructionAreRefused) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {0xB8, 0x90, 0x90, 0x90, 0x90, 0xC3};  // mov eax, 0x90909090; ret
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 1, {0x90, 0x90, 0x90, 0x90}, {0x90, 0x90, 0x90, 0xC3})));
+  expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+  expect_refused(tx, ErrorCode::kNotBoundary, f, 6, "site #0");
+}
+
 TEST(TransactionValidation, ReplacementThatIsNotWholeInstructions) {
   const std::uintptr_t f = emit_return(1);
   Transaction tx;  // B8 .. is a 5-byte mov; `90 90 90 90 B8` ends inside a truncated mov.
@@ -174,6 +189,24 @@ TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
   ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(3))));
   ASSERT_TRUE(tx.add(site(f + 10, mov_eax(2), mov_eax(4))));
   expect_refused(tx, ErrorCode::kBranchInto, f, 16, at(f + 5));
+}
+
+// One-byte instructions that branch nowhere (ret, nop, int3) are stepped over
+// without decoding: the scan still resumes on the right boundary after them
+// and finds the branch that follows.
+TEST(TransactionValidation, BranchAfterSkippedOneByteInstructionsIsFound) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {
+        0xC3, 0x90, 0xCC,     // f+0:  ret; nop; int3
+        0xEB, 0x04,           // f+3:  jmp f+9         (inside the site)
+        0xB8, 2, 0, 0, 0,     // f+5:  mov eax, 2      (the site)
+        0xC3,                 // f+10: ret
+    };
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 5, mov_eax(2), mov_eax(4))));
+  expect_refused(tx, ErrorCode::kBranchInto, f, 11, at(f + 3));
 }
 
 // A call before the last instruction of a site would let a thread return into its middle.

@@ -1,8 +1,10 @@
 // punch::disasm relocation — make a run of instructions behave the same at another address.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -47,6 +49,10 @@ Result<std::size_t> relocated_size_bound(CodeSpan source);
 
 //! `jmp rel32` from `from` to `to` (5 bytes), or kOutOfRange.
 Result<std::vector<std::uint8_t>> encode_jmp_rel32(std::uintptr_t from, std::uintptr_t to);
+
+//! The same 5 bytes without allocating (an out-of-line copy per site needs
+//! one), or nullopt when `to` is out of rel32 reach.
+std::optional<std::array<std::uint8_t, 5>> jmp_rel32_bytes(std::uintptr_t from, std::uintptr_t to);
 
 //! `jmp [rip+0]; .quad to` (14 bytes): reaches anywhere, touches no register or stack.
 std::vector<std::uint8_t> encode_jmp_absolute(std::uintptr_t to);
