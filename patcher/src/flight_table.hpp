@@ -28,6 +28,7 @@ enum class Emulation : std::uint8_t {
   kSkip,  //!< A nop: continue after the site.
   kJump,  //!< jmp rel: continue at the target.
   kCall,  //!< call rel: push the site's end, continue at the target.
+  kLoad,  //!< mov reg, imm (disasm::immediate_load): set the register, continue after the site.
 };
 
 //! One site of a generation.
@@ -35,7 +36,8 @@ struct FlightSite {
   std::uintptr_t address = 0;
   std::uint32_t length = 0;
   Emulation emulation = Emulation::kNone;
-  std::uintptr_t emulation_target = 0;  //!< kJump and kCall.
+  std::uintptr_t emulation_target = 0;  //!< kJump and kCall: where to go; kLoad: the register's new value.
+  std::uint8_t emulation_register = 0;  //!< kLoad: the x86 register number (disasm::ImmediateLoad::reg).
   //! Where a thread that traps on the site continues while it is in flight,
   //! when the old code is not emulated: a copy of the old code (or, when that
   //! cannot be relocated and the site is one instruction, of the new code),

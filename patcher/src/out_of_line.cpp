@@ -119,17 +119,21 @@ bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<cons
   return true;
 }
 
-// How the trap handler can run a site's old code (`insns`) without a copy:
-// one direct jmp or call, or one nop (an int3 is a trap, never emulated). A
-// jmp out of the site followed by more bytes counts as one: nothing can reach
-// those bytes (a hook's entry jump and the int3 padding after it).
-Emulation emulation_of(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
-  if (insns.empty() || (insns.size() > 1 && interior_reachable(address, size, insns))) return Emulation::kNone;
+// How the trap handler can run a site's old code (`insns`, from `bytes`)
+// without a copy: one direct jmp or call, one nop (an int3 is a trap, never
+// emulated), or one load of a constant into a register (a JIT's inline cache
+// or constant slot). A jmp out of the site followed by more bytes counts as
+// one: nothing can reach those bytes (a hook's entry jump and the int3
+// padding after it).
+Emulation emulation_of(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                       std::span<const disasm::Instruction> insns) {
+  if (insns.empty() || (insns.size() > 1 && interior_reachable(address, bytes.size(), insns))) return Emulation::kNone;
   const disasm::Instruction& insn = insns.front();
   if (insn.flow == disasm::Flow::kJump && insn.has_branch_target) return Emulation::kJump;
   if (insns.size() > 1) return Emulation::kNone;
   if (insn.flow == disasm::Flow::kCall && insn.has_branch_target) return Emulation::kCall;
   if (insn.flow == disasm::Flow::kNone && insn.is_padding) return Emulation::kSkip;
+  if (disasm::immediate_load(bytes)) return Emulation::kLoad;
   return Emulation::kNone;
 }
 
@@ -176,7 +180,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     slot_offset[i] = total;
     const CheckedSite& s = sites[i];
     if (!s.is_code) continue;
-    emulation[i] = emulation_of(s.address, s.from.size(), batch.old_instructions(s));
+    emulation[i] = emulation_of(s.address, s.from, batch.old_instructions(s));
     if (emulation[i] != Emulation::kNone) continue;
     auto need = copy_bound(s.address, s.from, s.from_plain);
     if (!s.from_plain && s.from_instructions == 1) {
@@ -252,8 +256,14 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     f.address = s.address;
     f.length = static_cast<std::uint32_t>(s.from.size());
     f.emulation = emulation[i];
-    if (f.emulation != Emulation::kNone) {
-      f.emulation_target = insns.front().branch_target;
+    if (f.emulation != Emulation::kNone) {  // No copy: the handler carries the old instruction out.
+      if (f.emulation == Emulation::kLoad) {
+        const disasm::ImmediateLoad load = *disasm::immediate_load(s.from);
+        f.emulation_target = load.value;
+        f.emulation_register = load.reg;
+      } else {
+        f.emulation_target = insns.front().branch_target;
+      }
       generation->sites.push_back(f);
       continue;
     }

@@ -4,7 +4,8 @@
 // int3 reports rip just after the 0xCC, so the site is rip-1; hlt in user mode
 // raises #GP, reported as SIGSEGV with rip at the hlt itself. Both arrive with
 // si_code SI_KERNEL. A site still in flight runs its old code in full: the
-// handler carries out a one-instruction jmp, call or nop itself, anything else
+// handler carries out a one-instruction jmp, call, nop or constant load
+// (mov reg, imm) itself, anything else
 // runs from its copy (old code in full, or new code in full). A site already
 // finished (the trap was taken before the final byte landed but delivered
 // after, or a core still saw the trap byte after it was replaced) re-runs the
@@ -100,6 +101,14 @@ void run_old_code(ucontext_t* uc, const FlightSite& site) {
     case Emulation::kJump:
       rip = static_cast<greg_t>(site.emulation_target);
       break;
+    case Emulation::kLoad: {
+      // x86 register number -> its slot in the saved context.
+      static constexpr int kSlot[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
+                                        REG_R8,  REG_R9,  REG_R10, REG_R11, REG_R12, REG_R13, REG_R14, REG_R15};
+      uc->uc_mcontext.gregs[kSlot[site.emulation_register & 15]] = static_cast<greg_t>(site.emulation_target);
+      rip = static_cast<greg_t>(site.end());
+      break;
+    }
     case Emulation::kNone:
       rip = static_cast<greg_t>(site.redirect);
       break;

@@ -49,21 +49,28 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
   EXPECT_EQ(test::bytes_at(f, 5), test::mov_eax(1));
 }
 
+// The site is `lea eax, [rdi+1]`: not one the handler can carry out, so a
+// caller that meets it in flight is sent to the out-of-line copy of it.
 TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
-  const std::uintptr_t f = test::emit_return(1);
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    a.lea(asmjit::x86::eax, asmjit::x86::ptr(asmjit::x86::rdi, 1));
+    a.ret();
+  });
   ASSERT_NE(f, 0u);
+  const std::vector<std::uint8_t> old_lea{0x8D, 0x47, 0x01}, new_lea{0x8D, 0x47, 0x02};  // x + 1, x + 2
+  ASSERT_EQ(test::bytes_at(f, 3), old_lea);
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> wrong{0};
   std::thread caller([&] {
     while (!stop.load(std::memory_order_relaxed)) {
-      const int r = test::as<int (*)()>(f)();
-      if (r != 1 && r != 2) wrong.fetch_add(1);
+      const int r = test::as<int (*)(int)>(f)(10);
+      if (r != 11 && r != 12) wrong.fetch_add(1);
     }
   });
   TransactionOptions options;
   options.trapped_threads_wait = false;
   Transaction tx(options);
-  ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
+  ASSERT_TRUE(tx.add(test::site(f, old_lea, new_lea)));
   const LiveStats before = live_stats();
   test::flip_until(tx, 0, [&] { return live_stats().traps_redirected >= before.traps_redirected + 4; });
   stop = true;

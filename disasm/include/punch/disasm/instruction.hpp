@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -67,5 +68,18 @@ Result<std::vector<Instruction>> decode_all(CodeSpan code);
 
 //! Intel-syntax text of the instruction at `address`, for messages ("mov rax, [rip+0x10]").
 std::string format(CodeSpan code, std::uintptr_t address);
+
+//! A move of a constant into a general register: what a JIT patches in an
+//! inline cache or a constant slot.
+struct ImmediateLoad {
+  std::uint8_t reg = 0;     //!< x86 register number: 0 rax, 1 rcx, ... 7 rdi, 8-15 r8-r15 (never 4, rsp).
+  std::uint64_t value = 0;  //!< The whole 64-bit register afterwards.
+};
+
+//! Whether `bytes` are exactly one `mov r32, imm32` / `mov r64, imm64`
+//! (B8+r) or `mov r32/r64, imm32` with a register operand (C7 /0, mod 11),
+//! with no prefix but REX; rsp is left out. A 32-bit move zero-extends and
+//! REX.W C7 sign-extends, as the CPU does.
+std::optional<ImmediateLoad> immediate_load(std::span<const std::uint8_t> bytes);
 
 }  // namespace punch::disasm
