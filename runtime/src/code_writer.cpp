@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <punch/runtime/maps.hpp>
@@ -244,6 +245,10 @@ Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::
       switch (*fault) {
         case testing::FaultKind::kEio: n = -EIO; break;
         case testing::FaultKind::kEintr: n = -EINTR; break;
+        case testing::FaultKind::kDelay:
+          std::this_thread::sleep_for(detail::kInjectedDelay);
+          n = state_->write_some(address + done, rest, error);
+          break;
         case testing::FaultKind::kShortWrite:
           n = state_->write_some(address + done, rest.first(std::max<std::size_t>(1, rest.size() / 2)), error);
           break;

@@ -1,11 +1,15 @@
 // The runtime's side of the fault-injection seam (see fault_injection.hpp).
 #pragma once
 
+#include <chrono>
 #include <optional>
 
 #include <punch/runtime/fault_injection.hpp>
 
 namespace punch::runtime::detail {
+
+//! How long a FaultKind::kDelay holds an operation up.
+inline constexpr std::chrono::microseconds kInjectedDelay{200};
 
 //! Counts one operation at `point`; returns the fault to simulate when it is the armed one.
 std::optional<testing::FaultKind> take_fault(testing::FaultPoint point) noexcept;

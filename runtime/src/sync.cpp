@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #include <punch/runtime/threads.hpp>
 
@@ -68,8 +69,9 @@ void serialize_this_thread() noexcept {
 }
 
 Status sync_all_threads(std::chrono::milliseconds timeout) {
-  if (auto fault = detail::take_fault(testing::FaultPoint::kSync); fault == testing::FaultKind::kEio)
-    return fail(ErrorCode::kIoError, "sync_all_threads: injected EIO");
+  const auto fault = detail::take_fault(testing::FaultPoint::kSync);
+  if (fault == testing::FaultKind::kEio) return fail(ErrorCode::kIoError, "sync_all_threads: injected EIO");
+  if (fault == testing::FaultKind::kDelay) std::this_thread::sleep_for(detail::kInjectedDelay);
   // An injected EINTR or short write is an interruption: the sync below simply runs.
 
   serialize_this_thread();

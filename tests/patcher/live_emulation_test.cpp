@@ -145,13 +145,17 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(t.site, t.old_bytes, t.new_bytes)));
   const LiveStats before = live_stats();
-  const int flips = test::flip_until(tx, 2000, [&] { return live_stats().traps_emulated >= before.traps_emulated + 4; });
+  test::SlowSyncs slow;
+  const int flips = test::flip_until(tx, 200, [&] { return live_stats().traps_emulated >= before.traps_emulated + 4; });
   stop = true;
   for (auto& c : callers) c.join();
   const LiveStats after = live_stats();
 
   EXPECT_EQ(wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
-  EXPECT_GT(after.traps_emulated, before.traps_emulated) << "no caller met a trap byte in " << flips << " flips";
+  EXPECT_GT(after.traps_emulated, before.traps_emulated)
+      << "no caller met a trap byte in " << flips << " flips (" << calls.load() << " calls; "
+      << after.late_traps - before.late_traps << " late traps, " << after.traps_waited - before.traps_waited
+      << " waited, " << after.traps_chained - before.traps_chained << " chained)";
   EXPECT_EQ(after.traps_redirected, before.traps_redirected) << "a thread was sent to a copy";
   EXPECT_EQ(test::bytes_at(t.site, t.old_bytes.size()), t.old_bytes);
   EXPECT_EQ(test::as<int (*)()>(t.function)(), t.old_result);

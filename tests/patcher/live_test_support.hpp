@@ -13,6 +13,7 @@
 
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/jit.hpp>
 
 namespace punch::test {
@@ -87,6 +88,21 @@ template <class Fn>
 Fn as(std::uintptr_t address) {
   return reinterpret_cast<Fn>(address);
 }
+
+//! While alive, every sync first waits 0.2 ms, so each change stays in flight
+//! long enough that callers meet its trap bytes even on a host that runs them
+//! rarely (a KVM guest whose other vCPU is stolen: without it, every trap
+//! could be delivered only after the change had landed).
+class SlowSyncs {
+ public:
+  SlowSyncs() {
+    runtime::testing::inject_faults(runtime::testing::FaultPoint::kSync, 1, runtime::testing::kEveryOperation,
+                                    runtime::testing::FaultKind::kDelay);
+  }
+  ~SlowSyncs() { runtime::testing::clear_faults(); }
+  SlowSyncs(const SlowSyncs&) = delete;
+  SlowSyncs& operator=(const SlowSyncs&) = delete;
+};
 
 //! Commits and reverts `tx` at least `min_flips` times, then on until
 //! `enough()` holds or 20 s have passed: bounded by time, since on a loaded

@@ -38,6 +38,7 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
   Transaction tx;  // Waiting is the default.
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
+  test::SlowSyncs slow;
   const int flips = test::flip_until(tx, 200, [&] { return live_stats().traps_waited >= before.traps_waited + 4; });
   stop = true;
   for (auto& c : callers) c.join();
@@ -72,6 +73,7 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(f, old_lea, new_lea)));
   const LiveStats before = live_stats();
+  test::SlowSyncs slow;
   test::flip_until(tx, 0, [&] { return live_stats().traps_redirected >= before.traps_redirected + 4; });
   stop = true;
   caller.join();

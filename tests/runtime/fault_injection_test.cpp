@@ -64,6 +64,14 @@ TEST_P(WriteFaultTest, ShortWriteIsCompleted) {
   EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region.address + 1), bytes, sizeof bytes), 0);
 }
 
+TEST_P(WriteFaultTest, DelayedWriteStillLandsAndCounts) {
+  const std::uint8_t bytes[] = {0xB8, 9, 0, 0, 0, 0xC3};
+  testing::inject_fault(FaultPoint::kWrite, 1, FaultKind::kDelay);
+  ASSERT_TRUE(writer->write(region.address, bytes));
+  EXPECT_EQ(testing::faults_fired(FaultPoint::kWrite), 1u);
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region.address), bytes, sizeof bytes), 0);
+}
+
 TEST_P(WriteFaultTest, ClearDisarms) {
   const std::uint8_t bytes[] = {0x90};
   testing::inject_fault(FaultPoint::kWrite, 1, FaultKind::kEio);
@@ -88,6 +96,9 @@ TEST(SyncFault, EioFailsTheNthSyncAndInterruptionsAreRetried) {
   EXPECT_TRUE(sync_all_threads());
   testing::inject_fault(FaultPoint::kSync, 1, FaultKind::kEintr);
   EXPECT_TRUE(sync_all_threads());
+  testing::inject_fault(FaultPoint::kSync, 1, FaultKind::kDelay);  // Slower, not failed.
+  EXPECT_TRUE(sync_all_threads());
+  EXPECT_EQ(testing::faults_fired(FaultPoint::kSync), 1u);
   testing::clear_faults();
 }
 

@@ -1,5 +1,5 @@
 // punch::runtime::testing — a seam that makes the N-th write or sync fail
-// (or several in a row: a failure and then its retries), for tests only.
+// (or several in a row: a failure and then its retries), or slow, for tests only.
 //
 // Production code never arms it; an unarmed seam costs one relaxed atomic load.
 #pragma once
@@ -16,6 +16,7 @@ enum class FaultKind {
   kEio,         //!< The call fails with EIO (not retried).
   kEintr,       //!< The syscall is interrupted once (retried by the writer).
   kShortWrite,  //!< Only part of the bytes are written (the rest is retried).
+  kDelay,       //!< Not a failure: the operation first waits 0.2 ms (keeps a live change in flight longer).
 };
 
 //! The `nth` (1-based, counted from this call) operation at `point` fails with `kind`. 0 disarms.
