@@ -187,56 +187,37 @@ void BM_Floor_mprotect_pairs(benchmark::State& state) {
 }
 BENCHMARK(BM_Floor_mprotect_pairs)->Name("BM_Floor/mprotect_pairs")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
 
-// The reference: one small pwrite to /proc/self/mem (4 bytes, same value) into R+X code.
-void BM_Pwrite_small(benchmark::State& state) {
-  Code code(1, false);
-  const int fd = ::open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-  if (fd < 0 || code.sites.empty()) {
-    state.SkipWithError("no /proc/self/mem or code");
-    return;
-  }
-  const auto bytes = mov_eax(0);
-  for (auto _ : state)
-    if (::pwrite(fd, bytes.data(), 4, static_cast<off_t>(code.base)) != 4) state.SkipWithError("pwrite failed");
-  ::close(fd);
-}
-BENCHMARK(BM_Pwrite_small)->Name("BM_Pwrite/small")->UseRealTime();
-
-// An extra reference, not the ratio's: the same pwrite over 1,000 pages in
-// turn (one per own_page site), as the own_page batches write them.
-void BM_Pwrite_cold(benchmark::State& state) {
-  Code code(1000, true);
-  const int fd = ::open("/proc/self/mem", O_RDWR | O_CLOEXEC);
-  if (fd < 0 || code.sites.empty()) {
-    state.SkipWithError("no /proc/self/mem or code");
-    return;
-  }
-  const auto bytes = mov_eax(0);
-  std::size_t next = 0;
-  for (auto _ : state) {
-    const std::uintptr_t site = code.sites[next];
-    next = next + 1 == code.sites.size() ? 0 : next + 1;
-    if (::pwrite(fd, reinterpret_cast<const void*>(site), 4, static_cast<off_t>(site)) != 4)
-      state.SkipWithError("pwrite failed");
-  }
-  ::close(fd);
-}
-BENCHMARK(BM_Pwrite_cold)->Name("BM_Pwrite/cold")->UseRealTime();
-
-// The same through CodeWriter::write: what the writer adds to each of the protocol's writes.
-void BM_Pwrite_cold_writer(benchmark::State& state) {
-  Code code(1000, true);
+// 4-byte writes of the bytes already there to `code`'s sites in turn (one
+// site: the same place again and again), straight to /proc/self/mem or
+// through CodeWriter::write.
+void run_pwrites(benchmark::State& state, const Code& code, bool through_writer) {
   auto heap = runtime::CodeHeap::global();
-  if (code.sites.empty() || !heap) return state.SkipWithError("no code");
+  const int fd = ::open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+  if (fd < 0 || code.sites.empty() || !heap) return state.SkipWithError("no /proc/self/mem or code");
   runtime::CodeWriter& writer = (*heap)->writer();
   std::size_t next = 0;
   for (auto _ : state) {
     const std::uintptr_t site = code.sites[next];
     next = next + 1 == code.sites.size() ? 0 : next + 1;
-    if (!writer.write(site, std::span(reinterpret_cast<const std::uint8_t*>(site), 4)))
-      state.SkipWithError("write failed");
+    const std::span bytes(reinterpret_cast<const std::uint8_t*>(site), 4);
+    const bool written = through_writer ? writer.write(site, bytes).has_value()
+                                        : ::pwrite(fd, bytes.data(), bytes.size(), static_cast<off_t>(site)) == 4;
+    if (!written) state.SkipWithError("write failed");
   }
+  ::close(fd);
 }
+
+// The reference: one small pwrite to /proc/self/mem (4 bytes, same value) into R+X code.
+void BM_Pwrite_small(benchmark::State& state) { run_pwrites(state, Code(1, false), false); }
+BENCHMARK(BM_Pwrite_small)->Name("BM_Pwrite/small")->UseRealTime();
+
+// An extra reference, not the ratio's: the same pwrite over 1,000 pages in
+// turn (one per own_page site), as the own_page batches write them.
+void BM_Pwrite_cold(benchmark::State& state) { run_pwrites(state, Code(1000, true), false); }
+BENCHMARK(BM_Pwrite_cold)->Name("BM_Pwrite/cold")->UseRealTime();
+
+// The same through CodeWriter::write: what the writer adds to each of the protocol's writes.
+void BM_Pwrite_cold_writer(benchmark::State& state) { run_pwrites(state, Code(1000, true), true); }
 BENCHMARK(BM_Pwrite_cold_writer)->Name("BM_Pwrite/cold/code_writer")->UseRealTime();
 
 void register_all() {

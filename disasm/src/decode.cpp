@@ -19,7 +19,7 @@ const ZydisDecoder& decoder() {
 
 // Zydis's minimal mode fills every field decode_into and the relocator read
 // (length, mnemonic, category, address width, opcode, raw prefixes, ModRM,
-// displacement, immediates; tests/patcher/h4_zydis_minimal_mode_test.cpp)
+// displacement, immediates; tests/disasm/zydis_minimal_mode_test.cpp)
 // and skips the rest (flags, most attributes): validation, which decodes
 // every instruction of a container, got ~10% faster. It cannot decode
 // operands, so an instruction that may have a RIP-relative one is decoded

@@ -5,11 +5,11 @@
 // raises #GP, reported as SIGSEGV with rip at the hlt itself. Both arrive with
 // si_code SI_KERNEL. A site still in flight runs its old code in full: the
 // handler carries out a one-instruction jmp, call, nop or constant load
-// (mov reg, imm) itself, anything else
-// runs from its copy (old code in full, or new code in full). A site already
-// finished (the trap was taken before the final byte landed but delivered
-// after, or a core still saw the trap byte after it was replaced) re-runs the
-// site, which now holds the new code in full.
+// (mov reg, imm) itself; anything else runs from its copy (old code in full,
+// or new code in full). A site already finished (the trap was taken before
+// the final byte landed but delivered after, or a core still saw the trap
+// byte after it was replaced) re-runs the site, which now holds the new code
+// in full.
 //
 // Where the run allows it (Generation::waitable), a thread that traps while
 // the coordinator is still changing the sites first sleeps until the change

@@ -124,7 +124,7 @@ Result<std::vector<pid_t>> other_threads() {
   if (fd < 0) return fail(ErrorCode::kIoError, std::string("/proc/self/task: ") + std::strerror(-fd));
   if (::lseek(fd, 0, SEEK_SET) != 0)
     return fail(ErrorCode::kIoError, std::string("/proc/self/task: rewinding: ") + std::strerror(errno));
-  const pid_t me = static_cast<pid_t>(::syscall(SYS_gettid));
+  const pid_t me = raw_gettid();
   std::vector<pid_t> tids;
   alignas(dirent64) char buffer[4096];
   for (;;) {

@@ -7,8 +7,6 @@
 // thread may have been sent to a copy.
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <thread>
 #include <vector>
 
 #include "live_test_support.hpp"
@@ -126,19 +124,10 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
   ASSERT_NE(t.function, 0u);
   ASSERT_EQ(test::bytes_at(t.site, t.old_bytes.size()), t.old_bytes) << "asmjit did not emit the expected form";
 
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> calls{0}, wrong{0};
-  std::vector<std::thread> callers;
-  for (int i = 0; i < 2; ++i)
-    callers.emplace_back([&] {
-      const auto f = test::as<int (*)()>(t.function);
-      while (!stop.load(std::memory_order_relaxed)) {
-        const int r = f();
-        if (r != t.old_result && r != t.new_result) wrong.fetch_add(1);
-        calls.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  while (calls.load() == 0) std::this_thread::yield();
+  test::Callers callers(2, [&t](std::uint64_t) {
+    const int r = test::as<int (*)()>(t.function)();
+    return r == t.old_result || r == t.new_result;
+  });
 
   TransactionOptions options;
   options.trapped_threads_wait = false;  // Callers that sleep until the change lands never need emulation.
@@ -147,13 +136,12 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
   const LiveStats before = live_stats();
   test::SlowSyncs slow;
   const int flips = test::flip_until(tx, 200, [&] { return live_stats().traps_emulated >= before.traps_emulated + 4; });
-  stop = true;
-  for (auto& c : callers) c.join();
+  callers.join();
   const LiveStats after = live_stats();
 
-  EXPECT_EQ(wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
+  EXPECT_EQ(callers.wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
   EXPECT_GT(after.traps_emulated, before.traps_emulated)
-      << "no caller met a trap byte in " << flips << " flips (" << calls.load() << " calls; "
+      << "no caller met a trap byte in " << flips << " flips (" << callers.calls.load() << " calls; "
       << after.late_traps - before.late_traps << " late traps, " << after.traps_waited - before.traps_waited
       << " waited, " << after.traps_chained - before.traps_chained << " chained)";
   EXPECT_EQ(after.traps_redirected, before.traps_redirected) << "a thread was sent to a copy";

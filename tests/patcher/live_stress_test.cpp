@@ -3,15 +3,8 @@
 // old or the new value, and nothing may crash. A storm of signals aimed at the
 // callers (and their sched_yield calls) makes preemption inside the prologue common.
 #include <signal.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <gtest/gtest.h>
-
-#include <atomic>
-#include <chrono>
-#include <thread>
-#include <vector>
 
 #include "live_test_support.hpp"
 
@@ -21,34 +14,6 @@ namespace {
 using namespace asmjit;
 
 void on_storm(int) {}
-
-struct Callers {
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> calls{0}, wrong{0};
-  std::vector<std::thread> threads;
-  std::vector<std::atomic<pid_t>> tids;
-
-  Callers(int n, const std::function<bool(std::uint64_t)>& call_once) : tids(n) {
-    for (int i = 0; i < n; ++i)
-      threads.emplace_back([this, i, call_once] {
-        tids[i] = static_cast<pid_t>(::syscall(SYS_gettid));
-        for (std::uint64_t k = 0; !stop.load(std::memory_order_relaxed); ++k) {
-          if (!call_once(k)) wrong.fetch_add(1);
-          calls.fetch_add(1, std::memory_order_relaxed);
-          if ((k & 1023) == 0) sched_yield();
-        }
-      });
-    for (auto& t : tids)
-      while (t.load() == 0) std::this_thread::yield();
-  }
-  void storm() {
-    for (auto& t : tids) ::syscall(SYS_tgkill, ::getpid(), t.load(), SIGURG);
-  }
-  ~Callers() {
-    stop = true;
-    for (auto& t : threads) t.join();
-  }
-};
 
 class LiveStress : public ::testing::Test {
  protected:
@@ -70,7 +35,7 @@ constexpr int kCallers = 3;
 // A single-instruction site flipped between `mov eax, 1` and `mov eax, 2`.
 TEST_F(LiveStress, SingleInstructionSite) {
   const std::uintptr_t f = test::emit_return(1);
-  Callers callers(kCallers, [f](std::uint64_t) {
+  test::Callers callers(kCallers, [f](std::uint64_t) {
     const int r = test::as<int (*)()>(f)();
     return r == 1 || r == 2;
   });
@@ -116,7 +81,7 @@ TEST_F(LiveStress, MultiInstructionPrologueSite) {
     a.ret();
   });
   constexpr std::size_t kSite = 1 + 2 + 2 + 2 + 2;
-  Callers callers(kCallers, [f](std::uint64_t k) {
+  test::Callers callers(kCallers, [f](std::uint64_t k) {
     const int x = static_cast<int>(k & 0xffff);
     const int r = test::as<int (*)(int)>(f)(x);
     return r == x + 1 || r == x + 2;

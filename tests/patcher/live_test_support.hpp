@@ -4,11 +4,17 @@
 
 #include <asmjit/x86.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include <punch/patcher/transaction.hpp>
@@ -88,6 +94,43 @@ template <class Fn>
 Fn as(std::uintptr_t address) {
   return reinterpret_cast<Fn>(address);
 }
+
+//! Threads that run `call_once(k)` (k: the thread's call count) in a loop
+//! until stopped, counting the calls and the results it reports wrong. Each
+//! yields every 1024 calls; storm() sends each a SIGURG (the test installs a
+//! handler), to make preemption inside a site likely. Constructed, every
+//! thread has started and some call has been made.
+struct Callers {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> calls{0}, wrong{0};
+  std::vector<std::thread> threads;
+  std::vector<std::atomic<pid_t>> tids;
+
+  Callers(int n, const std::function<bool(std::uint64_t)>& call_once) : tids(n) {
+    for (int i = 0; i < n; ++i)
+      threads.emplace_back([this, i, call_once] {
+        tids[i] = static_cast<pid_t>(::syscall(SYS_gettid));
+        for (std::uint64_t k = 0; !stop.load(std::memory_order_relaxed); ++k) {
+          if (!call_once(k)) wrong.fetch_add(1);
+          calls.fetch_add(1, std::memory_order_relaxed);
+          if ((k & 1023) == 0) sched_yield();
+        }
+      });
+    for (auto& t : tids)
+      while (t.load() == 0) std::this_thread::yield();
+    while (calls.load() == 0) std::this_thread::yield();
+  }
+  void storm() {
+    for (auto& t : tids) ::syscall(SYS_tgkill, ::getpid(), t.load(), SIGURG);
+  }
+  //! Stops and joins every thread (before reading counters that must include all their calls).
+  void join() {
+    stop = true;
+    for (auto& t : threads)
+      if (t.joinable()) t.join();
+  }
+  ~Callers() { join(); }
+};
 
 //! While alive, every sync first waits 0.2 ms, so each change stays in flight
 //! long enough that callers meet its trap bytes even on a host that runs them

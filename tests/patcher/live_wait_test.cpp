@@ -7,8 +7,6 @@
 
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <thread>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
@@ -22,29 +20,20 @@ namespace {
 TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
   const std::uintptr_t f = test::emit_return(1);
   ASSERT_NE(f, 0u);
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> calls{0}, wrong{0};
-  std::vector<std::thread> callers;
-  for (int i = 0; i < 2; ++i)
-    callers.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        const int r = test::as<int (*)()>(f)();
-        if (r != 1 && r != 2) wrong.fetch_add(1);
-        calls.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  while (calls.load() == 0) std::this_thread::yield();
+  test::Callers callers(2, [f](std::uint64_t) {
+    const int r = test::as<int (*)()>(f)();
+    return r == 1 || r == 2;
+  });
 
   Transaction tx;  // Waiting is the default.
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
   test::SlowSyncs slow;
   const int flips = test::flip_until(tx, 200, [&] { return live_stats().traps_waited >= before.traps_waited + 4; });
-  stop = true;
-  for (auto& c : callers) c.join();
+  callers.join();
   const LiveStats after = live_stats();
 
-  EXPECT_EQ(wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
+  EXPECT_EQ(callers.wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
   EXPECT_GE(after.traps_waited, before.traps_waited + 4) << "callers did not sleep through changes in " << flips
                                                          << " flips";
   EXPECT_EQ(test::bytes_at(f, 5), test::mov_eax(1));
@@ -60,13 +49,9 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   ASSERT_NE(f, 0u);
   const std::vector<std::uint8_t> old_lea{0x8D, 0x47, 0x01}, new_lea{0x8D, 0x47, 0x02};  // x + 1, x + 2
   ASSERT_EQ(test::bytes_at(f, 3), old_lea);
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> wrong{0};
-  std::thread caller([&] {
-    while (!stop.load(std::memory_order_relaxed)) {
-      const int r = test::as<int (*)(int)>(f)(10);
-      if (r != 11 && r != 12) wrong.fetch_add(1);
-    }
+  test::Callers callers(1, [f](std::uint64_t) {
+    const int r = test::as<int (*)(int)>(f)(10);
+    return r == 11 || r == 12;
   });
   TransactionOptions options;
   options.trapped_threads_wait = false;
@@ -75,10 +60,9 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   const LiveStats before = live_stats();
   test::SlowSyncs slow;
   test::flip_until(tx, 0, [&] { return live_stats().traps_redirected >= before.traps_redirected + 4; });
-  stop = true;
-  caller.join();
+  callers.join();
   const LiveStats after = live_stats();
-  EXPECT_EQ(wrong.load(), 0u);
+  EXPECT_EQ(callers.wrong.load(), 0u);
   EXPECT_GE(after.traps_redirected, before.traps_redirected + 4) << "the caller never met a site in flight";
   EXPECT_EQ(after.traps_waited, before.traps_waited) << "a thread slept although waiting was off";
   EXPECT_EQ(after.trap_waits_expired, before.trap_waits_expired);

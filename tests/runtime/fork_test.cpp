@@ -58,21 +58,39 @@ Result<int (*)()> add_return_one(Jit& jit) {
 const std::uint8_t kRet1[] = {0xB8, 1, 0, 0, 0, 0xC3};  // mov eax, 1; ret
 const std::uint8_t kRet2[] = {0xB8, 2, 0, 0, 0, 0xC3};  // mov eax, 2; ret
 
-TEST(Fork, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
+// A child process (fork, raw clone, vfork) writing through the parent's
+// proc-mem writer: `fn`, `int f() { return 1; }`, is the code it writes, and
+// is released after the test. Only proc-mem holds a /proc/self/mem
+// descriptor, which is what these hazards are about.
+class ForkWrite : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
+    auto added = add_return_one(jit);
+    ASSERT_TRUE(added) << added.error().describe();
+    fn = *added;
+  }
+  void TearDown() override {
+    if (fn) {
+      EXPECT_TRUE(jit.release(reinterpret_cast<void*>(fn)));
+    }
+  }
+
   CodeHeap& heap = global_heap();
-  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
-  Jit jit(heap);
-  auto fn = add_return_one(jit);
-  ASSERT_TRUE(fn);
-  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
+  Jit jit{heap};
+  int (*fn)() = nullptr;
+};
+
+TEST_F(ForkWrite, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
+  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(fn), 6);
 
   auto child = test::run_in_child([&]() -> int {
-    if (auto ok = heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), kRet2); !ok) {
+    if (auto ok = heap.writer().write(reinterpret_cast<std::uintptr_t>(fn), kRet2); !ok) {
       std::printf("child write: %s\n", ok.error().describe().c_str());
       return 2;
     }
     if (auto ok = sync_all_threads(); !ok) return 3;
-    if ((*fn)() != 2) return 4;
+    if (fn() != 2) return 4;
     asmjit::CodeHolder more;
     emit_return(more, 7);
     auto g = jit.add_as<int (*)()>(more);
@@ -84,8 +102,7 @@ TEST(Fork, ChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
   });
   EXPECT_EQ(child.exit_code, 0) << child.describe();
   EXPECT_EQ(parent_bytes.differences(), "");
-  EXPECT_EQ((*fn)(), 1);
-  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
+  EXPECT_EQ(fn(), 1);
 }
 
 // Runs `body` in a child made by glibc's clone() with `flags` (no atfork
@@ -117,18 +134,12 @@ int write_ret2_and_call(void* p) {
   ::_exit(arg->fn() == 2 ? 0 : 4);
 }
 
-TEST(Fork, RawCloneChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
-  CodeHeap& heap = global_heap();
-  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "the hazard is specific to proc-mem";
-  Jit jit(heap);
-  auto fn = add_return_one(jit);
-  ASSERT_TRUE(fn);
-  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(*fn), 6);
-  CloneArg arg{&heap.writer(), *fn};
+TEST_F(ForkWrite, RawCloneChildPatchesItsOwnCopyAndLeavesTheParentsBytesAlone) {
+  test::MemorySnapshot parent_bytes(reinterpret_cast<const void*>(fn), 6);
+  CloneArg arg{&heap.writer(), fn};
   EXPECT_EQ(run_in_clone(0, write_ret2_and_call, &arg), 0);
   EXPECT_EQ(parent_bytes.differences(), "") << "the clone child wrote the parent's memory";
-  EXPECT_EQ((*fn)(), 1);
-  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
+  EXPECT_EQ(fn(), 1);
 }
 
 int write_ret2(void* p) {
@@ -140,30 +151,24 @@ int write_ret2(void* p) {
 // parent's descriptor, and it must not leave the parent a descriptor number
 // that only the child had open (the parent would later use, or close, whatever
 // file it opened under that number).
-TEST(Fork, VforkChildWritesTheSharedMemoryAndLeavesTheParentsDescriptorsAlone) {
+TEST_F(ForkWrite, VforkChildWritesTheSharedMemoryAndLeavesTheParentsDescriptorsAlone) {
 #ifdef PUNCH_ASAN
   GTEST_SKIP() << "a CLONE_VM child's instrumented frames leave ASan's shadow memory, shared with this "
                   "process, poisoned for later tests (seen here); the g++ build runs this test";
 #endif
-  CodeHeap& heap = global_heap();
-  if (heap.writer().method() != WriteMethod::kProcMem) GTEST_SKIP() << "only proc-mem holds a descriptor";
-  Jit jit(heap);
-  auto fn = add_return_one(jit);
-  ASSERT_TRUE(fn);
-  CloneArg arg{&heap.writer(), *fn};
+  CloneArg arg{&heap.writer(), fn};
   ASSERT_EQ(run_in_clone(CLONE_VM | CLONE_VFORK, write_ret2, &arg), 0);
   ASSERT_TRUE(sync_all_threads());
-  EXPECT_EQ((*fn)(), 2) << "the child's write went to the shared memory";
+  EXPECT_EQ(fn(), 2) << "the child's write went to the shared memory";
 
   // The lowest free number: the one the child would have opened a descriptor under.
   const int file = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   ASSERT_GE(file, 0);
-  EXPECT_TRUE(heap.writer().write(reinterpret_cast<std::uintptr_t>(*fn), kRet1));
+  EXPECT_TRUE(heap.writer().write(reinterpret_cast<std::uintptr_t>(fn), kRet1));
   EXPECT_NE(::fcntl(file, F_GETFD), -1) << "the writer closed the parent's descriptor " << file;
   ASSERT_TRUE(sync_all_threads());
-  EXPECT_EQ((*fn)(), 1);
+  EXPECT_EQ(fn(), 1);
   ::close(file);
-  EXPECT_TRUE(jit.release(reinterpret_cast<void*>(*fn)));
 }
 
 bool holds_proc_mem_descriptor() {
