@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -91,10 +92,40 @@ struct Code {
   }
 };
 
+// The ratio's reference, a small pwrite (as BM_Pwrite/small), measured inside
+// a batch benchmark in its untimed part, between its timed commits: the
+// machine's speed drifts over a run (shared, noisy hosts), and a reference
+// taken minutes apart in another row moves the ratio by a few percent.
+class InterleavedPwrite {
+ public:
+  InterleavedPwrite() : fd_(::open("/proc/self/mem", O_RDWR | O_CLOEXEC)) {}
+  ~InterleavedPwrite() { if (fd_ >= 0) ::close(fd_); }
+  bool ok() const { return fd_ >= 0 && !code_.sites.empty(); }
+
+  // A burst of 64 writes of the 4 bytes already there.
+  void measure() {
+    const auto site = code_.sites[0];
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 64; ++i) (void)::pwrite(fd_, reinterpret_cast<const void*>(site), 4, static_cast<off_t>(site));
+    nanoseconds_ += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+    writes_ += 64;
+  }
+  double nanoseconds_per_write() const { return writes_ ? nanoseconds_ / static_cast<double>(writes_) : 0; }
+
+ private:
+  Code code_{1, false};
+  int fd_;
+  double nanoseconds_ = 0;
+  std::uint64_t writes_ = 0;
+};
+
 // measure: 0 = commit (revert untimed), 1 = revert (commit untimed).
+// Counter pwrites_per_site: the measured operation's time per site over the
+// interleaved reference pwrite (the ratio, measured like for like).
 void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy, int measure) {
   Code code(n, own_page);
-  if (code.sites.size() != n) {
+  InterleavedPwrite reference;
+  if (code.sites.size() != n || !reference.ok()) {
     state.SkipWithError("could not emit the code");
     return;
   }
@@ -104,22 +135,33 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
                                mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
   punch::bench::BusyCaller thread(busy, [fn = code.sites[0]] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t calls_before = thread.calls();
+  double measured_ns = 0;  // The timed operation alone, by our own clock.
+  auto timed = [&](Status (patcher::Transaction::*op)()) {
+    const auto start = std::chrono::steady_clock::now();
+    if (!(tx.*op)()) state.SkipWithError("commit or revert failed");
+    measured_ns += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
+  };
   for (auto _ : state) {
     if (measure == 1) {
       state.PauseTiming();
       if (!tx.commit()) state.SkipWithError("commit failed");
+      reference.measure();
       state.ResumeTiming();
-      if (!tx.revert()) state.SkipWithError("revert failed");
+      timed(&patcher::Transaction::revert);
     } else {
-      if (!tx.commit()) state.SkipWithError("commit failed");
+      timed(&patcher::Transaction::commit);
       state.PauseTiming();
       if (!tx.revert()) state.SkipWithError("revert failed");
+      reference.measure();
       state.ResumeTiming();
     }
   }
   thread.report(state, calls_before);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
   state.counters["sites"] = static_cast<double>(n);
+  if (state.iterations() > 0 && reference.nanoseconds_per_write() > 0)
+    state.counters["pwrites_per_site"] =
+        measured_ns / static_cast<double>(state.iterations() * n) / reference.nanoseconds_per_write();
   (void)patcher::reclaim_retired_copies();
 }
 

@@ -75,6 +75,7 @@ Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
   for (const CheckedSite& s : batch.sites) bytes += s.from.size();
   base.reserve(bytes);
   final_bytes.reserve(bytes);
+  out.runs.reserve(batch.sites.size());  // At most one per site.
   std::vector<std::size_t> first_bytes;  // Where each code site starts in the images.
   first_bytes.reserve(batch.sites.size());
   auto append = [](std::vector<std::uint8_t>& image, std::span<const std::uint8_t> b) {
@@ -138,20 +139,39 @@ class Protocol {
       drain_copies(*generation, options_.thread_timeout);
   }
 
-  // Writes `image` of every run (only runs with code when `code_only`).
+  // Writes `image` of every run (only runs with code when `code_only`), all
+  // in one CodeWriter::write_each batch; a run whose write fails is tried
+  // `attempts` times in all.
+  //
+  // Each pass goes the other way round from the pass before it, in any run of
+  // the protocol (all run under the live lock): the kernel's data for the
+  // pages written last is still in this CPU's caches, and a batch over a
+  // thousand pages writes a few percent faster that way than always upwards.
   Status write_all(Image image, bool code_only, int attempts = 1) {
-    for (const Run& run : runs_.runs) {
+    static bool g_downwards = false;
+    g_downwards = !g_downwards;
+    const std::span<const std::uint8_t> bytes = runs_.images[static_cast<int>(image)];
+    pass_.clear();
+    pieces_.clear();
+    for (std::size_t k = 0; k < runs_.runs.size(); ++k) {
+      const Run& run = runs_.runs[g_downwards ? runs_.runs.size() - 1 - k : k];
       if (code_only && !run.has_code) continue;
-      const auto bytes = std::span<const std::uint8_t>(runs_.images[static_cast<int>(image)]).subspan(run.begin, run.size);
-      Status written;
-      for (int attempt = 0; attempt < attempts; ++attempt)
-        if ((written = writer_.write(run.start, bytes))) break;
-      if (!written)
-        return fail(written.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
-                                              site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
-                                              (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
-                                                             : std::string()) +
-                                              "): " + written.error().message);
+      pass_.push_back(&run);
+      pieces_.push_back({run.start, bytes.subspan(run.begin, run.size)});
+    }
+    for (std::size_t done = 0, tries = 0; done < pieces_.size();) {
+      std::size_t written = 0;
+      const Status status = writer_.write_each(std::span(pieces_).subspan(done), written);
+      if (status) break;
+      tries = written > 0 ? 1 : tries + 1;  // Failures in a row of the same run.
+      done += written;
+      if (tries < static_cast<std::size_t>(attempts)) continue;
+      const Run& run = *pass_[done];
+      return fail(status.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
+                                           site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
+                                           (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
+                                                          : std::string()) +
+                                           "): " + status.error().message);
     }
     return {};
   }
@@ -237,6 +257,8 @@ class Protocol {
   std::string_view what_;
   runtime::CodeWriter& writer_;
   Runs runs_;
+  std::vector<const Run*> pass_;                     // write_all's runs, in its order ...
+  std::vector<runtime::CodeWriter::Piece> pieces_;   // ... and what it writes of each.
   const std::uint64_t entries_before_ = copy_entries();
 };
 

@@ -89,20 +89,16 @@ struct Transaction::State {
   bool committed = false;
   mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
   mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
-
-  // The site indexes in the order by_address keeps (validation need not sort again).
-  std::vector<std::uint32_t> order() const {
-    std::vector<std::uint32_t> out;
-    out.reserve(by_address.size());
-    for (const auto& entry : by_address) out.push_back(static_cast<std::uint32_t>(entry.second));
-    return out;
-  }
+  mutable std::vector<std::uint32_t> order;  // by_address's indexes in its order (validation need not sort).
 
   // Validates the sites for `direction` (see live::check_sites), with what the transaction knows of them.
   Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch) const {
     decodes.cover(sites);
-    const std::vector<std::uint32_t> by_address_order = order();
-    return live::check_sites(sites, options, direction, mismatch, live::SiteFacts{&decodes, by_address_order});
+    if (order.size() != sites.size()) {  // add() only appends: a size that differs means sites were added.
+      order.clear();
+      for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
+    }
+    return live::check_sites(sites, options, direction, mismatch, live::SiteFacts{&decodes, order});
   }
 };
 

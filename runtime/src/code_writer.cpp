@@ -63,6 +63,12 @@ std::string range_text(std::uintptr_t address, std::size_t size) {
   return at(address) + " (" + std::to_string(size) + " bytes)";
 }
 
+// Whether [address, address+size) lies within one page. (No bit at or above
+// the page size differs; no division: this runs on every write.)
+bool within_one_page(std::uintptr_t address, std::size_t size) {
+  return size > 0 && (address ^ (address + size - 1)) < detail::page_size();
+}
+
 // Whether one byte of every page of the range reads back (one system call).
 bool every_page_readable(std::uintptr_t address, std::size_t size) {
   const std::uintptr_t page = detail::page_size();
@@ -220,9 +226,8 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
 
   // A range over several pages may run into a hole after part of it was
   // written; read it first so such a write fails before changing anything.
-  // (Same page: no bit at or above the page size differs; no division, this runs on every write.)
-  const bool one_page = (address ^ (address + bytes.size() - 1)) < detail::page_size();
-  if (state_->method == WriteMethod::kProcMem && !one_page && !every_page_readable(address, bytes.size())) {
+  if (state_->method == WriteMethod::kProcMem && !within_one_page(address, bytes.size()) &&
+      !every_page_readable(address, bytes.size())) {
     std::vector<std::uint8_t> current(bytes.size());  // Slow path: also sees pages that are mapped PROT_NONE.
     auto readable = safe_read(address, current);
     if (!readable || *readable < bytes.size())
@@ -230,6 +235,24 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
                                              range_text(address, bytes.size()) + "; nothing written)");
   }
   return write_unchecked(address, bytes);
+}
+
+Status CodeWriter::write_each(std::span<const Piece> pieces, std::size_t& written) {
+  // The usual case in one tight loop: proc-mem, no fault armed, a piece
+  // within one page written whole by one pwrite. Any other piece goes
+  // through write(), for its checks, its retries and its exact error
+  // (rewriting what a short pwrite already wrote is harmless: same bytes).
+  const bool direct = state_->method == WriteMethod::kProcMem && !detail::fault_armed(testing::FaultPoint::kWrite);
+  const int fd = direct ? detail::proc_mem_fd().value_or(-1) : -1;
+  for (written = 0; written < pieces.size(); ++written) {
+    const Piece& piece = pieces[written];
+    if (fd >= 0 && piece.address != 0 && within_one_page(piece.address, piece.bytes.size()) &&
+        ::pwrite(fd, piece.bytes.data(), piece.bytes.size(), static_cast<off_t>(piece.address)) ==
+            static_cast<ssize_t>(piece.bytes.size()))
+      continue;
+    PUNCH_TRY(write(piece.address, piece.bytes));
+  }
+  return {};
 }
 
 Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::uint8_t> bytes) {

@@ -43,6 +43,10 @@ void testing::clear_faults() {
   for (Armed& a : g_armed) a.first.store(0, std::memory_order_release);
 }
 
+bool detail::fault_armed(testing::FaultPoint point) noexcept {
+  return armed(point).first.load(std::memory_order_acquire) != 0;
+}
+
 std::optional<testing::FaultKind> detail::take_fault(testing::FaultPoint point) noexcept {
   Armed& a = armed(point);
   const std::uint64_t first = a.first.load(std::memory_order_acquire);

@@ -156,6 +156,51 @@ TEST_P(CodeWriterMethodTest, WriteToUnmappedAddressIsAnErrorNamingIt) {
   EXPECT_NE(r.error().message.find(at(p)), std::string::npos) << r.error().message;
 }
 
+// write_each: every piece lands, in order, including one over two pages
+// (which takes write()'s own path) and an empty one.
+TEST_P(CodeWriterMethodTest, WriteEachWritesEveryPiece) {
+  auto region = writer->map_code(3 * kPage);
+  ASSERT_TRUE(region);
+  const std::uint8_t a[] = {0xB8, 1, 0, 0, 0, 0xC3}, b[] = {0xB8, 2, 0, 0, 0, 0xC3};
+  std::vector<std::uint8_t> across(40);
+  for (std::size_t i = 0; i < across.size(); ++i) across[i] = static_cast<std::uint8_t>(0x40 + i);
+  const CodeWriter::Piece pieces[] = {{region->address + 2 * kPage + 8, a},
+                                      {region->address + 16, b},
+                                      {region->address + 2 * kPage, {}},
+                                      {region->address + kPage - 20, across}};
+  std::size_t written = 99;
+  ASSERT_TRUE(writer->write_each(pieces, written));
+  EXPECT_EQ(written, 4u);
+  for (const CodeWriter::Piece& p : pieces)
+    EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(p.address), p.bytes.data(), p.bytes.size()), 0)
+        << at(p.address);
+  EXPECT_EQ(reinterpret_cast<int (*)()>(region->address + 2 * kPage + 8)(), 1);
+  EXPECT_TRUE(writer->unmap_code(*region));
+}
+
+// write_each stops at the first piece that fails, with that piece's error:
+// the pieces before it are written, the ones after it untouched.
+TEST_P(CodeWriterMethodTest, WriteEachStopsAtTheFirstFailureAndNamesIt) {
+  auto region = writer->map_code(2 * kPage);
+  ASSERT_TRUE(region);
+  void* gone = ::mmap(nullptr, kPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);  // Unmapped again at once.
+  ASSERT_NE(gone, MAP_FAILED);
+  ::munmap(gone, kPage);
+  const std::uint8_t a[] = {0x90, 0x90}, b[] = {0xC3};
+  const std::uintptr_t hole = reinterpret_cast<std::uintptr_t>(gone) + 64;
+  test::MemorySnapshot second_page(region->address + kPage, kPage);
+  const CodeWriter::Piece pieces[] = {{region->address + 4, a}, {hole, b}, {region->address + kPage + 4, a}};
+  std::size_t written = 99;
+  auto r = writer->write_each(pieces, written);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(written, 1u);
+  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned) << r.error().describe();
+  EXPECT_NE(r.error().message.find(at(hole)), std::string::npos) << r.error().message;
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region->address + 4), a, sizeof a), 0);
+  EXPECT_EQ(second_page.differences(), "");
+  EXPECT_TRUE(writer->unmap_code(*region));
+}
+
 TEST_P(CodeWriterMethodTest, MapWithinAWindowAndRefuseImpossibleOnes) {
   const auto anchor = reinterpret_cast<std::uintptr_t>(&kPage);
   AddressWindow near = AddressWindow::rel32_reach(anchor);

@@ -49,6 +49,23 @@ TEST_P(WriteFaultTest, EioFailsTheNthWriteOnlyAndChangesNothing) {
   EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region.address + 16), b, 4), 0);
 }
 
+// The seam counts each piece of a write_each batch as one write, as the
+// live protocol's tests (which fail its N-th write) rely on.
+TEST_P(WriteFaultTest, WriteEachCountsEveryPieceAndStopsAtTheFailedOne) {
+  const std::uint8_t a[] = {1, 2, 3, 4}, b[] = {5, 6, 7, 8};
+  const CodeWriter::Piece pieces[] = {{region.address, a}, {region.address + 8, b}, {region.address + 16, b}};
+  testing::inject_fault(FaultPoint::kWrite, 2, FaultKind::kEio);
+  test::MemorySnapshot before(region.address + 8, 16);
+  std::size_t written = 99;
+  auto r = writer->write_each(pieces, written);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(written, 1u);
+  EXPECT_NE(r.error().message.find(at(region.address + 8)), std::string::npos) << r.error().message;
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region.address), a, 4), 0);
+  EXPECT_EQ(before.differences(), "");
+  EXPECT_EQ(testing::operations_counted(FaultPoint::kWrite), 2u);
+}
+
 TEST_P(WriteFaultTest, EintrIsRetried) {
   const std::uint8_t bytes[] = {0xB8, 7, 0, 0, 0, 0xC3};
   testing::inject_fault(FaultPoint::kWrite, 1, FaultKind::kEintr);

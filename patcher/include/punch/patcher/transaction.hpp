@@ -95,7 +95,8 @@ Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout = s
 //!
 //! Thread-safe against other transactions: commits and reverts of all
 //! transactions in the process are serialized; a site whose bytes changed
-//! since validation is refused, not applied.
+//! since validation is refused, not applied. One Transaction object is used
+//! by one thread at a time (it caches what it derives from its sites).
 class Transaction {
  public:
   explicit Transaction(TransactionOptions options = {});
