@@ -19,6 +19,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -102,16 +103,16 @@ class InterleavedPwrite {
   ~InterleavedPwrite() { if (fd_ >= 0) ::close(fd_); }
   bool ok() const { return fd_ >= 0 && !code_.sites.empty(); }
 
-  // A burst of 128 writes of the 4 bytes already there, after 16 untimed
+  // A burst of `count` writes of the 4 bytes already there, after 16 untimed
   // ones: BM_Pwrite/small is a warm loop, and so is this.
-  void measure() {
+  void measure(int count) {
     const auto site = code_.sites[0];
     auto write = [&] { (void)::pwrite(fd_, reinterpret_cast<const void*>(site), 4, static_cast<off_t>(site)); };
     for (int i = 0; i < 16; ++i) write();
     const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < 128; ++i) write();
+    for (int i = 0; i < count; ++i) write();
     nanoseconds_ += std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - start).count();
-    writes_ += 128;
+    writes_ += static_cast<std::uint64_t>(count);
   }
   double nanoseconds_per_write() const { return writes_ ? nanoseconds_ / static_cast<double>(writes_) : 0; }
 
@@ -138,6 +139,7 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
                                mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
   punch::bench::BusyCaller thread(busy, [fn = code.sites[0]] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t calls_before = thread.calls();
+  const int burst = static_cast<int>(std::clamp<std::size_t>(n / 8, 8, 128));  // Small beside the operation.
   double measured_ns = 0;  // The timed operation alone, by our own clock.
   auto timed = [&](Status (patcher::Transaction::*op)()) {
     const auto start = std::chrono::steady_clock::now();
@@ -148,14 +150,14 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
     if (measure == 1) {
       state.PauseTiming();
       if (!tx.commit()) state.SkipWithError("commit failed");
-      reference.measure();
+      reference.measure(burst);
       state.ResumeTiming();
       timed(&patcher::Transaction::revert);
     } else {
       timed(&patcher::Transaction::commit);
       state.PauseTiming();
       if (!tx.revert()) state.SkipWithError("revert failed");
-      reference.measure();
+      reference.measure(burst);
       state.ResumeTiming();
     }
   }

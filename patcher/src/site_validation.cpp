@@ -6,7 +6,8 @@
 // a batch of 1,000 call sites in one function costs one read and one decode,
 // whose instruction list serves the boundary check, the branch scan and the
 // out-of-line copies. Mappings are looked up per address (one PROCMAP_QUERY)
-// and reused for every site the same mapping holds. Success costs no string.
+// and reused for every site the same mapping holds; sites in the heap's own
+// allocations need none. Success costs no string.
 #include "site_validation.hpp"
 
 #include "out_of_line.hpp"
@@ -60,10 +61,11 @@ class MappingCache {
 };
 
 // Write policy: only executable mappings unless opted in; never MAP_SHARED
-// (pwrite fails there, and other processes would see the change) unless the
-// punch heap owns it (dual-map arenas are memfd shared mappings by design).
-// `in_heap`: a live heap allocation holds the whole site.
-Result<bool> check_policy(MappingCache& maps, bool in_heap, const Site& site, std::size_t index,
+// (pwrite fails there, and other processes would see the change). Sites in
+// a live heap allocation are not looked up: the heap's arenas are R+X code
+// by construction, never unmapped (dual-map arenas are memfd shared mappings
+// by design), and a batch of them then costs no PROCMAP_QUERY at all.
+Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t index,
                           const TransactionOptions& options) {
   const std::uintptr_t end = site.address + site.expected.size();
   bool any_exec = false, any_data = false;
@@ -71,7 +73,7 @@ Result<bool> check_policy(MappingCache& maps, bool in_heap, const Site& site, st
     auto m = maps.holding(next);
     if (!m) return tl::unexpected(with_site(index, site.address, std::move(m).error()));
     const runtime::Mapping& mapping = **m;
-    if (mapping.shared && !in_heap)
+    if (mapping.shared)
         return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
                                             at(mapping.start) + ", " + at(mapping.end) + ") " + mapping.path +
                                             "; punch patches only private mappings");
@@ -443,6 +445,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   ContainerIndex index;
   batch.sites.reserve(sites.size());
   batch.containers.reserve(sites.size());  // At most one per site; untouched capacity costs nothing.
+  index.by_start.reserve(sites.size());
   for (std::size_t k = 0; k < order.size(); ++k) {
     const std::uint32_t i = order[k];
     const Site& site = sites[i];
@@ -454,7 +457,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     c.address = site.address;
     c.from = direction == Direction::kApply ? site.expected : site.replacement;
     c.to = direction == Direction::kApply ? site.replacement : site.expected;
-    auto is_code = check_policy(maps, in_heap, site, i, options);
+    auto is_code = in_heap ? Result<bool>(true) : check_policy(maps, site, i, options);
     if (!is_code) return tl::unexpected(std::move(is_code).error());
     c.is_code = *is_code;
     if (!c.is_code) {
