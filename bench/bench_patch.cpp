@@ -117,7 +117,7 @@ class InterleavedPwrite {
   double nanoseconds_per_write() const { return writes_ ? nanoseconds_ / static_cast<double>(writes_) : 0; }
 
  private:
-  Code code_{1, false};
+  Code code_{1, true};  // On a page of its own, apart from the code the busy thread runs.
   int fd_;
   double nanoseconds_ = 0;
   std::uint64_t writes_ = 0;
