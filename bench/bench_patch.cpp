@@ -2,7 +2,9 @@
 // and of batches of n sites, against one small pwrite to /proc/self/mem in the
 // same run. Two layouts: sites packed in one function over a few pages (a JIT's
 // call sites), and every site on its own page. With and without a busy thread.
-// Ratio to read: (time per iteration / n sites) / BM_Pwrite/small.
+// Ratio to read: (time per iteration / n sites) / BM_Pwrite/small, and the
+// pwrites_per_site counter: the same against a small pwrite measured between
+// the timed commits.
 //
 // The busy thread is pinned to another CPU than the measuring thread and
 // counts its calls: `busy_calls` (per iteration) shows it really ran during
