@@ -3,7 +3,8 @@
 // rel32 reach in opposite directions share no such window; undoing them live
 // still works (each site's copy is placed within its own reach), and memory
 // is exactly as before. New code whose only possible copy window has no room
-// at all is refused at commit, not at the revert.
+// at all is refused at commit, not at the revert. Copies that read no data
+// then share one block anywhere, and threads run them.
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
@@ -45,6 +46,52 @@ TEST(LiveCopyPlacement, SitesReadingDataFarApartInOppositeDirectionsAreUndoneLiv
   auto reverted = tx.revert();
   ASSERT_TRUE(reverted) << reverted.error().describe();
   EXPECT_EQ(test::bytes_at(f, 129), before);
+}
+
+// When the copies share no window, the copies that read no data share one
+// block placed anywhere, each at its offset in the batch's image. A third
+// site of the transaction above, in a function that threads call all along:
+// its entry `push rbx; mov ebx, edi; mov eax, ebx` becomes `lea eax, [rdi+1];
+// ret; nop` (both return x+1). Reverting it needs a copy of that new code,
+// in the shared block; threads that meet the site during a revert are sent
+// there (trap) or moved there (fix-up round), and every call still returns x+1.
+TEST(LiveCopyPlacement, CopiesThatReadNoDataShareABlockAnywhereAndThreadsRunThem) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    for (int i = 0; i < 128; ++i) a.nop();
+    a.ret();
+  });
+  const std::uintptr_t g = test::emit_plus_one_with_prologue();
+  ASSERT_NE(f, 0u);
+  ASSERT_NE(g, 0u);
+  const std::vector<std::uint8_t> f_before = test::bytes_at(f, 129), g_before = test::bytes_at(g, 9);
+  const std::vector<std::uint8_t> nops(7, 0x90), lea_ret{0x8D, 0x47, 0x01, 0xC3, 0x90};
+  Transaction tx;
+  ASSERT_TRUE(tx.add(test::site(f, nops, add_rip_relative(0x7ffffff0))));
+  ASSERT_TRUE(tx.add(test::site(f + 64, nops, add_rip_relative(-0x7ffffff0))));
+  ASSERT_TRUE(tx.add(test::site(g, test::bytes_at(g, 5), lea_ret)));
+
+  test::Callers callers(2, [g](std::uint64_t k) {
+    const int x = static_cast<int>(k & 0xffff);
+    return test::as<int (*)(int)>(g)(x) == x + 1;
+  });
+  test::SlowSyncs slow;
+  std::uint64_t sent_to_copy = 0;  // Threads trapped at g or moved out of it during reverts.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  int flips = 0;
+  for (; flips < 200 || (sent_to_copy < 5 && std::chrono::steady_clock::now() < deadline); ++flips) {
+    auto committed = tx.commit();
+    ASSERT_TRUE(committed) << committed.error().describe();
+    const LiveStats before = live_stats();
+    auto reverted = tx.revert();
+    ASSERT_TRUE(reverted) << reverted.error().describe();
+    const LiveStats after = live_stats();
+    sent_to_copy += (after.traps_redirected - before.traps_redirected) + (after.threads_moved - before.threads_moved);
+  }
+  callers.join();
+  EXPECT_EQ(callers.wrong.load(), 0u);
+  EXPECT_GE(sent_to_copy, 5u) << "no thread went through g's copy in " << flips << " reverts";
+  EXPECT_EQ(test::bytes_at(f, 129), f_before);
+  EXPECT_EQ(test::bytes_at(g, 9), g_before);
 }
 
 TEST(LiveCopyPlacement, NewCodeWhoseCopyWindowHasNoRoomIsRefusedAtCommit) {
