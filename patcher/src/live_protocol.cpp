@@ -151,12 +151,10 @@ class Protocol {
     static bool g_downwards = false;
     g_downwards = !g_downwards;
     const std::span<const std::uint8_t> bytes = runs_.images[static_cast<int>(image)];
-    pass_.clear();
     pieces_.clear();
     for (std::size_t k = 0; k < runs_.runs.size(); ++k) {
       const Run& run = runs_.runs[g_downwards ? runs_.runs.size() - 1 - k : k];
       if (code_only && !run.has_code) continue;
-      pass_.push_back(&run);
       pieces_.push_back({run.start, bytes.subspan(run.begin, run.size)});
     }
     for (std::size_t done = 0, tries = 0; done < pieces_.size();) {
@@ -166,7 +164,9 @@ class Protocol {
       tries = written > 0 ? 1 : tries + 1;  // Failures in a row of the same run.
       done += written;
       if (tries < static_cast<std::size_t>(attempts)) continue;
-      const Run& run = *pass_[done];
+      // The failed piece's run (runs are by address; a piece starts where its run does).
+      const Run& run = *std::lower_bound(runs_.runs.begin(), runs_.runs.end(), pieces_[done].address,
+                                         [](const Run& r, std::uintptr_t a) { return r.start < a; });
       return fail(status.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
                                            site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
                                            (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
@@ -257,8 +257,7 @@ class Protocol {
   std::string_view what_;
   runtime::CodeWriter& writer_;
   Runs runs_;
-  std::vector<const Run*> pass_;                     // write_all's runs, in its order ...
-  std::vector<runtime::CodeWriter::Piece> pieces_;   // ... and what it writes of each.
+  std::vector<runtime::CodeWriter::Piece> pieces_;  // What write_all writes, one piece per run, in its order.
   const std::uint64_t entries_before_ = copy_entries();
 };
 

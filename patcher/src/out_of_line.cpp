@@ -124,17 +124,26 @@ bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<cons
 // emulated), or one load of a constant into a register (a JIT's inline cache
 // or constant slot). A jmp out of the site followed by more bytes counts as
 // one: nothing can reach those bytes (a hook's entry jump and the int3
-// padding after it).
-Emulation emulation_of(std::uintptr_t address, std::span<const std::uint8_t> bytes,
-                       std::span<const disasm::Instruction> insns) {
-  if (insns.empty() || (insns.size() > 1 && interior_reachable(address, bytes.size(), insns))) return Emulation::kNone;
+// padding after it). Sets `f`'s emulation, and its target and register.
+void set_emulation(FlightSite& f, std::span<const std::uint8_t> bytes, std::span<const disasm::Instruction> insns) {
+  f.emulation = Emulation::kNone;
+  if (insns.empty() || (insns.size() > 1 && interior_reachable(f.address, bytes.size(), insns))) return;
   const disasm::Instruction& insn = insns.front();
-  if (insn.flow == disasm::Flow::kJump && insn.has_branch_target) return Emulation::kJump;
-  if (insns.size() > 1) return Emulation::kNone;
-  if (insn.flow == disasm::Flow::kCall && insn.has_branch_target) return Emulation::kCall;
-  if (insn.flow == disasm::Flow::kNone && insn.is_padding) return Emulation::kSkip;
-  if (disasm::immediate_load(bytes)) return Emulation::kLoad;
-  return Emulation::kNone;
+  if (insn.flow == disasm::Flow::kJump && insn.has_branch_target) {
+    f.emulation = Emulation::kJump;
+    f.emulation_target = insn.branch_target;
+  } else if (insns.size() > 1) {
+    return;
+  } else if (insn.flow == disasm::Flow::kCall && insn.has_branch_target) {
+    f.emulation = Emulation::kCall;
+    f.emulation_target = insn.branch_target;
+  } else if (insn.flow == disasm::Flow::kNone && insn.is_padding) {
+    f.emulation = Emulation::kSkip;
+  } else if (const auto load = disasm::immediate_load(bytes)) {
+    f.emulation = Emulation::kLoad;
+    f.emulation_target = load->value;
+    f.emulation_register = load->reg;
+  }
 }
 
 // Whether code copied from [address, address+size) can leave other than by
@@ -174,14 +183,16 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   // move) for the new code, plus the way back. One bound per site; none for
   // an emulated site (one instruction: no thread can be inside it either).
   std::vector<std::size_t> slot_offset(sites.size() + 1, 0);
-  std::vector<Emulation> emulation(sites.size(), Emulation::kNone);
+  std::vector<FlightSite> flights(sites.size());  // Each code site's record, emulation decided here.
   std::size_t total = 0;
   for (std::size_t i = 0; i < sites.size(); ++i) {
     slot_offset[i] = total;
     const CheckedSite& s = sites[i];
     if (!s.is_code) continue;
-    emulation[i] = emulation_of(s.address, s.from, batch.old_instructions(s));
-    if (emulation[i] != Emulation::kNone) continue;
+    flights[i].address = s.address;
+    flights[i].length = static_cast<std::uint32_t>(s.from.size());
+    set_emulation(flights[i], s.from, batch.old_instructions(s));
+    if (flights[i].emulation != Emulation::kNone) continue;
     auto need = copy_bound(s.address, s.from, s.from_plain);
     if (!s.from_plain && s.from_instructions == 1) {
       auto need_new = copy_bound(s.address, s.to, s.to_plain);
@@ -252,18 +263,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     const CheckedSite& s = sites[i];
     if (!s.is_code) continue;
     const auto insns = batch.old_instructions(s);
-    FlightSite f;
-    f.address = s.address;
-    f.length = static_cast<std::uint32_t>(s.from.size());
-    f.emulation = emulation[i];
+    FlightSite f = flights[i];
     if (f.emulation != Emulation::kNone) {  // No copy: the handler carries the old instruction out.
-      if (f.emulation == Emulation::kLoad) {
-        const disasm::ImmediateLoad load = *disasm::immediate_load(s.from);
-        f.emulation_target = load.value;
-        f.emulation_register = load.reg;
-      } else {
-        f.emulation_target = insns.front().branch_target;
-      }
       generation->sites.push_back(f);
       continue;
     }
