@@ -25,13 +25,18 @@
 // with the write of the final bytes, and a change costs two syncs, not three.
 #include "live_protocol.hpp"
 
+#include <signal.h>
+#include <sys/syscall.h>
+
 #include <algorithm>
+#include <optional>
 #include <cstring>
 
 #include <punch/runtime/code_writer.hpp>
 #include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/sync.hpp>
+#include <punch/runtime/threads.hpp>
 
 #include "flight_table.hpp"
 #include "out_of_line.hpp"
@@ -115,9 +120,10 @@ Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
 
 class Protocol {
  public:
+  // `hold`: the other threads, held still for the run (null: they run on, see run_protocol).
   Protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what,
-           runtime::CodeWriter& writer)
-      : sites_(batch.sites), options_(options), what_(what), writer_(writer),
+           runtime::CodeWriter& writer, runtime::ThreadHold* hold)
+      : sites_(batch.sites), options_(options), what_(what), writer_(writer), hold_(hold),
         runs_(make_runs(batch, trap_byte(options.trap))) {}
 
   Status run(Generation* generation);
@@ -133,6 +139,7 @@ class Protocol {
   // this run sent threads into copies that can leave for code elsewhere, they
   // have left before we return.
   void retire(Generation* generation) {
+    if (hold_) hold_->release();  // Before any drain, which needs the threads to answer.
     if (!generation) return;
     end_run(*generation, kDraining);  // Before any drain: a thread asleep in its trap handler cannot answer.
     if (generation->copies_may_leave && copy_entries() != entries_before_)
@@ -256,6 +263,7 @@ class Protocol {
   const TransactionOptions& options_;
   std::string_view what_;
   runtime::CodeWriter& writer_;
+  runtime::ThreadHold* hold_;
   Runs runs_;
   std::vector<runtime::CodeWriter::Piece> pieces_;  // What write_all writes, one piece per run, in its order.
   const std::uint64_t entries_before_ = copy_entries();
@@ -263,7 +271,16 @@ class Protocol {
 
 Status Protocol::run(Generation* generation) {
   if (auto s = write_all(Image::kTrapped, true); !s) return fail_at(1, "trap bytes", s.error(), generation);
-  if (generation && needs_fixup(*generation)) {
+  if (hold_ && generation && needs_fixup(*generation)) {
+    // Every other thread is held still or asleep: each held thread's saved
+    // rip is moved out of the sites where needed (it serializes when
+    // released); sleepers are looked at again, now that the trap bytes stand.
+    // The sync is for a sleeper that woke meanwhile: it is cheap when no
+    // other thread of the process is on a CPU.
+    if (auto s = move_held_threads_out_of_sites(*generation, *hold_, options_.thread_timeout); !s)
+      return fail_at(1, "thread fix-up", s.error(), generation);
+    if (auto s = sync(); !s) return fail_at(1, "sync after trap bytes", s.error(), generation);
+  } else if (generation && needs_fixup(*generation)) {
     // The fix-up round IS the sync of step 1 (compare alternative.c, where
     // the IPIs text_poke_bp sends to every CPU are its sync): every visited
     // thread executes a serializing instruction in its handler, after the
@@ -303,6 +320,28 @@ Status Protocol::run(Generation* generation) {
   return {};
 }
 
+// Unblocks the trap signal of the calling thread for the run, and restores
+// its mask afterwards: the coordinator may meet its own sites (a hooked
+// pwrite, say), and a trap it had blocked would kill the process.
+class TrapSignalUnblocked {
+ public:
+  explicit TrapSignalUnblocked(TrapInstruction trap) {
+    sigset_t unblock;
+    sigemptyset(&unblock);
+    sigaddset(&unblock, trap == TrapInstruction::kHlt ? SIGSEGV : SIGTRAP);
+    runtime::raw_syscall(SYS_rt_sigprocmask, SIG_UNBLOCK, reinterpret_cast<long>(&unblock),
+                         reinterpret_cast<long>(&saved_), sizeof(std::uint64_t));
+  }
+  ~TrapSignalUnblocked() {
+    runtime::raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&saved_), 0, sizeof(std::uint64_t));
+  }
+  TrapSignalUnblocked(const TrapSignalUnblocked&) = delete;
+  TrapSignalUnblocked& operator=(const TrapSignalUnblocked&) = delete;
+
+ private:
+  sigset_t saved_;
+};
+
 }  // namespace
 
 Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what) {
@@ -312,9 +351,26 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   if (!writer) return tl::unexpected(std::move(writer).error());
   const bool any_code = std::any_of(sites.begin(), sites.end(), [](const CheckedSite& c) { return c.is_code; });
   if (any_code) PUNCH_TRY(ensure_trap_handler(options.trap));
+  const TrapSignalUnblocked coordinator_can_trap(options.trap);
 
   // Old draining generations are reclaimed every so often (one rendezvous for many commits).
   if (reclaim_due()) (void)reclaim_generations(options.thread_timeout);
+
+  // Hold the other threads still for the run, before any byte changes: a
+  // thread that has the trap signal blocked (for its whole life, as xz's
+  // workers; on its way out, as glibc's exiting threads; around fork) would
+  // be killed by the kernel if it met a trap byte, and a vfork child
+  // (posix_spawn) runs in this memory with default handlers. Held threads
+  // meet no trap byte at all. Only with membarrier: the signal method of
+  // sync needs every thread to answer, which a held thread cannot.
+  std::optional<runtime::ThreadHold> hold;
+  if (any_code && options.hold_threads && runtime::sync_method() == runtime::SyncMethod::kMembarrier) {
+    auto held = runtime::ThreadHold::hold_other_threads(options.thread_timeout);
+    if (!held)
+      return fail(held.error().code, std::string(what) + ": nothing changed, the other threads could not be held "
+                                                          "still: " + held.error().message);
+    hold.emplace(std::move(*held));
+  }
 
   auto generation = build_generation(batch, options.trap);
   if (!generation) return tl::unexpected(std::move(generation).error());
@@ -331,7 +387,7 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
     }
     published = generation->release();  // Owned by the table until reclaimed.
   }
-  Protocol protocol(batch, options, what, **writer);
+  Protocol protocol(batch, options, what, **writer, hold ? &*hold : nullptr);
   Status done = protocol.run(published);
   // A run that failed with a trap byte possibly left keeps its generation in
   // flight, but no longer under way: nobody waits for it any more.

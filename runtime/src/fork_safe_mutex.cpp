@@ -5,12 +5,41 @@
 #include <algorithm>
 #include <vector>
 
+#include <punch/runtime/raw_syscall.hpp>
+
 namespace punch::runtime {
+
+// Three states (Drepper, "Futexes Are Tricky"): 0 free, 1 taken, 2 taken
+// with sleepers. Raw system calls only: the fork handlers lock every one of
+// these while the thread that forks may have every signal blocked, and a
+// user may have hooked libc's pthread_mutex_lock or syscall().
+void ForkSafeMutex::lock() noexcept {
+  std::uint32_t seen = 0;
+  if (word_.compare_exchange_strong(seen, 1, std::memory_order_acquire)) return;
+  if (seen != 2) seen = word_.exchange(2, std::memory_order_acquire);
+  while (seen != 0) {
+    raw_syscall(SYS_futex, reinterpret_cast<long>(&word_), FUTEX_WAIT_PRIVATE, 2, 0);
+    seen = word_.exchange(2, std::memory_order_acquire);
+  }
+}
+
+bool ForkSafeMutex::try_lock() noexcept {
+  std::uint32_t seen = 0;
+  return word_.compare_exchange_strong(seen, 1, std::memory_order_acquire);
+}
+
+void ForkSafeMutex::unlock() noexcept {
+  if (word_.exchange(0, std::memory_order_release) == 2)
+    raw_syscall(SYS_futex, reinterpret_cast<long>(&word_), FUTEX_WAKE_PRIVATE, 1);
+}
+
 namespace {
 
-// The registry itself is locked first by the prepare handler and released last.
+// Every ForkSafeMutex, kept in rank order (outermost first) as they are
+// registered, so the fork handlers allocate and sort nothing. The registry
+// is locked first by the prepare handler and released last.
 struct Registry {
-  std::mutex mutex;
+  ForkSafeMutex guard{ForkSafeMutex::kUnregistered};
   std::vector<ForkSafeMutex*> members;
 };
 
@@ -20,22 +49,18 @@ Registry& registry() {
     pthread_atfork(
         [] {
           Registry& reg = registry();
-          reg.mutex.lock();
-          // Outermost rank first: the order in which code nests these locks.
-          std::vector<ForkSafeMutex*> order = reg.members;
-          std::stable_sort(order.begin(), order.end(),
-                           [](ForkSafeMutex* a, ForkSafeMutex* b) { return a->rank() < b->rank(); });
-          for (ForkSafeMutex* m : order) m->lock();
+          reg.guard.lock();
+          for (ForkSafeMutex* m : reg.members) m->lock();
         },
         [] {
           Registry& reg = registry();
           for (ForkSafeMutex* m : reg.members) m->unlock();
-          reg.mutex.unlock();
+          reg.guard.unlock();
         },
         [] {
           Registry& reg = registry();
           for (ForkSafeMutex* m : reg.members) m->unlock();
-          reg.mutex.unlock();
+          reg.guard.unlock();
         });
     return created;
   }();
@@ -44,16 +69,23 @@ Registry& registry() {
 
 }  // namespace
 
+ForkSafeMutex::ForkSafeMutex(Unregistered) noexcept : rank_(LockRank::kHooks), unregistered_(true) {}
+
 ForkSafeMutex::ForkSafeMutex(LockRank rank) : rank_(rank) {
   Registry& reg = registry();
-  std::lock_guard guard(reg.mutex);
-  reg.members.push_back(this);
+  std::lock_guard guard(reg.guard);
+  // After the last one of a lower or equal rank: the order in which code nests these locks.
+  auto after = std::upper_bound(reg.members.begin(), reg.members.end(), rank,
+                                [](LockRank r, const ForkSafeMutex* m) { return r < m->rank(); });
+  reg.members.insert(after, this);
 }
 
 ForkSafeMutex::~ForkSafeMutex() {
-  Registry& reg = registry();
-  std::lock_guard guard(reg.mutex);
-  std::erase(reg.members, this);
+  if (registered()) {
+    Registry& reg = registry();
+    std::lock_guard guard(reg.guard);
+    std::erase(reg.members, this);
+  }
 }
 
 }  // namespace punch::runtime

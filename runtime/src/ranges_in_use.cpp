@@ -3,7 +3,9 @@
 // Out-of-line copies of the live protocol, removed hooks' trampolines and a
 // VM's replaced JIT code all end the same way: their entry jumps are gone and
 // synced, so only a thread already inside can still be there. One rendezvous
-// reads every thread's saved rip; a thread that cannot answer (all signals
+// reads every thread's saved rip; a thread asleep in a system call is not
+// signalled (that would make its poll or nanosleep fail with EINTR): where it
+// will resume is read instead. A thread that cannot answer (all signals
 // blocked) is cleared only if it is blocked in a system call outside the range.
 #include <punch/runtime/threads.hpp>
 
@@ -35,8 +37,11 @@ Result<std::vector<bool>> ranges_in_use(std::span<const CodeRange> ranges, std::
   for (std::size_t i = 0; i < ranges.size(); ++i) in_use[i].store(false, std::memory_order_relaxed);
   RipCheck check{ranges.data(), ranges.size(), in_use.get()};
 
-  auto rendezvous = visit_other_threads(mark_ranges_holding_rip, &check, timeout);
+  auto rendezvous = visit_other_threads(mark_ranges_holding_rip, &check, timeout, Sleepers::kLeaveAsleep);
   if (!rendezvous) return tl::unexpected(std::move(rendezvous).error());
+  for (const SleepingThread& s : rendezvous->sleeping)
+    for (std::size_t i = 0; i < ranges.size(); ++i)
+      if (ranges[i].contains(s.pc)) in_use[i].store(true, std::memory_order_relaxed);
   for (pid_t tid : rendezvous->unanswered) {
     auto blocked_at = blocked_syscall_address(tid);
     for (std::size_t i = 0; i < ranges.size(); ++i)

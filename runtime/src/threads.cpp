@@ -8,6 +8,15 @@
 // same compare-exchange, so a late signal (a thread that had it blocked)
 // finds nothing to claim and returns. A slot being visited is always waited
 // for, so the visitor's argument outlives every use of it.
+//
+// A hold (ThreadHold) is a rendezvous whose handler does not return: it
+// publishes its saved context, marks its slot held, and sleeps on a futex
+// until the coordinator releases every held thread at once.
+//
+// A thread asleep in a system call can be left asleep: /proc/self/task/<tid>/
+// syscall tells where it will resume without waking it, and a signal would
+// make its poll, epoll_wait, select or nanosleep fail with EINTR whatever
+// SA_RESTART says (the kernel restarts those only when no handler ran).
 #include <punch/runtime/threads.hpp>
 
 #include <dirent.h>
@@ -23,23 +32,29 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/raw_syscall.hpp>
+#include <punch/runtime/safe_read.hpp>
+#include <punch/runtime/sync.hpp>
 
 #include "proc_self_fd.hpp"
 
 namespace punch::runtime {
 namespace {
 
-enum SlotState : std::uint32_t { kPending = 1, kRunning = 2, kDone = 3, kAbandoned = 4 };
+enum SlotState : std::uint32_t { kPending = 1, kRunning = 2, kDone = 3, kAbandoned = 4, kHeld = 5 };
 
 constexpr std::size_t kMaxThreads = 8192;
 
 std::atomic<std::uint64_t> g_slots[kMaxThreads];
+std::atomic<ucontext_t*> g_held_contexts[kMaxThreads];  // A held thread's saved context, by slot.
 std::atomic<std::size_t> g_slot_count{0};
 std::atomic<ThreadVisitor> g_visit{nullptr};
 std::atomic<void*> g_arg{nullptr};
+std::atomic<bool> g_holding{false};       // This round holds threads instead of visiting them.
+std::atomic<std::uint32_t> g_released{0};  // Futex word of held threads: 1 once they may go on.
 std::atomic<std::uint32_t> g_answers{0};  // Futex word: bumped by every answer.
 std::atomic<bool> g_coordinator_sleeps{false};  // Answers wake the futex only then (a wake is a syscall).
 
@@ -49,6 +64,20 @@ constexpr std::uint64_t slot_word(pid_t tid, SlotState state) {
 constexpr SlotState slot_state(std::uint64_t word) { return static_cast<SlotState>(word & 0xffffffffu); }
 constexpr pid_t slot_tid(std::uint64_t word) { return static_cast<pid_t>(word >> 32); }
 
+void answer() noexcept {
+  g_answers.fetch_add(1, std::memory_order_seq_cst);
+  if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake_all(g_answers);
+}
+
+// Held in the handler: the slot says so, then sleep until released.
+void stay_held(std::size_t slot, pid_t me, ucontext_t* context) noexcept {
+  g_held_contexts[slot].store(context, std::memory_order_release);
+  g_slots[slot].store(slot_word(me, kHeld), std::memory_order_release);
+  answer();
+  while (g_released.load(std::memory_order_acquire) == 0) futex_wait(g_released, 0, 100'000'000);
+  serialize_this_thread();  // Code may have changed while we were held.
+}
+
 // Async-signal-safe: atomics and raw system calls only (see raw_syscall.hpp).
 void on_rendezvous_signal(int, siginfo_t*, void* context) {
   const int saved_errno = errno;  // A visitor may touch it.
@@ -57,11 +86,14 @@ void on_rendezvous_signal(int, siginfo_t*, void* context) {
   for (std::size_t i = 0; i < count; ++i) {
     std::uint64_t expected = slot_word(me, kPending);
     if (g_slots[i].compare_exchange_strong(expected, slot_word(me, kRunning), std::memory_order_acq_rel)) {
-      ThreadVisitor visit = g_visit.load(std::memory_order_acquire);
-      visit(static_cast<ucontext_t*>(context), g_arg.load(std::memory_order_acquire));
+      if (g_holding.load(std::memory_order_acquire)) {
+        stay_held(i, me, static_cast<ucontext_t*>(context));
+      } else {
+        ThreadVisitor visit = g_visit.load(std::memory_order_acquire);
+        visit(static_cast<ucontext_t*>(context), g_arg.load(std::memory_order_acquire));
+      }
       g_slots[i].store(slot_word(me, kDone), std::memory_order_release);
-      g_answers.fetch_add(1, std::memory_order_seq_cst);
-      if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake_all(g_answers);
+      answer();
       break;
     }
   }
@@ -143,51 +175,43 @@ Result<std::vector<pid_t>> other_threads() {
 
 bool thread_alive(pid_t tid) { return ::syscall(SYS_tgkill, detail::current_pid(), tid, 0) == 0 || errno != ESRCH; }
 
-}  // namespace
-
-Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chrono::milliseconds timeout) {
-  if (!visit) return fail(ErrorCode::kInvalidArgument, "visit_other_threads: null visitor");
-  auto sig = rendezvous_signal();
-  if (!sig) return tl::unexpected(sig.error());
-
-  std::lock_guard guard(rendezvous_mutex());
-  auto tids = other_threads();
-  if (!tids) return tl::unexpected(std::move(tids).error());
-  if (tids->size() > kMaxThreads)
-    return fail(ErrorCode::kUnsupported, "visit_other_threads: " + std::to_string(tids->size()) +
-                                             " threads, more than the " + std::to_string(kMaxThreads) + " supported");
-
-  // Publish the visitor before the slots: a handler that claims a slot sees it.
-  g_visit.store(visit, std::memory_order_release);
-  g_arg.store(arg, std::memory_order_release);
-  for (std::size_t i = 0; i < tids->size(); ++i) g_slots[i].store(slot_word((*tids)[i], kPending), std::memory_order_relaxed);
-  g_slot_count.store(tids->size(), std::memory_order_release);
-
-  Rendezvous result;
-  const pid_t pid = detail::current_pid();
-  for (std::size_t i = 0; i < tids->size(); ++i) {
-    if (::syscall(SYS_tgkill, pid, (*tids)[i], *sig) == 0) continue;
-    const int err = errno;
-    std::uint64_t expected = slot_word((*tids)[i], kPending);
-    if (g_slots[i].compare_exchange_strong(expected, slot_word((*tids)[i], kAbandoned)) && err != ESRCH)
-      result.unanswered.push_back((*tids)[i]);  // Alive but cannot be signalled (queue full).
+// Publishes slots [first, first+tids.size()) as pending and signals each
+// thread; a thread that cannot be signalled is abandoned at once (and listed
+// in `unanswered` unless it exited).
+void signal_threads(std::span<const pid_t> tids, std::size_t first, int sig, std::vector<pid_t>& unanswered) {
+  for (std::size_t i = 0; i < tids.size(); ++i) {
+    g_held_contexts[first + i].store(nullptr, std::memory_order_relaxed);
+    g_slots[first + i].store(slot_word(tids[i], kPending), std::memory_order_relaxed);
   }
+  g_slot_count.store(first + tids.size(), std::memory_order_release);
+  const pid_t pid = detail::current_pid();
+  for (std::size_t i = 0; i < tids.size(); ++i) {
+    if (::syscall(SYS_tgkill, pid, tids[i], sig) == 0) continue;
+    const int err = errno;
+    std::uint64_t expected = slot_word(tids[i], kPending);
+    if (g_slots[first + i].compare_exchange_strong(expected, slot_word(tids[i], kAbandoned)) && err != ESRCH)
+      unanswered.push_back(tids[i]);  // Alive but cannot be signalled (queue full).
+  }
+}
 
-  // When every thread visited can run on a CPU of its own beside this one,
-  // answers come within microseconds: spin for them first (sleeping would add
-  // a wake-up, an IPI in a VM, to every round). With more threads than CPUs
-  // the ones waiting for a CPU need this one: sleep at once (a spin, even a
-  // yielding one, cost the soak four fifths of its patch rate).
+// Waits until no slot in [first, end) is pending or being visited, or the
+// deadline passed. A slot whose thread exited meanwhile is abandoned.
+//
+// When every thread waited for can run on a CPU of its own beside this one,
+// answers come within microseconds: spin for them first (sleeping would add
+// a wake-up, an IPI in a VM, to every round). With more threads than CPUs
+// the ones waiting for a CPU need this one: sleep at once (a spin, even a
+// yielding one, cost the soak four fifths of its patch rate).
+void await_answers(std::size_t first, std::size_t end, std::chrono::steady_clock::time_point deadline) {
   const auto start = std::chrono::steady_clock::now();
-  const auto deadline = start + timeout;
-  const bool room_for_all = tids->size() + 1 <= g_online_cpus;
+  const bool room_for_all = end - first + 1 <= g_online_cpus;
   const auto spin_until = room_for_all ? start + std::chrono::microseconds(50) : start;
   for (;;) {
     const std::uint32_t seen = g_answers.load(std::memory_order_seq_cst);
     const auto now = std::chrono::steady_clock::now();
     const bool spinning = now < spin_until;
     bool waiting = false;
-    for (std::size_t i = 0; i < tids->size(); ++i) {
+    for (std::size_t i = first; i < end; ++i) {
       std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
       if (slot_state(word) == kRunning) waiting = true;
       if (slot_state(word) != kPending) continue;
@@ -197,7 +221,7 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chro
       }
       waiting = true;
     }
-    if (!waiting || now >= deadline) break;
+    if (!waiting || now >= deadline) return;
     if (spinning) {
       __builtin_ia32_pause();
       continue;
@@ -209,41 +233,324 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chro
       futex_wait(g_answers, seen, 1000000);  // 1 ms, then look for exited threads again.
     g_coordinator_sleeps.store(false, std::memory_order_seq_cst);
   }
+}
 
-  // Give up on the rest; wait for visits in progress (they are short and must finish).
-  for (std::size_t i = 0; i < tids->size(); ++i) {
+// Gives up on slots of [first, end) still pending (listing live ones in
+// `unanswered`) and waits out visits in progress; returns how many answered.
+std::size_t close_slots(std::size_t first, std::size_t end, std::vector<pid_t>& unanswered) {
+  std::size_t answered = 0;
+  for (std::size_t i = first; i < end; ++i) {
     std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
     while (slot_state(word) == kPending || slot_state(word) == kRunning) {
       if (slot_state(word) == kPending &&
           g_slots[i].compare_exchange_strong(word, slot_word(slot_tid(word), kAbandoned))) {
-        if (thread_alive(slot_tid(word))) result.unanswered.push_back(slot_tid(word));
+        if (thread_alive(slot_tid(word))) unanswered.push_back(slot_tid(word));
         break;
       }
       if (slot_state(word) == kRunning) ::sched_yield();
       word = g_slots[i].load(std::memory_order_acquire);
     }
-    if (slot_state(word) == kDone) ++result.visited;
+    if (slot_state(word) == kDone || slot_state(word) == kHeld) ++answered;
   }
+  return answered;
+}
+
+// Splits `tids` into threads asleep in a system call that `leave_asleep`
+// accepts (not to be signalled) and the rest. Sets `vfork_parent` to a
+// thread waiting for a vfork child.
+template <class LeaveAsleep>
+void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, std::vector<SleepingThread>& sleeping,
+                   LeaveAsleep leave_asleep, pid_t* vfork_parent = nullptr) {
+  for (pid_t tid : tids) {
+    auto call = blocked_syscall(tid);
+    if (call && vfork_parent && waits_for_vfork_child(*call)) *vfork_parent = tid;
+    if (call && leave_asleep(*call)) {
+      sleeping.push_back({tid, call->pc});
+    } else {
+      awake.push_back(tid);
+    }
+  }
+}
+
+// Whether our signal's handler (SA_RESTART) would make this system call fail
+// with EINTR: the calls signal(7) lists as never restarted after a handler,
+// and futex waits with a timeout (ERESTART_RESTARTBLOCK). A thread asleep in
+// any other call is held like a running one: the call resumes afterwards.
+bool fails_with_eintr_when_signalled(const BlockedSyscall& call) {
+  switch (call.number) {
+    case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6:
+    case SYS_epoll_wait: case SYS_epoll_pwait:
+    case SYS_nanosleep: case SYS_clock_nanosleep: case SYS_pause: case SYS_rt_sigsuspend: case SYS_rt_sigtimedwait:
+    case SYS_io_getevents: case SYS_io_pgetevents: case SYS_semop: case SYS_semtimedop:
+    case SYS_msgrcv: case SYS_msgsnd: case SYS_mq_timedreceive: case SYS_mq_timedsend: case SYS_io_uring_enter:
+#ifdef SYS_epoll_pwait2
+    case SYS_epoll_pwait2:
+#endif
+#ifdef SYS_futex_waitv
+    case SYS_futex_waitv:
+#endif
+      return true;
+    case SYS_futex: {
+      const long op = static_cast<long>(call.args[1]) & FUTEX_CMD_MASK;
+      const bool waits = op == FUTEX_WAIT || op == FUTEX_WAIT_BITSET || op == FUTEX_LOCK_PI ||
+                         op == FUTEX_WAIT_REQUEUE_PI || op == FUTEX_LOCK_PI2;
+      return waits && call.args[3] != 0;  // A timeout.
+    }
+    default:
+      return false;
+  }
+}
+
+// Whether `tid` has `sig` blocked, from /proc/self/task/<tid>/status; false when unknown.
+bool signal_blocked(pid_t tid, int sig) {
+  const int dir = g_task_dir.get();
+  const std::string name = std::to_string(tid) + "/status";
+  const int fd = dir >= 0 ? ::openat(dir, name.c_str(), O_RDONLY | O_CLOEXEC) : -1;
+  if (fd < 0) return false;
+  char text[4096];
+  ssize_t n;
+  do n = ::read(fd, text, sizeof text - 1);
+  while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return false;
+  text[n] = '\0';
+  const char* line = std::strstr(text, "\nSigBlk:");
+  if (!line) return false;
+  const std::uint64_t mask = std::strtoull(line + 8, nullptr, 16);
+  return (mask >> (sig - 1)) & 1;
+}
+
+}  // namespace
+
+Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chrono::milliseconds timeout,
+                                       Sleepers sleepers) {
+  if (!visit) return fail(ErrorCode::kInvalidArgument, "visit_other_threads: null visitor");
+  auto sig = rendezvous_signal();
+  if (!sig) return tl::unexpected(sig.error());
+
+  std::lock_guard guard(rendezvous_mutex());
+  auto tids = other_threads();
+  if (!tids) return tl::unexpected(std::move(tids).error());
+  if (tids->size() > kMaxThreads)
+    return fail(ErrorCode::kUnsupported, "visit_other_threads: " + std::to_string(tids->size()) +
+                                             " threads, more than the " + std::to_string(kMaxThreads) + " supported");
+  Rendezvous result;
+  std::vector<pid_t> awake;
+  if (sleepers == Sleepers::kLeaveAsleep) {
+    sort_sleepers(*tids, awake, result.sleeping, [](const BlockedSyscall&) { return true; });
+  } else {
+    awake = std::move(*tids);
+  }
+
+  // Publish the visitor before the slots: a handler that claims a slot sees it.
+  g_holding.store(false, std::memory_order_relaxed);
+  g_visit.store(visit, std::memory_order_release);
+  g_arg.store(arg, std::memory_order_release);
+  signal_threads(awake, 0, *sig, result.unanswered);
+  await_answers(0, awake.size(), std::chrono::steady_clock::now() + timeout);
+  // Give up on the rest; wait for visits in progress (they are short and must finish).
+  result.visited = close_slots(0, awake.size(), result.unanswered);
   g_slot_count.store(0, std::memory_order_release);
   return result;
 }
 
-Result<std::uintptr_t> blocked_syscall_address(pid_t tid) {
-  const std::string path = "/proc/self/task/" + std::to_string(tid) + "/syscall";
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (!f) return fail(ErrorCode::kUnprovable, path + ": " + std::strerror(errno));
+Result<BlockedSyscall> blocked_syscall(pid_t tid) {
+  const int dir = g_task_dir.get();
+  const std::string name = std::to_string(tid) + "/syscall";
+  const int fd = dir >= 0 ? ::openat(dir, name.c_str(), O_RDONLY | O_CLOEXEC) : -1;
+  if (fd < 0)
+    return fail(ErrorCode::kUnprovable, "/proc/self/task/" + name + ": " + std::strerror(dir < 0 ? -dir : errno));
   char line[512] = {};
-  bool got = std::fgets(line, sizeof line, f) != nullptr;
-  std::fclose(f);
-  if (!got) return fail(ErrorCode::kUnprovable, path + ": empty");
+  ssize_t n;
+  do n = ::read(fd, line, sizeof line - 1);
+  while (n < 0 && errno == EINTR);
+  ::close(fd);
+  if (n <= 0) return fail(ErrorCode::kUnprovable, "/proc/self/task/" + name + ": empty");
+  line[n] = '\0';
   // "running", "-1 <sp> <pc>" (blocked, not in a system call), or "<nr> <6 args> <sp> <pc>".
   if (std::strncmp(line, "running", 7) == 0)
     return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is running, not blocked in a system call");
-  long nr = std::strtol(line, nullptr, 10);
-  const char* last = std::strrchr(line, ' ');
-  if (nr < 0 || !last)
+  BlockedSyscall call;
+  char* p = line;
+  call.number = std::strtol(p, &p, 10);
+  if (call.number < 0)
     return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is not in a system call");
-  return static_cast<std::uintptr_t>(std::strtoull(last + 1, nullptr, 16));
+  std::uintptr_t fields[8] = {};
+  for (std::uintptr_t& f : fields) {
+    char* end = nullptr;
+    f = std::strtoull(p, &end, 16);
+    if (end == p) return fail(ErrorCode::kUnprovable, "/proc/self/task/" + name + ": cannot parse `" + line + "`");
+    p = end;
+  }
+  std::copy(fields, fields + 6, call.args);
+  call.sp = fields[6];
+  call.pc = fields[7];
+  return call;
+}
+
+Result<std::uintptr_t> blocked_syscall_address(pid_t tid) {
+  auto call = blocked_syscall(tid);
+  if (!call) return tl::unexpected(std::move(call).error());
+  return call->pc;
+}
+
+bool waits_for_vfork_child(const BlockedSyscall& call) {
+  switch (call.number) {
+    case SYS_vfork:
+      return true;
+    case SYS_clone:
+      return (call.args[0] & CLONE_VFORK) != 0;
+#ifdef SYS_clone3
+    case SYS_clone3: {
+      std::uint64_t flags = 0;  // struct clone_args starts with its flags.
+      auto read = safe_read(call.args[0], std::span(reinterpret_cast<std::uint8_t*>(&flags), sizeof flags));
+      return !read || *read != sizeof flags || (flags & CLONE_VFORK) != 0;  // Unreadable: assume the worst.
+    }
+#endif
+    default:
+      return false;
+  }
+}
+
+// --- ThreadHold ---
+
+ThreadHold::ThreadHold(ThreadHold&& other) noexcept
+    : held_(std::move(other.held_)), sleeping_(std::move(other.sleeping_)), holding_(other.holding_) {
+  other.holding_ = false;
+}
+
+ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
+  if (this != &other) {
+    release();
+    held_ = std::move(other.held_);
+    sleeping_ = std::move(other.sleeping_);
+    holding_ = other.holding_;
+    other.holding_ = false;
+  }
+  return *this;
+}
+
+// One attempt: signal every thread not left asleep, and wait `grace` for all
+// of them to be held. A thread that is asleep with our signal blocked (a
+// worker waiting for work, its signals blocked for life) cannot answer but
+// cannot run either: it is left asleep. Fails naming a straggler; the caller
+// releases what was held and tries again, so no thread stays paused for
+// longer than one grace period behind a thread that cannot answer.
+Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace) {
+  auto tids = other_threads();
+  if (!tids) return tl::unexpected(std::move(tids).error());
+  if (tids->size() > kMaxThreads)
+    return fail(ErrorCode::kUnsupported, "holding threads: " + std::to_string(tids->size()) +
+                                             " threads, more than the " + std::to_string(kMaxThreads) + " supported");
+  // A vfork child (posix_spawn) runs in this memory with default signal
+  // handlers until it execs or exits; no signal can hold it.
+  std::vector<pid_t> awake;
+  pid_t vfork_parent = 0;
+  sort_sleepers(*tids, awake, sleeping_, fails_with_eintr_when_signalled, &vfork_parent);
+  if (vfork_parent != 0)
+    return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
+                                         " waits for a vfork child (posix_spawn?) that runs in this process's memory "
+                                         "with default signal handlers and has not exec'd or exited yet");
+  std::vector<pid_t> unanswered;
+  signal_threads(awake, 0, sig, unanswered);
+  await_answers(0, awake.size(), std::chrono::steady_clock::now() + grace);
+  close_slots(0, awake.size(), unanswered);
+  for (std::size_t i = 0; i < awake.size(); ++i) {
+    const std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
+    if (slot_state(word) == kHeld) held_.push_back({slot_tid(word), g_held_contexts[i].load(std::memory_order_acquire)});
+  }
+  for (pid_t tid : unanswered) {
+    auto call = blocked_syscall(tid);
+    if (call && !waits_for_vfork_child(*call) && signal_blocked(tid, sig)) {
+      sleeping_.push_back({tid, call->pc});
+      continue;
+    }
+    return fail(ErrorCode::kTimeout, "thread " + std::to_string(tid) +
+                                         (call ? " is blocked in system call " + std::to_string(call->number)
+                                               : std::string(" is running")) +
+                                         " and did not answer the hold signal (its signals blocked?)");
+  }
+  return {};
+}
+
+Result<ThreadHold> ThreadHold::hold_other_threads(std::chrono::milliseconds timeout) {
+  auto sig = rendezvous_signal();
+  if (!sig) return tl::unexpected(sig.error());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  auto grace = std::chrono::microseconds(1000);
+  auto pause = std::chrono::microseconds(50);
+  for (;;) {
+    ThreadHold hold;
+    rendezvous_mutex().lock();
+    hold.holding_ = true;  // From here release() unlocks, whatever happens.
+    g_released.store(0, std::memory_order_relaxed);
+    g_holding.store(true, std::memory_order_release);
+    g_slot_count.store(0, std::memory_order_release);
+    Status held = hold.try_hold(*sig, grace);
+    if (held) return hold;
+    hold.release();
+    const auto now = std::chrono::steady_clock::now();
+    if (held.error().code != ErrorCode::kTimeout || now >= deadline)
+      return fail(held.error().code, held.error().message + " (tried for " + std::to_string(timeout.count()) + " ms)");
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(pause, deadline - now));
+    pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    grace = std::min(grace * 2, std::chrono::microseconds(50000));
+  }
+}
+
+Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
+  if (!holding_) return fail(ErrorCode::kInvalidArgument, "ThreadHold::recheck_sleepers: nothing is held");
+  auto sig = rendezvous_signal();
+  if (!sig) return tl::unexpected(sig.error());
+  std::vector<pid_t> woke;
+  std::vector<SleepingThread> still;
+  for (const SleepingThread& s : sleeping_) {
+    auto call = blocked_syscall(s.tid);
+    if (call && !waits_for_vfork_child(*call)) {
+      still.push_back({s.tid, call->pc});
+    } else if (thread_alive(s.tid)) {
+      woke.push_back(s.tid);
+    }
+  }
+  sleeping_ = std::move(still);
+  if (woke.empty()) return {};
+  const std::size_t first = g_slot_count.load(std::memory_order_acquire);
+  if (first + woke.size() > kMaxThreads)
+    return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
+  std::vector<pid_t> unanswered;
+  signal_threads(woke, first, *sig, unanswered);
+  await_answers(first, first + woke.size(), std::chrono::steady_clock::now() + timeout);
+  close_slots(first, first + woke.size(), unanswered);
+  for (std::size_t i = first; i < first + woke.size(); ++i) {
+    const std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
+    if (slot_state(word) == kHeld) held_.push_back({slot_tid(word), g_held_contexts[i].load(std::memory_order_acquire)});
+  }
+  for (pid_t tid : unanswered) {
+    auto call = blocked_syscall(tid);
+    if (!call || waits_for_vfork_child(*call))
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(tid) + " woke during the change and did not answer "
+                                           "within " + std::to_string(timeout.count()) + " ms (its signals blocked?)");
+    sleeping_.push_back({tid, call->pc});
+  }
+  return {};
+}
+
+void ThreadHold::release() noexcept {
+  if (!holding_) return;
+  holding_ = false;
+  g_released.store(1, std::memory_order_release);
+  futex_wake_all(g_released);
+  // Wait until every held thread has left its slot: the next round reuses them.
+  const std::size_t count = g_slot_count.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < count; ++i)
+    while (slot_state(g_slots[i].load(std::memory_order_acquire)) == kHeld ||
+           slot_state(g_slots[i].load(std::memory_order_acquire)) == kRunning)
+      ::sched_yield();
+  g_slot_count.store(0, std::memory_order_release);
+  g_holding.store(false, std::memory_order_release);
+  held_.clear();
+  sleeping_.clear();
+  rendezvous_mutex().unlock();
 }
 
 }  // namespace punch::runtime

@@ -5,9 +5,13 @@
 // registered; a pthread_atfork handler locks them all before fork (outermost
 // rank first, so it follows the order code nests them) and unlocks them in
 // both parent and child afterwards, so the child's copies are free and the
-// state they protect is consistent.
+// state they protect is consistent. The lock is a futex word taken with raw
+// system calls: the fork handlers call nothing a user may have hooked, and
+// allocate nothing.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <mutex>
 
 namespace punch::runtime {
@@ -33,14 +37,21 @@ class ForkSafeMutex {
   ForkSafeMutex(const ForkSafeMutex&) = delete;
   ForkSafeMutex& operator=(const ForkSafeMutex&) = delete;
 
-  void lock() { mutex_.lock(); }
-  void unlock() { mutex_.unlock(); }
-  bool try_lock() { return mutex_.try_lock(); }
+  void lock() noexcept;
+  void unlock() noexcept;
+  bool try_lock() noexcept;
   LockRank rank() const noexcept { return rank_; }
 
+  //! The registry's own lock, which is not registered.
+  enum Unregistered { kUnregistered };
+  explicit ForkSafeMutex(Unregistered) noexcept;
+
  private:
-  std::mutex mutex_;
+  bool registered() const noexcept { return !unregistered_; }
+
+  std::atomic<std::uint32_t> word_{0};  // 0 free, 1 taken, 2 taken and someone sleeps.
   LockRank rank_;
+  bool unregistered_ = false;
 };
 
 }  // namespace punch::runtime

@@ -21,10 +21,28 @@ namespace punch::runtime {
 //! Runs inside a signal handler on the visited thread: must be async-signal-safe.
 using ThreadVisitor = void (*)(ucontext_t* context, void* arg);
 
+//! A thread asleep in a system call, as /proc/self/task/<tid>/syscall shows
+//! it without waking it: where it will resume in user space.
+struct SleepingThread {
+  pid_t tid = 0;
+  std::uintptr_t pc = 0;  //!< The user-space address after its `syscall` instruction.
+};
+
 //! The outcome of a rendezvous.
 struct Rendezvous {
   std::size_t visited = 0;             //!< Threads whose handler ran the visitor.
   std::vector<pid_t> unanswered;       //!< Threads still alive that did not answer in time (e.g. all signals blocked).
+  std::vector<SleepingThread> sleeping;  //!< Threads left asleep (only with Sleepers::kLeaveAsleep).
+};
+
+//! What a rendezvous does with a thread that is asleep in a system call.
+enum class Sleepers {
+  //! Signal it like every other thread. Its call may then fail with EINTR
+  //! (poll, epoll_wait, select, nanosleep return EINTR whenever a handler ran).
+  kSignal,
+  //! Do not signal it: report it in Rendezvous::sleeping with the address it
+  //! will resume at. For visitors that only need to know where a thread is.
+  kLeaveAsleep,
 };
 
 //! Signals every thread of the process except the caller (listed from
@@ -34,11 +52,83 @@ struct Rendezvous {
 //! signal (SIGRTMIN+5 unless PUNCH_SIGNAL names another number); its handler
 //! is installed once and preserves errno.
 Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg,
-                                       std::chrono::milliseconds timeout);
+                                       std::chrono::milliseconds timeout,
+                                       Sleepers sleepers = Sleepers::kSignal);
 
-//! The user-space address a thread is blocked at in a system call, from
-//! /proc/self/task/<tid>/syscall; kUnprovable when it is running or unknown.
+//! A system call a thread is blocked in, from /proc/self/task/<tid>/syscall.
+struct BlockedSyscall {
+  long number = -1;
+  std::uintptr_t args[6] = {};
+  std::uintptr_t sp = 0;
+  std::uintptr_t pc = 0;  //!< Where the thread resumes in user space.
+};
+
+//! The system call `tid` is blocked in; kUnprovable when it is running, not
+//! in a system call, or unknown. Does not wake or disturb the thread.
+Result<BlockedSyscall> blocked_syscall(pid_t tid);
+
+//! blocked_syscall(tid)->pc.
 Result<std::uintptr_t> blocked_syscall_address(pid_t tid);
+
+//! Whether a thread blocked in `call` is the parent of a vfork child
+//! (vfork, or clone/clone3 with CLONE_VFORK, as posix_spawn uses): the child
+//! runs in this process's memory, is not one of its threads, and runs with
+//! default signal handlers, so a trap byte it met would kill it.
+bool waits_for_vfork_child(const BlockedSyscall& call);
+
+//! Every other thread of the process, held still for a change to code any of
+//! them may run: each thread is paused inside its rendezvous signal handler
+//! (every signal blocked there) until release(), a thread asleep in a system
+//! call included (the call resumes afterwards, as SA_RESTART makes it), but
+//! for two kinds of sleepers, which are left asleep and listed with the
+//! address they will resume at: one in a call that any handler would make
+//! fail with EINTR (poll, epoll_wait, select, nanosleep, sigtimedwait, futex
+//! waits with a timeout, ...), and one that has the signal blocked.
+//!
+//! While held, no thread can run user code, change its signal mask or start
+//! a vfork child; only such a sleeper, woken by the kernel (a timeout, I/O,
+//! a signal sent to it), can. A held thread serializes its core when released.
+class ThreadHold {
+ public:
+  //! A thread paused in its handler: its saved context may be read and changed until release().
+  struct Held {
+    pid_t tid = 0;
+    ucontext_t* context = nullptr;
+  };
+
+  //! Holds every other thread. Fails with kTimeout, holding none, when within
+  //! `timeout` there was no moment at which every running thread answered
+  //! (one with its signals blocked is named) and no vfork child shared this
+  //! memory. Between tries nothing is held: no thread waits longer than one
+  //! try (1 ms at first) behind one that cannot answer. Holds the rendezvous
+  //! lock until release().
+  static Result<ThreadHold> hold_other_threads(std::chrono::milliseconds timeout);
+
+  ThreadHold() noexcept = default;
+  ThreadHold(ThreadHold&& other) noexcept;
+  ThreadHold& operator=(ThreadHold&& other) noexcept;
+  ThreadHold(const ThreadHold&) = delete;
+  ThreadHold& operator=(const ThreadHold&) = delete;
+  ~ThreadHold() { release(); }
+
+  std::span<const Held> held() const noexcept { return held_; }
+  std::span<const SleepingThread> sleeping() const noexcept { return sleeping_; }
+
+  //! Looks again at every sleeper: one that woke since is held now (signalled
+  //! and paused), one still asleep gets its current resume address. Call it
+  //! after writing trap bytes: a thread that woke before them may be anywhere.
+  Status recheck_sleepers(std::chrono::milliseconds timeout);
+
+  //! Lets every held thread go on (each serializes first). Idempotent.
+  void release() noexcept;
+
+ private:
+  Status try_hold(int sig, std::chrono::microseconds grace);
+
+  std::vector<Held> held_;
+  std::vector<SleepingThread> sleeping_;
+  bool holding_ = false;
+};
 
 //! An address range [begin, end).
 struct CodeRange {

@@ -1,0 +1,440 @@
+// Live changes among threads that behave like real programs' threads: they
+// block every signal (xz's workers, glibc's exiting threads, code around
+// fork), share memory with a vfork child (posix_spawn), or sleep in poll and
+// nanosleep. Each test failed before threads were held still for a change:
+// a thread that met a trap byte with SIGTRAP blocked was killed by the
+// kernel, and the fix-up signal made sleeping calls fail with EINTR.
+//
+// Each runs in a child process: a death there is a test failure, not a crash
+// of the test binary, and libc hooks stay inside it.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/select.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include <punch/patcher/hook.hpp>
+#include <punch/patcher/transaction.hpp>
+
+#include "child_process.hpp"
+#include "live_test_support.hpp"
+
+extern char** environ;
+
+namespace punch::test {
+namespace {
+
+using patcher::Hook;
+using patcher::HookOptions;
+
+// Options for a change among threads that may not answer: a refusal comes
+// within 5 ms instead of the default second.
+HookOptions quick_hook_options() {
+  HookOptions options;
+  options.transaction.thread_timeout = std::chrono::milliseconds(5);
+  return options;
+}
+
+void block_every_signal() {
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, nullptr);
+}
+
+// Installs and removes `hook` of `target` `cycles` times while `keep_going`
+// holds. Counts the installs that succeeded; a refusal must be a timeout
+// (a thread that could not be held still) and must leave the bytes as they
+// were. Returns false (after printing why) on anything else.
+bool cycle_hook(void* target, void* detour, void** original, int cycles, int& installed,
+                const std::function<bool()>& keep_going = [] { return true; }) {
+  const auto before = bytes_at(reinterpret_cast<std::uintptr_t>(target), 16);
+  for (int i = 0; i < cycles && keep_going(); ++i) {
+    HookOptions options = quick_hook_options();
+    options.enabled = false;
+    auto hook = Hook::install(target, detour, options);
+    if (!hook) {
+      std::printf("install %d: %s\n", i, hook.error().describe().c_str());
+      return false;
+    }
+    __atomic_store_n(original, hook->trampoline(), __ATOMIC_RELEASE);
+    if (auto enabled = hook->enable(); enabled) {
+      ++installed;
+    } else if (enabled.error().code != ErrorCode::kTimeout) {
+      std::printf("enable %d: %s\n", i, enabled.error().describe().c_str());
+      return false;
+    }
+    for (;;) {  // Removing is retried: a refusal leaves the hook in place.
+      auto removed = hook->remove();
+      if (removed) break;
+      if (removed.error().code != ErrorCode::kTimeout) {
+        std::printf("remove %d: %s\n", i, removed.error().describe().c_str());
+        return false;
+      }
+    }
+    if (bytes_at(reinterpret_cast<std::uintptr_t>(target), 16) != before) {
+      std::printf("cycle %d: the target's bytes differ after remove\n", i);
+      return false;
+    }
+  }
+  return true;
+}
+
+// --- A worker with every signal blocked calls the function being hooked ---
+
+extern "C" __attribute__((noinline)) int real_threads_triple(int x) {
+  asm volatile("" ::: "memory");
+  return x * 3 + (x > 1000000 ? 1 : 0);
+}
+void* g_triple_original = nullptr;
+int triple_detour(int x) {
+  auto* original = reinterpret_cast<int (*)(int)>(__atomic_load_n(&g_triple_original, __ATOMIC_ACQUIRE));
+  return original(x);
+}
+
+TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
+  auto outcome = run_in_child([]() -> int {
+    std::mutex m;
+    std::condition_variable cv;
+    std::uint64_t go = 0;
+    bool stop = false;
+    std::atomic<std::uint64_t> calls{0}, wrong{0};
+    // Like xz's workers: every signal blocked for life; it computes a batch,
+    // then waits for the next one from the main thread.
+    std::thread worker([&] {
+      block_every_signal();
+      std::uint64_t seen = 0;
+      for (;;) {
+        for (int k = 0; k < 2000; ++k) {
+          if (real_threads_triple(k) != k * 3) wrong.fetch_add(1);
+          calls.fetch_add(1, std::memory_order_relaxed);
+        }
+        std::unique_lock lock(m);
+        cv.wait(lock, [&] { return go != seen || stop; });
+        if (stop) return;
+        seen = go;
+      }
+    });
+    int installed = 0;
+    bool ok = true;
+    for (int i = 0; i < 2000 && ok; ++i) {
+      ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
+                      &g_triple_original, 1, installed);
+      {
+        std::lock_guard lock(m);
+        ++go;
+      }
+      cv.notify_one();
+    }
+    {
+      std::lock_guard lock(m);
+      stop = true;
+    }
+    cv.notify_one();
+    worker.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(wrong.load() == 0, "%llu wrong results", static_cast<unsigned long long>(wrong.load()));
+    CHILD_CHECK(installed > 0, "no cycle could hold the worker still");
+    std::printf("calls=%llu installed=%d of 2000\n", static_cast<unsigned long long>(calls.load()), installed);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// --- Detached threads exit (glibc frees their resources with every signal blocked) while free is hooked ---
+
+void* g_free_original = nullptr;
+std::atomic<std::uint64_t> g_frees{0};
+void free_detour(void* p) {
+  g_frees.fetch_add(1, std::memory_order_relaxed);
+  reinterpret_cast<void (*)(void*)>(__atomic_load_n(&g_free_original, __ATOMIC_ACQUIRE))(p);
+}
+
+TEST(BlockedSignals, DetachedThreadsExitingWhileFreeIsHookedAndUnhooked) {
+  auto outcome = run_in_child([]() -> int {
+    auto free_address = patcher::resolve_symbol({"free", "", "libc.so.6"});
+    CHILD_OK(free_address);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> exited{0};
+    std::thread spawner([&] {
+      while (!stop.load()) {
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        pthread_t t;
+        auto body = [](void* arg) -> void* {
+          void* p = std::malloc(64 + (reinterpret_cast<std::uintptr_t>(arg) & 255));
+          std::free(p);
+          static_cast<std::atomic<std::uint64_t>*>(arg)->fetch_add(1);
+          return nullptr;
+        };
+        if (pthread_create(&t, &attr, body, &exited) != 0) std::this_thread::yield();
+        pthread_attr_destroy(&attr);
+      }
+    });
+    int installed = 0;
+    const bool ok = cycle_hook(*free_address, reinterpret_cast<void*>(&free_detour), &g_free_original, 300, installed);
+    stop = true;
+    spawner.join();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // Let the last detached threads exit.
+    CHILD_CHECK(ok);
+    CHILD_CHECK(installed > 0, "free was never hooked");
+    CHILD_CHECK(exited.load() > 100, "only %llu threads ran", static_cast<unsigned long long>(exited.load()));
+    std::printf("threads=%llu installed=%d of 300 frees seen by the detour=%llu\n",
+                static_cast<unsigned long long>(exited.load()), installed,
+                static_cast<unsigned long long>(g_frees.load()));
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// --- posix_spawn: the vfork child runs in this memory with default handlers and calls execve ---
+
+void* g_execve_original = nullptr;
+int execve_detour(const char* path, char* const argv[], char* const envp[]) {
+  return reinterpret_cast<int (*)(const char*, char* const[], char* const[])>(
+      __atomic_load_n(&g_execve_original, __ATOMIC_ACQUIRE))(path, argv, envp);
+}
+
+TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
+  auto outcome = run_in_child([]() -> int {
+    auto execve_address = patcher::resolve_symbol({"execve", "", "libc.so.6"});
+    CHILD_OK(execve_address);
+    std::atomic<bool> done{false};
+    std::atomic<int> spawned{0}, killed{0}, failed{0};
+    std::thread spawner([&] {
+      char arg0[] = "true";
+      char* argv[] = {arg0, nullptr};
+      for (int i = 0; i < 3000; ++i) {
+        pid_t pid = 0;
+        if (posix_spawn(&pid, "/bin/true", nullptr, nullptr, argv, environ) != 0) {
+          failed.fetch_add(1);
+          continue;
+        }
+        int status = 0;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (WIFSIGNALED(status)) killed.fetch_add(1);
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed.fetch_add(1);
+        spawned.fetch_add(1);
+      }
+      done = true;
+    });
+    int installed = 0;
+    const bool ok = cycle_hook(*execve_address, reinterpret_cast<void*>(&execve_detour), &g_execve_original, 100000,
+                               installed, [&] { return !done.load(); });
+    spawner.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(killed.load() == 0, "%d of %d children killed by a signal", killed.load(), spawned.load());
+    CHILD_CHECK(failed.load() == 0, "%d spawns failed", failed.load());
+    CHILD_CHECK(installed > 0, "execve was never hooked");
+    std::printf("spawned=%d installed=%d\n", spawned.load(), installed);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// --- fork with every signal blocked (the atfork handlers run then) while malloc is hooked ---
+
+void* g_malloc_original = nullptr;
+void* malloc_detour(std::size_t n) {
+  return reinterpret_cast<void* (*)(std::size_t)>(__atomic_load_n(&g_malloc_original, __ATOMIC_ACQUIRE))(n);
+}
+
+TEST(BlockedSignals, ForkWithEverySignalBlockedWhileMallocIsHookedAndUnhooked) {
+  auto outcome = run_in_child([]() -> int {
+    auto malloc_address = patcher::resolve_symbol({"malloc", "", "libc.so.6"});
+    CHILD_OK(malloc_address);
+    std::atomic<bool> done{false};
+    std::atomic<int> forks{0}, bad{0};
+    std::thread forker([&] {
+      for (int i = 0; i < 500; ++i) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        const pid_t pid = fork();
+        if (pid == 0) _exit(std::malloc(16) ? 0 : 3);
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        int status = 0;
+        while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
+        if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) bad.fetch_add(1);
+        forks.fetch_add(1);
+      }
+      done = true;
+    });
+    int installed = 0;
+    const bool ok = cycle_hook(*malloc_address, reinterpret_cast<void*>(&malloc_detour), &g_malloc_original, 100000,
+                               installed, [&] { return !done.load(); });
+    forker.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(bad.load() == 0, "%d of %d forks went wrong", bad.load(), forks.load());
+    CHILD_CHECK(installed > 0, "malloc was never hooked");
+    std::printf("forks=%d installed=%d\n", forks.load(), installed);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// --- Threads asleep in poll, nanosleep, select and epoll-like waits see no EINTR ---
+
+TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
+  auto outcome = run_in_child([]() -> int {
+    int pipe_fds[2];
+    CHILD_CHECK(::pipe(pipe_fds) == 0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> eintr{0}, woke{0};
+    std::vector<std::thread> sleepers;
+    sleepers.emplace_back([&] {  // poll on a pipe nobody writes until the end.
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      while (!stop.load()) {
+        if (::poll(&p, 1, 10000) < 0 && errno == EINTR) eintr.fetch_add(1);
+        woke.fetch_add(1);
+      }
+    });
+    sleepers.emplace_back([&] {  // nanosleep, half a second at a time.
+      while (!stop.load()) {
+        timespec ts{0, 500'000'000};
+        if (::nanosleep(&ts, nullptr) < 0 && errno == EINTR) eintr.fetch_add(1);
+      }
+    });
+    sleepers.emplace_back([&] {  // select on the same pipe.
+      while (!stop.load()) {
+        fd_set set;
+        FD_ZERO(&set);
+        FD_SET(pipe_fds[0], &set);
+        timeval tv{10, 0};
+        if (::select(pipe_fds[0] + 1, &set, nullptr, nullptr, &tv) < 0 && errno == EINTR) eintr.fetch_add(1);
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // All three asleep.
+
+    // A stolen-bytes hook (its install needs the fix-up round) and the
+    // release of its trampolines (a rendezvous of its own), 20 times.
+    int installed = 0;
+    bool ok = true;
+    for (int i = 0; i < 20 && ok; ++i) {
+      ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
+                      &g_triple_original, 1, installed);
+      if (auto released = patcher::release_retired_hook_code(); !released) {
+        std::printf("release: %s\n", released.error().describe().c_str());
+        ok = false;
+      }
+      if (auto reclaimed = patcher::reclaim_retired_copies(); !reclaimed) {
+        std::printf("reclaim: %s\n", reclaimed.error().describe().c_str());
+        ok = false;
+      }
+    }
+    const patcher::LiveStats stats = patcher::live_stats();
+    stop = true;
+    CHILD_CHECK(::write(pipe_fds[1], "x", 1) == 1);  // Wake poll and select.
+    for (auto& t : sleepers) t.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(installed == 20, "%d of 20 installs", installed);
+    CHILD_CHECK(eintr.load() == 0, "%d sleeping calls failed with EINTR", eintr.load());
+    CHILD_CHECK(stats.fixup_rounds > 0, "no fix-up round ran: the test did not test it");
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+}
+
+// --- The hold itself ---
+
+TEST(ThreadHold, HeldThreadsRunNothingUntilReleasedAndSleepersAreNotSignalled) {
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> spins{0};
+  std::thread runner([&] {
+    while (!stop.load(std::memory_order_relaxed)) spins.fetch_add(1, std::memory_order_relaxed);
+  });
+  std::atomic<int> eintr{0};
+  std::thread sleeper([&] {
+    timespec ts{0, 300'000'000};
+    if (::nanosleep(&ts, nullptr) < 0 && errno == EINTR) eintr.fetch_add(1);
+  });
+  while (spins.load() == 0) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+
+  auto hold = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(hold) << hold.error().describe();
+  ASSERT_EQ(hold->held().size(), 1u);  // The runner.
+  EXPECT_NE(hold->held()[0].context, nullptr);
+  EXPECT_EQ(hold->sleeping().size(), 1u);  // The sleeper, not signalled.
+  const std::uint64_t at_hold = spins.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(spins.load(), at_hold) << "a held thread ran";
+  hold->release();
+  while (spins.load() == at_hold) std::this_thread::yield();  // Released: it runs again.
+  stop = true;
+  runner.join();
+  sleeper.join();
+  EXPECT_EQ(eintr.load(), 0);
+}
+
+TEST(ThreadHold, ARunningThreadWithSignalsBlockedIsNamedAndNothingIsHeld) {
+  std::atomic<bool> stop{false}, blocked{false};
+  std::atomic<pid_t> tid{0};
+  std::thread runner([&] {
+    block_every_signal();
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    blocked = true;
+    while (!stop.load(std::memory_order_relaxed)) {
+    }
+  });
+  while (!blocked.load()) std::this_thread::yield();
+  auto hold = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(20));
+  stop = true;
+  runner.join();
+  ASSERT_FALSE(hold);
+  EXPECT_EQ(hold.error().code, ErrorCode::kTimeout);
+  EXPECT_NE(hold.error().message.find(std::to_string(tid.load())), std::string::npos) << hold.error().message;
+  // Nothing stays held: the next hold (no other thread now) works at once.
+  auto again = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(20));
+  EXPECT_TRUE(again) << again.error().describe();
+}
+
+TEST(ThreadHold, ACommitAmongBlockedRunningThreadsIsRefusedWithMemoryUnchanged) {
+  const std::uintptr_t f = emit_return(1);
+  std::atomic<bool> stop{false}, blocked{false};
+  std::atomic<std::uint64_t> wrong{0};
+  std::thread runner([&] {
+    block_every_signal();
+    blocked = true;
+    while (!stop.load(std::memory_order_relaxed))
+      if (int v = as<int (*)()>(f)(); v != 1 && v != 2) wrong.fetch_add(1);
+  });
+  while (!blocked.load()) std::this_thread::yield();
+  const auto before = bytes_at(f, 16);
+  patcher::TransactionOptions options;
+  options.thread_timeout = std::chrono::milliseconds(20);
+  patcher::Transaction tx(options);
+  ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
+  auto committed = tx.commit();
+  const auto after = bytes_at(f, 16);
+  stop = true;
+  runner.join();
+  ASSERT_FALSE(committed);
+  EXPECT_EQ(committed.error().code, ErrorCode::kTimeout) << committed.error().describe();
+  EXPECT_EQ(after, before);
+  EXPECT_EQ(wrong.load(), 0u);
+}
+
+}  // namespace
+}  // namespace punch::test
