@@ -89,6 +89,10 @@ Status sync_all_threads(std::chrono::milliseconds timeout) {
     }
     g_method.store(kUseSignals, std::memory_order_release);
   }
+  // Every other thread is held (it serializes when released) or asleep in a
+  // system call (it has run nothing since the hold began): this thread has
+  // serialized itself, and a rendezvous could not be answered anyway.
+  if (ThreadHold::held_by_this_thread()) return {};
 
   auto rendezvous = visit_other_threads(serialize_visitor, nullptr, timeout);
   if (!rendezvous) return tl::unexpected(std::move(rendezvous).error());

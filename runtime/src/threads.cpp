@@ -54,6 +54,7 @@ std::atomic<std::size_t> g_slot_count{0};
 std::atomic<ThreadVisitor> g_visit{nullptr};
 std::atomic<void*> g_arg{nullptr};
 std::atomic<bool> g_holding{false};       // This round holds threads instead of visiting them.
+std::atomic<pid_t> g_hold_owner{0};       // The thread that holds the others, while it does.
 std::atomic<std::uint32_t> g_released{0};  // Futex word of held threads: 1 once they may go on.
 std::atomic<std::uint32_t> g_answers{0};  // Futex word: bumped by every answer.
 std::atomic<bool> g_coordinator_sleeps{false};  // Answers wake the futex only then (a wake is a syscall).
@@ -272,11 +273,16 @@ void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, st
   }
 }
 
-// Whether our signal's handler (SA_RESTART) would make this system call fail
-// with EINTR: the calls signal(7) lists as never restarted after a handler,
-// and futex waits with a timeout (ERESTART_RESTARTBLOCK). A thread asleep in
-// any other call is held like a running one: the call resumes afterwards.
-bool fails_with_eintr_when_signalled(const BlockedSyscall& call) {
+// Whether a thread asleep in `call` may be left asleep during a hold:
+//  - a call that our handler (SA_RESTART) would make fail with EINTR: those
+//    signal(7) lists as never restarted after a handler, and futex waits with
+//    a timeout (ERESTART_RESTARTBLOCK) — a signal would disturb the program;
+//  - a wait on a private futex without a timeout (a condition variable, a
+//    mutex, a join): only a thread of this process can wake it, and each one
+//    is held or is such a sleeper itself — a signal would only cost time.
+// A thread asleep in any other call (wait4, read, accept, ...) may be woken
+// by the world outside: it is held like a running one, and its call resumes.
+bool may_stay_asleep(const BlockedSyscall& call) {
   switch (call.number) {
     case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6:
     case SYS_epoll_wait: case SYS_epoll_pwait:
@@ -291,10 +297,11 @@ bool fails_with_eintr_when_signalled(const BlockedSyscall& call) {
 #endif
       return true;
     case SYS_futex: {
-      const long op = static_cast<long>(call.args[1]) & FUTEX_CMD_MASK;
-      const bool waits = op == FUTEX_WAIT || op == FUTEX_WAIT_BITSET || op == FUTEX_LOCK_PI ||
-                         op == FUTEX_WAIT_REQUEUE_PI || op == FUTEX_LOCK_PI2;
-      return waits && call.args[3] != 0;  // A timeout.
+      const long op = static_cast<long>(call.args[1]);
+      const long cmd = op & FUTEX_CMD_MASK;
+      const bool waits = cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET || cmd == FUTEX_LOCK_PI ||
+                         cmd == FUTEX_WAIT_REQUEUE_PI || cmd == FUTEX_LOCK_PI2;
+      return waits && (call.args[3] != 0 || (op & FUTEX_PRIVATE_FLAG) != 0);
     }
     default:
       return false;
@@ -325,6 +332,8 @@ bool signal_blocked(pid_t tid, int sig) {
 Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chrono::milliseconds timeout,
                                        Sleepers sleepers) {
   if (!visit) return fail(ErrorCode::kInvalidArgument, "visit_other_threads: null visitor");
+  if (ThreadHold::held_by_this_thread())
+    return fail(ErrorCode::kConflict, "visit_other_threads: this thread holds every other thread still; release first");
   auto sig = rendezvous_signal();
   if (!sig) return tl::unexpected(sig.error());
 
@@ -446,7 +455,7 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace) {
   // handlers until it execs or exits; no signal can hold it.
   std::vector<pid_t> awake;
   pid_t vfork_parent = 0;
-  sort_sleepers(*tids, awake, sleeping_, fails_with_eintr_when_signalled, &vfork_parent);
+  sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent);
   if (vfork_parent != 0)
     return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
                                          " waits for a vfork child (posix_spawn?) that runs in this process's memory "
@@ -487,7 +496,10 @@ Result<ThreadHold> ThreadHold::hold_other_threads(std::chrono::milliseconds time
     g_holding.store(true, std::memory_order_release);
     g_slot_count.store(0, std::memory_order_release);
     Status held = hold.try_hold(*sig, grace);
-    if (held) return hold;
+    if (held) {
+      g_hold_owner.store(raw_gettid(), std::memory_order_relaxed);
+      return hold;
+    }
     hold.release();
     const auto now = std::chrono::steady_clock::now();
     if (held.error().code != ErrorCode::kTimeout || now >= deadline)
@@ -535,9 +547,14 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   return {};
 }
 
+bool ThreadHold::held_by_this_thread() noexcept {
+  return g_hold_owner.load(std::memory_order_relaxed) == raw_gettid();
+}
+
 void ThreadHold::release() noexcept {
   if (!holding_) return;
   holding_ = false;
+  g_hold_owner.store(0, std::memory_order_relaxed);
   g_released.store(1, std::memory_order_release);
   futex_wake_all(g_released);
   // Wait until every held thread has left its slot: the next round reuses them.

@@ -119,6 +119,9 @@ class ThreadHold {
   //! after writing trap bytes: a thread that woke before them may be anywhere.
   Status recheck_sleepers(std::chrono::milliseconds timeout);
 
+  //! Whether the calling thread holds the others now.
+  static bool held_by_this_thread() noexcept;
+
   //! Lets every held thread go on (each serializes first). Idempotent.
   void release() noexcept;
 
