@@ -248,9 +248,9 @@ TEST(HostileHostPatch, NonRootHooksAndPatches) {
 }
 
 // A thread with every signal blocked, running (not in a system call), cannot
-// answer the thread fix-up round: a hook over a multi-instruction prologue is
-// refused with kTimeout naming the thread, memory unchanged; a patchable entry
-// (one instruction, no fix-up round) still hooks where membarrier syncs.
+// be held still, and a trap byte it met would kill the process: every live
+// change is refused with kTimeout naming the thread, memory unchanged (with
+// hold_threads off, a patchable entry still hooks: the old, unsafe path).
 TEST(HostileHostPatch, ThreadWithAllSignalsBlocked) {
   ASSERT_TRUE(runtime::CodeWriter::global());
   EXPECT_CHILD_OK(test::run_in_child([] {
@@ -271,8 +271,11 @@ TEST(HostileHostPatch, ThreadWithAllSignalsBlocked) {
     auto hook = Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
     const bool refused = !hook;
     std::printf("multi-instruction hook: %s\n", refused ? hook.error().describe().c_str() : "installed");
-    const bool pad_hooked = hook_call_remove<1>(hook_target_pad_nop5, pad_value) == 0;
-    std::printf("patchable entry: %s (sync %s)\n", pad_hooked ? "hooked" : "failed",
+    const test::MemorySnapshot pad(reinterpret_cast<void*>(hook_target_pad_nop5), 16);
+    auto pad_hook = Hook::install(reinterpret_cast<void*>(hook_target_pad_nop5), reinterpret_cast<void*>(plus_1000),
+                                  options);
+    const bool pad_refused = !pad_hook && pad_hook.error().code == ErrorCode::kTimeout && pad.unchanged();
+    std::printf("patchable entry: %s (sync %s)\n", pad_hook ? "hooked" : pad_hook.error().describe().c_str(),
                 std::string(runtime::to_string(runtime::sync_method())).c_str());
     stop = true;
     deaf.join();
@@ -280,7 +283,7 @@ TEST(HostileHostPatch, ThreadWithAllSignalsBlocked) {
     CHILD_CHECK(hook.error().code == ErrorCode::kTimeout);
     CHILD_CHECK(hook.error().message.find(std::to_string(tid.load())) != std::string::npos);
     CHILD_CHECK(target.unchanged());
-    CHILD_CHECK(pad_hooked || runtime::sync_method() == runtime::SyncMethod::kSignals);
+    CHILD_CHECK(pad_refused || runtime::sync_method() == runtime::SyncMethod::kSignals);
     return 0;
   }));
 }

@@ -25,7 +25,9 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
     return r == 1 || r == 2;
   });
 
-  Transaction tx;  // Waiting is the default.
+  TransactionOptions options;
+  options.hold_threads = false;  // The trap path: callers run on and meet the sites in flight.
+  Transaction tx(options);  // Waiting is the default.
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
   test::SlowSyncs slow;
@@ -55,6 +57,7 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   });
   TransactionOptions options;
   options.trapped_threads_wait = false;
+  options.hold_threads = false;  // The trap path: callers run on and meet the sites in flight.
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(f, old_lea, new_lea)));
   const LiveStats before = live_stats();
