@@ -49,12 +49,13 @@ struct TransactionOptions {
   TrapInstruction trap = default_trap_instruction();
   //! How long a commit waits for every thread to answer the fix-up round.
   std::chrono::milliseconds thread_timeout{1000};
-  //! Hold every other running thread still (paused in a signal handler) for
-  //! the length of each commit and revert, so none of them meets a trap byte:
-  //! a thread that has SIGTRAP blocked would be killed by the kernel there.
-  //! Threads asleep in a system call are not signalled (no EINTR). A running
-  //! thread that cannot be held within thread_timeout, or a vfork child that
-  //! does not exec in that time, makes the change fail with memory unchanged.
+  //! Hold every other thread still (paused in a signal handler) for the
+  //! length of each commit and revert, so none of them meets a trap byte: a
+  //! thread that has SIGTRAP blocked would be killed by the kernel there.
+  //! Threads asleep in calls a signal would end with EINTR (poll, nanosleep,
+  //! ...) are not signalled. A thread with its signals blocked that cannot be
+  //! held within thread_timeout, or a vfork child that does not exec in that
+  //! time, makes the change fail with memory unchanged.
   //! Off: threads run on and meet the trap bytes (the fast path of a VM whose
   //! own threads never block SIGTRAP). Needs membarrier; without it, off.
   bool hold_threads = true;

@@ -80,10 +80,11 @@ bool waits_for_vfork_child(const BlockedSyscall& call);
 //! them may run: each thread is paused inside its rendezvous signal handler
 //! (every signal blocked there) until release(), a thread asleep in a system
 //! call included (the call resumes afterwards, as SA_RESTART makes it), but
-//! for two kinds of sleepers, which are left asleep and listed with the
-//! address they will resume at: one in a call that any handler would make
-//! fail with EINTR (poll, epoll_wait, select, nanosleep, sigtimedwait, futex
-//! waits with a timeout, ...), and one that has the signal blocked.
+//! for a sleeper in a call that any handler would make fail with EINTR (poll,
+//! epoll_wait, select, nanosleep, sigtimedwait, futex waits with a timeout,
+//! ...), which is left asleep and listed with the address it will resume at.
+//! A thread that cannot answer (its signals blocked), running or asleep,
+//! cannot be held.
 //!
 //! While held, no thread can run user code, change its signal mask or start
 //! a vfork child; only such a sleeper, woken by the kernel (a timeout, I/O,
