@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -279,9 +280,11 @@ std::size_t close_slots(std::size_t first, std::size_t end, std::vector<pid_t>& 
 
 // Signals `tids` into slots from `first` on, waits for them until
 // `deadline`, and adds the ones now held to `held`; the rest to `unanswered`.
-void hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig,
-                    std::chrono::steady_clock::time_point deadline, std::vector<ThreadHold::Held>& held,
-                    std::vector<pid_t>& unanswered) {
+Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig,
+                      std::chrono::steady_clock::time_point deadline, std::vector<ThreadHold::Held>& held,
+                      std::vector<pid_t>& unanswered) {
+  if (first + tids.size() > kMaxThreads)
+    return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
   signal_threads(tids, first, sig, unanswered);
   await_answers(first, first + tids.size(), deadline);
   close_slots(first, first + tids.size(), unanswered);
@@ -289,6 +292,7 @@ void hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig,
     const std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
     if (slot_state(word) == kHeld) held.push_back({slot_tid(word), g_held_contexts[i].load(std::memory_order_acquire)});
   }
+  return {};
 }
 
 // Splits `tids` into threads asleep in a system call that `leave_asleep`
@@ -448,32 +452,44 @@ ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
 // releases what was held and tries again, so no thread stays paused for
 // longer than one grace period behind a thread that cannot answer.
 Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace) {
-  auto tids = other_threads();
-  if (!tids) return tl::unexpected(std::move(tids).error());
-  // A vfork child (posix_spawn) runs in this memory with default signal
-  // handlers until it execs or exits; no signal can hold it.
-  std::vector<pid_t> awake;
-  pid_t vfork_parent = 0;
-  sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent);
-  if (vfork_parent != 0)
-    return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
-                                         " waits for a vfork child (posix_spawn?) that runs in this process's memory "
-                                         "with default signal handlers and has not exec'd or exited yet");
-  std::vector<pid_t> unanswered;
-  hold_signalled(awake, 0, sig, std::chrono::steady_clock::now() + grace, held_, unanswered);
-  // A thread that cannot answer is never taken for harmless, even asleep: a
-  // thread with every signal blocked found asleep in a futex wait met a trap
-  // byte within milliseconds in the tests (something woke it during the
-  // change), and one found in a short call (an exiting thread's munmap)
-  // returns at once. The try fails; the caller tries again.
-  if (!unanswered.empty()) {
-    auto call = blocked_syscall(unanswered.front());
-    return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +
-                                         (call ? " is blocked in system call " + std::to_string(call->number)
-                                               : std::string(" is running")) +
-                                         " and did not answer the hold signal (its signals blocked?)");
+  // The list is read again once everyone on it is held: a thread created
+  // while the others were being signalled (its creator was still running) is
+  // on no list yet, and would run through the change unheld. Once every
+  // listed thread is held nobody creates threads any more, so this ends.
+  std::vector<pid_t> seen;
+  for (int round = 0;; ++round) {
+    auto tids = other_threads();
+    if (!tids) return tl::unexpected(std::move(tids).error());
+    std::erase_if(*tids, [&](pid_t tid) { return std::binary_search(seen.begin(), seen.end(), tid); });
+    if (tids->empty()) return {};
+    if (round == 8) return fail(ErrorCode::kTimeout, "threads kept appearing while the others were held");
+    // A vfork child (posix_spawn) runs in this memory with default signal
+    // handlers until it execs or exits; no signal can hold it.
+    std::vector<pid_t> awake;
+    pid_t vfork_parent = 0;
+    sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent);
+    if (vfork_parent != 0)
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
+                                           " waits for a vfork child (posix_spawn?) that runs in this process's "
+                                           "memory with default signal handlers and has not exec'd or exited yet");
+    std::vector<pid_t> unanswered;
+    PUNCH_TRY(hold_signalled(awake, g_slot_count.load(std::memory_order_acquire), sig,
+                             std::chrono::steady_clock::now() + grace, held_, unanswered));
+    // A thread that cannot answer is never taken for harmless, even asleep: a
+    // thread with every signal blocked found asleep in a futex wait met a trap
+    // byte within milliseconds in the tests (something woke it during the
+    // change), and one found in a short call (an exiting thread's munmap)
+    // returns at once. The try fails; the caller tries again.
+    if (!unanswered.empty()) {
+      auto call = blocked_syscall(unanswered.front());
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +
+                                           (call ? " is blocked in system call " + std::to_string(call->number)
+                                                 : std::string(" is running")) +
+                                           " and did not answer the hold signal (its signals blocked?)");
+    }
+    seen.insert(seen.end(), tids->begin(), tids->end());
+    std::sort(seen.begin(), seen.end());
   }
-  return {};
 }
 
 Result<ThreadHold> ThreadHold::hold_other_threads(std::chrono::milliseconds timeout) {
@@ -520,11 +536,9 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   }
   sleeping_ = std::move(still);
   if (woke.empty()) return {};
-  const std::size_t first = g_slot_count.load(std::memory_order_acquire);
-  if (first + woke.size() > kMaxThreads)
-    return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
   std::vector<pid_t> unanswered;
-  hold_signalled(woke, first, *sig, std::chrono::steady_clock::now() + timeout, held_, unanswered);
+  PUNCH_TRY(hold_signalled(woke, g_slot_count.load(std::memory_order_acquire), *sig,
+                           std::chrono::steady_clock::now() + timeout, held_, unanswered));
   if (!unanswered.empty())  // As in try_hold: never taken for harmless.
     return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +
                                          " woke during the change and did not answer within " +

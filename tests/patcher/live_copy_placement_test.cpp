@@ -65,7 +65,9 @@ TEST(LiveCopyPlacement, CopiesThatReadNoDataShareABlockAnywhereAndThreadsRunThem
   ASSERT_NE(g, 0u);
   const std::vector<std::uint8_t> f_before = test::bytes_at(f, 129), g_before = test::bytes_at(g, 9);
   const std::vector<std::uint8_t> nops(7, 0x90), lea_ret{0x8D, 0x47, 0x01, 0xC3, 0x90};
-  Transaction tx;
+  TransactionOptions options;
+  options.hold_threads = false;  // The trap path: callers run on and meet the sites in flight.
+  Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(f, nops, add_rip_relative(0x7ffffff0))));
   ASSERT_TRUE(tx.add(test::site(f + 64, nops, add_rip_relative(-0x7ffffff0))));
   ASSERT_TRUE(tx.add(test::site(g, test::bytes_at(g, 5), lea_ret)));

@@ -130,8 +130,8 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
   });
 
   TransactionOptions options;
-  options.trapped_threads_wait = false;
-  options.hold_threads = false;  // The trap path: callers run on and meet the sites in flight.  // Callers that sleep until the change lands never need emulation.
+  options.trapped_threads_wait = false;  // Callers that sleep until the change lands never need emulation.
+  options.hold_threads = false;          // The trap path: callers run on and meet the sites in flight.
   Transaction tx(options);
   ASSERT_TRUE(tx.add(test::site(t.site, t.old_bytes, t.new_bytes)));
   const LiveStats before = live_stats();
