@@ -144,7 +144,7 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
     while (!blocked.load()) std::this_thread::yield();  // A hook installed before would stay until it exits.
     int installed = 0;
     bool ok = true;
-    for (int i = 0; i < 300 && ok; ++i) {
+    for (int i = 0; i < 2000 && ok; ++i) {
       ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
                       &g_triple_original, 1, installed);
       {
@@ -168,7 +168,7 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
     CHILD_CHECK(cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
                            &g_triple_original, 1, after));
     CHILD_CHECK(after == 1, "the hook cycle failed with the worker gone");
-    std::printf("calls=%llu installed=%d of 300\n", static_cast<unsigned long long>(calls.load()), installed);
+    std::printf("calls=%llu installed=%d of 2000\n", static_cast<unsigned long long>(calls.load()), installed);
     return 0;
   });
   EXPECT_CHILD_OK(outcome);
