@@ -17,13 +17,15 @@ Result<void*> resolve_symbol(const SymbolRef& symbol) {
   dlerror();
   void* address = symbol.version.empty() ? dlsym(object, symbol.name.c_str())
                                          : dlvsym(object, symbol.name.c_str(), symbol.version.c_str());
-  const char* why = dlerror();
+  // Copied before dlclose, which may free the text dlerror returned.
+  const char* error_text = dlerror();
+  const std::string why = error_text ? error_text : "";
   if (object != RTLD_DEFAULT) dlclose(object);
   const std::string where = symbol.object.empty() ? "any loaded object" : "`" + symbol.object + "`";
   const std::string what = "`" + symbol.name + (symbol.version.empty() ? "" : "@" + symbol.version) + "`";
   if (address == nullptr)
     return fail(ErrorCode::kNotMapped, "resolve_symbol: " + what + " not found in " + where +
-                                           (why ? std::string(" (") + why + ")" : std::string()));
+                                           (why.empty() ? std::string() : " (" + why + ")"));
   return address;
 }
 
