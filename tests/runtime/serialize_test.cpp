@@ -90,7 +90,9 @@ TEST(Serialize, ForcingSerializeIsRefusedExactlyWhereTheCpuLacksIt) {
   const bool has = max_leaf >= 7 && (d & (1u << 14)) != 0;
   Status forced = testing::force_serialize_method(SerializeMethod::kSerialize);
   EXPECT_EQ(forced.has_value(), has);
-  if (!forced) EXPECT_EQ(forced.error().code, ErrorCode::kUnsupported) << forced.error().describe();
+  if (!forced) {
+    EXPECT_EQ(forced.error().code, ErrorCode::kUnsupported) << forced.error().describe();
+  }
   EXPECT_TRUE(testing::force_serialize_method(std::nullopt));
 }
 
