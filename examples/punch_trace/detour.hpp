@@ -1,0 +1,22 @@
+// The detour punch_trace puts in front of a traced function, emitted per function.
+#pragma once
+
+#include <punch/result.hpp>
+
+#include "traced_function.hpp"
+
+namespace punch_trace {
+
+//! Writes, into punch's code heap:
+//!     endbr64
+//!     mov r11, &fn.calls ; lock inc qword [r11]
+//!     mov r11, &fn.original ; jmp qword [r11]
+//! Only r11 and flags change (r11 is scratch at a call in the SysV ABI and
+//! carries no argument; the flags are not preserved across calls either), the
+//! stack is untouched and the original is reached by a jump, so every argument
+//! register, `al` of a varargs call, stack arguments and the return address
+//! are exactly what the caller left: any signature works. Nothing is called,
+//! so a detour for malloc cannot recurse into malloc.
+punch::Result<void*> emit_detour(TracedFunction& fn);
+
+}  // namespace punch_trace
