@@ -97,14 +97,17 @@ void install(TracedFunction& fn) {
     fn.hook = std::move(*hook);
     fn.original.store(fn.hook.trampoline());
   }
-  if (auto s = fn.hook.enable(); !s) return refuse(fn, s.error());
+  if (auto s = fn.hook.enable(); !s) return refuse(fn, s.error());  // Stays installed, disabled.
+  fn.redirecting.store(true);
   fn.installs.fetch_add(1);
 }
 
 void remove(TracedFunction& fn) {
   if (!fn.hook.installed()) return;
+  const bool was_enabled = fn.redirecting.load();
   if (auto s = fn.hook.remove(); !s) return refuse(fn, s.error());
-  fn.removals.fetch_add(1);
+  fn.redirecting.store(false);
+  if (was_enabled) fn.removals.fetch_add(1);
 }
 
 // Runs `op` on every hookable function, one at a time under the operation

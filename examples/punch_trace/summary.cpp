@@ -74,7 +74,7 @@ void add_function_line(Text& t, const TracedFunction& fn) noexcept {
   t.add_u64(fn.installs.load(), 9);
   t.add_u64(fn.removals.load(), 9);
   t.add_u64(fn.refusals.load(), 9);
-  t.add(fn.hook.installed() ? "  yes  " : "  no   ");
+  t.add(fn.redirecting.load() ? "  yes            " : "  no             ");
   t.add_hex(reinterpret_cast<std::uintptr_t>(fn.target));
   if (!fn.shares_code_with.empty()) {
     t.add(" (same code as ");
@@ -105,7 +105,7 @@ void write_summary(const std::deque<TracedFunction>& functions, const RunFacts& 
     t.add(" phases)");
   }
   if (!facts.hooking_finished) t.add("; the program ended before every hook was tried");
-  t.add("\n  function                         calls installs removals  refused  at exit  address\n");
+  t.add("\n  function                         calls installs removals  refused  hooked at exit  address\n");
   for (const auto& fn : functions) add_function_line(t, fn);
   for (const auto& fn : functions) {
     if (fn.refusals.load() == 0) continue;

@@ -28,6 +28,7 @@ struct TracedFunction {
   std::atomic<std::uint64_t> installs{0};
   std::atomic<std::uint64_t> removals{0};
   std::atomic<std::uint64_t> refusals{0};
+  std::atomic<bool> redirecting{false};  //!< Installed and enabled: calls reach the detour.
   std::string first_refusal;             //!< Set once, before refusals is first incremented.
 };
 
