@@ -5,6 +5,8 @@
 //
 // PUNCH_TRACE_TOGGLE=<ms>  remove every hook and re-install it, phase after phase, <ms> apart
 // PUNCH_TRACE_OUT=<file>   append the summary there instead of stderr
+// PUNCH_TRACE_TIMEOUT=<ms> how long one hook change may wait for the program's
+//                          threads (TransactionOptions::thread_timeout; punch's default 1000)
 //
 // The hooks are installed by a thread of the tool's own, started by a
 // constructor, so the program's start is not held up by them; the same thread
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
@@ -40,6 +43,7 @@ using punch::runtime::raw_syscall;
 struct State {
   std::deque<TracedFunction> functions;  // A deque: elements never move (the detours point into them).
   std::uint64_t toggle_ms = 0;
+  std::uint64_t timeout_ms = 0;           // 0: punch's default.
   const char* out_path = nullptr;
   std::uint64_t start_ns = 0;
   std::int64_t owner_pid = 0;             // The process whose thread installs and toggles.
@@ -92,6 +96,7 @@ void install(TracedFunction& fn) {
   if (!fn.hook.installed()) {
     punch::patcher::HookOptions options;
     options.enabled = false;
+    if (g_state->timeout_ms != 0) options.transaction.thread_timeout = std::chrono::milliseconds(g_state->timeout_ms);
     auto hook = punch::patcher::Hook::install(fn.target, fn.detour, options);
     if (!hook) return refuse(fn, hook.error());
     fn.hook = std::move(*hook);
@@ -184,6 +189,7 @@ __attribute__((constructor)) void start() {
   state->owner_pid = raw_syscall(SYS_getpid);
   state->out_path = std::getenv("PUNCH_TRACE_OUT");
   if (const char* toggle = std::getenv("PUNCH_TRACE_TOGGLE")) state->toggle_ms = std::strtoull(toggle, nullptr, 10);
+  if (const char* timeout = std::getenv("PUNCH_TRACE_TIMEOUT")) state->timeout_ms = std::strtoull(timeout, nullptr, 10);
   parse_names(*state, names);
   g_state = state;
 

@@ -28,7 +28,7 @@ done
 # The functions traced: allocation, I/O, copies, locks, process creation.
 functions=malloc,free,calloc,realloc,write,read,memcpy,memmove,memset,strlen,memcmp,pthread_mutex_lock
 functions+=,pthread_mutex_unlock,pthread_cond_wait,pthread_cond_signal,open,close,mmap,munmap,execve,posix_spawn,fork
-toggle_ms=${PUNCH_TRACE_TOGGLE_MS:-1}
+toggle_ms=${PUNCH_TRACE_TOGGLE_MS:-1}  # PUNCH_TRACE_TIMEOUT, when set, is passed on too.
 python=/usr/bin/python3  # Not a version manager's shim script: the real interpreter.
 launch=""               # A command to run some workloads' programs through (mdwe_exec).
 
@@ -169,6 +169,7 @@ run_one() {
   if [[ $mode == traced ]]; then
     (export LD_PRELOAD=$preload PUNCH_TRACE=$functions PUNCH_TRACE_TOGGLE=$toggle_ms \
        PUNCH_TRACE_OUT=$work/summaries/$name.$i.txt
+     [[ -n ${PUNCH_TRACE_TIMEOUT:-} ]] && export PUNCH_TRACE_TIMEOUT
      "w_$name" "$out" "$scratch") 2>"$work/stderr/$name.$mode.$i"
   else
     ("w_$name" "$out" "$scratch") 2>"$work/stderr/$name.$mode.$i"
