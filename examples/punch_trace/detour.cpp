@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <vector>
 
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/sync.hpp>
@@ -23,23 +24,31 @@ constexpr std::size_t kOriginalImmediate = 20;
 
 }  // namespace
 
-punch::Result<void*> emit_detour(TracedFunction& fn) {
+punch::Status emit_detours(std::span<TracedFunction* const> functions) {
+  if (functions.empty()) return {};
   auto heap = punch::runtime::CodeHeap::global();
   if (!heap) return tl::unexpected(heap.error());
-  auto code = kShape;
-  const auto calls = reinterpret_cast<std::uint64_t>(&fn.calls);
-  const auto original = reinterpret_cast<std::uint64_t>(&fn.original);
-  std::memcpy(&code[kCallsImmediate], &calls, sizeof calls);
-  std::memcpy(&code[kOriginalImmediate], &original, sizeof original);
-  auto address = (*heap)->allocate(code.size());
-  if (!address) return tl::unexpected(address.error());
-  if (auto s = (*heap)->writer().write(*address, code); !s) {
-    (void)(*heap)->free(*address);
-    return tl::unexpected(s.error());
+  const std::vector<std::size_t> sizes(functions.size(), kShape.size());
+  auto addresses = (*heap)->allocate_run(sizes, 16);
+  if (!addresses) return tl::unexpected(addresses.error());
+  const std::uintptr_t base = addresses->front();
+  std::vector<std::uint8_t> staging(addresses->back() + kShape.size() - base, 0xCC);
+  for (std::size_t i = 0; i < functions.size(); ++i) {
+    std::uint8_t* code = &staging[(*addresses)[i] - base];
+    const auto calls = reinterpret_cast<std::uint64_t>(&functions[i]->calls);
+    const auto original = reinterpret_cast<std::uint64_t>(&functions[i]->original);
+    std::memcpy(code, kShape.data(), kShape.size());
+    std::memcpy(code + kCallsImmediate, &calls, sizeof calls);
+    std::memcpy(code + kOriginalImmediate, &original, sizeof original);
   }
-  // New code at an address no thread has run: one sync before anything can jump there.
-  if (auto s = punch::runtime::sync_all_threads(); !s) return tl::unexpected(s.error());
-  return reinterpret_cast<void*>(*address);
+  if (auto s = (*heap)->writer().write(base, staging); !s) {
+    (void)(*heap)->free_batch(*addresses);
+    return s;
+  }
+  // New code at addresses no thread has run: one sync before anything can jump there.
+  if (auto s = punch::runtime::sync_all_threads(); !s) return s;
+  for (std::size_t i = 0; i < functions.size(); ++i) functions[i]->detour = reinterpret_cast<void*>((*addresses)[i]);
+  return {};
 }
 
 }  // namespace punch_trace

@@ -1,6 +1,8 @@
 // The detour punch_trace puts in front of a traced function, emitted per function.
 #pragma once
 
+#include <span>
+
 #include <punch/result.hpp>
 
 #include "traced_function.hpp"
@@ -17,6 +19,8 @@ namespace punch_trace {
 //! register, `al` of a varargs call, stack arguments and the return address
 //! are exactly what the caller left: any signature works. Nothing is called,
 //! so a detour for malloc cannot recurse into malloc.
-punch::Result<void*> emit_detour(TracedFunction& fn);
+//! One detour for each function given, with one write and one sync in all.
+//! Sets each one's `detour`; all or nothing.
+punch::Status emit_detours(std::span<TracedFunction* const> functions);
 
 }  // namespace punch_trace

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include <punch/patcher/hook.hpp>
 #include <punch/runtime/raw_syscall.hpp>
@@ -136,16 +137,15 @@ bool all_installed(const State& state) {
 
 void prepare(State& state) {
   std::unordered_map<void*, const TracedFunction*> seen;
+  std::vector<TracedFunction*> resolved;
   for (auto& fn : state.functions) {
     resolve(fn);
     if (fn.target == nullptr) continue;
     if (auto [it, fresh] = seen.emplace(fn.target, &fn); !fresh) fn.shares_code_with = it->second->spec;
-    auto detour = emit_detour(fn);
-    if (detour)
-      fn.detour = *detour;
-    else
-      refuse(fn, detour.error());
+    resolved.push_back(&fn);
   }
+  if (auto s = emit_detours(resolved); !s)
+    for (TracedFunction* fn : resolved) refuse(*fn, s.error());
 }
 
 void* hooking_thread(void*) {
