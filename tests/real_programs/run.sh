@@ -184,7 +184,7 @@ run_one() {
 make_inputs
 mkdir -p "$work/out" "$work/summaries" "$work/stderr"
 failed=0
-printf '%-22s %5s  %-9s  %-9s  %-9s  %-8s  %s\n' program runs identical "without" "with" slowdown notes
+printf '%-22s %5s  %-9s  %-9s  %-9s  %-8s  %-9s  %s\n' program runs identical "without" "with" slowdown changes notes
 for name in "${workloads[@]}"; do
   [[ -z $only || $only == *",$name,"* ]] || continue
   plain_times=() traced_times=() hashes=() notes="" skip=0
@@ -211,9 +211,11 @@ for name in "${workloads[@]}"; do
   summary_files=("$work/summaries/$name".*.txt)
   processes=$(cat "${summary_files[@]}" 2>/dev/null | grep -c '^punch_trace: pid')
   refused=$(cat "${summary_files[@]}" 2>/dev/null | awk '/^  refused /{n[$2]++} END {for (f in n) {printf "%s%s", sep, f; sep=","}}')
+  # Hooks installed plus removed, over every traced process of every run.
+  changes=$(cat "${summary_files[@]}" 2>/dev/null | awk '/^  [^ ]+ +[0-9]+ +[0-9]+ +[0-9]+ +[0-9]+ / {n += $3 + $4} END {print n + 0}')
   notes+=" $processes processes traced"
   [[ -n $refused ]] && notes+="; refusals: $refused"
-  printf '%-22s %5s  %-9s  %-9s  %-9s  %-8s %s\n' "$name" "$runs+$runs" "$identical" "${plain}s" "${traced}s" "$slowdown" "$notes"
+  printf '%-22s %5s  %-9s  %-9s  %-9s  %-8s  %-9s %s\n' "$name" "$runs+$runs" "$identical" "${plain}s" "${traced}s" "$slowdown" "$changes" "$notes"
 done
 [[ -n $keep ]] && echo "outputs, stderr and punch_trace summaries kept in $work"
 exit $failed
