@@ -30,6 +30,7 @@ functions=malloc,free,calloc,realloc,write,read,memcpy,memmove,memset,strlen,mem
 functions+=,pthread_mutex_unlock,pthread_cond_wait,pthread_cond_signal,open,close,mmap,munmap,execve,posix_spawn,fork
 toggle_ms=${PUNCH_TRACE_TOGGLE_MS:-1}  # PUNCH_TRACE_TIMEOUT, when set, is passed on too.
 python=/usr/bin/python3  # Not a version manager's shim script: the real interpreter.
+here=$(dirname "$(realpath "$0")")
 launch=""               # A command to run some workloads' programs through (mdwe_exec).
 
 work=${keep:-$(mktemp -d /tmp/punch_real_programs.XXXXXX)}
@@ -150,11 +151,17 @@ SELECT count(*), sum(c) FROM t;
 EOF
 }
 
+# A compiler run: the driver, cc1plus and as as separate processes.
+w_gcc() {
+  g++ -O2 -g0 -std=c++20 -c "$here/spawn_many.cpp" -o "$2/spawn_many.o" && sha256sum <"$2/spawn_many.o" >"$1/object" &&
+    g++ -O2 -std=c++20 -S "$here/mdwe_exec.cpp" -o - | sha256sum >"$1/assembly"
+}
+
 # Under PR_SET_MDWE (inherited across exec): no mapping may become writable and executable.
 w_mdwe_python_threads() { "$tools/mdwe_exec" true || return 77; launch=$tools/mdwe_exec w_python_threads "$@"; }
 w_mdwe_xz() { "$tools/mdwe_exec" true || return 77; launch=$tools/mdwe_exec w_xz "$@"; }
 
-workloads=(xz zstd pigz sort git python_threads python_subprocess spawn sqlite mdwe_python_threads mdwe_xz)
+workloads=(xz zstd pigz sort git python_threads python_subprocess spawn sqlite gcc mdwe_python_threads mdwe_xz)
 
 now_ns() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
