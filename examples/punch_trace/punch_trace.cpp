@@ -140,16 +140,18 @@ void prepare(State& state) {
   std::vector<TracedFunction*> resolved;
   for (auto& fn : state.functions) {
     resolve(fn);
-    if (fn.target == nullptr) continue;
+    if (fn.target == nullptr) continue;  // Reported with its reason.
     if (auto [it, fresh] = seen.emplace(fn.target, &fn); !fresh) fn.shares_code_with = it->second->spec;
     resolved.push_back(&fn);
   }
+  for (auto& fn : state.functions) fn.looked_up.store(true);
   if (auto s = emit_detours(resolved); !s)
     for (TracedFunction* fn : resolved) refuse(*fn, s.error());
 }
 
 void* hooking_thread(void*) {
   State& state = *g_state;
+  pthread_setname_np(pthread_self(), "punch_trace");  // Named in gdb and /proc/<pid>/task/*/comm.
   prepare(state);
   const bool finished = each_hookable(state, install);
   state.hooking_finished.store(finished);

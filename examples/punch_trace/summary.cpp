@@ -63,9 +63,12 @@ void add_function_line(Text& t, const TracedFunction& fn) noexcept {
   t.add(fn.spec);
   t.pad_to(start, 30);
   t.add(" ");
+  if (!fn.looked_up.load()) {  // The process forked, or ended, before the hooking thread got to it.
+    t.add("not looked up yet\n");
+    return;
+  }
   if (fn.target == nullptr) {
-    // Empty reason: not looked up yet (the process forked, or ended, before the hooking thread got to it).
-    t.add(fn.unresolved.empty() ? "not looked up yet" : "not hooked: ");
+    t.add("not hooked: ");
     t.add(fn.unresolved);
     t.add("\n");
     return;

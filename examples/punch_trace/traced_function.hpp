@@ -15,6 +15,9 @@ struct TracedFunction {
   void* target = nullptr;                //!< nullptr when it did not resolve (see `unresolved`).
   std::string unresolved;                //!< Why resolution failed.
   std::string shares_code_with;          //!< Another traced name at the same address (memcpy/memmove).
+  //! Set once the four fields above are final: a child forked while they were
+  //! being written reads none of them.
+  std::atomic<bool> looked_up{false};
 
   //! The detour counts into `calls` and jumps through `original`, which always
   //! holds the trampoline of a hook installed now or earlier (retired code is
