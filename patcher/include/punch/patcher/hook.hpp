@@ -114,9 +114,11 @@ class Hook {
   //! instructions, no memory in reach, a failed transaction. With
   //! `options.enabled = false` nothing is redirected yet, and every check
   //! enable() would make is made now: a hook that installs can be enabled.
+  //! F is taken from `original` alone, so a `noexcept` target (strlen) converts.
   template <class F>
     requires std::is_function_v<F>
-  static Result<Hook> install(F* target, F* detour, F** original, HookOptions options = {}) {
+  static Result<Hook> install(std::type_identity_t<F>* target, std::type_identity_t<F>* detour, F** original,
+                              HookOptions options = {}) {
     return install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour),
                    reinterpret_cast<void**>(original), options);
   }
@@ -125,7 +127,8 @@ class Hook {
   //! Hooks the function `symbol` names (see resolve_symbol), publishing the original as above.
   template <class F>
     requires std::is_function_v<F>
-  static Result<Hook> install(const SymbolRef& symbol, F* detour, F** original, HookOptions options = {}) {
+  static Result<Hook> install(const SymbolRef& symbol, std::type_identity_t<F>* detour, F** original,
+                              HookOptions options = {}) {
     return install(symbol, reinterpret_cast<void*>(detour), reinterpret_cast<void**>(original), options);
   }
   static Result<Hook> install(const SymbolRef& symbol, void* detour, void** original, HookOptions options = {});
