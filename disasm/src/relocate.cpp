@@ -229,9 +229,9 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
     case Kind::kRipData:
     case Kind::kRelImm32: {
       // The length does not change, so only the 4-byte field moves: patch it in place.
-      const std::size_t at_insn = out.size();
-      if (!rel32_between(out.size() - start + here + insn.length, to, r32)) {
-        const char* what = item.kind == Kind::kRipData ? "its RIP-relative operand " : "its target ";
+      const std::size_t at_insn = out.size();  // After the push, for a call made a jump.
+      if (!rel32_between(here + (at_insn - start) + insn.length, to, r32)) {
+        const char* what = item.kind == Kind::kRelImm32 ? "its target " : "its RIP-relative operand ";
         return fail(ErrorCode::kOutOfRange, at(insn.address) + ": cannot relocate " + name(source, insn) + " to " +
                                                 at(here) + ": " + what + at(to) +
                                                 " would be more than 2 GiB away and it has no absolute form");
@@ -399,7 +399,6 @@ Result<std::size_t> relocated_size_bound(CodeSpan source) {
       case Kind::kCallAsJump:  // Either form, whichever the options pick.
         total += std::max(kCallForms[1], detail::kPushLongSize + kJumpForms[2]);
         break;
-
       case Kind::kShortOnly: total += item.insn.length + kShortExpansion + kTailForms[1]; break;
       default: total += item.size; break;
     }
