@@ -10,8 +10,9 @@
 //  * patchable entry: a nop pad at the entry (-fpatchable-function-entry=N,
 //    N >= 5, or -mfentry -mnop-mcount) is replaced by the jump; nothing is stolen;
 //  * `jmp rel32` (5 bytes) after a leading endbr64, which stays in place;
-//  * `jmp [rip+0]; .quad` (14 bytes, no register, no stack) when no memory lies
-//    within rel32 reach of the target and the stolen bytes allow it.
+//  * `jmp [rip+2]; movabs rax, to` (16 bytes; the movabs never runs, no register,
+//    no stack) when no memory lies within rel32 reach of the target and the
+//    stolen bytes allow it. Needs no memory near the target at all.
 // Trampolines and relays begin with endbr64 where an indirect call may land; no push/ret.
 // A stolen call that ends the stolen bytes pushes the original return address
 // and jumps, so the callee sees the caller it would see unhooked (a real call
@@ -38,7 +39,7 @@ namespace punch::patcher {
 enum class HookEntryKind {
   kPatchableEntry,  //!< A nop pad at the entry is replaced; no instruction is stolen.
   kStolenRel32,     //!< `jmp rel32` over stolen instructions (after endbr64 if any).
-  kStolenAbsolute,  //!< `jmp [rip+0]; .quad` over at least 14 stolen bytes (no near memory).
+  kStolenAbsolute,  //!< `jmp [rip+2]; movabs rax, to` over at least 16 stolen bytes (no near memory).
 };
 
 //! "patchable-entry", "stolen-rel32" or "stolen-absolute".
@@ -54,9 +55,9 @@ struct HookOptions {
   std::optional<disasm::FunctionExtent> function{};
   //! Use a patchable entry pad when one is found (the cheapest, safest form).
   bool prefer_patchable_entry = true;
-  //! Allow the 14-byte absolute entry when no memory lies within rel32 reach.
+  //! Allow the 16-byte absolute entry when no memory lies within rel32 reach.
   bool allow_absolute_entry = true;
-  //! Force the 14-byte absolute entry (for tests and hosts with a crowded address space).
+  //! Force the 16-byte absolute entry (for tests and hosts with a crowded address space).
   bool force_absolute_entry = false;
   //! Install enabled (otherwise install() prepares everything and enable() later redirects).
   bool enabled = true;
