@@ -235,13 +235,12 @@ TEST(HookEntry, InstallPublishesTheOriginalBeforeAnyCallIsRedirected) {
   // Each caller counts its finished calls, so the test knows when none is still inside the detour.
   constexpr int kThreads = 2;
   std::atomic<std::uint64_t> done[kThreads] = {};
+  std::atomic<int> next_index{0};
   test::Callers callers(kThreads, [&](std::uint64_t k) {
     const long x = static_cast<long>(k & 0xff);
     const long r = call(hook_target_twice, x);
-    thread_local const int me = [&] {
-      static std::atomic<int> next{0};
-      return next.fetch_add(1);
-    }();
+    thread_local int me = -1;  // This caller's slot in `done`.
+    if (me < 0) me = next_index.fetch_add(1);
     done[me].fetch_add(1);
     return r == 2 * x + 1 || r == 2 * x + 1001;
   });
