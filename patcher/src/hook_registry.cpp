@@ -408,9 +408,10 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   Status s = record.enabled ? Status{} : check_enable(chain, options.transaction);
   if (s) s = reconcile(chain, options.transaction);
   if (!s) {
-    if (original) __atomic_store_n(original, previous, __ATOMIC_RELEASE);
-    chain.hooks.pop_back();
     const bool inconsistent = s.error().code == ErrorCode::kInconsistent;
+    // After a failed rollback the entry may still lead to the detour: it keeps finding the original.
+    if (original && !inconsistent) __atomic_store_n(original, previous, __ATOMIC_RELEASE);
+    chain.hooks.pop_back();
     auto h = heap();
     if (record.stub && inconsistent) retire(r, *record.stub, {}, true);
     else if (record.stub && h) (void)(*h)->free(record.stub->address);

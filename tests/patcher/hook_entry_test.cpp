@@ -109,6 +109,20 @@ TEST(HookEntry, AbsoluteEntryIsEnabledAndDisabledWhileAThreadCallsIt) {
   const auto good = [](long r) { return r == kMovabsValue || r == kMovabsValue + 1; };
   hook_live(hook_target_movabs, plus_one, good, absolute(), kCycles, HookEntryKind::kStolenAbsolute);
   hook_live(hook_target_movabs, plus_one, good, trap_path(absolute()), kCycles, HookEntryKind::kStolenAbsolute);
+
+  // Installed and removed, too (each a change of the whole 16 bytes).
+  test::MemorySnapshot before(address_of(hook_target_movabs), 32);
+  test::Callers callers(1, [&](std::uint64_t) { return good(call(hook_target_movabs, 0)); });
+  test::SlowSyncs slow;
+  for (int i = 0; i < kCycles / 3; ++i) {
+    auto hook = Hook::install(hook_target_movabs, plus_one, &g_original, trap_path(absolute()));
+    ASSERT_TRUE(hook) << "cycle " << i << ": " << hook.error().describe();
+    auto removed = hook->remove();
+    ASSERT_TRUE(removed) << "cycle " << i << ": " << removed.error().describe();
+  }
+  callers.join();
+  EXPECT_EQ(callers.wrong.load(), 0u);
+  EXPECT_EQ(before.differences(), "");
 }
 
 // A code page with every address within rel32 reach of it reserved: no relay,

@@ -102,7 +102,8 @@ class Hook {
   //! call for the original behaviour (trampoline()) into `*original` BEFORE
   //! any call is redirected (a release store): a detour that calls through
   //! `*original` never finds it unset, even when other threads call `target`
-  //! during the install. On failure `*original` keeps its old value.
+  //! during the install. On failure `*original` gets its old value back (but
+  //! for `inconsistent`, when the entry may still lead to the detour).
   //!
   //!   static int (*real_puts)(const char*);
   //!   int my_puts(const char* s) { return real_puts(s); }
