@@ -1,6 +1,8 @@
 // Deciding what a hook replaces at a function's entry, and refusing what cannot be proven safe.
 #include "hook_planner.hpp"
 
+#include "branch_index.hpp"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -97,6 +99,23 @@ Status find_entry(const Code& code, EntryPlan& plan) {
   return {};
 }
 
+// No branch from elsewhere in the object may land in the replaced bytes
+// [begin, end) either: functions tail-jump into each other's bodies (glibc's
+// __mempcpy_* ends in `jmp memmove+3`), which no scan of one function sees.
+Status check_object_branches(std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end,
+                             bool allow_unprovable) {
+  auto foreign = find_branch_into(begin, end);
+  if (!foreign && allow_unprovable) return {};
+  if (!foreign)
+    return fail(ErrorCode::kUnprovable, at(target) + ": cannot prove no branch lands in the replaced bytes [" +
+                                            at(begin) + ", " + at(end) + "): " + foreign.error().message +
+                                            " (set allow_unprovable to accept)");
+  if (*foreign)
+    return fail(ErrorCode::kBranchInto, at(target) + ": " + describe(**foreign) + ", inside the bytes [" +
+                                            at(begin) + ", " + at(end) + ") a hook would replace");
+  return {};
+}
+
 }  // namespace
 
 Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
@@ -122,6 +141,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - target);
   plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
   plan.extent = {plan.entry, a, disasm::FunctionExtent::Source::kCaller};
+  PUNCH_TRY(check_object_branches(target, plan.entry, a, false));
   return plan;
 }
 
@@ -200,6 +220,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
       return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
                                                        "no branch lands in the stolen bytes");
   }
+  PUNCH_TRY(check_object_branches(target, plan.entry, a, policy.allow_unprovable));
   return plan;
 }
 

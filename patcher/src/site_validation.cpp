@@ -10,6 +10,7 @@
 // allocations need none. Success costs no string.
 #include "site_validation.hpp"
 
+#include "branch_index.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 
@@ -384,6 +385,21 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
   return {};
 }
 
+// No direct branch from elsewhere in the loaded object that holds a site
+// may land strictly inside it: the container scan sees only its own code,
+// and functions tail-jump into each other's bodies.
+Status check_object_branches(const CheckedSite& c, const TransactionOptions& options) {
+  auto foreign = detail::find_branch_into(c.address, c.end());
+  if (!foreign && options.allow_unprovable) return {};
+  if (!foreign)
+    return fail(ErrorCode::kUnprovable, site_name(c.index, c.address) + ": cannot prove no branch lands inside it: " +
+                                            foreign.error().message + "; set allow_unprovable to accept");
+  if (*foreign)
+    return fail(ErrorCode::kBranchInto, site_name(c.index, c.address) + ": " + detail::describe(**foreign) +
+                                            ", inside the site");
+  return {};
+}
+
 }  // namespace
 
 bool runs_anywhere(const disasm::Instruction& insn) noexcept {
@@ -541,6 +557,12 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
                               decoded, options));
     lo = hi;
+  }
+  // Branches from the rest of the object (punch's heap holds none: JIT code keeps the checks above).
+  for (std::size_t k = 0; k < batch.sites.size(); ++k) {
+    const CheckedSite& c = batch.sites[k];  // batch.sites[k] is the site of blocks[k].
+    if (c.is_code && !(blocks[k].contains(c.address) && c.end() <= blocks[k].end))
+      PUNCH_TRY(check_object_branches(c, options));
   }
   return batch;
 }
