@@ -13,6 +13,7 @@ namespace punch::disasm {
 struct DirectBranch {
   std::uintptr_t source = 0;
   std::uintptr_t target = 0;
+  bool operator==(const DirectBranch&) const = default;
 };
 
 //! What one sweep saw.
