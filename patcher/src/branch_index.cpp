@@ -188,6 +188,17 @@ std::string describe(const ForeignBranch& branch) {
   return text + " at " + where(branch.source) + " lands at " + where(branch.target);
 }
 
+Status check_no_branch_into(std::uintptr_t begin, std::uintptr_t end, bool allow_unprovable,
+                            const std::string& subject, const std::string& range) {
+  auto foreign = find_branch_into(begin, end);
+  if (!foreign && allow_unprovable) return {};
+  if (!foreign)
+    return fail(ErrorCode::kUnprovable, subject + ": cannot prove no branch lands inside " + range + ": " +
+                                            foreign.error().message + " (set allow_unprovable to accept)");
+  if (*foreign) return fail(ErrorCode::kBranchInto, subject + ": " + describe(**foreign) + ", inside " + range);
+  return {};
+}
+
 BranchIndexStats branch_index_stats() {
   Cache& c = cache();
   std::lock_guard lock(c.mutex);

@@ -39,6 +39,13 @@ Result<std::optional<ForeignBranch>> find_branch_into(std::uintptr_t begin, std:
 //! "`jmp 0x7f...` at 0x7f... (libc.so.6+0xa2d56) lands at 0x7f... (libc.so.6+0xa2d73)": for refusals.
 std::string describe(const ForeignBranch& branch);
 
+//! find_branch_into as a check: kBranchInto naming the branch when one lands
+//! inside (`subject` begins the message, `range` names [begin, end)), or
+//! kUnprovable when the object's code cannot be read (accepted with
+//! allow_unprovable: a branch that cannot be seen is what it allows).
+Status check_no_branch_into(std::uintptr_t begin, std::uintptr_t end, bool allow_unprovable,
+                            const std::string& subject, const std::string& range);
+
 //! What the index holds now (tests and benchmarks).
 struct BranchIndexStats {
   std::size_t objects = 0;   //!< Objects indexed since the last invalidation.

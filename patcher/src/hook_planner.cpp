@@ -104,16 +104,8 @@ Status find_entry(const Code& code, EntryPlan& plan) {
 // __mempcpy_* ends in `jmp memmove+3`), which no scan of one function sees.
 Status check_object_branches(std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end,
                              bool allow_unprovable) {
-  auto foreign = find_branch_into(begin, end);
-  if (!foreign && allow_unprovable) return {};
-  if (!foreign)
-    return fail(ErrorCode::kUnprovable, at(target) + ": cannot prove no branch lands in the replaced bytes [" +
-                                            at(begin) + ", " + at(end) + "): " + foreign.error().message +
-                                            " (set allow_unprovable to accept)");
-  if (*foreign)
-    return fail(ErrorCode::kBranchInto, at(target) + ": " + describe(**foreign) + ", inside the bytes [" +
-                                            at(begin) + ", " + at(end) + ") a hook would replace");
-  return {};
+  return check_no_branch_into(begin, end, allow_unprovable, at(target),
+                              "the bytes [" + at(begin) + ", " + at(end) + ") a hook would replace");
 }
 
 }  // namespace

@@ -385,21 +385,6 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
   return {};
 }
 
-// No direct branch from elsewhere in the loaded object that holds a site
-// may land strictly inside it: the container scan sees only its own code,
-// and functions tail-jump into each other's bodies.
-Status check_object_branches(const CheckedSite& c, const TransactionOptions& options) {
-  auto foreign = detail::find_branch_into(c.address, c.end());
-  if (!foreign && options.allow_unprovable) return {};
-  if (!foreign)
-    return fail(ErrorCode::kUnprovable, site_name(c.index, c.address) + ": cannot prove no branch lands inside it: " +
-                                            foreign.error().message + "; set allow_unprovable to accept");
-  if (*foreign)
-    return fail(ErrorCode::kBranchInto, site_name(c.index, c.address) + ": " + detail::describe(**foreign) +
-                                            ", inside the site");
-  return {};
-}
-
 }  // namespace
 
 bool runs_anywhere(const disasm::Instruction& insn) noexcept {
@@ -558,11 +543,15 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
                               decoded, options));
     lo = hi;
   }
-  // Branches from the rest of the object (punch's heap holds none: JIT code keeps the checks above).
+  // No branch from the rest of the loaded object may land inside a site
+  // either: the container scan sees only its own code, and functions
+  // tail-jump into each other's bodies. (punch's heap is in no loaded object:
+  // JIT code keeps the checks above.)
   for (std::size_t k = 0; k < batch.sites.size(); ++k) {
     const CheckedSite& c = batch.sites[k];  // batch.sites[k] is the site of blocks[k].
     if (c.is_code && !(blocks[k].contains(c.address) && c.end() <= blocks[k].end))
-      PUNCH_TRY(check_object_branches(c, options));
+      PUNCH_TRY(detail::check_no_branch_into(c.address, c.end(), options.allow_unprovable,
+                                             site_name(c.index, c.address), "the site"));
   }
   return batch;
 }
