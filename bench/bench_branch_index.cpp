@@ -23,7 +23,7 @@ std::uintptr_t puts_entry() { return reinterpret_cast<std::uintptr_t>(&::puts); 
 void BM_BranchIndex_build_libc(benchmark::State& state) {
   for (auto _ : state) {
     detail::forget_branch_indexes();
-    auto found = detail::find_branch_into(puts_entry(), puts_entry() + 5);
+    auto found = detail::find_branches_into(puts_entry(), puts_entry() + 5);
     if (!found) state.SkipWithError(found.error().describe().c_str());
     benchmark::DoNotOptimize(found);
   }
@@ -36,9 +36,9 @@ BENCHMARK(BM_BranchIndex_build_libc)->Name("BM_BranchIndex/build_libc")->Unit(be
 
 // Every later check in libc: find the object (dl_iterate_phdr), then a binary search.
 void BM_BranchIndex_query_libc(benchmark::State& state) {
-  (void)detail::find_branch_into(puts_entry(), puts_entry() + 5);  // Built once, outside the timing.
+  (void)detail::find_branches_into(puts_entry(), puts_entry() + 5);  // Built once, outside the timing.
   for (auto _ : state) {
-    auto found = detail::find_branch_into(puts_entry(), puts_entry() + 5);
+    auto found = detail::find_branches_into(puts_entry(), puts_entry() + 5);
     benchmark::DoNotOptimize(found);
   }
 }

@@ -141,9 +141,10 @@ Cache& cache() {
 
 }  // namespace
 
-Result<std::optional<ForeignBranch>> find_branch_into(std::uintptr_t begin, std::uintptr_t end) {
+Result<std::vector<ForeignBranch>> find_branches_into(std::uintptr_t begin, std::uintptr_t end) {
+  std::vector<ForeignBranch> found;
   Lookup lookup = find_object(begin);
-  if (!lookup.object) return std::nullopt;
+  if (!lookup.object) return found;
   Cache& c = cache();
   std::lock_guard lock(c.mutex);
   // An unloaded object's index could describe whatever is mapped there next:
@@ -169,9 +170,9 @@ Result<std::optional<ForeignBranch>> find_branch_into(std::uintptr_t begin, std:
   auto entry = std::upper_bound(index.by_target.begin(), index.by_target.end(), Entry{static_cast<std::uint32_t>(lo), UINT32_MAX});
   for (; entry != index.by_target.end() && entry->target < hi; ++entry)
     if (entry->source < lo || entry->source >= hi)
-      return ForeignBranch{index.base + entry->source, index.base + entry->target, index.object.path,
-                           index.object.load_bias};
-  return std::nullopt;
+      found.push_back({index.base + entry->source, index.base + entry->target, index.object.path,
+                       index.object.load_bias});
+  return found;
 }
 
 std::string describe(const ForeignBranch& branch) {
@@ -188,14 +189,56 @@ std::string describe(const ForeignBranch& branch) {
   return text + " at " + where(branch.source) + " lands at " + where(branch.target);
 }
 
-Status check_no_branch_into(std::uintptr_t begin, std::uintptr_t end, bool allow_unprovable,
-                            const std::string& subject, const std::string& range) {
-  auto foreign = find_branch_into(begin, end);
-  if (!foreign && allow_unprovable) return {};
-  if (!foreign)
+namespace {
+
+// A legacy prefix or REX: a branch past some of these still runs an instruction.
+bool is_prefix(std::uint8_t b) {
+  switch (b) {
+    case 0xf0: case 0xf2: case 0xf3: case 0x2e: case 0x36: case 0x3e: case 0x26: case 0x64: case 0x65:
+    case 0x66: case 0x67:
+      return true;
+    default:
+      return (b & 0xf0) == 0x40;
+  }
+}
+
+// The instruction of `now` that `target` lands in, not at its start and not
+// only past prefixes: where no real code branches to. Null when the target
+// is a place code can land (or `now` does not decode: assume it can).
+std::optional<disasm::Instruction> lands_mid_instruction(disasm::CodeSpan now, std::uintptr_t target) {
+  auto instructions = disasm::decode_all(now);
+  if (!instructions) return std::nullopt;
+  for (const disasm::Instruction& insn : *instructions) {
+    if (target < insn.address || target >= insn.end()) continue;
+    for (std::uintptr_t a = insn.address; a < target; ++a)
+      if (!is_prefix(now.bytes[a - now.address])) return insn;
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Status check_no_branch_into(disasm::CodeSpan now, bool allow_unprovable, const std::string& subject,
+                            const std::string& range) {
+  auto found = find_branches_into(now.address, now.end());
+  if (!found && allow_unprovable) return {};
+  if (!found)
     return fail(ErrorCode::kUnprovable, subject + ": cannot prove no branch lands inside " + range + ": " +
-                                            foreign.error().message + " (set allow_unprovable to accept)");
-  if (*foreign) return fail(ErrorCode::kBranchInto, subject + ": " + describe(**foreign) + ", inside " + range);
+                                            found.error().message + " (set allow_unprovable to accept)");
+  std::optional<std::pair<ForeignBranch, disasm::Instruction>> data_like;
+  for (const ForeignBranch& branch : *found) {
+    auto inside = lands_mid_instruction(now, branch.target);
+    if (!inside) return fail(ErrorCode::kBranchInto, subject + ": " + describe(branch) + ", inside " + range);
+    if (!data_like) data_like.emplace(branch, *inside);
+  }
+  if (data_like && !allow_unprovable) {
+    const auto& [branch, insn] = *data_like;
+    return fail(ErrorCode::kUnprovable, subject + ": " + describe(branch) + ", inside " + range +
+                                            ", in the middle of `" + disasm::format(now, insn.address) + "` at " +
+                                            at(insn.address) + ": data in the code decoded as a branch? (set "
+                                            "allow_unprovable to accept)");
+  }
   return {};
 }
 

@@ -13,6 +13,9 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
+
+#include <punch/disasm/instruction.hpp>
 
 #include <punch/result.hpp>
 
@@ -26,25 +29,29 @@ struct ForeignBranch {
   std::uintptr_t load_bias = 0;  //!< The object's load address (its addresses are bias + ELF address).
 };
 
-//! Whether a direct branch anywhere in the executable code of the loaded
-//! object that holds `begin` lands strictly inside (begin, end) — landing at
-//! `begin` is fine — while not lying in [begin, end) itself (a branch there is
-//! replaced or relocated along with the range). nullopt when none does, or
-//! when no loaded object holds `begin` (JIT code: only the caller's own checks
-//! apply). An error when the object's code cannot be read, so nothing can be
-//! proven. The sweep may count data as branches: a refusal can be a false
-//! one, never a miss of a direct branch in the object's code.
-Result<std::optional<ForeignBranch>> find_branch_into(std::uintptr_t begin, std::uintptr_t end);
+//! Every direct branch anywhere in the executable code of the loaded object
+//! that holds `begin` that lands strictly inside (begin, end) — landing at
+//! `begin` is fine — and does not lie in [begin, end) itself (a branch there
+//! is replaced or relocated along with the range); by target. Empty when none
+//! does, or when no loaded object holds `begin` (JIT code: only the caller's
+//! own checks apply). An error when the object's code cannot be read, so
+//! nothing can be proven. The sweep may count data as branches: a branch
+//! found here may be none, but no direct branch of the object's code is missed.
+Result<std::vector<ForeignBranch>> find_branches_into(std::uintptr_t begin, std::uintptr_t end);
 
 //! "`jmp 0x7f...` at 0x7f... (libc.so.6+0xa2d56) lands at 0x7f... (libc.so.6+0xa2d73)": for refusals.
 std::string describe(const ForeignBranch& branch);
 
-//! find_branch_into as a check: kBranchInto naming the branch when one lands
-//! inside (`subject` begins the message, `range` names [begin, end)), or
-//! kUnprovable when the object's code cannot be read (accepted with
-//! allow_unprovable: a branch that cannot be seen is what it allows).
-Status check_no_branch_into(std::uintptr_t begin, std::uintptr_t end, bool allow_unprovable,
-                            const std::string& subject, const std::string& range);
+//! find_branches_into as a check of the bytes `now` (the instructions there
+//! at present, on their boundaries). kBranchInto naming the first branch that
+//! lands where code can: an instruction's first byte, or past some of its
+//! prefixes (glibc's `je 1f; lock; 1: cmpxchg`). A branch landing anywhere
+//! else inside an instruction (its opcode, operands, immediate) is most
+//! likely data the sweep decoded as a branch: kUnprovable, accepted with
+//! allow_unprovable, as is an object whose code cannot be read. `subject`
+//! begins the message, `range` names the bytes.
+Status check_no_branch_into(disasm::CodeSpan now, bool allow_unprovable, const std::string& subject,
+                            const std::string& range);
 
 //! What the index holds now (tests and benchmarks).
 struct BranchIndexStats {

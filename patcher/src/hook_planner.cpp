@@ -100,12 +100,11 @@ Status find_entry(const Code& code, EntryPlan& plan) {
 }
 
 // No branch from elsewhere in the object may land in the replaced bytes
-// [begin, end) either: functions tail-jump into each other's bodies (glibc's
-// __mempcpy_* ends in `jmp memmove+3`), which no scan of one function sees.
-Status check_object_branches(std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end,
-                             bool allow_unprovable) {
-  return check_no_branch_into(begin, end, allow_unprovable, at(target),
-                              "the bytes [" + at(begin) + ", " + at(end) + ") a hook would replace");
+// either: functions tail-jump into each other's bodies (glibc's __mempcpy_*
+// ends in `jmp memmove+3`), which no scan of one function sees.
+Status check_object_branches(const EntryPlan& plan, bool allow_unprovable) {
+  return check_no_branch_into({plan.entry, plan.original}, allow_unprovable, at(plan.target),
+                              "the bytes [" + at(plan.entry) + ", " + at(plan.resume()) + ") a hook would replace");
 }
 
 }  // namespace
@@ -133,7 +132,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - target);
   plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
   plan.extent = {plan.entry, a, disasm::FunctionExtent::Source::kCaller};
-  PUNCH_TRY(check_object_branches(target, plan.entry, a, false));
+  PUNCH_TRY(check_object_branches(plan, false));
   return plan;
 }
 
@@ -212,7 +211,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
       return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
                                                        "no branch lands in the stolen bytes");
   }
-  PUNCH_TRY(check_object_branches(target, plan.entry, a, policy.allow_unprovable));
+  PUNCH_TRY(check_object_branches(plan, policy.allow_unprovable));
   return plan;
 }
 

@@ -550,7 +550,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   for (std::size_t k = 0; k < batch.sites.size(); ++k) {
     const CheckedSite& c = batch.sites[k];  // batch.sites[k] is the site of blocks[k].
     if (c.is_code && !(blocks[k].contains(c.address) && c.end() <= blocks[k].end))
-      PUNCH_TRY(detail::check_no_branch_into(c.address, c.end(), options.allow_unprovable,
+      PUNCH_TRY(detail::check_no_branch_into({c.address, c.from}, options.allow_unprovable,
                                              site_name(c.index, c.address), "the site"));
   }
   return batch;

@@ -141,6 +141,32 @@ TEST_P(TailJump, OnlyTheEntryFormWhoseBytesHoldTheTargetIsRefused) {
   EXPECT_EQ(call(neighbour, 5), 14);
 }
 
+// Data in the code that decodes as a branch into the middle of an
+// instruction (no real code lands in a ModRM byte) is not a known branch:
+// refused as unprovable, naming it, and hooked with allow_unprovable.
+TEST_P(TailJump, DataDecodedAsABranchIntoAnInstructionIsUnprovable) {
+  const IntFn victim = lib_.fn("tj_data_victim"), holder = lib_.fn("tj_data_holder");
+  ASSERT_NE(victim, nullptr);
+  ASSERT_NE(holder, nullptr);
+  test::MemorySnapshot before(reinterpret_cast<void*>(victim), 16);
+  auto refused = hook_plus_thousand(victim);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnprovable) << refused.error().describe();
+  EXPECT_NE(refused.error().message.find(address_of(holder, 3) + " ("), std::string::npos) << refused.error().message;
+  EXPECT_NE(refused.error().message.find("lands at " + address_of(victim, 2)), std::string::npos)
+      << refused.error().message;
+  EXPECT_NE(refused.error().message.find("allow_unprovable"), std::string::npos) << refused.error().message;
+  EXPECT_EQ(before.differences(), "");
+
+  HookOptions accept;
+  accept.transaction.allow_unprovable = true;
+  auto hook = hook_plus_thousand(victim, accept);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(call(victim, 5), 1005);
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
 // Ordinary compiled code of the same object hooks: the index refuses only
 // what some branch reaches.
 TEST_P(TailJump, CompiledFunctionOfTheSameObjectHooks) {
@@ -194,9 +220,9 @@ TEST(BranchIndex, UnloadingAnObjectDropsItsIndex) {
   }
   // The library is unloaded now: the next question, about libc, finds only libc indexed.
   const auto puts_at = reinterpret_cast<std::uintptr_t>(&::puts);
-  auto none = detail::find_branch_into(puts_at, puts_at + 1);
+  auto none = detail::find_branches_into(puts_at, puts_at + 1);
   ASSERT_TRUE(none) << none.error().describe();
-  EXPECT_FALSE(*none);
+  EXPECT_TRUE(none->empty());
   EXPECT_EQ(detail::branch_index_stats().objects, 1u);
 }
 

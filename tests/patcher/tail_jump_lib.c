@@ -10,6 +10,10 @@
  *   tj_victim_deep(x)= x + 10 in four adds; tj_neighbour_deep jumps to the
  *                      fourth (+9): outside a 5-byte jump's stolen bytes, inside
  *                      a 16-byte absolute entry's.
+ *   tj_data_victim(x)= x, with a frame (sub rsp; mov; add rsp; ret); just
+ *                      before it, data in the code of tj_data_holder that
+ *                      decodes as `js` into the middle of its `sub rsp, 8`
+ *                      (no code branches there; the sweep cannot tell).
  *   tj_plain(x)      = 3x + 1, ordinary compiled code (a hook must not be refused). */
 __asm__(
     ".text\n"
@@ -58,6 +62,22 @@ __asm__(
     "tj_neighbour_deep:\n"
     "  leal (%rdi,%rdi), %eax\n"
     "  jmp .Ltj_victim_deep_body\n"
-    ".size tj_neighbour_deep, .-tj_neighbour_deep\n");
+    ".size tj_neighbour_deep, .-tj_neighbour_deep\n"
+
+    ".globl tj_data_holder\n .type tj_data_holder, @function\n .p2align 4\n"
+    "tj_data_holder:\n"
+    "  movl %edi, %eax\n"
+    "  ret\n"
+    "  .byte 0x78, .Ltj_data_victim + 2 - (. + 1)\n" /* "x" and an offset: `js` into the sub's ModRM */
+    ".size tj_data_holder, .-tj_data_holder\n"
+
+    ".globl tj_data_victim\n .type tj_data_victim, @function\n .p2align 4\n"
+    "tj_data_victim:\n"
+    ".Ltj_data_victim:\n"
+    "  subq $8, %rsp\n"
+    "  movl %edi, %eax\n"
+    "  addq $8, %rsp\n"
+    "  ret\n"
+    ".size tj_data_victim, .-tj_data_victim\n");
 
 int tj_plain(int x) { return 3 * x + 1; }
