@@ -5,10 +5,13 @@
 #include <link.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <array>
+#include <cstddef>
+#include <cstdio>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <punch/disasm/branch_sweep.hpp>
