@@ -1,6 +1,6 @@
 // punch::patcher branch index — does any direct branch of a loaded object land inside a range?
 //
-// A hook's stolen bytes and a multi-instruction site are safe only if no
+// A hook's stolen bytes and a transaction's site are safe only if no
 // branch lands strictly inside them, and the function that holds them is not
 // the only code that can branch there: glibc's `__mempcpy_*` ends in `jmp
 // memmove+3`, and any compiler may tail-jump into a neighbour's body. So the
@@ -11,12 +11,10 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
-
 #include <punch/result.hpp>
 
 namespace punch::patcher::detail {
@@ -35,8 +33,9 @@ struct ForeignBranch {
 //! is replaced or relocated along with the range); by target. Empty when none
 //! does, or when no loaded object holds `begin` (JIT code: only the caller's
 //! own checks apply). An error when the object's code cannot be read, so
-//! nothing can be proven. The sweep may count data as branches: a branch
-//! found here may be none, but no direct branch of the object's code is missed.
+//! nothing can be proven. The sweep may count data as branches (a branch
+//! found here may be none), and just after data it may be out of step with
+//! the code for a few instructions (docs/design.md: measured, nothing missed).
 Result<std::vector<ForeignBranch>> find_branches_into(std::uintptr_t begin, std::uintptr_t end);
 
 //! "`jmp 0x7f...` at 0x7f... (libc.so.6+0xa2d56) lands at 0x7f... (libc.so.6+0xa2d73)": for refusals.
