@@ -82,7 +82,8 @@ class TailJump : public ::testing::TestWithParam<std::string> {
 };
 
 INSTANTIATE_TEST_SUITE_P(Compilers, TailJump, ::testing::ValuesIn(tail_jump_libs()), [](const auto& info) {
-  return info.param.find("clang") != std::string::npos ? std::string("clang") : std::string("gcc");
+  const std::string file = info.param.substr(info.param.rfind('/') + 1);  // libpunch_tail_jump_<compiler>.so
+  return file.find("clang") != std::string::npos ? std::string("clang") : std::string("gcc");
 });
 
 // A hook whose stolen bytes another function jumps into is refused, naming
