@@ -1,6 +1,8 @@
 // Deciding what a hook replaces at a function's entry, and refusing what cannot be proven safe.
 #include "hook_planner.hpp"
 
+#include "branch_index.hpp"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -98,6 +100,14 @@ Status find_entry(const Code& code, EntryPlan& plan) {
   return {};
 }
 
+// No branch from elsewhere in the object may land in the replaced bytes
+// either: functions tail-jump into each other's bodies (glibc's __mempcpy_*
+// ends in `jmp memmove+3`), which no scan of one function sees.
+Status check_object_branches(const EntryPlan& plan, bool allow_unprovable) {
+  return check_no_branch_into({plan.entry, plan.original}, allow_unprovable, at(plan.target),
+                              "the bytes [" + at(plan.entry) + ", " + at(plan.resume()) + ") a hook would replace");
+}
+
 }  // namespace
 
 Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
@@ -123,6 +133,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - target);
   plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
   plan.extent = {plan.entry, a, disasm::FunctionExtent::Source::kCaller};
+  PUNCH_TRY(check_object_branches(plan, false));
   return plan;
 }
 
@@ -203,6 +214,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
       return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
                                                        "no branch lands in the stolen bytes");
   }
+  PUNCH_TRY(check_object_branches(plan, policy.allow_unprovable));
   return plan;
 }
 

@@ -10,6 +10,7 @@
 // allocations need none. Success costs no string.
 #include "site_validation.hpp"
 
+#include "branch_index.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 
@@ -536,6 +537,16 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
                               decoded, options));
     lo = hi;
+  }
+  // No branch from the rest of the loaded object may land inside a site
+  // either: the container scan sees only its own code, and functions
+  // tail-jump into each other's bodies. (punch's heap is in no loaded object:
+  // JIT code keeps the checks above.)
+  for (std::size_t k = 0; k < batch.sites.size(); ++k) {
+    const CheckedSite& c = batch.sites[k];  // batch.sites[k] is the site of blocks[k].
+    if (c.is_code && !(blocks[k].contains(c.address) && c.end() <= blocks[k].end))
+      PUNCH_TRY(detail::check_no_branch_into({c.address, c.from}, options.allow_unprovable,
+                                             site_name(c.index, c.address), "the site"));
   }
   return batch;
 }
