@@ -138,6 +138,11 @@ class FileCache {
     return use(*files_.back());
   }
 
+  void clear() {
+    std::lock_guard lock(mutex_);
+    files_.clear();
+  }
+
  private:
   ForkSafeMutex mutex_{LockRank::kSymbols};  // A fork child can look functions up too.
   unsigned long long unloads_ = 0;
@@ -231,5 +236,7 @@ bool function_starts_at(std::uintptr_t address) {
   auto bounds = function_containing(address);
   return bounds && bounds->start == address;
 }
+
+void drop_function_bounds_cache() { file_cache().clear(); }
 
 }  // namespace punch::runtime

@@ -44,4 +44,8 @@ Result<FunctionBounds> function_containing(std::uintptr_t address);
 //! Whether a function known to any source starts exactly at `address`.
 bool function_starts_at(std::uintptr_t address);
 
+//! Unmaps every cached object file; the next lookup reads them again (for
+//! benchmarks of a cold lookup; lookups never need it).
+void drop_function_bounds_cache();
+
 }  // namespace punch::runtime
