@@ -2,11 +2,13 @@
 #include <dlfcn.h>
 #include <link.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
 #include <punch/patcher/hook.hpp>
+#include <punch/runtime/function_bounds.hpp>
 #include <punch/runtime/safe_read.hpp>
 
 namespace punch::patcher {
@@ -64,21 +66,31 @@ void* definition_behind(void* stub, const SymbolRef& symbol) {
 Result<void*> resolve_symbol(const SymbolRef& symbol) {
   if (symbol.name.empty()) return fail(ErrorCode::kInvalidArgument, "resolve_symbol: empty symbol name");
   void* object = RTLD_DEFAULT;
+  std::optional<std::uintptr_t> bias;  // The named object's load bias.
   if (!symbol.object.empty()) {
     // RTLD_NOLOAD: only objects already loaded; the reference is dropped again below.
     object = dlopen(symbol.object.c_str(), RTLD_LAZY | RTLD_NOLOAD);
     if (object == nullptr)
       return fail(ErrorCode::kNotMapped, "resolve_symbol: object `" + symbol.object + "` is not loaded");
+    link_map* map = nullptr;
+    if (dlinfo(object, RTLD_DI_LINKMAP, &map) == 0 && map != nullptr) bias = map->l_addr;
   }
   dlerror();
   void* address = look_up(object, symbol);
-  const char* why = dlerror();
+  const char* dl_error = dlerror();
+  const std::string why = dl_error ? dl_error : "";
   if (object != RTLD_DEFAULT) dlclose(object);
   const std::string where = symbol.object.empty() ? "any loaded object" : "`" + symbol.object + "`";
   const std::string what = "`" + symbol.name + (symbol.version.empty() ? "" : "@" + symbol.version) + "`";
+  if (address == nullptr && symbol.version.empty() && (symbol.object.empty() || bias)) {
+    // Not exported (a program linked without -rdynamic): the files' .symtab may still name it.
+    auto in_symtab = runtime::function_named(symbol.name, bias);
+    if (in_symtab) return reinterpret_cast<void*>(*in_symtab);
+  }
   if (address == nullptr)
     return fail(ErrorCode::kNotMapped, "resolve_symbol: " + what + " not found in " + where +
-                                           (why ? std::string(" (") + why + ")" : std::string()));
+                                           (why.empty() ? std::string() : " (" + why + ")") +
+                                           (symbol.version.empty() ? " nor in the .symtab of its files" : ""));
   // A PLT stub only forwards: hook the function it leads to, which every caller reaches.
   if (is_plt_stub(address)) {
     if (void* definition = definition_behind(address, symbol)) return definition;

@@ -102,7 +102,8 @@ Result<ElfSymbolTable> ElfSymbolTable::parse(std::span<const std::uint8_t> file)
       const void* nul = std::memchr(begin, 0, strings->size() - sym.st_name);
       if (nul != nullptr) name = std::string_view(begin, static_cast<std::size_t>(static_cast<const char*>(nul) - begin));
     }
-    table.functions_.push_back({sym.st_value, sym.st_size, name});
+    const unsigned binding = ELF64_ST_BIND(sym.st_info);
+    table.functions_.push_back({sym.st_value, sym.st_size, name, binding == STB_GLOBAL || binding == STB_WEAK});
   }
   std::sort(table.functions_.begin(), table.functions_.end(),
             [](const ElfFunction& a, const ElfFunction& b) { return a.value < b.value; });
@@ -126,8 +127,16 @@ bool ElfSymbolTable::starts_at(std::uint64_t address) const noexcept {
 }
 
 const ElfFunction* ElfSymbolTable::named(std::string_view name) const noexcept {
-  auto it = std::find_if(functions_.begin(), functions_.end(), [&](const ElfFunction& f) { return f.name == name; });
-  return it == functions_.end() ? nullptr : &*it;
+  const ElfFunction* local = nullptr;
+  bool ambiguous = false;
+  for (const auto& f : functions_) {
+    if (f.name != name) continue;
+    if (f.global) return &f;
+    // Aliases (one function, two names) are no ambiguity.
+    if (local != nullptr && local->value != f.value) ambiguous = true;
+    local = &f;
+  }
+  return ambiguous ? nullptr : local;
 }
 
 bool ElfLayout::operator==(const ElfLayout& other) const {

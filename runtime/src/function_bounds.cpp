@@ -38,6 +38,12 @@ bool segment_holds(const ElfW(Phdr)& h, std::uintptr_t bias, std::uintptr_t addr
   return h.p_type == PT_LOAD && address >= bias + h.p_vaddr && address - (bias + h.p_vaddr) < h.p_memsz;
 }
 
+LoadedObject loaded_object(const dl_phdr_info& info) {
+  const bool main_program = info.dlpi_name == nullptr || info.dlpi_name[0] == '\0';
+  return LoadedObject{info.dlpi_addr, {info.dlpi_phdr, info.dlpi_phnum},
+                      main_program ? "/proc/self/exe" : info.dlpi_name, info.dlpi_subs};
+}
+
 std::optional<LoadedObject> object_containing(std::uintptr_t address) {
   struct Search {
     std::uintptr_t address;
@@ -46,14 +52,27 @@ std::optional<LoadedObject> object_containing(std::uintptr_t address) {
   dl_iterate_phdr(
       [](dl_phdr_info* info, std::size_t, void* data) {
         auto& s = *static_cast<Search*>(data);
-        std::span<const ElfW(Phdr)> headers(info->dlpi_phdr, info->dlpi_phnum);
-        for (const auto& h : headers) {
+        for (const auto& h : std::span<const ElfW(Phdr)>(info->dlpi_phdr, info->dlpi_phnum)) {
           if (!segment_holds(h, info->dlpi_addr, s.address)) continue;
-          const bool main_program = info->dlpi_name == nullptr || info->dlpi_name[0] == '\0';
-          s.found = LoadedObject{info->dlpi_addr, headers, main_program ? "/proc/self/exe" : info->dlpi_name,
-                                 info->dlpi_subs};
+          s.found = loaded_object(*info);
           return 1;
         }
+        return 0;
+      },
+      &search);
+  return search.found;
+}
+
+// Every loaded object in load order (the main program first), or the one at `bias`.
+std::vector<LoadedObject> loaded_objects(std::optional<std::uintptr_t> bias) {
+  struct Search {
+    std::optional<std::uintptr_t> bias;
+    std::vector<LoadedObject> found;
+  } search{bias, {}};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t, void* data) {
+        auto& s = *static_cast<Search*>(data);
+        if (!s.bias || *s.bias == info->dlpi_addr) s.found.push_back(loaded_object(*info));
         return 0;
       },
       &search);
@@ -235,6 +254,22 @@ Result<FunctionBounds> function_containing(std::uintptr_t address) {
 bool function_starts_at(std::uintptr_t address) {
   auto bounds = function_containing(address);
   return bounds && bounds->start == address;
+}
+
+Result<std::uintptr_t> function_named(std::string_view name, std::optional<std::uintptr_t> bias) {
+  std::string searched;
+  for (const auto& object : loaded_objects(bias)) {
+    auto address = file_cache().with_file(object, [&](const ObjectFile& file) -> std::optional<std::uintptr_t> {
+      if (!file.symbols) return std::nullopt;
+      const ElfFunction* f = file.symbols->named(name);
+      if (f == nullptr) return std::nullopt;
+      return object.bias + f->value;
+    });
+    if (address) return *address;
+    searched += (searched.empty() ? "" : ", ") + object.path;
+  }
+  return fail(ErrorCode::kNotMapped, "no function `" + std::string(name) + "` in the .symtab of " +
+                                         (searched.empty() ? std::string("any loaded object") : searched));
 }
 
 void drop_function_bounds_cache() { file_cache().clear(); }

@@ -99,12 +99,45 @@ void hook_labs_by_name() {
   check(flavour_labs()(-5) == 5, "labs", "the original result after removal");
 }
 
+// A function the program defines, by name: found in .dynsym (-rdynamic) or
+// .symtab; only a stripped program without -rdynamic has no name for it.
+void hook_global_by_name(bool named) {
+  const long before = flavour_global(4);
+  HookOptions options;
+  options.enabled = false;
+  auto hook = Hook::install(punch::patcher::SymbolRef{"flavour_global", "", ""},
+                            reinterpret_cast<void*>(flavour_global_detour_address), options);
+  if (!named) {
+    check(!hook && hook.error().code == punch::ErrorCode::kNotMapped, "flavour_global",
+          "a stripped program without -rdynamic has no name to hook by");
+    if (!hook) std::printf("global     by name: %s\n", hook.error().describe().c_str());
+    return;
+  }
+  if (!hook) {
+    std::fprintf(stderr, "FAIL flavour_global: install: %s\n", hook.error().describe().c_str());
+    ++failures;
+    return;
+  }
+  std::printf("global     by name at %p\n", reinterpret_cast<void*>(hook->info().target));
+  check(hook->info().target == reinterpret_cast<std::uintptr_t>(&flavour_global), "flavour_global",
+        "the name resolves to the function");
+  *flavour_global_original_slot = hook->original<flavour_fn>();
+  check(hook->enable().has_value(), "flavour_global", "enable");
+  check(flavour_global(4) == before + 1000000, "flavour_global", "the detour ran");
+  check(hook->remove().has_value(), "flavour_global", "remove");
+  check(flavour_global(4) == before, "flavour_global", "the original result after removal");
+}
+
 }  // namespace
 
-int main() {
+// argv: "rdynamic" or "private", then "symbols" or "stripped" (how the program was linked).
+int main(int argc, char** argv) {
+  const bool exported = argc > 1 && std::strcmp(argv[1], "rdynamic") == 0;
+  const bool stripped = argc > 2 && std::strcmp(argv[2], "stripped") == 0;
   flavour_init();
   for (int i = 0; i < flavour_case_count; ++i) hook_case(flavour_cases[i]);
   hook_labs_by_name();
+  hook_global_by_name(exported || !stripped);
   std::printf("%s\n", failures == 0 ? "all hooked" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

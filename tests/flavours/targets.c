@@ -76,6 +76,12 @@ DETOUR(cold)
 DETOUR(split)
 DETOUR(fde_only)
 
+/* A global function: exported only with -rdynamic, named in .symtab until stripped. */
+TARGET long flavour_global(long x) { return x * 9 - 2; }
+DETOUR(flavour_global)
+flavour_fn flavour_global_detour_address = flavour_global_detour;
+flavour_fn* flavour_global_original_slot = &flavour_global_original;
+
 #define CASE(name, target, arg) {#name, target, name##_detour, &name##_original, arg}
 struct flavour_case flavour_cases[7];
 int flavour_case_count;

@@ -20,6 +20,10 @@ extern int flavour_case_count;
 flavour_fn flavour_labs(void); /* &labs, as the program's code takes it. */
 void flavour_init(void);
 
+long flavour_global(long x);                        /* Hooked by name. */
+extern flavour_fn flavour_global_detour_address;   /* Returns original(x) + 1000000. */
+extern flavour_fn* flavour_global_original_slot;
+
 #ifdef __cplusplus
 }
 #endif

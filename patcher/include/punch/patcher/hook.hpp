@@ -70,6 +70,10 @@ struct SymbolRef {
 //! Resolves a symbol to the address a call through the dynamic linker reaches.
 //! For an IFUNC (glibc's strlen, memcpy, ...) that is the implementation the
 //! resolver picked for this CPU (e.g. __strlen_avx2), which is what gets hooked.
+//! A PLT stub (a non-PIE program's canonical address) is looked behind: the
+//! definition in another object is returned. A name no dynamic symbol table
+//! has (no -rdynamic) is looked up in the .symtab of the loaded files (a global
+//! function, else the one static function of that name); no version then.
 Result<void*> resolve_symbol(const SymbolRef& symbol);
 
 //! What an installed hook looks like.

@@ -23,6 +23,7 @@ struct ElfFunction {
   std::uint64_t value = 0;
   std::uint64_t size = 0;
   std::string_view name;  //!< A view into the file's bytes.
+  bool global = false;    //!< STB_GLOBAL or STB_WEAK (else local: a static function).
 };
 
 //! The function symbols (STT_FUNC / STT_GNU_IFUNC, defined, sized, in an
@@ -38,7 +39,8 @@ class ElfSymbolTable {
   const ElfFunction* containing(std::uint64_t address) const noexcept;
   //! Whether a function symbol starts at `address` (link-time).
   bool starts_at(std::uint64_t address) const noexcept;
-  //! The first function symbol named `name`, or nullptr (a linear search).
+  //! The function named `name` (a linear search): the first global one, else
+  //! the local one when exactly one has the name; nullptr when none or ambiguous.
   const ElfFunction* named(std::string_view name) const noexcept;
   std::size_t size() const noexcept { return functions_.size(); }
 

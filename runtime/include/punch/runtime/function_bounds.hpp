@@ -15,7 +15,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include <punch/result.hpp>
 
@@ -43,6 +45,13 @@ Result<FunctionBounds> function_containing(std::uintptr_t address);
 
 //! Whether a function known to any source starts exactly at `address`.
 bool function_starts_at(std::uintptr_t address);
+
+//! The address of the function `name` in the .symtab of a loaded object's
+//! file (see ElfSymbolTable::named), for names no dynamic symbol table holds
+//! (a program linked without -rdynamic). Searches the object loaded at
+//! `bias` when given, else every object in load order (the main program
+//! first). kNotMapped saying where it looked when no file has the name.
+Result<std::uintptr_t> function_named(std::string_view name, std::optional<std::uintptr_t> bias = std::nullopt);
 
 //! Unmaps every cached object file; the next lookup reads them again (for
 //! benchmarks of a cold lookup; lookups never need it).
