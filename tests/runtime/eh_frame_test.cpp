@@ -199,7 +199,9 @@ TEST(EhFrame, EveryTruncationAndByteFlipOfAHandBuiltTableIsHandled) {
   }
 }
 
-// A copy of this program's own unwind tables (the readable segment holding .eh_frame_hdr).
+// A copy of this program's own unwind tables: the readable segment holding
+// .eh_frame_hdr, from the header on (.eh_frame follows it; what comes before
+// may hold ASan's poisoned globals).
 struct OwnTables {
   std::vector<std::uint8_t> copy;
   std::uintptr_t address = 0;
@@ -217,8 +219,8 @@ OwnTables own_tables() {
           const auto& h = info->dlpi_phdr[i];
           const std::uintptr_t start = info->dlpi_addr + h.p_vaddr;
           if (h.p_type == PT_LOAD && o.hdr >= start && o.hdr < start + h.p_memsz) {
-            o.address = start;
-            o.copy.assign(reinterpret_cast<const std::uint8_t*>(start),
+            o.address = o.hdr;
+            o.copy.assign(reinterpret_cast<const std::uint8_t*>(o.hdr),
                           reinterpret_cast<const std::uint8_t*>(start) + h.p_memsz);
           }
         }
