@@ -96,42 +96,33 @@ struct ObjectFile {
   }
 };
 
-// Maps `object`'s file and reads its .symtab, if the file is the one the loader mapped.
+// Maps `object`'s file and reads its .symtab, if the file is the one the
+// loader mapped; keeps the mapping only when the symbols are usable.
 void load_symbols(ObjectFile& file, const LoadedObject& object) {
+  auto give_up = [&](std::string why) {
+    file.unavailable = std::move(why);
+    if (file.data != MAP_FAILED) ::munmap(file.data, file.size);
+    file.data = MAP_FAILED;
+  };
   const int fd = ::open(object.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    file.unavailable = std::string("cannot open it: ") + std::strerror(errno);
-    return;
-  }
+  if (fd < 0) return give_up(std::string("cannot open it: ") + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
     ::close(fd);
-    file.unavailable = "not a regular, non-empty file";
-    return;
+    return give_up("not a regular, non-empty file");
   }
   file.size = static_cast<std::size_t>(st.st_size);
   file.data = ::mmap(nullptr, file.size, PROT_READ, MAP_PRIVATE, fd, 0);
   const int mmap_errno = errno;
   ::close(fd);
-  if (file.data == MAP_FAILED) {
-    file.unavailable = std::string("cannot map it: ") + std::strerror(mmap_errno);
-    return;
-  }
+  if (file.data == MAP_FAILED) return give_up(std::string("cannot map it: ") + std::strerror(mmap_errno));
   const std::span<const std::uint8_t> bytes(static_cast<const std::uint8_t*>(file.data), file.size);
   auto on_disk = file_layout(bytes);
-  if (!on_disk) {
-    file.unavailable = on_disk.error().message;
-    return;
-  }
-  if (!(*on_disk == image_layout(object.headers, object.bias))) {
-    file.unavailable = "the file is not the one loaded (its PT_LOAD layout or build-id differs)";
-    return;
-  }
+  if (!on_disk) return give_up(on_disk.error().message);
+  if (!(*on_disk == image_layout(object.headers, object.bias)))
+    return give_up("the file is not the one loaded (its PT_LOAD layout or build-id differs)");
   auto symbols = ElfSymbolTable::parse(bytes);
-  if (!symbols) {
-    file.unavailable = symbols.error().message;
-    return;
-  }
+  if (!symbols) return give_up(symbols.error().message);
   file.symbols = std::move(*symbols);
 }
 
