@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <thread>
 #include <vector>
@@ -127,6 +130,32 @@ TEST(FunctionBounds, ThreadsLookUpConcurrently) {
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong.load(), 0);
+}
+
+// The cache's lock is fork-safe: a child forked while other threads look
+// functions up (and may hold the lock) can look up too.
+TEST(FunctionBounds, AForkChildLooksUpWhileOtherThreadsDid) {
+  const auto f = address_of(reinterpret_cast<void*>(&bounds_static_function));
+  std::atomic<bool> stop{false};
+  std::thread busy([&] {
+    while (!stop.load()) {
+      drop_function_bounds_cache();  // Every lookup maps the file again: the lock is held often and long.
+      (void)function_containing(f);
+    }
+  });
+  for (int i = 0; i < 20; ++i) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      auto bounds = function_containing(f + 1);
+      _exit(bounds && bounds->start == f ? 0 : 1);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
+  stop = true;
+  busy.join();
 }
 
 }  // namespace

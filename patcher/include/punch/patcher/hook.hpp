@@ -136,7 +136,7 @@ class Hook {
 //! Frees trampolines, relays and link stubs of removed hooks once one
 //! rendezvous (runtime::ranges_in_use) shows no thread can still run them:
 //! a block is kept while some thread's rip lies inside it, or inside the
-//! DETOUR of a hook that used it when the detour has a sized ELF symbol (a
+//! DETOUR of a hook that used it when the detour's extent is known (a symbol or FDE: a
 //! thread there may have loaded the trampoline pointer and be about to call
 //! it), or when a thread that did not answer cannot be proven blocked
 //! elsewhere. Trampolines whose stolen bytes end in a call are never freed (a
@@ -146,8 +146,8 @@ class Hook {
 //! trampoline() later through a pointer saved elsewhere (a global the detour
 //! reads, a copy another thread holds), and no thread is inside a function the
 //! detour called on its way to the trampoline (only the innermost frame is
-//! seen), nor inside a detour without a sized symbol (JIT code, some static
-//! functions). Returns how many blocks were freed; the rest stay retired.
+//! seen), nor inside a detour without a known extent (JIT code, assembly
+//! without CFI). Returns how many blocks were freed; the rest stay retired.
 Result<std::size_t> release_retired_hook_code(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
 
 }  // namespace punch::patcher
