@@ -43,6 +43,9 @@ std::uintptr_t address_of(const void* p) { return reinterpret_cast<std::uintptr_
 void BM_FunctionBounds_dynamic_symbol(benchmark::State& state) {
   look_up(state, address_of(reinterpret_cast<void*>(&::getaddrinfo)), false);
 }
+void BM_FunctionBounds_dynamic_symbol_cold(benchmark::State& state) {
+  look_up(state, address_of(reinterpret_cast<void*>(&::getaddrinfo)), true);
+}
 void BM_FunctionBounds_symbol_table(benchmark::State& state) {
   look_up(state, address_of(reinterpret_cast<void*>(&bench_static_function)), false);
 }
@@ -57,6 +60,7 @@ void BM_FunctionBounds_unwind_table_cold(benchmark::State& state) {
 }
 
 BENCHMARK(BM_FunctionBounds_dynamic_symbol)->Name("BM_FunctionBounds/dynamic_symbol");
+BENCHMARK(BM_FunctionBounds_dynamic_symbol_cold)->Name("BM_FunctionBounds/dynamic_symbol_cold");
 BENCHMARK(BM_FunctionBounds_symbol_table)->Name("BM_FunctionBounds/symbol_table");
 BENCHMARK(BM_FunctionBounds_symbol_table_cold)->Name("BM_FunctionBounds/symbol_table_cold");
 BENCHMARK(BM_FunctionBounds_unwind_table)->Name("BM_FunctionBounds/unwind_table");

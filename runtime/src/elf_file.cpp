@@ -70,20 +70,22 @@ std::optional<std::span<const std::uint8_t>> section_bytes(std::span<const std::
 
 }  // namespace
 
-Result<ElfSymbolTable> ElfSymbolTable::parse(std::span<const std::uint8_t> file) {
+Result<ElfSymbolTable> ElfSymbolTable::parse(std::span<const std::uint8_t> file, std::uint32_t table_type) {
   auto ehdr = read_header(file);
   if (!ehdr) return tl::unexpected(std::move(ehdr).error());
   auto sections = section_headers(file, *ehdr);
   if (!sections) return tl::unexpected(std::move(sections).error());
-  auto symtab = std::find_if(sections->begin(), sections->end(), [](const auto& s) { return s.sh_type == SHT_SYMTAB; });
-  if (symtab == sections->end()) return fail(ErrorCode::kUnprovable, "ELF file: no .symtab (stripped)");
+  const char* name_of_table = table_type == SHT_DYNSYM ? ".dynsym" : ".symtab";
+  auto symtab = std::find_if(sections->begin(), sections->end(), [&](const auto& s) { return s.sh_type == table_type; });
+  if (symtab == sections->end())
+    return fail(ErrorCode::kUnprovable, std::string("ELF file: no ") + name_of_table + (table_type == SHT_SYMTAB ? " (stripped)" : ""));
   auto symbols = section_bytes(file, *symtab);
   if (!symbols || symtab->sh_entsize != sizeof(Elf64_Sym) || symtab->sh_link >= sections->size())
-    return tl::unexpected(malformed(".symtab section header is malformed"));
+    return tl::unexpected(malformed(std::string(name_of_table) + " section header is malformed"));
   const Elf64_Shdr& strtab_header = (*sections)[symtab->sh_link];
   auto strings = section_bytes(file, strtab_header);
   if (!strings || strtab_header.sh_type != SHT_STRTAB)
-    return tl::unexpected(malformed(".symtab's string table is malformed"));
+    return tl::unexpected(malformed(std::string(name_of_table) + "'s string table is malformed"));
 
   ElfSymbolTable table;
   for (std::size_t i = 0; i + sizeof(Elf64_Sym) <= symbols->size(); i += sizeof(Elf64_Sym)) {

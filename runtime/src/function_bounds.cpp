@@ -85,8 +85,9 @@ struct ObjectFile {
   const ElfW(Phdr)* headers = nullptr;
   void* data = MAP_FAILED;
   std::size_t size = 0;
-  std::optional<ElfSymbolTable> symbols;
-  std::string unavailable;  // Why `symbols` is empty.
+  std::optional<ElfSymbolTable> symbols;          // .symtab
+  std::optional<ElfSymbolTable> dynamic_symbols;  // .dynsym: what dladdr1 would search, sorted.
+  std::string unavailable;                        // Why `symbols` is empty.
 
   ObjectFile() = default;
   ObjectFile(const ObjectFile&) = delete;
@@ -96,8 +97,8 @@ struct ObjectFile {
   }
 };
 
-// Maps `object`'s file and reads its .symtab, if the file is the one the
-// loader mapped; keeps the mapping only when the symbols are usable.
+// Maps `object`'s file and reads its .symtab and .dynsym, if the file is the
+// one the loader mapped; keeps the mapping only while a table is usable.
 void load_symbols(ObjectFile& file, const LoadedObject& object) {
   auto give_up = [&](std::string why) {
     file.unavailable = std::move(why);
@@ -121,9 +122,15 @@ void load_symbols(ObjectFile& file, const LoadedObject& object) {
   if (!on_disk) return give_up(on_disk.error().message);
   if (!(*on_disk == image_layout(object.headers, object.bias)))
     return give_up("the file is not the one loaded (its PT_LOAD layout or build-id differs)");
+  if (auto dynamic = ElfSymbolTable::parse(bytes, SHT_DYNSYM)) file.dynamic_symbols = std::move(*dynamic);
   auto symbols = ElfSymbolTable::parse(bytes);
-  if (!symbols) return give_up(symbols.error().message);
-  file.symbols = std::move(*symbols);
+  if (symbols) {
+    file.symbols = std::move(*symbols);
+  } else if (file.dynamic_symbols) {
+    file.unavailable = symbols.error().message;  // The mapping stays for .dynsym.
+  } else {
+    give_up(symbols.error().message);
+  }
 }
 
 // Object files read so far, one per loaded object, dropped whenever the loader
@@ -167,8 +174,18 @@ FileCache& file_cache() {
 // child's copy of the static's initialization guard taken.
 [[maybe_unused]] const bool g_file_cache_built = (static_cast<void>(file_cache()), true);
 
-// 1. The dynamic symbol covering `address`; the reason otherwise.
-Result<FunctionBounds> from_dynamic_symbols(std::uintptr_t address) {
+// 1. The dynamic symbol covering `address`; the reason otherwise. From the
+// file's .dynsym, sorted once; through dladdr1 (a scan of the whole table)
+// where the file cannot be used (the vDSO, a file replaced on disk).
+Result<FunctionBounds> from_dynamic_symbols(const LoadedObject& object, std::uintptr_t address) {
+  auto cached = file_cache().with_file(object, [&](const ObjectFile& file) -> std::optional<Result<FunctionBounds>> {
+    if (!file.dynamic_symbols) return std::nullopt;
+    const ElfFunction* f = file.dynamic_symbols->containing(address - object.bias);
+    if (f == nullptr) return fail(ErrorCode::kUnprovable, "none covers it");
+    return FunctionBounds{object.bias + f->value, object.bias + f->value + f->size, Source::kDynamicSymbol,
+                          std::string(f->name)};
+  });
+  if (cached) return std::move(*cached);
   Dl_info info{};
   void* extra = nullptr;  // dladdr1 stores a `const ElfW(Sym)*` here.
   if (dladdr1(reinterpret_cast<void*>(address), &info, &extra, RTLD_DL_SYMENT) == 0 || info.dli_fbase == nullptr)
@@ -227,11 +244,11 @@ const char* to_string(FunctionBounds::Source source) noexcept {
 }
 
 Result<FunctionBounds> function_containing(std::uintptr_t address) {
-  auto dynamic = from_dynamic_symbols(address);
-  if (dynamic) return dynamic;
   const auto object = object_containing(address);
   if (!object)
     return fail(ErrorCode::kUnprovable, at(address) + ": not inside any loaded object, function extent unknown");
+  auto dynamic = from_dynamic_symbols(*object, address);
+  if (dynamic) return dynamic;
   auto symbol = from_symbol_table(*object, address);
   if (symbol) return symbol;
   auto unwind = from_unwind_tables(*object, address);

@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -113,6 +115,33 @@ TEST(FunctionBounds, UnloadedObjectsLeaveNoStaleEntry) {
       ASSERT_EQ(dlclose(object), 0);
     }
   }
+}
+
+// A file replaced on disk after it was loaded is not trusted: its tables
+// would describe other code. The exported function still comes from the
+// loaded image's dynamic symbols (dladdr1), the static one from its FDE.
+TEST(FunctionBounds, AFileReplacedOnDiskIsNotRead) {
+  const std::string copy = ::testing::TempDir() + "punch_replaced_object.so";
+  ASSERT_EQ(std::system(("cp " + std::string(PUNCH_TEST_OBJECT_A) + " " + copy).c_str()), 0);
+  void* object = dlopen(copy.c_str(), RTLD_NOW | RTLD_LOCAL);
+  ASSERT_NE(object, nullptr) << dlerror();
+  // Another object renamed over the path, as a package upgrade does (writing
+  // into the loaded file itself would change the mapped code).
+  ASSERT_EQ(std::system(("cp " + std::string(PUNCH_TEST_OBJECT_B) + " " + copy + ".new && mv " + copy + ".new " + copy).c_str()), 0);
+  auto function_of = reinterpret_cast<void* (*)()>(dlsym(object, "punch_test_object_function"));
+  ASSERT_NE(function_of, nullptr);
+
+  auto exported = function_containing(address_of(reinterpret_cast<void*>(function_of)));
+  ASSERT_TRUE(exported) << exported.error().describe();
+  EXPECT_EQ(exported->source, Source::kDynamicSymbol);
+  EXPECT_EQ(exported->name, "punch_test_object_function");
+  const auto f = address_of(function_of());
+  auto hidden = function_containing(f);
+  ASSERT_TRUE(hidden) << hidden.error().describe();
+  EXPECT_EQ(hidden->source, Source::kUnwindTable);
+  EXPECT_EQ(hidden->start, f);
+  dlclose(object);
+  std::remove(copy.c_str());
 }
 
 TEST(FunctionBounds, ThreadsLookUpConcurrently) {

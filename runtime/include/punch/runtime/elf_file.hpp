@@ -27,13 +27,14 @@ struct ElfFunction {
 };
 
 //! The function symbols (STT_FUNC / STT_GNU_IFUNC, defined, sized, in an
-//! executable section) of an ELF file's .symtab, sorted by address. Views into
-//! the file's bytes, which must outlive the table.
+//! executable section) of an ELF file's .symtab (or .dynsym), sorted by
+//! address. Views into the file's bytes, which must outlive the table.
 class ElfSymbolTable {
  public:
   //! kDecodeFailed naming the reason when the bytes are no well-formed 64-bit
-  //! x86-64 ELF executable or shared object; kUnprovable when it has no .symtab.
-  static Result<ElfSymbolTable> parse(std::span<const std::uint8_t> file);
+  //! x86-64 ELF executable or shared object; kUnprovable when it has no such
+  //! table. `table` is SHT_SYMTAB or SHT_DYNSYM.
+  static Result<ElfSymbolTable> parse(std::span<const std::uint8_t> file, std::uint32_t table = SHT_SYMTAB);
 
   //! The symbol whose [value, value + size) holds `address` (link-time), or nullptr.
   const ElfFunction* containing(std::uint64_t address) const noexcept;
