@@ -3,10 +3,12 @@
 // Hooks and patches need a function's bounds to scan it for branches into the
 // bytes they replace. Ordinary executables export no symbols and are often
 // stripped, so the bounds come from the first source that knows them:
-//  1. the object's dynamic symbols (dladdr1, RTLD_DL_SYMENT);
-//  2. the ELF symbol table (.symtab) of the object's file on disk, mapped
-//     read-only once per loaded object and used only when its PT_LOAD layout
-//     and build-id match the image in memory;
+//  1. the object's dynamic symbols (.dynsym of its file, or dladdr1 with
+//     RTLD_DL_SYMENT where the file cannot be used);
+//  2. the ELF symbol table (.symtab) of the object's file on disk.
+//     The file (found through dl_iterate_phdr; /proc/self/exe for the main
+//     program) is mapped read-only once per loaded object and used only when
+//     its PT_LOAD layout and build-id match the image in memory;
 //  3. the unwind tables (.eh_frame through PT_GNU_EH_FRAME's search table),
 //     which gcc and clang emit for every function, stripped or not.
 // JIT code is in none of them: callers give its extent themselves.
