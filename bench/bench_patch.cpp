@@ -9,7 +9,8 @@
 // The busy thread is pinned to another CPU than the measuring thread and
 // counts its calls: `busy_calls` (per iteration) shows it really ran during
 // the measurement. BM_Floor/* measure what every live change must pay with
-// the same busy thread: one sync, one rendezvous, and, for comparison, what
+// the same busy thread: one sync (beside the bare membarrier call and each way
+// of serializing one thread), one rendezvous, and, for comparison, what
 // an mprotect-based hook library pays for an install plus a remove.
 #include <benchmark/benchmark.h>
 
@@ -17,8 +18,10 @@
 #include <pthread.h>
 
 #include "busy_caller.hpp"
+#include <linux/membarrier.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,6 +35,7 @@
 
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/serialize.hpp>
 #include <punch/runtime/sync.hpp>
 #include <punch/runtime/threads.hpp>
 
@@ -197,6 +201,32 @@ void BM_Floor_sync(benchmark::State& state) {
   thread.report(state, before);
 }
 BENCHMARK(BM_Floor_sync)->Name("BM_Floor/sync")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
+
+// ... of which the kernel's part is the bare membarrier SYNC_CORE system call
+// (issue: the sync at most 1.2x this row, idle and busy) ...
+void BM_Floor_membarrier_raw(benchmark::State& state) {
+  Code code(1, false);
+  if (runtime::sync_method() != runtime::SyncMethod::kMembarrier) return state.SkipWithError("membarrier refused here");
+  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  const std::uint64_t before = thread.calls();
+  for (auto _ : state)
+    if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) != 0)
+      state.SkipWithError("membarrier failed");
+  thread.report(state, before);
+}
+BENCHMARK(BM_Floor_membarrier_raw)->Name("BM_Floor/membarrier_raw")->Arg(0)->Arg(1)->ArgName("busy")->UseRealTime();
+
+// ... and serializing one thread, with each method (the trap handler, the
+// fix-up visitor and a released held thread pay one; cpuid is a VM exit in a VM).
+void BM_Floor_serialize(benchmark::State& state, runtime::SerializeMethod method) {
+  if (!runtime::testing::force_serialize_method(method)) return state.SkipWithError("not on this CPU");
+  if (runtime::serialize_method() != method) state.SkipWithError("not on this thread (shadow stack)");
+  for (auto _ : state) runtime::serialize_this_thread();
+  (void)runtime::testing::force_serialize_method(std::nullopt);
+}
+BENCHMARK_CAPTURE(BM_Floor_serialize, serialize, runtime::SerializeMethod::kSerialize)->Name("BM_Floor/serialize/serialize");
+BENCHMARK_CAPTURE(BM_Floor_serialize, iret, runtime::SerializeMethod::kIret)->Name("BM_Floor/serialize/iret");
+BENCHMARK_CAPTURE(BM_Floor_serialize, cpuid, runtime::SerializeMethod::kCpuid)->Name("BM_Floor/serialize/cpuid");
 
 // ... one rendezvous (the fix-up round, and every reclamation of copies or trampolines) ...
 void BM_Floor_rendezvous(benchmark::State& state) {

@@ -34,6 +34,8 @@ int main() {
   line("mdwe", yes_no(caps.mdwe));
   line("membarrier_sync_core", yes_no(caps.membarrier_sync_core));
   line("sync_method", std::string(to_string(caps.sync)));
+  line("membarrier_serializes_caller", yes_no(membarrier_serializes_caller()));
+  line("serialize_method", std::string(to_string(serialize_method())));
   line("kernel", std::string(host.release));
   line("uid", std::to_string(::getuid()));
 

@@ -5,6 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
   libasmjit-dev libzydis-dev libzycore-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev libunicorn-dev
+  valgrind
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -10,6 +10,7 @@
 #include <string>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/safe_read.hpp>
 
@@ -147,13 +148,16 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   if (!code) return tl::unexpected<Error>(std::move(code).error());
   PUNCH_TRY(find_entry(*code, plan));
 
-  // Steal whole instructions until the jump fits.
+  // Steal whole instructions until the jump fits. Bytes after an
+  // unconditional jump or return that lie inside the function's extent are
+  // still its code (the branch scan covers them); past the extent's end,
+  // after control stopped falling through, only padding may be stolen.
   std::uintptr_t a = plan.entry;
   std::uintptr_t function_ends_at = 0;  // Set once control cannot fall through any more.
   while (a - plan.entry < min_bytes) {
     auto insn = disasm::decode(code->span(), a);
     if (!insn) return tl::unexpected<Error>(std::move(insn).error());
-    if (function_ends_at != 0) {
+    if (function_ends_at != 0 && a >= plan.extent.end) {
       // Past the function's last instruction only padding up to the next symbol may be stolen.
       if (!insn->is_padding || symbol_starts_at(a))
         return fail(ErrorCode::kUnprovable,
@@ -172,8 +176,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
     plan.instructions.push_back(*insn);
     a = insn->end();
   }
-  plan.ends_in_call = plan.instructions.back().flow == disasm::Flow::kCall ||
-                      plan.instructions.back().flow == disasm::Flow::kIndirectCall;
+  plan.ends_in_call = disasm::calls_out(plan.instructions.back());
   if (a > code->address + code->bytes.size())
     return fail(ErrorCode::kNotMapped, at(a) + ": stolen bytes run into unmapped memory");
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - code->address);

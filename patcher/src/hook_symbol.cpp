@@ -77,8 +77,9 @@ Result<void*> resolve_symbol(const SymbolRef& symbol) {
   }
   dlerror();
   void* address = look_up(object, symbol);
-  const char* dl_error = dlerror();
-  const std::string why = dl_error ? dl_error : "";
+  // Copied before dlclose, which may free the text dlerror returned.
+  const char* error_text = dlerror();
+  const std::string why = error_text ? error_text : "";
   if (object != RTLD_DEFAULT) dlclose(object);
   const std::string where = symbol.object.empty() ? "any loaded object" : "`" + symbol.object + "`";
   const std::string what = "`" + symbol.name + (symbol.version.empty() ? "" : "@" + symbol.version) + "`";

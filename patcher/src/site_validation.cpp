@@ -259,7 +259,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
       decoded = false;
       break;
     }
-    if (insn->has_memory_target) {
+    if (disasm::reads_data_outside(*insn, c.address, c.end())) {  // Data of the site itself moves with a copy.
       reads_data = true;
       copy_window = copy_window.intersect(runtime::AddressWindow::rel32_reach(insn->memory_target));
       if (copy_window.empty() && !far_operand) far_operand = insn->address;
@@ -283,18 +283,13 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
   c.to_plain = plain;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
-  if (count > 1 && last.flow == disasm::Flow::kIndirectCall)
-    return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                ": the new code ends in an indirect call after other "
-                                                "instructions; it could not be undone live (no out-of-line copy "
-                                                "can keep that call's return address)");
   if (count > 1 && far_operand)
     return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) + ": the new code could not be undone "
                                                 "live: the RIP-relative operand at " + at(far_operand) +
                                                 " is too close to the edge of rel32 reach for any out-of-line "
                                                 "copy near the site to reach it");
   if (count > 1 && !plain)
-    if (auto dry = disasm::relocate(code, c.address); !dry)
+    if (auto dry = disasm::relocate(code, c.address, {.final_call_as_jump = true}); !dry)
       return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
                                                   ": the new code could not be undone live (it cannot run out "
                                                   "of line): " + dry.error().message);

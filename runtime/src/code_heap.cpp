@@ -272,11 +272,15 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
   // Check every address before touching anything.
   std::vector<std::pmr::map<std::uintptr_t, std::size_t>::iterator> found;
   found.reserve(sorted.size());
+  auto next = state_->live.end();  // The allocation after the last one found: usually the next one asked for.
   for (std::size_t i = 0; i < sorted.size(); ++i) {
     const std::uintptr_t address = sorted[i];
     if (i && sorted[i - 1] == address) return fail(ErrorCode::kInvalidArgument, at(address) + ": listed twice in one free");
-    if (auto it = state_->live.find(address); it != state_->live.end()) {
+    // A batch is mostly consecutive allocations: step to the next node instead of searching the tree again.
+    auto it = next != state_->live.end() && next->first == address ? next : state_->live.find(address);
+    if (it != state_->live.end()) {
       found.push_back(it);
+      next = std::next(it);
       continue;
     }
     Arena* arena = state_->arena_of(address);

@@ -1,12 +1,13 @@
 #include <punch/runtime/sync.hpp>
 
-#include <cpuid.h>
 #include <linux/membarrier.h>
 #include <sys/syscall.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -38,8 +39,36 @@ int decided_method() {
   return m;
 }
 
-// Whether the CPU has the SERIALIZE instruction (CPUID.7.0:EDX[14]); 0 unknown, 1 no, 2 yes.
-std::atomic<int> g_has_serialize{0};
+// Whether this kernel's release (uname) is `major`.`minor` or later.
+bool kernel_at_least(int major, int minor) {
+  struct utsname name;
+  if (::uname(&name) != 0) return false;
+  const char* p = name.release;
+  const char* end = p + std::strlen(p);
+  int found_major = 0, found_minor = 0;
+  auto [after_major, major_error] = std::from_chars(p, end, found_major);
+  if (major_error != std::errc() || after_major == end || *after_major != '.') return false;
+  if (std::from_chars(after_major + 1, end, found_minor).ec != std::errc()) return false;
+  return found_major > major || (found_major == major && found_minor >= minor);
+}
+
+// 0 unknown, 1 no, 2 yes.
+std::atomic<int> g_serializes_caller{0};
+
+// One membarrier SYNC_CORE, retried on EINTR, registered again once on EPERM
+// (a child after fork may need it). False when the kernel refuses it.
+bool membarrier_sync_core() {
+  bool reregistered = false;
+  for (;;) {
+    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0) return true;
+    if (errno == EINTR) continue;
+    if (errno == EPERM && !reregistered && register_membarrier()) {
+      reregistered = true;
+      continue;
+    }
+    return false;  // EINVAL, ENOSYS, seccomp.
+  }
+}
 
 void serialize_visitor(ucontext_t*, void*) { serialize_this_thread(); }
 
@@ -51,44 +80,33 @@ std::string_view to_string(SyncMethod method) noexcept {
 
 SyncMethod sync_method() { return decided_method() == kUseMembarrier ? SyncMethod::kMembarrier : SyncMethod::kSignals; }
 
-void serialize_this_thread() noexcept {
-  int has = g_has_serialize.load(std::memory_order_relaxed);
-  if (has == 0) {  // Benign race: every thread computes the same answer.
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    has = (__get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 14))) ? 2 : 1;
-    g_has_serialize.store(has, std::memory_order_relaxed);
-    return;  // cpuid itself serialized this thread.
+bool membarrier_serializes_caller() {
+  int known = g_serializes_caller.load(std::memory_order_relaxed);
+  if (known == 0) {  // Every thread computes the same answer.
+    known = kernel_at_least(5, 10) ? 2 : 1;
+    g_serializes_caller.store(known, std::memory_order_relaxed);
   }
-  if (has == 2) {
-    asm volatile(".byte 0x0f, 0x01, 0xe8" ::: "memory");  // serialize
-  } else {
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    __cpuid(0, a, b, c, d);
-    asm volatile("" ::"r"(a), "r"(b), "r"(c), "r"(d) : "memory");
-  }
+  return known == 2;
 }
 
 Status sync_all_threads(std::chrono::milliseconds timeout) {
   const auto fault = detail::take_fault(testing::FaultPoint::kSync);
-  if (fault == testing::FaultKind::kEio) return fail(ErrorCode::kIoError, "sync_all_threads: injected EIO");
+  if (fault == testing::FaultKind::kEio) {
+    serialize_this_thread();  // The caller serializes on every path.
+    return fail(ErrorCode::kIoError, "sync_all_threads: injected EIO");
+  }
   if (fault == testing::FaultKind::kDelay) std::this_thread::sleep_for(detail::kInjectedDelay);
   // An injected EINTR or short write is an interruption: the sync below simply runs.
 
-  serialize_this_thread();
   if (decided_method() == kUseMembarrier) {
-    bool reregistered = false;
-    for (;;) {
-      if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0) return {};
-      if (errno == EINTR) continue;
-      // EPERM: not registered in this process (a child after fork may need it again).
-      if (errno == EPERM && !reregistered && register_membarrier()) {
-        reregistered = true;
-        continue;
-      }
-      break;  // Refused here (EINVAL, ENOSYS, seccomp): use signals from now on.
-    }
-    g_method.store(kUseSignals, std::memory_order_release);
+    // Before 5.10 the kernel skips the caller's CPU. Serializing it before the
+    // call also covers a sibling thread that is moved onto this CPU meanwhile
+    // (see docs/design.md).
+    if (!membarrier_serializes_caller()) serialize_this_thread();
+    if (membarrier_sync_core()) return {};
+    g_method.store(kUseSignals, std::memory_order_release);  // Refused here: signals from now on.
   }
+  serialize_this_thread();
   // Every other thread is held (it serializes when released) or asleep in a
   // system call (it has run nothing since the hold began): this thread has
   // serialized itself, and a rendezvous could not be answered anyway.

@@ -34,6 +34,7 @@
 #include <ctime>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/raw_syscall.hpp>
@@ -102,32 +103,49 @@ void on_rendezvous_signal(int, siginfo_t*, void* context) {
   errno = saved_errno;
 }
 
+// Whether the program already handles `sig` (ignoring it or leaving the default is not handling it).
+Result<bool> handled_by_the_program(int sig) {
+  struct sigaction old {};
+  if (::sigaction(sig, nullptr, &old) != 0)
+    return fail(ErrorCode::kIoError, "sigaction(" + std::to_string(sig) + "): " + std::strerror(errno));
+  return (old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != nullptr
+                                     : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN);
+}
+
 // The signal number, with its handler installed (once per process).
+//
+// Its default action must be harmless. A thread may enter execve just as the
+// signal is sent to it; the signal then stays pending into the new program,
+// where every handler is back at its default: a real-time signal would kill
+// the new program, SIGURG is ignored. So SIGURG, unless the program handles it
+// already; then SIGRTMIN+5, which leaves that race open (docs/design.md).
 Result<int> rendezvous_signal() {
   static const Result<int> installed = []() -> Result<int> {
-    int sig = SIGRTMIN + 5;
+    std::vector<int> candidates{SIGURG, SIGRTMIN + 5};
     if (const char* env = std::getenv("PUNCH_SIGNAL"); env && *env) {
       char* end = nullptr;
       long n = std::strtol(env, &end, 10);
       if (*end != '\0' || n < 1 || n > SIGRTMAX || n == SIGKILL || n == SIGSTOP)
         return fail(ErrorCode::kInvalidArgument, "PUNCH_SIGNAL=" + std::string(env) + ": not a usable signal number");
-      sig = static_cast<int>(n);
+      candidates = {static_cast<int>(n)};
     }
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) != 0)
-      return fail(ErrorCode::kIoError, "sigaction(" + std::to_string(sig) + "): " + std::strerror(errno));
-    const bool taken = (old.sa_flags & SA_SIGINFO) ? old.sa_sigaction != nullptr
-                                                   : (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN);
-    if (taken)
-      return fail(ErrorCode::kConflict, "signal " + std::to_string(sig) +
-                                            " already has a handler; choose a free one with PUNCH_SIGNAL");
-    struct sigaction sa {};
-    sa.sa_sigaction = on_rendezvous_signal;
-    sa.sa_flags = SA_SIGINFO | SA_RESTART;  // Interrupted system calls resume.
-    sigfillset(&sa.sa_mask);
-    if (::sigaction(sig, &sa, nullptr) != 0)
-      return fail(ErrorCode::kIoError, "sigaction(" + std::to_string(sig) + "): " + std::strerror(errno));
-    return sig;
+    std::string taken;
+    for (int sig : candidates) {
+      auto handled = handled_by_the_program(sig);
+      if (!handled) return tl::unexpected(std::move(handled).error());
+      if (*handled) {
+        taken += (taken.empty() ? "signal " : " and ") + std::to_string(sig);
+        continue;
+      }
+      struct sigaction sa {};
+      sa.sa_sigaction = on_rendezvous_signal;
+      sa.sa_flags = SA_SIGINFO | SA_RESTART;  // Interrupted system calls resume.
+      sigfillset(&sa.sa_mask);
+      if (::sigaction(sig, &sa, nullptr) != 0)
+        return fail(ErrorCode::kIoError, "sigaction(" + std::to_string(sig) + "): " + std::strerror(errno));
+      return sig;
+    }
+    return fail(ErrorCode::kConflict, taken + " already handled by the program; choose a free one with PUNCH_SIGNAL");
   }();
   return installed;
 }

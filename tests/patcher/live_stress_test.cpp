@@ -24,9 +24,9 @@ class LiveStress : public ::testing::Test {
     // Application handlers should block every signal while they run (or be short):
     // a thread interrupted inside a site and still in its handler cannot be seen by the fix-up.
     sigfillset(&sa.sa_mask);
-    ::sigaction(SIGURG, &sa, &previous_);
+    ::sigaction(SIGWINCH, &sa, &previous_);
   }
-  void TearDown() override { ::sigaction(SIGURG, &previous_, nullptr); }
+  void TearDown() override { ::sigaction(SIGWINCH, &previous_, nullptr); }
   struct sigaction previous_ {};
 };
 

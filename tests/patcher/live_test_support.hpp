@@ -97,7 +97,7 @@ Fn as(std::uintptr_t address) {
 
 //! Threads that run `call_once(k)` (k: the thread's call count) in a loop
 //! until stopped, counting the calls and the results it reports wrong. Each
-//! yields every 1024 calls; storm() sends each a SIGURG (the test installs a
+//! yields every 1024 calls; storm() sends each a SIGWINCH (the test installs a
 //! handler), to make preemption inside a site likely. Constructed, every
 //! thread has started and some call has been made.
 struct Callers {
@@ -121,7 +121,7 @@ struct Callers {
     while (calls.load() == 0) std::this_thread::yield();
   }
   void storm() {
-    for (auto& t : tids) ::syscall(SYS_tgkill, ::getpid(), t.load(), SIGURG);
+    for (auto& t : tids) ::syscall(SYS_tgkill, ::getpid(), t.load(), SIGWINCH);
   }
   //! Stops and joins every thread (before reading counters that must include all their calls).
   void join() {

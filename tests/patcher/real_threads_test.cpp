@@ -78,10 +78,12 @@ bool cycle_hook(void* target, void* detour, void** original, int cycles, int& in
       std::printf("enable %d: %s\n", i, enabled.error().describe().c_str());
       return false;
     }
-    for (;;) {  // Removing is retried: a refusal leaves the hook in place.
+    // Removing is retried (a refusal leaves the hook in place), for 20 s at most.
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    for (;;) {
       auto removed = hook->remove();
       if (removed) break;
-      if (removed.error().code != ErrorCode::kTimeout) {
+      if (removed.error().code != ErrorCode::kTimeout || std::chrono::steady_clock::now() > give_up) {
         std::printf("remove %d: %s\n", i, removed.error().describe().c_str());
         return false;
       }
@@ -121,10 +123,12 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
     std::uint64_t go = 0;
     bool stop = false;
     std::atomic<std::uint64_t> calls{0}, wrong{0};
+    std::atomic<bool> blocked{false};
     // Like xz's workers: every signal blocked for life; it computes a batch,
     // then waits for the next one from the main thread.
     std::thread worker([&] {
       block_every_signal();
+      blocked = true;
       std::uint64_t seen = 0;
       for (;;) {
         for (int k = 0; k < 2000; ++k) {
@@ -137,6 +141,7 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
         seen = go;
       }
     });
+    while (!blocked.load()) std::this_thread::yield();  // A hook installed before would stay until it exits.
     int installed = 0;
     bool ok = true;
     for (int i = 0; i < 2000 && ok; ++i) {
@@ -257,6 +262,52 @@ TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
     CHILD_CHECK(failed.load() == 0, "%d spawns failed", failed.load());
     CHILD_CHECK(installed > 0, "execve was never hooked");
     std::printf("spawned=%d installed=%d\n", spawned.load(), installed);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// --- A thread calls execve while another thread changes code (a server re-executing itself) ---
+
+// A signal sent to a thread that is already inside execve stays pending into
+// the new program, where its handler is gone: the new program must not die of it.
+TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
+  auto outcome = run_in_child([]() -> int {
+    constexpr int kRuns = 200;
+    int killed = 0, failed = 0, last_signal = 0;
+    for (int run = 0; run < kRuns; ++run) {
+      const pid_t pid = fork();
+      if (pid == 0) {
+        static std::atomic<int> cycles{0};
+        std::thread cycler([] {
+          int installed = 0;
+          cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
+                     &g_triple_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
+        });
+        cycler.detach();
+        // Runs (so it is held by every change) until hooks are cycling, then
+        // execs at a different moment of a cycle each run.
+        while (cycles.load() < 3) {
+        }
+        const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(37 * run % 500);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+        char arg0[] = "true";
+        char* argv[] = {arg0, nullptr};
+        ::execve("/bin/true", argv, environ);
+        _exit(3);
+      }
+      const int status = wait_status(pid);
+      if (WIFSIGNALED(status)) {
+        ++killed;
+        last_signal = WTERMSIG(status);
+      } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        ++failed;
+      }
+    }
+    CHILD_CHECK(killed == 0, "%d of %d new programs killed by a signal (last: %d)", killed, kRuns, last_signal);
+    CHILD_CHECK(failed == 0, "%d of %d runs failed", failed, kRuns);
     return 0;
   });
   EXPECT_CHILD_OK(outcome);

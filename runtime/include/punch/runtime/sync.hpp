@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include <punch/result.hpp>
+#include <punch/runtime/serialize.hpp>
 
 namespace punch::runtime {
 
@@ -24,12 +25,16 @@ std::string_view to_string(SyncMethod method) noexcept;
 //! The method in use (decided on first use: membarrier when it registers, else signals).
 SyncMethod sync_method();
 
-//! Executes a serializing instruction on the calling thread (cpuid, or serialize when available).
-void serialize_this_thread() noexcept;
+//! Whether membarrier(PRIVATE_EXPEDITED_SYNC_CORE) serializes the calling
+//! thread too: Linux 5.10 and later (commit e45cdc71d1fa), decided once from
+//! uname. Where it does, a sync through membarrier does not serialize the
+//! caller a second time.
+bool membarrier_serializes_caller();
 
 //! Returns when every thread of the process, the caller included, has
 //! executed a core-serializing instruction. With the signal fallback, a thread
 //! that does not answer within `timeout` gives a kTimeout error naming its tid.
+//! Whatever the result, the calling thread has serialized itself.
 Status sync_all_threads(std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
 }  // namespace punch::runtime

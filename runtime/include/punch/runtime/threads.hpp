@@ -48,9 +48,10 @@ enum class Sleepers {
 //! Signals every thread of the process except the caller (listed from
 //! /proc/self/task; threads that exit meanwhile are skipped), runs `visit` in
 //! each one's handler, and waits until all answered or `timeout` passed.
-//! Rendezvous are serialized process-wide. The signal used is a real-time
-//! signal (SIGRTMIN+5 unless PUNCH_SIGNAL names another number); its handler
-//! is installed once and preserves errno.
+//! Rendezvous are serialized process-wide. The signal used is SIGURG (whose
+//! default action is harmless), or SIGRTMIN+5 when the program handles SIGURG,
+//! or the number PUNCH_SIGNAL names; its handler is installed once and
+//! preserves errno.
 Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg,
                                        std::chrono::milliseconds timeout,
                                        Sleepers sleepers = Sleepers::kSignal);
