@@ -30,7 +30,7 @@ struct FunctionBounds {
   std::uintptr_t start = 0;
   std::uintptr_t end = 0;
   enum class Source {
-    kDynamicSymbol,  //!< .dynsym, through dladdr1.
+    kDynamicSymbol,  //!< The object's .dynsym (its file's, or through dladdr1).
     kSymbolTable,    //!< .symtab of the object's file.
     kUnwindTable,    //!< An FDE of .eh_frame.
   } source = Source::kDynamicSymbol;
