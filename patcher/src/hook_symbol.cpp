@@ -92,12 +92,11 @@ Result<void*> resolve_symbol(const SymbolRef& symbol) {
     return fail(ErrorCode::kNotMapped, "resolve_symbol: " + what + " not found in " + where +
                                            (why.empty() ? std::string() : " (" + why + ")") +
                                            (symbol.version.empty() ? " nor in the .symtab of its files" : ""));
-  // A PLT stub only forwards: hook the function it leads to, which every caller reaches.
-  if (is_plt_stub(address)) {
+  // A PLT stub only forwards: hook the function it leads to, which every
+  // caller reaches. (A function that is itself one `jmp [rip+x]`, defined
+  // nowhere else, stays what it is.)
+  if (is_plt_stub(address))
     if (void* definition = definition_behind(address, symbol)) return definition;
-    return fail(ErrorCode::kNotMapped, "resolve_symbol: " + what + " resolves to a PLT stub at " + at(address) +
-                                           " and no other loaded object defines it");
-  }
   return address;
 }
 
