@@ -2,6 +2,7 @@
 #include "hook_planner.hpp"
 
 #include "branch_index.hpp"
+#include "function_extent.hpp"
 
 #include <dlfcn.h>
 
@@ -44,12 +45,8 @@ bool falls_through(const disasm::Instruction& insn) {
          insn.flow != Flow::kTrap;
 }
 
-// Whether a dynamic symbol starts exactly at `address` (a new function, not padding).
-bool symbol_starts_at(std::uintptr_t address) {
-  Dl_info info{};
-  return dladdr(reinterpret_cast<void*>(address), &info) != 0 &&
-         reinterpret_cast<std::uintptr_t>(info.dli_saddr) == address;
-}
+// Whether a function (symbol or FDE) starts exactly at `address` (a new function, not padding).
+bool symbol_starts_at(std::uintptr_t address) { return runtime::function_starts_at(address); }
 
 // Whether `address` is the start of the profiling hook __fentry__ or mcount.
 bool is_profiling_hook(std::uintptr_t address) {
@@ -142,11 +139,11 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   plan.target = target;
   plan.kind = min_bytes > kRel32JumpSize ? HookEntryKind::kStolenAbsolute : HookEntryKind::kStolenRel32;
 
-  // The function's extent: from the caller, else its ELF symbol; without it no branch scan is possible.
+  // The function's extent: from the caller, else its symbols or unwind tables; without it no branch scan is possible.
   if (policy.function) {
     plan.extent = *policy.function;
   } else {
-    auto extent = disasm::function_extent(target);
+    auto extent = function_extent(target);
     if (!extent)
       return fail(ErrorCode::kUnprovable, extent.error().message +
                                               "; cannot prove no branch lands in the stolen bytes (pass HookOptions::function)");

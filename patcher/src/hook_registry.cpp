@@ -24,6 +24,7 @@
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
 
+#include "function_extent.hpp"
 #include "hook_planner.hpp"
 #include "hook_trampoline.hpp"
 #include "out_of_line.hpp"
@@ -255,9 +256,9 @@ void abandon_chain(Registry& r, Chain& chain) {
   }
 }
 
-// The extent of a detour from its ELF symbol; none when it has no sized symbol (JIT code, static functions).
+// The extent of a detour from its symbols or unwind tables; none for JIT code.
 std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
-  auto extent = disasm::function_extent(detour);
+  auto extent = function_extent(detour);
   if (!extent) return std::nullopt;
   return runtime::CodeRange{extent->start, extent->end};
 }

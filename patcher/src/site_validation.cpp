@@ -11,6 +11,7 @@
 #include "site_validation.hpp"
 
 #include "branch_index.hpp"
+#include "function_extent.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 
@@ -481,14 +482,14 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
       } else if (in_heap) {
         // Before the symbol lookup: a heap allocation is never inside a loaded object.
         box = Container{blocks[k].begin, blocks[k].end, FunctionExtent::Source::kCaller};
-      } else if (auto symbol = disasm::function_extent(site.address); symbol && site.address + n <= symbol->end) {
+      } else if (auto symbol = detail::function_extent(site.address); symbol && site.address + n <= symbol->end) {
         box = Container{symbol->start, symbol->end, symbol->source};
       } else if (options.allow_unprovable) {
         box = Container{site.address, site.address + n, FunctionExtent::Source::kBoundedScan};
       } else {
         return fail(ErrorCode::kUnprovable,
                     site_name(i, site.address) +
-                        ": no ELF symbol and no punch heap allocation holds it, so its instruction boundaries "
+                        ": no symbol, unwind-table entry or punch heap allocation holds it, so its instruction boundaries "
                         "and the branches into it cannot be checked (a bounded scan would decode only the site "
                         "itself, from its first byte); pass Site::function or allow_unprovable");
       }

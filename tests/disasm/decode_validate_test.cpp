@@ -215,18 +215,6 @@ TEST(ScanBranches, FindsBranchesIntoTheRangeAndIndirectJumps) {
   EXPECT_EQ(scan_branches(kSpan, kBase + 0x20, kBase + 0x100).error().code, ErrorCode::kInvalidArgument);
 }
 
-TEST(FunctionExtent, UnknownAddressesAreUnprovable) {
-  int local = 0;
-  auto stack = function_extent(reinterpret_cast<std::uintptr_t>(&local));
-  ASSERT_FALSE(stack);
-  EXPECT_EQ(stack.error().code, ErrorCode::kUnprovable);
-  EXPECT_NE(stack.error().message.find(at(&local)), std::string::npos);
-  auto libc = function_extent(reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-  ASSERT_TRUE(libc) << libc.error().describe();
-  EXPECT_LE(libc->start, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-  EXPECT_GT(libc->end, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-}
-
 TEST(EncodeJmp, Rel32AndAbsoluteDecodeToTheirTargets) {
   auto near = encode_jmp_rel32(kBase, kBase - 0x1000);
   ASSERT_TRUE(near);

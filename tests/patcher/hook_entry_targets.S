@@ -1,5 +1,5 @@
 // Entries that other hooking libraries' tests hook, for hook_entry_test.cpp.
-// Global, typed and sized so that function_extent() finds them.
+// Global, typed and sized so that function_containing() finds them.
         .intel_syntax noprefix
         .text
         .macro TARGET name

@@ -75,6 +75,10 @@ struct SymbolRef {
 //! Resolves a symbol to the address a call through the dynamic linker reaches.
 //! For an IFUNC (glibc's strlen, memcpy, ...) that is the implementation the
 //! resolver picked for this CPU (e.g. __strlen_avx2), which is what gets hooked.
+//! A PLT stub (a non-PIE program's canonical address) is looked behind: the
+//! definition in another object is returned. A name no dynamic symbol table
+//! has (no -rdynamic) is looked up in the .symtab of the loaded files (a global
+//! function, else the one static function of that name); no version then.
 Result<void*> resolve_symbol(const SymbolRef& symbol);
 
 //! What an installed hook looks like.
@@ -171,7 +175,7 @@ class Hook {
 //! Frees trampolines, relays and link stubs of removed hooks once one
 //! rendezvous (runtime::ranges_in_use) shows no thread can still run them:
 //! a block is kept while some thread's rip lies inside it, or inside the
-//! DETOUR of a hook that used it when the detour has a sized ELF symbol (a
+//! DETOUR of a hook that used it when the detour's extent is known (a symbol or FDE: a
 //! thread there may have loaded the trampoline pointer and be about to call
 //! it), or when a thread that did not answer cannot be proven blocked
 //! elsewhere. A stolen call pushes the original return address and jumps, so
@@ -182,8 +186,8 @@ class Hook {
 //! trampoline() later through a pointer saved elsewhere (a global the detour
 //! reads, a copy another thread holds), and no thread is inside a function the
 //! detour called on its way to the trampoline (only the innermost frame is
-//! seen), nor inside a detour without a sized symbol (JIT code, some static
-//! functions). Returns how many blocks were freed; the rest stay retired.
+//! seen), nor inside a detour without a known extent (JIT code, assembly
+//! without CFI). Returns how many blocks were freed; the rest stay retired.
 Result<std::size_t> release_retired_hook_code(std::chrono::milliseconds timeout = std::chrono::milliseconds(1000));
 
 }  // namespace punch::patcher
