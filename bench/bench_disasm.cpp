@@ -10,6 +10,7 @@
 
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
+#include <punch/runtime/function_bounds.hpp>
 
 namespace {
 
@@ -19,7 +20,7 @@ using punch::disasm::CodeSpan;
 const std::vector<std::uint8_t>& libc_function(std::uintptr_t& address) {
   static std::uintptr_t start = 0;
   static const std::vector<std::uint8_t> bytes = [] {
-    auto extent = punch::disasm::function_extent(reinterpret_cast<std::uintptr_t>(&::getaddrinfo));
+    auto extent = punch::runtime::function_containing(reinterpret_cast<std::uintptr_t>(&::getaddrinfo));
     if (!extent) return std::vector<std::uint8_t>{};
     start = extent->start;
     std::vector<std::uint8_t> b(extent->end - extent->start);

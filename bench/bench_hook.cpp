@@ -92,9 +92,10 @@ long detour(long x) { return g_original.load(std::memory_order_relaxed)(x) + 1; 
 // time, so it does not depend on a trampoline pointer being published.
 long cycle_detour(long x) { return x + 1; }
 
-HookOptions options_for(Fn target, bool threads_wait = true) {
+HookOptions options_for(Fn target, bool threads_wait = true, bool absolute = false) {
   HookOptions options;
   options.transaction.trapped_threads_wait = threads_wait;
+  options.force_absolute_entry = absolute;
   const auto start = reinterpret_cast<std::uintptr_t>(target);
   options.function = punch::disasm::FunctionExtent{start, start + 32, punch::disasm::FunctionExtent::Source::kCaller};
   return options;
@@ -106,14 +107,15 @@ HookOptions options_for(Fn target, bool threads_wait = true) {
 // is not live-safe, so its busy thread cannot call the code it patches).
 // threads_wait: TransactionOptions::trapped_threads_wait (off: the busy
 // thread runs the old code from the handler at every trap instead of sleeping).
-void hook_cycles(benchmark::State& state, Fn target, bool threads_wait = true) {
+// absolute: HookOptions::force_absolute_entry (the 16-byte entry, as with no memory in reach).
+void hook_cycles(benchmark::State& state, Fn target, bool threads_wait = true, bool absolute = false) {
   const Fn called = state.range(0) == 2 ? bench_call_plain_target : target;
   punch::bench::BusyCaller busy(state.range(0) > 0, [called, x = 0L]() mutable { benchmark::DoNotOptimize(called(++x)); });
   const std::uint64_t before = busy.calls();
   const punch::patcher::LiveStats stats_before = punch::patcher::live_stats();
   for (auto _ : state) {
     auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(cycle_detour),
-                              options_for(target, threads_wait));
+                              options_for(target, threads_wait, absolute));
     if (!hook) return state.SkipWithError(hook.error().describe().c_str());
     if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
   }
@@ -131,6 +133,9 @@ BENCHMARK(BM_HookInstallRemove)->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")
 
 void BM_HookInstallRemove_patchable(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target); }
 BENCHMARK(BM_HookInstallRemove_patchable)->Name("BM_HookInstallRemove/patchable_entry")->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")->UseRealTime();
+
+void BM_HookInstallRemove_absolute(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target, true, true); }
+BENCHMARK(BM_HookInstallRemove_absolute)->Name("BM_HookInstallRemove/absolute_entry")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
 
 void BM_HookInstallRemove_no_wait(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target, false); }
 BENCHMARK(BM_HookInstallRemove_no_wait)->Name("BM_HookInstallRemove/no_wait")->Arg(1)->ArgName("busy_threads")->UseRealTime();

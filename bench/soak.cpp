@@ -29,6 +29,7 @@
 #include <punch/patcher/hook.hpp>
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/function_bounds.hpp>
 #include <punch/runtime/jit.hpp>
 #include <punch/runtime/threads.hpp>
 
@@ -181,7 +182,7 @@ int main(int argc, char** argv) {
 
   // The detour's extent: after a hook is removed, its trampoline may be freed
   // only once no thread is still inside the detour (it may be about to call it).
-  auto detour_extent = disasm::function_extent(reinterpret_cast<std::uintptr_t>(&soak_detour));
+  auto detour_extent = runtime::function_containing(reinterpret_cast<std::uintptr_t>(&soak_detour));
   if (!detour_extent) return std::fprintf(stderr, "soak: %s\n", detour_extent.error().describe().c_str()), 1;
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> calls{0}, wrong{0};

@@ -77,13 +77,9 @@ int hook_puts_properly() {
   auto before = punch::runtime::safe_read_exact(reinterpret_cast<std::uintptr_t>(*address), 16);
   if (!before) return 1;
 
-  punch::patcher::HookOptions options;
-  options.enabled = false;  // Publish the trampoline before any call can reach the detour.
-  auto hook = punch::patcher::Hook::install(punch::patcher::SymbolRef{"puts", "", "libc.so.6"},
-                                            reinterpret_cast<void*>(counting_puts), options);
+  // g_original_puts is set before any call can reach the detour.
+  auto hook = punch::patcher::Hook::install({"puts", "", "libc.so.6"}, counting_puts, &g_original_puts);
   if (!hook) return std::fprintf(stderr, "hook puts: %s\n", hook.error().describe().c_str()), 1;
-  g_original_puts = hook->original<int (*)(const char*)>();
-  if (auto s = hook->enable(); !s) return std::fprintf(stderr, "%s\n", s.error().describe().c_str()), 1;
   const auto info = hook->info();
   std::printf("2. hooked puts at %s (%s, %zu bytes replaced)\n", punch::at(info.target).c_str(),
               std::string(punch::patcher::to_string(info.kind)).c_str(), info.stolen);

@@ -17,23 +17,6 @@ const ZydisDecoder& decoder() {
   return instance;
 }
 
-// Zydis's minimal mode fills every field decode_into and the relocator read
-// (length, mnemonic, category, address width, opcode, raw prefixes, ModRM,
-// displacement, immediates; tests/disasm/zydis_minimal_mode_test.cpp)
-// and skips the rest (flags, most attributes): validation, which decodes
-// every instruction of a container, got ~10% faster. It cannot decode
-// operands, so an instruction that may have a RIP-relative one is decoded
-// again in full.
-const ZydisDecoder& minimal_decoder() {
-  static const ZydisDecoder instance = [] {
-    ZydisDecoder d;
-    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
-    ZydisDecoderEnableMode(&d, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE);
-    return d;
-  }();
-  return instance;
-}
-
 Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
   switch (insn.mnemonic) {
     case ZYDIS_MNEMONIC_JRCXZ:
@@ -76,6 +59,23 @@ Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
 }  // namespace
 
 namespace detail {
+
+// Zydis's minimal mode fills every field decode_into and the relocator read
+// (length, mnemonic, category, address width, opcode, raw prefixes, ModRM,
+// displacement, immediates; tests/disasm/zydis_minimal_mode_test.cpp)
+// and skips the rest (flags, most attributes): validation, which decodes
+// every instruction of a container, got ~10% faster. It cannot decode
+// operands, so an instruction that may have a RIP-relative one is decoded
+// again in full.
+const ZydisDecoder& minimal_decoder() {
+  static const ZydisDecoder instance = [] {
+    ZydisDecoder d;
+    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    ZydisDecoderEnableMode(&d, ZYDIS_DECODER_MODE_MINIMAL, ZYAN_TRUE);
+    return d;
+  }();
+  return instance;
+}
 
 std::string hex_bytes(CodeSpan code, std::uintptr_t address, std::size_t max) {
   std::string out;

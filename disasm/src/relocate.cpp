@@ -8,6 +8,7 @@
 // one does, so the final layout is emitted with exactly the sizes chosen.
 #include <punch/disasm/relocate.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 
@@ -29,6 +30,8 @@ enum class Kind {
   kShortOnly,  //!< jrcxz/jecxz/loop/loope/loopne.
   kCall,       //!< call rel32.
   kCallNext,   //!< call to the next instruction: emulated by pushing the original return address.
+  kCallAsJump,          //!< Final call rel32 (final_call_as_jump): push the original return address, jmp.
+  kIndirectCallAsJump,  //!< Final `call r/m64` (final_call_as_jump): push it, then `jmp r/m64` (same operand).
 };
 
 struct Item {
@@ -38,6 +41,11 @@ struct Item {
   bool internal = false;                //!< The target is an instruction of the run.
   std::size_t target_index = 0;         //!< Which one, when internal.
   std::uintptr_t target = 0;            //!< Absolute target (branch or memory), when not internal.
+  bool data_internal = false;           //!< The RIP-relative operand reads bytes of the run itself...
+  std::size_t data_index = 0;           //!< ...inside this (copied as is) instruction.
+  std::size_t data_width = 0;           //!< Bytes the operand reads (at least 1).
+  std::size_t push_size = 0;            //!< k*CallAsJump: bytes of the push of the original return address.
+  std::uint8_t modrm_offset = 0;        //!< kIndirectCallAsJump: where the ModRM byte is.
   std::size_t size = 0;                 //!< Bytes in the relocated code.
   std::size_t offset = 0;               //!< Where in the relocated code.
 };
@@ -59,6 +67,13 @@ constexpr std::size_t kCallForms[] = {5, 16};
 constexpr std::size_t kTailForms[] = {5, 14};      // The jmp after an expanded jrcxz/loop.
 constexpr std::size_t kShortExpansion = 2;         // The `jmp short` over the tail.
 
+// Whether a `call r/m64` operand depends on rsp (which the push before the jmp moves).
+bool operand_uses_rsp(const ZydisDecodedInstruction& z) {
+  const auto& m = z.raw.modrm;
+  if (m.rm != 4 || z.raw.rex.B) return false;
+  return m.mod == 3 || z.raw.sib.base == 4;  // `call rsp`, or a SIB with base rsp.
+}
+
 // Classifies one decoded instruction of the run, or refuses it with the reason and address.
 Status classify(CodeSpan source, const detail::ZydisView& view, const Instruction& insn, bool last,
                 RelocateOptions options, Item& item) {
@@ -72,13 +87,32 @@ Status classify(CodeSpan source, const detail::ZydisView& view, const Instructio
     return refuse(ErrorCode::kCannotRelocate,
                   "a thread inside this system call or interrupt resumes at the original address, "
                   "which the patch replaces");
-  if ((insn.flow == Flow::kCall || insn.flow == Flow::kIndirectCall) && !(insn.has_branch_target &&
-                                                                         insn.branch_target == insn.end())) {
+  const bool real_call = (insn.flow == Flow::kCall || insn.flow == Flow::kIndirectCall) &&
+                         !(insn.has_branch_target && insn.branch_target == insn.end());
+  if (real_call) {
     if (!options.allow_final_call)
       return refuse(ErrorCode::kCannotRelocate, "calls are not allowed in this run (allow_final_call is off)");
     if (!last)
       return refuse(ErrorCode::kCannotRelocate,
                     "a call that is not the last instruction of the run would return into its middle");
+  }
+  if (real_call && options.final_call_as_jump) {
+    item.push_size = detail::push_fits_imm32(insn.end()) ? detail::kPushShortSize : detail::kPushLongSize;
+    if (insn.flow == Flow::kIndirectCall) {
+      if (z.opcode != 0xFF || z.raw.modrm.reg != 2)
+        return refuse(ErrorCode::kCannotRelocate, "only `call r/m64` can become a push and a jump");
+      if (operand_uses_rsp(z))
+        return refuse(ErrorCode::kCannotRelocate,
+                      "its operand is addressed by rsp, which the pushed return address would move");
+      item.kind = Kind::kIndirectCallAsJump;
+      item.modrm_offset = z.raw.modrm.offset;
+      item.target = insn.memory_target;
+      item.size = item.push_size + insn.length;
+      if (insn.has_memory_target && z.address_width != 64)
+        return refuse(ErrorCode::kCannotRelocate, "EIP-relative operand (address-size prefix) is not supported");
+      if (insn.has_memory_target) item.data_width = 8;
+      return {};
+    }
   }
 
   if (insn.has_memory_target) {
@@ -86,6 +120,7 @@ Status classify(CodeSpan source, const detail::ZydisView& view, const Instructio
       return refuse(ErrorCode::kCannotRelocate, "EIP-relative operand (address-size prefix) is not supported");
     item.kind = Kind::kRipData;
     item.target = insn.memory_target;
+    item.data_width = std::max<std::size_t>(z.operand_width / 8, 1);
     item.size = insn.length;
     return {};
   }
@@ -116,6 +151,9 @@ Status classify(CodeSpan source, const detail::ZydisView& view, const Instructio
         item.kind = Kind::kCallNext;
         item.internal = false;
         item.size = detail::push_fits_imm32(insn.end()) ? detail::kPushShortSize : detail::kPushLongSize;
+      } else if (options.final_call_as_jump) {
+        item.kind = Kind::kCallAsJump;
+        item.size = item.push_size + kJumpForms[1];
       } else {
         item.kind = Kind::kCall;
         item.size = kCallForms[0];
@@ -150,6 +188,9 @@ std::size_t needed_size(const Item& item, const std::vector<Item>& items, std::u
     case Kind::kCall:
       if (rel32_between(here + kCallForms[0], to, r32)) return kCallForms[0];
       return kCallForms[1];
+    case Kind::kCallAsJump:
+      if (rel32_between(here + item.push_size + kJumpForms[1], to, r32)) return item.push_size + kJumpForms[1];
+      return item.push_size + kJumpForms[2];
     case Kind::kShortOnly: {
       const std::size_t len = item.insn.length;
       if (rel8_between(here + len, to, r8)) return len;
@@ -166,7 +207,10 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
             std::vector<std::uint8_t>& out) {
   const Instruction& insn = item.insn;
   const std::uintptr_t here = destination + item.offset;
-  const std::uintptr_t to = item.internal ? destination + items[item.target_index].offset : item.target;
+  const Item& holder = items[item.data_index];
+  const std::uintptr_t to = item.internal        ? destination + items[item.target_index].offset
+                            : item.data_internal ? destination + holder.offset + (item.target - holder.insn.address)
+                                                 : item.target;
   const std::uint8_t* original = source.bytes.data() + (insn.address - source.address);
   const std::size_t start = out.size();
   std::int8_t r8 = 0;
@@ -174,18 +218,28 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
 
   switch (item.kind) {
     case Kind::kCopy: out.insert(out.end(), original, original + insn.length); break;
+    case Kind::kIndirectCallAsJump:
+      detail::emit_push_constant(out, insn.end());
+      if (!insn.has_memory_target) {  // `call reg` -> `jmp reg`: ModRM.reg 2 -> 4.
+        out.insert(out.end(), original, original + insn.length);
+        out[start + item.push_size + item.modrm_offset] ^= 0x30;
+        break;
+      }
+      [[fallthrough]];
     case Kind::kRipData:
     case Kind::kRelImm32: {
       // The length does not change, so only the 4-byte field moves: patch it in place.
-      if (!rel32_between(here + insn.length, to, r32)) {
-        const char* what = item.kind == Kind::kRipData ? "its RIP-relative operand " : "its target ";
+      const std::size_t at_insn = out.size();  // After the push, for a call made a jump.
+      if (!rel32_between(here + (at_insn - start) + insn.length, to, r32)) {
+        const char* what = item.kind == Kind::kRelImm32 ? "its target " : "its RIP-relative operand ";
         return fail(ErrorCode::kOutOfRange, at(insn.address) + ": cannot relocate " + name(source, insn) + " to " +
                                                 at(here) + ": " + what + at(to) +
                                                 " would be more than 2 GiB away and it has no absolute form");
       }
       out.insert(out.end(), original, original + insn.length);
       std::uint32_t field = static_cast<std::uint32_t>(r32);
-      for (int i = 0; i < 4; ++i) out[start + insn.rel_offset + i] = static_cast<std::uint8_t>(field >> (8 * i));
+      for (int i = 0; i < 4; ++i) out[at_insn + insn.rel_offset + i] = static_cast<std::uint8_t>(field >> (8 * i));
+      if (item.kind == Kind::kIndirectCallAsJump) out[at_insn + item.modrm_offset] ^= 0x30;  // call -> jmp r/m64.
       break;
     }
     case Kind::kJump:
@@ -207,6 +261,13 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
     case Kind::kCall:
       if (item.size == kCallForms[0] && rel32_between(here + 5, to, r32)) detail::emit_call_rel32(out, r32);
       else detail::emit_call_absolute(out, to);
+      break;
+    case Kind::kCallAsJump:
+      detail::emit_push_constant(out, insn.end());
+      if (item.size == item.push_size + kJumpForms[1] && rel32_between(here + item.size, to, r32))
+        detail::emit_jmp_rel32(out, r32);
+      else
+        detail::emit_jmp_absolute(out, to);
       break;
     case Kind::kCallNext:
       // Pushes what the original call pushes (its original return address),
@@ -261,6 +322,19 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
     items.push_back(item);
     if (item.kind == Kind::kCallNext && insn.end() != source.end()) call_next_inside = insn;
     a = insn.end();
+  }
+  // Data read from the run itself is read from the same bytes of the copy:
+  // they must be copied as they are, and the read must stay inside them.
+  for (Item& item : items) {
+    if (item.data_width == 0 || !source.contains(item.target)) continue;
+    std::size_t i = 0;
+    while (i < items.size() && items[i].insn.end() <= item.target) ++i;
+    if (items[i].kind != Kind::kCopy || item.target + item.data_width > items[i].insn.end())
+      return fail(ErrorCode::kCannotRelocate, at(item.insn.address) + ": cannot relocate " +
+                                                  name(source, item.insn) + ": it reads " + at(item.target) +
+                                                  ", bytes of the run that the copy does not keep as they are");
+    item.data_internal = true;
+    item.data_index = i;
   }
   for (Item& item : items) {
     if (!item.internal) continue;
@@ -321,10 +395,14 @@ Result<std::size_t> relocated_size_bound(CodeSpan source) {
     switch (item.kind) {
       case Kind::kJump: total += kJumpForms[2]; break;
       case Kind::kCondJump: total += kCondForms[2]; break;
-      case Kind::kCall: total += kCallForms[1]; break;
+      case Kind::kCall:
+      case Kind::kCallAsJump:  // Either form, whichever the options pick.
+        total += std::max(kCallForms[1], detail::kPushLongSize + kJumpForms[2]);
+        break;
       case Kind::kShortOnly: total += item.insn.length + kShortExpansion + kTailForms[1]; break;
       default: total += item.size; break;
     }
+    if (item.insn.flow == Flow::kIndirectCall) total += detail::kPushLongSize;  // As a push and a jump.
   }
   return total;
 }

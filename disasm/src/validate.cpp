@@ -1,11 +1,7 @@
-// Patch validation: instruction boundaries, replacement bytes, function extents, branch scans.
+// Patch validation: instruction boundaries, replacement bytes, branch scans.
 #include <punch/disasm/validate.hpp>
 
 #include <algorithm>
-
-#include <dlfcn.h>
-#include <elf.h>
-#include <link.h>
 
 namespace punch::disasm {
 namespace {
@@ -51,26 +47,6 @@ Result<std::vector<Instruction>> check_replacement(CodeSpan replacement) {
     return fail(all.error().code, "replacement for [" + at(replacement.address) + ", " + at(replacement.end()) +
                                       "): " + all.error().message);
   return all;
-}
-
-Result<FunctionExtent> function_extent(std::uintptr_t address) {
-  Dl_info info{};
-  void* extra = nullptr;  // dladdr1 stores a `const ElfW(Sym)*` here.
-  if (dladdr1(reinterpret_cast<void*>(address), &info, &extra, RTLD_DL_SYMENT) == 0 || info.dli_fbase == nullptr)
-    return fail(ErrorCode::kUnprovable, at(address) + ": not inside any loaded object, function extent unknown");
-  const auto* symbol = static_cast<const ElfW(Sym)*>(extra);
-  const std::string object = info.dli_fname ? info.dli_fname : "?";
-  if (symbol == nullptr || info.dli_saddr == nullptr)
-    return fail(ErrorCode::kUnprovable, at(address) + ": no dynamic symbol covers it in " + object +
-                                            " (static or stripped function?), function extent unknown");
-  const auto start = reinterpret_cast<std::uintptr_t>(info.dli_saddr);
-  const std::uintptr_t end = start + symbol->st_size;
-  const std::string name = info.dli_sname ? info.dli_sname : "?";
-  if (symbol->st_size == 0 || address >= end)
-    return fail(ErrorCode::kUnprovable, at(address) + ": nearest symbol `" + name + "` at " + at(start) +
-                                            " (size " + std::to_string(symbol->st_size) +
-                                            ") does not cover it, function extent unknown");
-  return FunctionExtent{start, end, FunctionExtent::Source::kSymbol};
 }
 
 Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end) {

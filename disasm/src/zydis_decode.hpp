@@ -17,6 +17,10 @@ struct ZydisView {
   ZydisDecodedInstruction insn;
 };
 
+//! Zydis in its minimal mode (no operands, no flags): the decoder of decode_into
+//! and of the branch sweep.
+const ZydisDecoder& minimal_decoder();
+
 //! Decodes the instruction at `address` into `view` and `out`, or names the
 //! address and the reason (outside the span, truncated, invalid). Zydis's
 //! minimal mode decodes it; only when the ModRM byte can encode a RIP-relative

@@ -31,8 +31,12 @@ Hook& Hook::operator=(Hook&& other) noexcept {
 }
 
 Result<Hook> Hook::install(void* target, void* detour, HookOptions options) {
+  return install(target, detour, nullptr, options);
+}
+
+Result<Hook> Hook::install(void* target, void* detour, void** original, HookOptions options) {
   auto id = detail::registry_install(reinterpret_cast<std::uintptr_t>(target),
-                                     reinterpret_cast<std::uintptr_t>(detour), options);
+                                     reinterpret_cast<std::uintptr_t>(detour), options, original);
   if (!id) {  // Name the target: the failing step may be about other memory (a trampoline).
     Error e = std::move(id).error();
     if (e.message.rfind(at(target), 0) != 0) e.message = "hooking " + at(target) + ": " + e.message;
@@ -42,9 +46,13 @@ Result<Hook> Hook::install(void* target, void* detour, HookOptions options) {
 }
 
 Result<Hook> Hook::install(const SymbolRef& symbol, void* detour, HookOptions options) {
+  return install(symbol, detour, nullptr, options);
+}
+
+Result<Hook> Hook::install(const SymbolRef& symbol, void* detour, void** original, HookOptions options) {
   auto target = resolve_symbol(symbol);
   if (!target) return tl::unexpected<Error>(std::move(target).error());
-  return install(*target, detour, options);
+  return install(*target, detour, original, options);
 }
 
 Status Hook::enable() {

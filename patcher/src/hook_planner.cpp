@@ -1,6 +1,9 @@
 // Deciding what a hook replaces at a function's entry, and refusing what cannot be proven safe.
 #include "hook_planner.hpp"
 
+#include "branch_index.hpp"
+#include "function_extent.hpp"
+
 #include <dlfcn.h>
 
 #include <algorithm>
@@ -8,6 +11,7 @@
 #include <string>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/safe_read.hpp>
 
@@ -41,12 +45,8 @@ bool falls_through(const disasm::Instruction& insn) {
          insn.flow != Flow::kTrap;
 }
 
-// Whether a dynamic symbol starts exactly at `address` (a new function, not padding).
-bool symbol_starts_at(std::uintptr_t address) {
-  Dl_info info{};
-  return dladdr(reinterpret_cast<void*>(address), &info) != 0 &&
-         reinterpret_cast<std::uintptr_t>(info.dli_saddr) == address;
-}
+// Whether a function (symbol or FDE) starts exactly at `address` (a new function, not padding).
+bool symbol_starts_at(std::uintptr_t address) { return runtime::function_starts_at(address); }
 
 // Whether `address` is the start of the profiling hook __fentry__ or mcount.
 bool is_profiling_hook(std::uintptr_t address) {
@@ -97,6 +97,14 @@ Status find_entry(const Code& code, EntryPlan& plan) {
   return {};
 }
 
+// No branch from elsewhere in the object may land in the replaced bytes
+// either: functions tail-jump into each other's bodies (glibc's __mempcpy_*
+// ends in `jmp memmove+3`), which no scan of one function sees.
+Status check_object_branches(const EntryPlan& plan, bool allow_unprovable) {
+  return check_no_branch_into({plan.entry, plan.original}, allow_unprovable, at(plan.target),
+                              "the bytes [" + at(plan.entry) + ", " + at(plan.resume()) + ") a hook would replace");
+}
+
 }  // namespace
 
 Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
@@ -122,6 +130,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - target);
   plan.original.assign(begin, begin + static_cast<std::ptrdiff_t>(a - plan.entry));
   plan.extent = {plan.entry, a, disasm::FunctionExtent::Source::kCaller};
+  PUNCH_TRY(check_object_branches(plan, false));
   return plan;
 }
 
@@ -130,11 +139,11 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   plan.target = target;
   plan.kind = min_bytes > kRel32JumpSize ? HookEntryKind::kStolenAbsolute : HookEntryKind::kStolenRel32;
 
-  // The function's extent: from the caller, else its ELF symbol; without it no branch scan is possible.
+  // The function's extent: from the caller, else its symbols or unwind tables; without it no branch scan is possible.
   if (policy.function) {
     plan.extent = *policy.function;
   } else {
-    auto extent = disasm::function_extent(target);
+    auto extent = function_extent(target);
     if (!extent)
       return fail(ErrorCode::kUnprovable, extent.error().message +
                                               "; cannot prove no branch lands in the stolen bytes (pass HookOptions::function)");
@@ -149,13 +158,16 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   if (!code) return tl::unexpected<Error>(std::move(code).error());
   PUNCH_TRY(find_entry(*code, plan));
 
-  // Steal whole instructions until the jump fits.
+  // Steal whole instructions until the jump fits. Bytes after an
+  // unconditional jump or return that lie inside the function's extent are
+  // still its code (the branch scan covers them); past the extent's end,
+  // after control stopped falling through, only padding may be stolen.
   std::uintptr_t a = plan.entry;
   std::uintptr_t function_ends_at = 0;  // Set once control cannot fall through any more.
   while (a - plan.entry < min_bytes) {
     auto insn = disasm::decode(code->span(), a);
     if (!insn) return tl::unexpected<Error>(std::move(insn).error());
-    if (function_ends_at != 0) {
+    if (function_ends_at != 0 && a >= plan.extent.end) {
       // Past the function's last instruction only padding up to the next symbol may be stolen.
       if (!insn->is_padding || symbol_starts_at(a))
         return fail(ErrorCode::kUnprovable,
@@ -174,8 +186,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
     plan.instructions.push_back(*insn);
     a = insn->end();
   }
-  plan.ends_in_call = plan.instructions.back().flow == disasm::Flow::kCall ||
-                      plan.instructions.back().flow == disasm::Flow::kIndirectCall;
+  plan.ends_in_call = disasm::calls_out(plan.instructions.back());
   if (a > code->address + code->bytes.size())
     return fail(ErrorCode::kNotMapped, at(a) + ": stolen bytes run into unmapped memory");
   const auto begin = code->bytes.begin() + static_cast<std::ptrdiff_t>(plan.entry - code->address);
@@ -200,6 +211,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
       return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
                                                        "no branch lands in the stolen bytes");
   }
+  PUNCH_TRY(check_object_branches(plan, policy.allow_unprovable));
   return plan;
 }
 

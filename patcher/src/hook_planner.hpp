@@ -21,7 +21,7 @@ struct EntryPlan {
   HookEntryKind kind = HookEntryKind::kStolenRel32;
   std::vector<std::uint8_t> original;               //!< The bytes at [entry, entry + original.size()).
   std::vector<disasm::Instruction> instructions;    //!< The instructions of those bytes (stolen or pad).
-  bool ends_in_call = false;         //!< The last stolen instruction is a call (its return lands in the trampoline).
+  bool ends_in_call = false;         //!< The last stolen instruction calls a function (disasm::calls_out).
   disasm::FunctionExtent extent{};   //!< The function's extent (symbol, caller, or the pad alone).
   std::vector<std::uintptr_t> data_targets;  //!< RIP-relative data the stolen code reads (must stay in rel32 reach).
 

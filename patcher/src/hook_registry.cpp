@@ -24,8 +24,10 @@
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
 
+#include "function_extent.hpp"
 #include "hook_planner.hpp"
 #include "hook_trampoline.hpp"
+#include "out_of_line.hpp"
 
 namespace punch::patcher::detail {
 namespace {
@@ -52,6 +54,7 @@ struct HookRecord {
 struct Chain {
   EntryPlan plan;
   CodeBlock trampoline;
+  bool trampoline_holds_returns = false;  // Its stolen call is a real call (shadow stack): never freed.
   std::vector<std::uint8_t> entry_bytes;  // What [entry, resume) holds now.
   JumpPoint entry_jump;                   // rel32 forms: the jump at the entry.
   std::optional<CodeBlock> head;          // Absolute form: the stub the entry jumps to.
@@ -134,20 +137,29 @@ disasm::FunctionExtent block_extent(const CodeBlock& b) {
   return {b.address, b.address + b.size, disasm::FunctionExtent::Source::kCaller};
 }
 
+// What reconcile does with the transaction it builds.
+enum class Reconcile {
+  kCommit,  // Commit it: memory and the model then match.
+  kCheck,   // Only check that a commit would be accepted (validation, out-of-line copies); change nothing.
+};
+
 // Commits the bytes the chain's model asks for, as one transaction. On failure nothing changed.
-Status reconcile(Chain& chain, const TransactionOptions& options) {
+Status reconcile(Chain& chain, const TransactionOptions& options, Reconcile mode = Reconcile::kCommit) {
   Transaction tx(options);
   NewCode fresh;
   std::vector<std::pair<JumpPoint*, std::vector<std::uint8_t>>> jump_updates;
-  auto fail_with = [&](Error e) -> Status {
+  auto drop_fresh = [&](bool keep_blocks) {
     forget(chain.entry_jump, fresh);
     forget(chain.head_jump, fresh);
     for (auto& h : chain.hooks) forget(h.link, fresh);
-    // After a failed rollback some jump may lead into the new relays: never free them.
-    if (e.code == ErrorCode::kInconsistent)
+    if (keep_blocks)
       fresh.blocks.clear();
     else
       fresh.free_all();
+  };
+  auto fail_with = [&](Error e) -> Status {
+    // After a failed rollback some jump may lead into the new relays: never free them.
+    drop_fresh(e.code == ErrorCode::kInconsistent);
     return tl::unexpected<Error>(std::move(e));
   };
   // Retargets a jump point when its bytes differ from what `to` needs.
@@ -200,6 +212,11 @@ Status reconcile(Chain& chain, const TransactionOptions& options) {
     if (auto s = retarget(h.link, to, block_extent(*h.stub)); !s) return fail_with(s.error());
   }
 
+  if (mode == Reconcile::kCheck) {
+    Status checked = tx.sites().empty() ? Status{} : live::check_copies(tx.sites(), options);
+    drop_fresh(false);
+    return checked;
+  }
   if (!tx.sites().empty())
     if (auto s = tx.commit(); !s) return fail_with(s.error());
   chain.entry_bytes = entry;
@@ -221,7 +238,7 @@ void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime:
 // Retires all code of an unused chain (no hooks) and forgets it.
 void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
   Chain& chain = *it->second;
-  retire(r, chain.trampoline, chain.detour_extents, chain.plan.ends_in_call);
+  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns);
   if (chain.head) retire(r, *chain.head, chain.detour_extents);
   retire_jump_point(r, chain.entry_jump, chain.detour_extents);
   retire_jump_point(r, chain.head_jump, chain.detour_extents);
@@ -239,9 +256,9 @@ void abandon_chain(Registry& r, Chain& chain) {
   }
 }
 
-// The extent of a detour from its ELF symbol; none when it has no sized symbol (JIT code, static functions).
+// The extent of a detour from its symbols or unwind tables; none for JIT code.
 std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
-  auto extent = disasm::function_extent(detour);
+  auto extent = function_extent(detour);
   if (!extent) return std::nullopt;
   return runtime::CodeRange{extent->start, extent->end};
 }
@@ -301,7 +318,9 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
   chain->plan = std::move(*plan);
   chain->entry_bytes = chain->plan.original;
   chain->entry_jump.address = chain->plan.entry;
-  auto trampoline = build_trampoline(chain->plan, **h);
+  // With a shadow stack the callee's `ret` must match a real call: the stolen call stays one.
+  chain->trampoline_holds_returns = chain->plan.ends_in_call && shadow_stack_enabled();
+  auto trampoline = build_trampoline(chain->plan, chain->trampoline_holds_returns, **h);
   if (!trampoline) return tl::unexpected<Error>(std::move(trampoline).error());
   chain->trampoline = *trampoline;
   if (chain->plan.kind == HookEntryKind::kStolenAbsolute) {
@@ -328,9 +347,20 @@ void free_unlinked_chain(Chain& chain) {
     for (auto& [to, relay] : point->relays) (void)(*h)->free(relay.address);
 }
 
+// Whether enabling the newest hook of the chain would be accepted: an
+// installed hook that can never be enabled is refused at install instead.
+Status check_enable(Chain& chain, const TransactionOptions& options) {
+  HookRecord& newest = chain.hooks.back();
+  newest.enabled = true;
+  Status checked = reconcile(chain, options, Reconcile::kCheck);
+  newest.enabled = false;
+  return checked;
+}
+
 }  // namespace
 
-Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options) {
+Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
+                                       void** original) {
   if (target == 0 || detour == 0) return fail(ErrorCode::kInvalidArgument, at(target) + ": null target or detour");
   if (target == detour) return fail(ErrorCode::kInvalidArgument, at(target) + ": a function cannot be its own detour");
   Registry& r = registry();
@@ -370,9 +400,19 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
     record.link.bytes = *disasm::encode_jmp_rel32(record.link.address, chain.trampoline.address);
   }
   chain.hooks.push_back(record);
-  if (auto s = reconcile(chain, options.transaction); !s) {
-    chain.hooks.pop_back();
+  // The caller's variable holds the way to the original before any call can reach the detour.
+  void* const previous = original ? __atomic_load_n(original, __ATOMIC_ACQUIRE) : nullptr;
+  if (original) {
+    const std::uintptr_t way_in = record.stub ? record.stub->address : chain.trampoline.address;
+    __atomic_store_n(original, reinterpret_cast<void*>(way_in), __ATOMIC_RELEASE);
+  }
+  Status s = record.enabled ? Status{} : check_enable(chain, options.transaction);
+  if (s) s = reconcile(chain, options.transaction);
+  if (!s) {
     const bool inconsistent = s.error().code == ErrorCode::kInconsistent;
+    // After a failed rollback the entry may still lead to the detour: it keeps finding the original.
+    if (original && !inconsistent) __atomic_store_n(original, previous, __ATOMIC_RELEASE);
+    chain.hooks.pop_back();
     auto h = heap();
     if (record.stub && inconsistent) retire(r, *record.stub, {}, true);
     else if (record.stub && h) (void)(*h)->free(record.stub->address);

@@ -11,7 +11,11 @@
 namespace punch::patcher::detail {
 
 //! Installs a hook (wrapping the target's existing hooks); returns its id.
-Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options);
+//! `original`, when not null, receives the hook's trampoline (release store)
+//! before any call can reach the detour, and its old value back on failure.
+//! A hook installed disabled is refused when enabling it would be.
+Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
+                                       void** original = nullptr);
 //! Enables or disables hook `id` with one transaction.
 Status registry_set_enabled(std::uint64_t id, bool enabled);
 //! Removes hook `id` with one transaction.

@@ -1,6 +1,9 @@
 // Writing the code a hook needs: trampolines, relays and link stubs.
 #include "hook_trampoline.hpp"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include <punch/disasm/relocate.hpp>
@@ -27,10 +30,21 @@ std::vector<std::uint8_t> jump(std::uintptr_t from, std::uintptr_t to) {
   return disasm::encode_jmp_absolute(to);
 }
 
+constexpr int kArchShstkStatus = 0x5005;             // arch_prctl(ARCH_SHSTK_STATUS, &features), Linux 6.6.
+constexpr unsigned long kArchShstkShstk = 1UL << 0;  // ARCH_SHSTK_SHSTK: the shadow stack is on.
+
 }  // namespace
 
-Result<CodeBlock> build_trampoline(const EntryPlan& plan, runtime::CodeHeap& heap) {
+bool shadow_stack_enabled() noexcept {
+  unsigned long features = 0;
+  // EINVAL (older kernels, no CET): no shadow stack.
+  if (::syscall(SYS_arch_prctl, kArchShstkStatus, &features) != 0) return false;
+  return (features & kArchShstkShstk) != 0;
+}
+
+Result<CodeBlock> build_trampoline(const EntryPlan& plan, bool real_final_call, runtime::CodeHeap& heap) {
   disasm::CodeSpan stolen{plan.entry, plan.original};
+  const bool call_as_jump = plan.ends_in_call && !real_final_call;
   std::size_t bound = sizeof(kEndbr64) + kAbsoluteJumpSize;
   if (plan.kind != HookEntryKind::kPatchableEntry) {
     auto relocated = disasm::relocated_size_bound(stolen);
@@ -50,15 +64,17 @@ Result<CodeBlock> build_trampoline(const EntryPlan& plan, runtime::CodeHeap& hea
 
   std::vector<std::uint8_t> bytes(std::begin(kEndbr64), std::end(kEndbr64));
   if (plan.kind != HookEntryKind::kPatchableEntry) {
-    auto relocated = disasm::relocate(stolen, *address + bytes.size());
+    auto relocated = disasm::relocate(stolen, *address + bytes.size(), {.final_call_as_jump = call_as_jump});
     if (!relocated) {
       (void)heap.free(*address);
       return tl::unexpected<Error>(std::move(relocated).error());
     }
     bytes.insert(bytes.end(), relocated->bytes.begin(), relocated->bytes.end());
   }
-  const auto back = jump(*address + bytes.size(), plan.resume());
-  bytes.insert(bytes.end(), back.begin(), back.end());
+  if (!call_as_jump) {  // A call made a jump returns to the original code itself.
+    const auto back = jump(*address + bytes.size(), plan.resume());
+    bytes.insert(bytes.end(), back.begin(), back.end());
+  }
   return place(heap, *address, bound, bytes);
 }
 

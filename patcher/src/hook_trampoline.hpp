@@ -22,12 +22,20 @@ struct CodeBlock {
 //! endbr64: every address a detour may call indirectly starts with it (IBT).
 inline constexpr std::uint8_t kEndbr64[] = {0xF3, 0x0F, 0x1E, 0xFA};
 
+//! Whether this thread runs with a user shadow stack (CET SHSTK, enabled by
+//! glibc for programs built with -fcf-protection on a kernel and CPU that
+//! support it): a `ret` must then match a real `call`.
+bool shadow_stack_enabled() noexcept;
+
 //! Builds and writes the trampoline of `plan`: endbr64, the stolen instructions
 //! relocated (nothing for a patchable pad), and a jump back to plan.resume().
+//! A stolen final call pushes the ORIGINAL return address and jumps (the
+//! callee sees and returns to the original code), unless `real_final_call`:
+//! then it stays a call whose return lands in the trampoline (for shadow stacks).
 //! Placed within rel32 reach of the resume address and of every RIP-relative
 //! data target when possible; otherwise anywhere the data still reaches (the
 //! jump back then takes the absolute form). On error nothing stays allocated.
-Result<CodeBlock> build_trampoline(const EntryPlan& plan, runtime::CodeHeap& heap);
+Result<CodeBlock> build_trampoline(const EntryPlan& plan, bool real_final_call, runtime::CodeHeap& heap);
 
 //! Writes a relay `jmp [rip+0]; .quad to` that a jmp rel32 ending at
 //! `jump_end` can reach. kOutOfMemory when no memory lies in reach.

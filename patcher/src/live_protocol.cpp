@@ -13,6 +13,9 @@
 //   final   = every site's new bytes.
 // Forward: trapped, sync, (fix-up), middle, sync, final.
 // Backward from step k: middle (k=3), sync, trapped (k>=2), sync, base, sync.
+// When every other thread is held still and none is left asleep, a sync is
+// this thread's serializing instruction alone (held threads serialize when
+// released). The trap bytes stay: this thread may meet its own sites.
 //
 // The kernel's text_poke_bp syncs once more after the final bytes, so that no
 // CPU can still meet a trap byte once its handler data is gone. Here that
@@ -183,7 +186,14 @@ class Protocol {
     return {};
   }
 
+  // With every other thread held and none left asleep, no other thread runs
+  // until it is released, and each serializes then: only this thread must
+  // serialize here, and no CPU is interrupted.
   Status sync(int attempts = 1) {
+    if (hold_ && hold_->sleeping().empty()) {
+      runtime::serialize_this_thread();
+      return {};
+    }
     Status synced;
     for (int attempt = 0; attempt < attempts; ++attempt)
       if ((synced = runtime::sync_all_threads())) break;

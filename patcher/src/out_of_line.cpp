@@ -1,10 +1,12 @@
 // Out-of-line copies and their reclamation.
 //
 // A copy runs the replaced instructions at another address, then jumps back to
-// the end of the site. A `call` as the last instruction is emulated: push the
-// ORIGINAL return address (the site's end) and jump to the callee, so no return
-// address ever points into a copy. A thread's rip is then the only way it can
-// be inside a copy, which is what the reclamation rendezvous checks.
+// the end of the site. A `call` as the last instruction (direct or indirect)
+// is emulated: push the ORIGINAL return address (the site's end) and jump to
+// the callee, so no return address ever points into a copy. A thread's rip is
+// then the only way it can be inside a copy, which is what the reclamation
+// rendezvous checks. RIP-relative operands that read the site's own bytes
+// read the copy's (the site's code works as a unit at the copy's address).
 #include "out_of_line.hpp"
 
 #include <algorithm>
@@ -36,11 +38,6 @@ struct Slot {
     }
     std::memcpy(bytes.data() + used, b.data(), b.size());
     used += b.size();
-  }
-  void append_u32(std::uint32_t v) {
-    const std::uint8_t le[4] = {static_cast<std::uint8_t>(v), static_cast<std::uint8_t>(v >> 8),
-                                static_cast<std::uint8_t>(v >> 16), static_cast<std::uint8_t>(v >> 24)};
-    append(le);
   }
   void append_jump(std::uintptr_t to) {
     auto near = disasm::jmp_rel32_bytes(address + used, to);
@@ -77,32 +74,13 @@ Status write_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes,
     decoded = std::move(*all);
     insns = decoded;
   }
-  const disasm::Instruction& last = insns.back();
-  if (last.flow == disasm::Flow::kIndirectCall)
-    return fail(ErrorCode::kCannotRelocate, at(last.address) +
-                                                ": an indirect call cannot end an out-of-line copy (its return "
-                                                "address would point into the copy)");
-  const bool final_call = last.flow == disasm::Flow::kCall;
-  const std::size_t body = final_call ? last.address - address : bytes.size();
-  if (body > 0) {
-    auto moved = disasm::relocate(disasm::CodeSpan{address, bytes.first(body)}, slot.address,
-                                  disasm::RelocateOptions{.allow_final_call = false});
-    if (!moved) return tl::unexpected(std::move(moved).error());
-    slot.append(moved->bytes);
-    if (offsets) offsets->insert(offsets->end(), moved->offsets.begin(), moved->offsets.end());
-  }
-  if (final_call) {
-    if (offsets) offsets->push_back({static_cast<std::uint32_t>(body), static_cast<std::uint32_t>(slot.used)});
-    const std::uint8_t push[] = {0x68};  // push imm32 (sign-extended): the low half of the return address...
-    slot.append(push);
-    slot.append_u32(static_cast<std::uint32_t>(back));
-    const std::uint8_t mov_high[] = {0xC7, 0x44, 0x24, 0x04};  // ...mov dword [rsp+4], imm32: the high half.
-    slot.append(mov_high);
-    slot.append_u32(static_cast<std::uint32_t>(back >> 32));
-    slot.append_jump(last.branch_target);
-  } else {
-    slot.append_jump(back);
-  }
+  // A final call pushes the site's end and jumps: the callee returns past the site, never into the copy.
+  auto moved = disasm::relocate(disasm::CodeSpan{address, bytes}, slot.address,
+                                disasm::RelocateOptions{.final_call_as_jump = true});
+  if (!moved) return tl::unexpected(std::move(moved).error());
+  slot.append(moved->bytes);
+  if (offsets) offsets->insert(offsets->end(), moved->offsets.begin(), moved->offsets.end());
+  if (!disasm::calls_out(insns.back())) slot.append_jump(back);
   if (slot.overflow)
     return fail(ErrorCode::kCannotRelocate, at(address) + ": the relocated copy is larger than its size bound");
   return {};
@@ -168,7 +146,8 @@ Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint
 runtime::AddressWindow reach_of(const CheckedBatch& batch, const CheckedSite& s) {
   runtime::AddressWindow w = runtime::AddressWindow::rel32_reach(s.address).intersect(runtime::AddressWindow::rel32_reach(s.end()));
   for (const disasm::Instruction& insn : batch.old_instructions(s))
-    if (insn.has_memory_target) w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
+    if (disasm::reads_data_outside(insn, s.address, s.end()))
+      w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
   return w;
 }
 
@@ -218,7 +197,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   if (total > 0 && !heap) return tl::unexpected(std::move(heap).error());
   const auto reads_data = [&](const CheckedSite& s) {
     const auto insns = batch.old_instructions(s);
-    return std::any_of(insns.begin(), insns.end(), [](const disasm::Instruction& i) { return i.has_memory_target; });
+    return std::any_of(insns.begin(), insns.end(),
+                       [&](const disasm::Instruction& i) { return disasm::reads_data_outside(i, s.address, s.end()); });
   };
   const auto take = [&](std::uintptr_t address, std::size_t offset, std::size_t size) {
     generation->blocks.push_back({address, size});
@@ -315,6 +295,15 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   }
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;
+}
+
+Status check_copies(std::span<const Site> sites, const TransactionOptions& options) {
+  auto batch = check_sites(sites, options, Direction::kApply, ErrorCode::kBytesMismatch);
+  if (!batch) return tl::unexpected(std::move(batch).error());
+  auto generation = build_generation(*batch, options.trap);
+  if (!generation) return tl::unexpected(std::move(generation).error());
+  free_copies(**generation);
+  return {};
 }
 
 void drain_copies(const Generation& generation, std::chrono::milliseconds timeout) {

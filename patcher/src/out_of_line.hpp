@@ -13,9 +13,9 @@
 
 namespace punch::patcher::live {
 
-//! Bytes a copy may add after the relocated instructions: push imm32 (5) +
-//! mov dword [rsp+4], imm32 (8) + an absolute jmp (14).
-constexpr std::size_t kCopyTailBound = 5 + 8 + 14;
+//! Bytes a copy may add after the relocated instructions: an absolute jmp back
+//! (a final call's push and jump are in disasm::relocated_size_bound).
+constexpr std::size_t kCopyTailBound = 14;
 
 //! Builds the generation for moving `sites` from their `from` to their `to`
 //! bytes: relocates each code site's old instructions (or, for a one-
@@ -24,6 +24,12 @@ constexpr std::size_t kCopyTailBound = 5 + 8 + 14;
 //! end; writes the block with one write. Instructions that run anywhere are
 //! copied as they are (no relocation). Nothing is published yet.
 Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, TrapInstruction trap);
+
+//! Whether a commit of `sites` (as memory is now) would pass validation and
+//! find out-of-line copies for them: validates, builds the copies, frees them.
+//! Writes no site. Lets an operation that only prepares a later commit (a hook
+//! installed disabled) refuse now what that commit would refuse.
+Status check_copies(std::span<const Site> sites, const TransactionOptions& options);
 
 //! Waits, up to `timeout`, until no thread is inside `generation`'s copies.
 //! A run that sent threads into its copies (a trap while in flight, the

@@ -10,6 +10,8 @@
 // allocations need none. Success costs no string.
 #include "site_validation.hpp"
 
+#include "branch_index.hpp"
+#include "function_extent.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 
@@ -258,7 +260,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
       decoded = false;
       break;
     }
-    if (insn->has_memory_target) {
+    if (disasm::reads_data_outside(*insn, c.address, c.end())) {  // Data of the site itself moves with a copy.
       reads_data = true;
       copy_window = copy_window.intersect(runtime::AddressWindow::rel32_reach(insn->memory_target));
       if (copy_window.empty() && !far_operand) far_operand = insn->address;
@@ -282,18 +284,13 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
   c.to_plain = plain;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
-  if (count > 1 && last.flow == disasm::Flow::kIndirectCall)
-    return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                ": the new code ends in an indirect call after other "
-                                                "instructions; it could not be undone live (no out-of-line copy "
-                                                "can keep that call's return address)");
   if (count > 1 && far_operand)
     return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) + ": the new code could not be undone "
                                                 "live: the RIP-relative operand at " + at(far_operand) +
                                                 " is too close to the edge of rel32 reach for any out-of-line "
                                                 "copy near the site to reach it");
   if (count > 1 && !plain)
-    if (auto dry = disasm::relocate(code, c.address); !dry)
+    if (auto dry = disasm::relocate(code, c.address, {.final_call_as_jump = true}); !dry)
       return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
                                                   ": the new code could not be undone live (it cannot run out "
                                                   "of line): " + dry.error().message);
@@ -485,14 +482,14 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
       } else if (in_heap) {
         // Before the symbol lookup: a heap allocation is never inside a loaded object.
         box = Container{blocks[k].begin, blocks[k].end, FunctionExtent::Source::kCaller};
-      } else if (auto symbol = disasm::function_extent(site.address); symbol && site.address + n <= symbol->end) {
+      } else if (auto symbol = detail::function_extent(site.address); symbol && site.address + n <= symbol->end) {
         box = Container{symbol->start, symbol->end, symbol->source};
       } else if (options.allow_unprovable) {
         box = Container{site.address, site.address + n, FunctionExtent::Source::kBoundedScan};
       } else {
         return fail(ErrorCode::kUnprovable,
                     site_name(i, site.address) +
-                        ": no ELF symbol and no punch heap allocation holds it, so its instruction boundaries "
+                        ": no symbol, unwind-table entry or punch heap allocation holds it, so its instruction boundaries "
                         "and the branches into it cannot be checked (a bounded scan would decode only the site "
                         "itself, from its first byte); pass Site::function or allow_unprovable");
       }
@@ -541,6 +538,16 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
                               decoded, options));
     lo = hi;
+  }
+  // No branch from the rest of the loaded object may land inside a site
+  // either: the container scan sees only its own code, and functions
+  // tail-jump into each other's bodies. (punch's heap is in no loaded object:
+  // JIT code keeps the checks above.)
+  for (std::size_t k = 0; k < batch.sites.size(); ++k) {
+    const CheckedSite& c = batch.sites[k];  // batch.sites[k] is the site of blocks[k].
+    if (c.is_code && !(blocks[k].contains(c.address) && c.end() <= blocks[k].end))
+      PUNCH_TRY(detail::check_no_branch_into({c.address, c.from}, options.allow_unprovable,
+                                             site_name(c.index, c.address), "the site"));
   }
   return batch;
 }

@@ -43,15 +43,28 @@ struct Registry {
   std::vector<ForkSafeMutex*> members;
 };
 
+// The prepare handler: the guard, then every member in rank order. It never
+// waits for a member while it holds the guard: the thread holding that
+// member may be constructing another ForkSafeMutex under it (a lock made on
+// first use), which needs the guard before it lets go. So a member that is
+// taken makes it let go of everything, yield, and start again.
+void lock_everything(Registry& reg) noexcept {
+  for (;;) {
+    reg.guard.lock();
+    std::size_t taken = 0;
+    while (taken < reg.members.size() && reg.members[taken]->try_lock()) ++taken;
+    if (taken == reg.members.size()) return;
+    while (taken > 0) reg.members[--taken]->unlock();
+    reg.guard.unlock();
+    raw_syscall(SYS_sched_yield);
+  }
+}
+
 Registry& registry() {
   static Registry* r = [] {
     auto* created = new Registry;  // Never destroyed: atfork handlers may run during exit.
     pthread_atfork(
-        [] {
-          Registry& reg = registry();
-          reg.guard.lock();
-          for (ForkSafeMutex* m : reg.members) m->lock();
-        },
+        [] { lock_everything(registry()); },
         [] {
           Registry& reg = registry();
           for (ForkSafeMutex* m : reg.members) m->unlock();

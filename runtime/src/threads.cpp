@@ -72,11 +72,32 @@ void answer() noexcept {
   if (g_coordinator_sleeps.load(std::memory_order_seq_cst)) futex_wake_all(g_answers);
 }
 
-// Held in the handler: the slot says so, then sleep until released.
+// CPUs online, read while the program loads (a rendezvous spins only when
+// every thread it waits for could have a CPU of its own).
+const std::size_t g_online_cpus = [] {
+  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<std::size_t>(n) : std::size_t{1};
+}();
+
+// Held in the handler: the slot says so, then wait until released.
+//
+// When every held thread and the holder can each have a CPU, spin first: a
+// change takes tens of microseconds, and a thread that sleeps leaves its CPU
+// idle, which in a VM is a halted vCPU that the release must wake with an
+// IPI (release() waits for every held thread to leave its slot). Sleeping at
+// once cost a hook cycle with one busy thread a millisecond on a KVM guest.
+// With more threads than CPUs the holder needs the CPUs: sleep at once.
 void stay_held(std::size_t slot, pid_t me, ucontext_t* context) noexcept {
   g_held_contexts[slot].store(context, std::memory_order_release);
   g_slots[slot].store(slot_word(me, kHeld), std::memory_order_release);
   answer();
+  if (g_slot_count.load(std::memory_order_acquire) + 1 <= g_online_cpus) {
+    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+    for (unsigned i = 1; g_released.load(std::memory_order_acquire) == 0; ++i) {
+      __builtin_ia32_pause();
+      if (i % 256 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+    }
+  }
   while (g_released.load(std::memory_order_acquire) == 0) futex_wait(g_released, 0, 100'000'000);
   serialize_this_thread();  // Code may have changed while we were held.
 }
@@ -162,13 +183,6 @@ ForkSafeMutex& rendezvous_mutex() {
 // from its start by each rendezvous, under rendezvous_mutex(): opening and
 // closing it were a third of an idle rendezvous.
 constinit detail::ProcSelfFd g_task_dir{"/proc/self/task", O_RDONLY | O_DIRECTORY};
-
-// CPUs online, read while the program loads (a rendezvous spins only when
-// every thread it waits for could have a CPU of its own).
-const std::size_t g_online_cpus = [] {
-  const long n = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return n > 0 ? static_cast<std::size_t>(n) : std::size_t{1};
-}();
 
 // Every thread of the process but the caller. Call under rendezvous_mutex().
 Result<std::vector<pid_t>> other_threads() {
@@ -296,16 +310,51 @@ std::size_t close_slots(std::size_t first, std::size_t end, std::vector<pid_t>& 
   return answered;
 }
 
-// Signals `tids` into slots from `first` on, waits for them until
-// `deadline`, and adds the ones now held to `held`; the rest to `unanswered`.
-Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig,
+// Whether thread `tid` has `sig` blocked (SigBlk of its status); unreadable counts as blocked.
+bool blocks_signal(pid_t tid, int sig) {
+  char text[4096];
+  if (!read_task_file(tid, "status", text, sizeof text)) return true;
+  const char* field = std::strstr(text, "\nSigBlk:");
+  if (field == nullptr) return true;
+  const unsigned long long mask = std::strtoull(field + 8, nullptr, 16);
+  return ((mask >> (sig - 1)) & 1) != 0;
+}
+
+enum class Stragglers { kNone, kWillAnswer, kMayNever };
+
+// The threads of slots [first, end) that have not answered yet: none, all
+// with `sig` deliverable (each answers once it runs), or some with it blocked.
+Stragglers stragglers(std::size_t first, std::size_t end, int sig) {
+  Stragglers result = Stragglers::kNone;
+  for (std::size_t i = first; i < end; ++i) {
+    const std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
+    if (slot_state(word) != kPending && slot_state(word) != kRunning) continue;
+    if (slot_state(word) == kPending && blocks_signal(slot_tid(word), sig) && thread_alive(slot_tid(word)))
+      return Stragglers::kMayNever;
+    result = Stragglers::kWillAnswer;
+  }
+  return result;
+}
+
+// Signals `tids` into slots from `first` on, waits for them, and adds the
+// ones now held to `held`; the rest to `unanswered`. A thread that has not
+// answered within `grace` is waited for until `deadline` while it has the
+// signal deliverable: it answers once it runs, and on a loaded host it may
+// wait milliseconds for a CPU (giving up after a grace period cost a hook
+// cycle with one busy thread a millisecond and a retry). One with the
+// signal blocked may never answer: the wait ends after `grace`.
+Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig, std::chrono::microseconds grace,
                       std::chrono::steady_clock::time_point deadline, std::vector<ThreadHold::Held>& held,
                       std::vector<pid_t>& unanswered) {
   if (first + tids.size() > kMaxThreads)
     return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
+  const std::size_t end = first + tids.size();
   signal_threads(tids, first, sig, unanswered);
-  await_answers(first, first + tids.size(), deadline);
-  close_slots(first, first + tids.size(), unanswered);
+  for (;;) {
+    await_answers(first, end, std::min(deadline, std::chrono::steady_clock::now() + grace));
+    if (std::chrono::steady_clock::now() >= deadline || stragglers(first, end, sig) != Stragglers::kWillAnswer) break;
+  }
+  close_slots(first, end, unanswered);
   for (std::size_t i = first; i < first + tids.size(); ++i) {
     const std::uint64_t word = g_slots[i].load(std::memory_order_acquire);
     if (slot_state(word) == kHeld) held.push_back({slot_tid(word), g_held_contexts[i].load(std::memory_order_acquire)});
@@ -465,11 +514,12 @@ ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
   return *this;
 }
 
-// One attempt: signal every thread not left asleep, and wait `grace` for all
-// of them to be held. Fails naming a straggler; the caller
-// releases what was held and tries again, so no thread stays paused for
-// longer than one grace period behind a thread that cannot answer.
-Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace) {
+// One attempt: signal every thread not left asleep and wait for all of them
+// to be held (see hold_signalled: `grace` for a thread with the signal
+// blocked, until `deadline` for the others). Fails naming a straggler; the
+// caller releases what was held and tries again, so no thread stays paused
+// for longer than one grace period behind a thread that cannot answer.
+Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chrono::steady_clock::time_point deadline) {
   // The list is read again once everyone on it is held: a thread created
   // while the others were being signalled (its creator was still running) is
   // on no list yet, and would run through the change unheld. Once every
@@ -491,19 +541,21 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace) {
                                            " waits for a vfork child (posix_spawn?) that runs in this process's "
                                            "memory with default signal handlers and has not exec'd or exited yet");
     std::vector<pid_t> unanswered;
-    PUNCH_TRY(hold_signalled(awake, g_slot_count.load(std::memory_order_acquire), sig,
-                             std::chrono::steady_clock::now() + grace, held_, unanswered));
+    PUNCH_TRY(hold_signalled(awake, g_slot_count.load(std::memory_order_acquire), sig, grace, deadline, held_,
+                             unanswered));
     // A thread that cannot answer is never taken for harmless, even asleep: a
     // thread with every signal blocked found asleep in a futex wait met a trap
     // byte within milliseconds in the tests (something woke it during the
     // change), and one found in a short call (an exiting thread's munmap)
     // returns at once. The try fails; the caller tries again.
     if (!unanswered.empty()) {
-      auto call = blocked_syscall(unanswered.front());
-      return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +
+      const pid_t tid = unanswered.front();
+      auto call = blocked_syscall(tid);
+      return fail(ErrorCode::kTimeout, "thread " + std::to_string(tid) +
                                            (call ? " is blocked in system call " + std::to_string(call->number)
                                                  : std::string(" is running")) +
-                                           " and did not answer the hold signal (its signals blocked?)");
+                                           (blocks_signal(tid, sig) ? " with the hold signal blocked"
+                                                                    : " and did not answer the hold signal in time"));
     }
     seen.insert(seen.end(), tids->begin(), tids->end());
     std::sort(seen.begin(), seen.end());
@@ -523,7 +575,7 @@ Result<ThreadHold> ThreadHold::hold_other_threads(std::chrono::milliseconds time
     g_released.store(0, std::memory_order_relaxed);
     g_holding.store(true, std::memory_order_release);
     g_slot_count.store(0, std::memory_order_release);
-    Status held = hold.try_hold(*sig, grace);
+    Status held = hold.try_hold(*sig, grace, deadline);
     if (held) {
       g_hold_owner.store(raw_gettid(), std::memory_order_relaxed);
       return hold;
@@ -555,7 +607,7 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   sleeping_ = std::move(still);
   if (woke.empty()) return {};
   std::vector<pid_t> unanswered;
-  PUNCH_TRY(hold_signalled(woke, g_slot_count.load(std::memory_order_acquire), *sig,
+  PUNCH_TRY(hold_signalled(woke, g_slot_count.load(std::memory_order_acquire), *sig, timeout,
                            std::chrono::steady_clock::now() + timeout, held_, unanswered));
   if (!unanswered.empty())  // As in try_hold: never taken for harmless.
     return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +

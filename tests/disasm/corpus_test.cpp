@@ -8,6 +8,7 @@
 
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
+#include <punch/runtime/function_bounds.hpp>
 
 #include "differential.hpp"
 #include "disasm_corpus.hpp"
@@ -21,7 +22,7 @@ std::uintptr_t entry_of(const CorpusCase& c) { return reinterpret_cast<std::uint
 
 // The function's bytes, copied from our own readable text.
 std::vector<std::uint8_t> function_bytes(const CorpusCase& c) {
-  auto extent = function_extent(entry_of(c));
+  auto extent = runtime::function_containing(entry_of(c));
   EXPECT_TRUE(extent) << c.name << ": " << extent.error().describe();
   if (!extent) return {};
   std::vector<std::uint8_t> bytes(extent->end - extent->start);
@@ -31,15 +32,15 @@ std::vector<std::uint8_t> function_bytes(const CorpusCase& c) {
 
 class Corpus : public ::testing::TestWithParam<CorpusCase> {};
 
-// function_extent finds the ELF symbol, the run lies on instruction boundaries
+// function_containing finds the exported symbol, the run lies on instruction boundaries
 // and the branch scan sees exactly the hazards the case was written to have.
 TEST_P(Corpus, ExtentBoundariesAndBranchScan) {
   const CorpusCase& c = GetParam();
   const std::uintptr_t entry = entry_of(c);
-  auto extent = function_extent(entry + c.run - 1);
+  auto extent = runtime::function_containing(entry + c.run - 1);
   ASSERT_TRUE(extent) << extent.error().describe();
   EXPECT_EQ(extent->start, entry);
-  EXPECT_EQ(extent->source, FunctionExtent::Source::kSymbol);
+  EXPECT_EQ(extent->source, runtime::FunctionBounds::Source::kDynamicSymbol);
   EXPECT_GE(extent->end - extent->start, c.run);
 
   const auto bytes = function_bytes(c);

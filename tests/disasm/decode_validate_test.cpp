@@ -215,18 +215,6 @@ TEST(ScanBranches, FindsBranchesIntoTheRangeAndIndirectJumps) {
   EXPECT_EQ(scan_branches(kSpan, kBase + 0x20, kBase + 0x100).error().code, ErrorCode::kInvalidArgument);
 }
 
-TEST(FunctionExtent, UnknownAddressesAreUnprovable) {
-  int local = 0;
-  auto stack = function_extent(reinterpret_cast<std::uintptr_t>(&local));
-  ASSERT_FALSE(stack);
-  EXPECT_EQ(stack.error().code, ErrorCode::kUnprovable);
-  EXPECT_NE(stack.error().message.find(at(&local)), std::string::npos);
-  auto libc = function_extent(reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-  ASSERT_TRUE(libc) << libc.error().describe();
-  EXPECT_LE(libc->start, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-  EXPECT_GT(libc->end, reinterpret_cast<std::uintptr_t>(&::abort) + 1);
-}
-
 TEST(EncodeJmp, Rel32AndAbsoluteDecodeToTheirTargets) {
   auto near = encode_jmp_rel32(kBase, kBase - 0x1000);
   ASSERT_TRUE(near);
@@ -266,6 +254,71 @@ TEST(Relocate, BadInputIsAClearError) {
             ErrorCode::kCannotRelocate);
   const std::vector<std::uint8_t> operand_size_jmp = {0x66, 0xe9, 0, 1, 0, 0};
   EXPECT_EQ(relocate(CodeSpan{kBase, operand_size_jmp}, 0x500000).error().code, ErrorCode::kCannotRelocate);
+}
+
+// A run that reads its own bytes (the absolute hook entry `jmp [rip+2];
+// movabs rax, imm64`) reads the copy's: the copy works without the original.
+TEST(Relocate, ReadsOfTheRunsOwnBytesReadTheCopy) {
+  std::vector<std::uint8_t> entry = {0xff, 0x25, 2, 0, 0, 0, 0x48, 0xb8};
+  for (int i = 0; i < 8; ++i) entry.push_back(static_cast<std::uint8_t>(0x11 * (i + 1)));
+  const std::uintptr_t far = kBase + (std::uintptr_t{1} << 40);  // Far beyond rel32 reach of the original.
+  auto r = relocate(CodeSpan{kBase, entry}, far);
+  ASSERT_TRUE(r) << r.error().describe();
+  EXPECT_EQ(r->bytes, entry);  // The same bytes behave the same there.
+  auto jmp = decode(CodeSpan{far, r->bytes}, far);
+  ASSERT_TRUE(jmp);
+  EXPECT_EQ(jmp->memory_target, far + 8);
+
+  // A read that would cross into an instruction the copy re-encodes is refused.
+  const std::vector<std::uint8_t> into_branch = {0x8b, 0x05, 0, 0, 0, 0, 0xeb, 0x00};  // mov eax, [rip+0]; jmp +0
+  auto refused = relocate(CodeSpan{kBase, into_branch}, far);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kCannotRelocate);
+  EXPECT_NE(refused.error().message.find("does not keep"), std::string::npos) << refused.error().message;
+}
+
+// final_call_as_jump: the callee sees the original return address (the
+// call's end in the source) and returns there; nothing points into the copy.
+TEST(Relocate, FinalCallAsJumpPushesTheOriginalReturnAddress) {
+  const std::uintptr_t dest = 0x500000;
+  const std::vector<std::uint8_t> direct = {0x90, 0xe8, 0, 1, 0, 0};  // nop; call kBase + 6 + 0x100
+  auto r = relocate(CodeSpan{kBase, direct}, dest, {.final_call_as_jump = true});
+  ASSERT_TRUE(r) << r.error().describe();
+  auto all = decode_all(CodeSpan{dest, r->bytes});
+  ASSERT_TRUE(all) << all.error().describe();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[1].mnemonic, ZYDIS_MNEMONIC_PUSH);
+  EXPECT_EQ(r->bytes[r->offsets[1].new_offset + 1], static_cast<std::uint8_t>(kBase + 6));  // push imm32 = kBase + 6.
+  EXPECT_EQ((*all)[2].flow, Flow::kJump);
+  EXPECT_EQ((*all)[2].branch_target, kBase + 6 + 0x100);
+
+  // call [rip+0x10] -> push; jmp [rip+x] naming the same slot.
+  const std::vector<std::uint8_t> through_slot = {0xff, 0x15, 0x10, 0, 0, 0};
+  r = relocate(CodeSpan{kBase, through_slot}, dest, {.final_call_as_jump = true});
+  ASSERT_TRUE(r) << r.error().describe();
+  all = decode_all(CodeSpan{dest, r->bytes});
+  ASSERT_TRUE(all) << all.error().describe();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[1].flow, Flow::kIndirectJump);
+  EXPECT_EQ((*all)[1].memory_target, kBase + 6 + 0x10);
+
+  // call rax -> push; jmp rax.
+  const std::vector<std::uint8_t> through_rax = {0xff, 0xd0};
+  r = relocate(CodeSpan{kBase, through_rax}, dest, {.final_call_as_jump = true});
+  ASSERT_TRUE(r) << r.error().describe();
+  all = decode_all(CodeSpan{dest, r->bytes});
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->back().mnemonic, ZYDIS_MNEMONIC_JMP);
+  EXPECT_EQ(all->back().flow, Flow::kIndirectJump);
+
+  // call [rsp+8]: the push would move what the operand names.
+  const std::vector<std::uint8_t> through_stack = {0xff, 0x54, 0x24, 0x08};
+  auto refused = relocate(CodeSpan{kBase, through_stack}, dest, {.final_call_as_jump = true});
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kCannotRelocate);
+  for (const auto* run : {&direct, &through_slot, &through_rax})
+    EXPECT_LE(relocate(CodeSpan{kBase, *run}, dest, {.final_call_as_jump = true})->bytes.size(),
+              *relocated_size_bound(CodeSpan{kBase, *run}));
 }
 
 }  // namespace

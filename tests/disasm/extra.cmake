@@ -1,5 +1,5 @@
 # punch_disasm_tests runs code in Unicorn (differential tests of relocation)
-# and exports its symbols so function_extent() finds the corpus through dladdr1.
+# and exports its symbols so function_containing() finds the corpus in .dynsym.
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(UNICORN REQUIRED IMPORTED_TARGET unicorn)
 target_link_libraries(punch_disasm_tests PRIVATE PkgConfig::UNICORN)

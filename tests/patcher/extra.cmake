@@ -1,4 +1,4 @@
-# Patcher tests: export the test binary's symbols so function_extent() (dladdr1)
+# Patcher tests: export the test binary's symbols so function_containing() (dladdr1)
 # finds the assembly test functions (corpus, hook targets). Keep this additive.
 set_target_properties(punch_patcher_tests PROPERTIES ENABLE_EXPORTS ON)
 
@@ -19,3 +19,23 @@ if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
   set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/hook_fentry_test.cpp
     PROPERTIES COMPILE_DEFINITIONS "PUNCH_HAVE_NOP_MCOUNT=1")
 endif()
+
+# branch_index_test.cpp: a shared library whose functions jump into the middle
+# of their neighbours' first bytes, built by each compiler found (gcc, clang).
+set(PUNCH_TAIL_JUMP_SOURCE ${CMAKE_CURRENT_LIST_DIR}/tail_jump_lib.c)
+set(PUNCH_TAIL_JUMP_LIBS)
+foreach(compiler gcc clang)
+  find_program(PUNCH_TAIL_JUMP_${compiler} ${compiler})
+  if(PUNCH_TAIL_JUMP_${compiler})
+    set(lib ${CMAKE_CURRENT_BINARY_DIR}/libpunch_tail_jump_${compiler}.so)
+    add_custom_command(OUTPUT ${lib}
+      COMMAND ${PUNCH_TAIL_JUMP_${compiler}} -shared -fPIC -O2 -o ${lib} ${PUNCH_TAIL_JUMP_SOURCE}
+      DEPENDS ${PUNCH_TAIL_JUMP_SOURCE} VERBATIM)
+    list(APPEND PUNCH_TAIL_JUMP_LIBS ${lib})
+  endif()
+endforeach()
+add_custom_target(punch_tail_jump_libs DEPENDS ${PUNCH_TAIL_JUMP_LIBS})
+add_dependencies(punch_patcher_tests punch_tail_jump_libs)
+string(REPLACE ";" ":" PUNCH_TAIL_JUMP_PATHS "${PUNCH_TAIL_JUMP_LIBS}")
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/branch_index_test.cpp
+  PROPERTIES COMPILE_DEFINITIONS "PUNCH_TAIL_JUMP_LIBS=\"${PUNCH_TAIL_JUMP_PATHS}\"")

@@ -41,15 +41,27 @@ long pad_value(long x) { return x + 100; }
 const Target kTargets[] = {{"stolen prologue", hook_target_prologue, prologue_value},
                            {"patchable entry", hook_target_pad_nop5, pad_value}};
 
+// Which operation fails, and whether the other threads are held for the
+// change (with none to hold and none asleep, its syncs are this thread's own
+// serializing instruction and cannot fail: sync faults need the hold off).
+struct FaultCase {
+  FaultPoint point;
+  bool hold_threads;
+};
+void PrintTo(const FaultCase& c, std::ostream* out) {
+  *out << (c.point == FaultPoint::kWrite ? "write" : "sync") << (c.hold_threads ? ", held" : ", unheld");
+}
+HookOptions g_options;  // Set by the fixture from its FaultCase.
+
 // Installs the inner hook (enabled) with its original published first.
 Result<Hook> install_inner(Fn target) {
-  auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(inner_plus_1000));
+  auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(inner_plus_1000), g_options);
   if (hook) g_inner_original = hook->original<Fn>();
   return hook;
 }
 
 Result<Hook> install_outer(Fn target) {
-  auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(outer_times_2));
+  auto hook = Hook::install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(outer_times_2), g_options);
   if (hook) g_outer_original = hook->original<Fn>();
   return hook;
 }
@@ -57,20 +69,25 @@ Result<Hook> install_outer(Fn target) {
 // The trampoline is published before the hook is enabled: install writes the
 // trampoline and commits the entry; detours read g_*_original only when called
 // (this test calls only from the main thread, after install returned).
-class HookFault : public ::testing::TestWithParam<FaultPoint> {
+class HookFault : public ::testing::TestWithParam<FaultCase> {
  protected:
   void SetUp() override {
     // The process-wide writer probes with real writes on first use: pick it before faults are armed.
     ASSERT_TRUE(runtime::CodeHeap::global());
+    g_options = HookOptions{};
+    g_options.transaction.hold_threads = GetParam().hold_threads;
   }
-  void TearDown() override { runtime::testing::clear_faults(); }
+  void TearDown() override {
+    runtime::testing::clear_faults();
+    g_options = HookOptions{};
+  }
 
   // Arms the N-th operation; returns whether the armed fault fired during `op`.
   template <class Op>
   bool with_fault(std::uint64_t n, Op op) {
-    runtime::testing::inject_fault(GetParam(), n, FaultKind::kEio);
+    runtime::testing::inject_fault(GetParam().point, n, FaultKind::kEio);
     op();
-    const bool fired = runtime::testing::faults_fired(GetParam()) > 0;
+    const bool fired = runtime::testing::faults_fired(GetParam().point) > 0;
     runtime::testing::clear_faults();
     return fired;
   }
@@ -185,8 +202,13 @@ TEST_P(HookFault, EveryNthFailureInAChainedInstallAndRemoval) {
   ASSERT_TRUE(inner->remove());
 }
 
-INSTANTIATE_TEST_SUITE_P(WriteAndSync, HookFault, ::testing::Values(FaultPoint::kWrite, FaultPoint::kSync),
-                         [](const auto& info) { return info.param == FaultPoint::kWrite ? "Write" : "Sync"; });
+INSTANTIATE_TEST_SUITE_P(WriteAndSync, HookFault,
+                         ::testing::Values(FaultCase{FaultPoint::kWrite, true}, FaultCase{FaultPoint::kWrite, false},
+                                           FaultCase{FaultPoint::kSync, false}),
+                         [](const auto& info) {
+                           return std::string(info.param.point == FaultPoint::kWrite ? "Write" : "Sync") +
+                                  (info.param.hold_threads ? "Held" : "Unheld");
+                         });
 
 }  // namespace
 }  // namespace punch::patcher

@@ -90,7 +90,7 @@ TEST(HookPlanner, RefusesCodeWithoutAKnownExtent) {
 TEST(HookTrampoline, PatchablePadTrampolineSkipsThePad) {
   auto plan = detail::plan_patchable_entry(address_of(hook_target_pad_gcc));
   ASSERT_TRUE(plan) << plan.error().describe();
-  auto block = detail::build_trampoline(*plan, heap());
+  auto block = detail::build_trampoline(*plan, false, heap());
   ASSERT_TRUE(block) << block.error().describe();
   for (long x = -5; x <= 5; ++x) EXPECT_EQ(call(*block, x), x + 200);
   ASSERT_TRUE(heap().free(block->address));
@@ -125,7 +125,7 @@ TEST(HookTrampoline, CorpusTrampolinesBehaveLikeTheOriginalOrAreRefused) {
                         name == "tiny_ret";
 
     auto plan = detail::plan_stolen_entry(target, detail::kRel32JumpSize);
-    Result<detail::CodeBlock> block = plan ? detail::build_trampoline(*plan, heap())
+    Result<detail::CodeBlock> block = plan ? detail::build_trampoline(*plan, false, heap())
                                            : Result<detail::CodeBlock>(tl::unexpected<Error>(plan.error()));
     EXPECT_EQ(before.differences(), "");
     if (refuse) {

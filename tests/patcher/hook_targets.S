@@ -1,5 +1,5 @@
 // Functions with known entries for the hook tests. Global, typed and sized
-// so that function_extent() finds them. SysV ABI: long f(long x).
+// so that function_containing() finds them. SysV ABI: long f(long x).
         .intel_syntax noprefix
         .text
         .macro TARGET name

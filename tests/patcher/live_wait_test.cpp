@@ -84,7 +84,9 @@ TEST(LiveWait, TheCoordinatorNeverSleepsOnItsOwnChange) {
   const std::vector<std::uint8_t> bytes(head->begin(), head->begin() + first->length);
   ASSERT_NE(bytes.front(), 0xCC);
 
-  Transaction tx;
+  TransactionOptions options;
+  options.hold_threads = false;  // Unheld, its syncs call syscall(): it meets its own site.
+  Transaction tx(options);
   ASSERT_TRUE(tx.add(Site{target, bytes, bytes, std::nullopt}));
   const LiveStats before = live_stats();
   auto committed = tx.commit();

@@ -16,13 +16,30 @@ using namespace asmjit;
 using runtime::testing::FaultKind;
 using runtime::testing::FaultPoint;
 
+// Which operation fails, and whether the other threads are held for the
+// change (with none to hold and none asleep, its syncs are this thread's own
+// serializing instruction and cannot fail: sync faults need the hold off).
+struct FaultCase {
+  FaultPoint point;
+  bool hold_threads;
+};
+void PrintTo(const FaultCase& c, std::ostream* out) {
+  *out << (c.point == FaultPoint::kWrite ? "write" : "sync") << (c.hold_threads ? ", held" : ", unheld");
+}
+
+TransactionOptions options_holding(bool hold_threads) {
+  TransactionOptions options;
+  options.hold_threads = hold_threads;
+  return options;
+}
+
 struct Batch {
   std::vector<Site> sites;
   Transaction tx;
 
   // Single-instruction sites in separate functions, two coalesced sites in one
   // function, and a multi-instruction prologue hooked with a jump.
-  Batch() {
+  explicit Batch(bool hold_threads = true) : tx(options_holding(hold_threads)) {
     for (int i = 0; i < 3; ++i) {
       const std::uintptr_t f = test::emit_return(10 + i);
       sites.push_back(test::site(f, test::mov_eax(10 + i), test::mov_eax(20 + i)));
@@ -62,16 +79,16 @@ struct Batch {
   }
 };
 
-class TransactionFault : public ::testing::TestWithParam<FaultPoint> {
+class TransactionFault : public ::testing::TestWithParam<FaultCase> {
  protected:
   void TearDown() override { runtime::testing::clear_faults(); }
 };
 
 TEST_P(TransactionFault, EveryNthFailureInCommitAppliesOrRollsBackEverything) {
-  Batch batch;
+  Batch batch(GetParam().hold_threads);
   int failed = 0;
   for (std::uint64_t n = 1; n <= 24; ++n) {
-    runtime::testing::inject_fault(GetParam(), n, FaultKind::kEio);
+    runtime::testing::inject_fault(GetParam().point, n, FaultKind::kEio);
     auto committed = batch.tx.commit();
     runtime::testing::clear_faults();
     if (committed) {
@@ -91,11 +108,11 @@ TEST_P(TransactionFault, EveryNthFailureInCommitAppliesOrRollsBackEverything) {
 }
 
 TEST_P(TransactionFault, EveryNthFailureInRevertRestoresOrKeepsEverything) {
-  Batch batch;
+  Batch batch(GetParam().hold_threads);
   int failed = 0;
   for (std::uint64_t n = 1; n <= 24; ++n) {
     ASSERT_TRUE(batch.tx.commit());
-    runtime::testing::inject_fault(GetParam(), n, FaultKind::kEio);
+    runtime::testing::inject_fault(GetParam().point, n, FaultKind::kEio);
     auto reverted = batch.tx.revert();
     runtime::testing::clear_faults();
     if (reverted) {
@@ -113,8 +130,13 @@ TEST_P(TransactionFault, EveryNthFailureInRevertRestoresOrKeepsEverything) {
   EXPECT_GT(failed, 0) << "no injected fault made a revert fail";
 }
 
-INSTANTIATE_TEST_SUITE_P(WriteAndSync, TransactionFault, ::testing::Values(FaultPoint::kWrite, FaultPoint::kSync),
-                         [](const auto& info) { return info.param == FaultPoint::kWrite ? "Write" : "Sync"; });
+INSTANTIATE_TEST_SUITE_P(WriteAndSync, TransactionFault,
+                         ::testing::Values(FaultCase{FaultPoint::kWrite, true}, FaultCase{FaultPoint::kWrite, false},
+                                           FaultCase{FaultPoint::kSync, false}),
+                         [](const auto& info) {
+                           return std::string(info.param.point == FaultPoint::kWrite ? "Write" : "Sync") +
+                                  (info.param.hold_threads ? "Held" : "Unheld");
+                         });
 
 // EINTR and short writes are retried by the writer: the commit succeeds.
 TEST(TransactionFaultRetry, InterruptedAndShortWritesAreRetried) {

@@ -1,6 +1,6 @@
 // Tricky function entries for the disasm and hook tests (see disasm_corpus.hpp).
 // Every case is a global function with a type and a size, so that
-// disasm::function_extent finds it through dladdr1 (the test binaries export
+// runtime::function_containing finds it through dladdr1 (the test binaries export
 // their symbols). Callable cases follow the SysV ABI: long f(long x).
         .intel_syntax noprefix
 

@@ -1,7 +1,7 @@
 // The disasm corpus: tricky function entries written in assembly
 // (disasm_corpus.S), shared by the disasm tests and the hook tests.
 //
-// Each case is an exported function with an ELF size, so function_extent()
+// Each case is an exported function with an ELF size, so runtime::function_containing()
 // finds it when the test binary exports its symbols (ENABLE_EXPORTS).
 #pragma once
 

@@ -32,6 +32,14 @@ struct RelocateOptions {
   //! it lands after the run, which the caller's jump-back covers). A call
   //! elsewhere in the run is always refused: a thread could return into its middle.
   bool allow_final_call = true;
+  //! The final call (direct, or indirect through a register or memory not
+  //! addressed by rsp) becomes: push the ORIGINAL return address (the end of
+  //! the call in the source), then jump where the call goes. The callee sees
+  //! the return address it would see in place (`__builtin_return_address`,
+  //! get-pc thunks) and returns straight after the source run; no return
+  //! address ever points into the copy. Not for threads with a shadow stack
+  //! (the callee's `ret` would not match it).
+  bool final_call_as_jump = false;
 };
 
 //! Relocates every instruction of `source` to `destination`:
@@ -40,12 +48,28 @@ struct RelocateOptions {
 //! branches into the run kept internal; targets out of ±2 GiB reach use an
 //! absolute form that touches no register and no stack (jmp/call [rip+0] +
 //! address), or the call fails with kOutOfRange when none exists (RIP-relative
-//! data out of reach). syscall, and anything Zydis rejects, are refused with
-//! the reason and address. Does not append a jump back.
+//! data out of reach). A RIP-relative operand that reads bytes of the run
+//! itself reads the same bytes of the copy (the run works as a unit at any
+//! address, e.g. `jmp [rip+2]; movabs rax, imm64`). syscall, and anything
+//! Zydis rejects, are refused with the reason and address. Does not append a
+//! jump back.
 Result<Relocation> relocate(CodeSpan source, std::uintptr_t destination, RelocateOptions options = {});
 
-//! An upper bound on relocate(source, any destination).bytes.size().
+//! An upper bound on relocate(source, any destination, any options).bytes.size().
 Result<std::size_t> relocated_size_bound(CodeSpan source);
+
+//! Whether `insn` reads RIP-relative data outside [run_start, run_end): data
+//! inside the run moves with its copy, so only outside data limits where a copy may lie.
+inline bool reads_data_outside(const Instruction& insn, std::uintptr_t run_start, std::uintptr_t run_end) {
+  return insn.has_memory_target && (insn.memory_target < run_start || insn.memory_target >= run_end);
+}
+
+//! Whether `insn` calls a function that returns to it: any call but a call to
+//! the next instruction (the get-pc idiom, relocated as a push).
+inline bool calls_out(const Instruction& insn) {
+  if (insn.flow == Flow::kIndirectCall) return true;
+  return insn.flow == Flow::kCall && !(insn.has_branch_target && insn.branch_target == insn.end());
+}
 
 //! `jmp rel32` from `from` to `to` (5 bytes), or kOutOfRange.
 Result<std::vector<std::uint8_t>> encode_jmp_rel32(std::uintptr_t from, std::uintptr_t to);

@@ -22,16 +22,14 @@ Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t 
 //! valid instructions ending exactly at its end. NOP padding is checked like any code.
 Result<std::vector<Instruction>> check_replacement(CodeSpan replacement);
 
-//! The extent of the function that holds an address.
+//! The extent of the function that holds an address. disasm never looks it
+//! up (that reads memory and files): runtime::function_containing finds it
+//! from symbols or unwind tables (kSymbol), or the caller knows it (kCaller).
 struct FunctionExtent {
   std::uintptr_t start = 0;
   std::uintptr_t end = 0;
   enum class Source { kSymbol, kCaller, kBoundedScan } source = Source::kSymbol;
 };
-
-//! The enclosing function from the ELF symbol table (dladdr1 RTLD_DL_SYMENT);
-//! kUnprovable when the address is in no loaded object or has no sized symbol.
-Result<FunctionExtent> function_extent(std::uintptr_t address);
 
 //! What a branch scan found.
 struct BranchScan {

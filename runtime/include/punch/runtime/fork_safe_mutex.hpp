@@ -25,6 +25,8 @@ enum class LockRank {
   kHeap = 3,          //!< A CodeHeap.
   kWriter = 4,        //!< A CodeWriter and the /proc/self/mem descriptor.
   kRendezvous = 5,    //!< visit_other_threads.
+  kBranchIndex = 6,   //!< The per-object index of direct branch targets (patcher); nests nothing.
+  kSymbols = 7,       //!< The cache of object files read for their symbol tables (function_bounds).
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork

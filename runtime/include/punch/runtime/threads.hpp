@@ -128,7 +128,7 @@ class ThreadHold {
   void release() noexcept;
 
  private:
-  Status try_hold(int sig, std::chrono::microseconds grace);
+  Status try_hold(int sig, std::chrono::microseconds grace, std::chrono::steady_clock::time_point deadline);
 
   std::vector<Held> held_;
   std::vector<SleepingThread> sleeping_;
