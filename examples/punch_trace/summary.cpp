@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <cstddef>
-#include <cstring>
 #include <string_view>
 
 #include <punch/runtime/raw_syscall.hpp>
@@ -35,7 +34,7 @@ class Text {
     while (n != 0) add(std::string_view(&digits[--n], 1));
   }
   void pad_to(std::size_t line_start, std::size_t column) noexcept {
-    while (size_ - line_start < column) add(" ");
+    while (size_ - line_start < column && size_ < sizeof(buffer_)) add(" ");  // A full buffer stays full.
   }
   std::size_t size() const noexcept { return size_; }
   const char* data() const noexcept { return buffer_; }
