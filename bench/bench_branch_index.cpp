@@ -9,6 +9,7 @@
 
 #include <punch/disasm/branch_sweep.hpp>
 #include <punch/disasm/validate.hpp>
+#include <punch/runtime/function_bounds.hpp>
 
 #include "../patcher/src/branch_index.hpp"
 
@@ -46,7 +47,7 @@ BENCHMARK(BM_BranchIndex_query_libc)->Name("BM_BranchIndex/query_libc");
 
 // The per-function branch scan the hook planner already runs (puts, from its symbol).
 void BM_BranchIndex_function_scan_puts(benchmark::State& state) {
-  auto extent = punch::disasm::function_extent(puts_entry());
+  auto extent = punch::runtime::function_containing(puts_entry());
   if (!extent) {
     state.SkipWithError(extent.error().describe().c_str());
     return;

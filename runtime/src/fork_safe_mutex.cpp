@@ -33,48 +33,53 @@ void ForkSafeMutex::unlock() noexcept {
     raw_syscall(SYS_futex, reinterpret_cast<long>(&word_), FUTEX_WAKE_PRIVATE, 1);
 }
 
-namespace {
-
 // Every ForkSafeMutex, kept in rank order (outermost first) as they are
-// registered, so the fork handlers allocate and sort nothing. The registry
-// is locked first by the prepare handler and released last.
-struct Registry {
+// registered, so the fork handlers allocate and sort nothing. The prepare
+// handler takes the guard first, and the parent and child handlers release
+// it last.
+struct ForkRegistry {
   ForkSafeMutex guard{ForkSafeMutex::kUnregistered};
   std::vector<ForkSafeMutex*> members;
+
+  // The prepare handler: the guard, then every member in rank order. It never
+  // waits for a member while it holds the guard: the thread holding that
+  // member may be constructing another ForkSafeMutex under it (a lock made
+  // on first use), which needs the guard before it lets go. So when a member
+  // is taken it lets go of everything, waits for that member alone (marked
+  // awaited, so it is not destroyed meanwhile), and tries again holding it:
+  // a thread that takes the member again at once cannot starve the fork.
+  void lock_everything() noexcept {
+    ForkSafeMutex* held = nullptr;  // The member waited for last, still held.
+    for (;;) {
+      guard.lock();
+      if (held) --held->awaited_;
+      std::size_t taken = 0;
+      while (taken < members.size() && (members[taken] == held || members[taken]->try_lock())) ++taken;
+      if (taken == members.size()) return;
+      ForkSafeMutex* busy = members[taken];
+      for (std::size_t i = 0; i < taken; ++i)
+        if (members[i] != held) members[i]->unlock();
+      if (held) held->unlock();
+      ++busy->awaited_;
+      guard.unlock();
+      busy->lock();
+      held = busy;
+    }
+  }
+
+  void unlock_everything() noexcept {
+    for (ForkSafeMutex* m : members) m->unlock();
+    guard.unlock();
+  }
 };
 
-// The prepare handler: the guard, then every member in rank order. It never
-// waits for a member while it holds the guard: the thread holding that
-// member may be constructing another ForkSafeMutex under it (a lock made on
-// first use), which needs the guard before it lets go. So a member that is
-// taken makes it let go of everything, yield, and start again.
-void lock_everything(Registry& reg) noexcept {
-  for (;;) {
-    reg.guard.lock();
-    std::size_t taken = 0;
-    while (taken < reg.members.size() && reg.members[taken]->try_lock()) ++taken;
-    if (taken == reg.members.size()) return;
-    while (taken > 0) reg.members[--taken]->unlock();
-    reg.guard.unlock();
-    raw_syscall(SYS_sched_yield);
-  }
-}
+namespace {
 
-Registry& registry() {
-  static Registry* r = [] {
-    auto* created = new Registry;  // Never destroyed: atfork handlers may run during exit.
-    pthread_atfork(
-        [] { lock_everything(registry()); },
-        [] {
-          Registry& reg = registry();
-          for (ForkSafeMutex* m : reg.members) m->unlock();
-          reg.guard.unlock();
-        },
-        [] {
-          Registry& reg = registry();
-          for (ForkSafeMutex* m : reg.members) m->unlock();
-          reg.guard.unlock();
-        });
+ForkRegistry& registry() {
+  static ForkRegistry* r = [] {
+    auto* created = new ForkRegistry;  // Never destroyed: atfork handlers may run during exit.
+    pthread_atfork([] { registry().lock_everything(); }, [] { registry().unlock_everything(); },
+                   [] { registry().unlock_everything(); });
     return created;
   }();
   return *r;
@@ -85,7 +90,7 @@ Registry& registry() {
 ForkSafeMutex::ForkSafeMutex(Unregistered) noexcept : rank_(LockRank::kHooks), unregistered_(true) {}
 
 ForkSafeMutex::ForkSafeMutex(LockRank rank) : rank_(rank) {
-  Registry& reg = registry();
+  ForkRegistry& reg = registry();
   std::lock_guard guard(reg.guard);
   // After the last one of a lower or equal rank: the order in which code nests these locks.
   auto after = std::upper_bound(reg.members.begin(), reg.members.end(), rank,
@@ -94,11 +99,16 @@ ForkSafeMutex::ForkSafeMutex(LockRank rank) : rank_(rank) {
 }
 
 ForkSafeMutex::~ForkSafeMutex() {
-  if (registered()) {
-    Registry& reg = registry();
-    std::lock_guard guard(reg.guard);
-    std::erase(reg.members, this);
+  if (!registered()) return;
+  ForkRegistry& reg = registry();
+  reg.guard.lock();
+  while (awaited_ > 0) {  // A fork's prepare handler is about to lock it.
+    reg.guard.unlock();
+    raw_syscall(SYS_sched_yield);
+    reg.guard.lock();
   }
+  std::erase(reg.members, this);
+  reg.guard.unlock();
 }
 
 }  // namespace punch::runtime

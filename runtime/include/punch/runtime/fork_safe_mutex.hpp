@@ -51,9 +51,12 @@ class ForkSafeMutex {
  private:
   bool registered() const noexcept { return !unregistered_; }
 
+  friend struct ForkRegistry;
+
   std::atomic<std::uint32_t> word_{0};  // 0 free, 1 taken, 2 taken and someone sleeps.
   LockRank rank_;
   bool unregistered_ = false;
+  int awaited_ = 0;  // Fork handlers waiting for it without the registry's guard (read under the guard).
 };
 
 }  // namespace punch::runtime
