@@ -85,7 +85,7 @@ int main() {
   bool all_rx = true;
   std::set<std::uintptr_t> shown;
   for (void* fn : *fns) {
-    auto m = find_mapping(reinterpret_cast<std::uintptr_t>(fn));
+    auto m = query_mapping(reinterpret_cast<std::uintptr_t>(fn));
     if (!m) {  // A sandbox without /proc: the code ran, its pages cannot be listed.
       std::printf("could not check the code's page permissions: %s\n", m.error().describe().c_str());
       break;
