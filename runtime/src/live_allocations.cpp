@@ -10,7 +10,11 @@ void LiveAllocations::add_run(std::vector<std::uintptr_t> starts, std::uintptr_t
   if (starts.empty()) return;
   count_ += starts.size();
   bytes_ += end - starts.front();
-  const std::uintptr_t key = starts.front();
+  keep(std::move(starts), end);
+}
+
+void LiveAllocations::keep(std::vector<std::uintptr_t> starts, std::uintptr_t end) {
+  const std::uintptr_t key = starts.front();  // Read before `starts` is moved from.
   runs_.emplace(key, Run{std::move(starts), end});
 }
 
@@ -61,12 +65,12 @@ void LiveAllocations::remove(std::span<const std::uintptr_t> starts) {
         ++i;
         --count_;
         bytes_ -= block.end - block.begin;
-        if (!kept.empty()) runs_.emplace(kept.front(), Run{std::exchange(kept, {}), block.begin});
+        if (!kept.empty()) keep(std::exchange(kept, {}), block.begin);
       } else {
         kept.push_back(block.begin);
       }
     }
-    if (!kept.empty()) runs_.emplace(kept.front(), Run{std::move(kept), run.end});
+    if (!kept.empty()) keep(std::move(kept), run.end);
   }
 }
 

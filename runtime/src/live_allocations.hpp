@@ -42,6 +42,9 @@ class LiveAllocations {
     std::uintptr_t end;                  // Where the last block ends.
     CodeRange block(std::size_t i) const { return {starts[i], i + 1 < starts.size() ? starts[i + 1] : end}; }
   };
+  // Adds a node for blocks already counted.
+  void keep(std::vector<std::uintptr_t> starts, std::uintptr_t end);
+
   std::map<std::uintptr_t, Run> runs_;
   std::size_t count_ = 0, bytes_ = 0;
 };
