@@ -16,6 +16,7 @@
 
 #include "child_process.hpp"
 #include "memory_snapshot.hpp"
+#include "method_unavailable.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -74,7 +75,7 @@ class CodeWriterMethodTest : public ::testing::TestWithParam<WriteMethod> {
  protected:
   void SetUp() override {
     auto w = CodeWriter::create(GetParam());
-    if (!w) GTEST_SKIP() << "method unavailable on this host: " << w.error().describe();
+    PUNCH_SKIP_IF_METHOD_UNAVAILABLE(GetParam(), w);
     writer = std::move(*w);
   }
   std::unique_ptr<CodeWriter> writer;
