@@ -28,6 +28,10 @@ bool ForkSafeMutex::try_lock() noexcept {
   return word_.compare_exchange_strong(seen, 1, std::memory_order_acquire);
 }
 
+bool ForkSafeMutex::try_lock_or_mark_contended() noexcept {
+  return try_lock() || word_.exchange(2, std::memory_order_acquire) == 0;  // 0: it was free, now ours.
+}
+
 void ForkSafeMutex::unlock() noexcept {
   if (word_.exchange(0, std::memory_order_release) == 2)
     raw_syscall(SYS_futex, reinterpret_cast<long>(&word_), FUTEX_WAKE_PRIVATE, 1);
@@ -43,15 +47,32 @@ struct Registry {
   std::vector<ForkSafeMutex*> members;
 };
 
+// The prepare handler's locking: the registry, then every member in rank
+// order. It never sleeps on a member while holding the registry: the thread
+// holding that member may be waiting for the registry itself (constructing a
+// ForkSafeMutex: the global CodeWriter is made on first use, inside a hook's
+// commit for one), and the fork would never return. Instead it marks the
+// member contended, lets go of everything, sleeps until the member's unlock
+// wakes it (at most 1 ms: the member may be destroyed meanwhile, and the
+// futex wait only reads its word in the kernel), and starts over.
+void lock_all(Registry& reg) {
+  for (;;) {
+    reg.guard.lock();
+    std::size_t taken = 0;
+    while (taken < reg.members.size() && reg.members[taken]->try_lock_or_mark_contended()) ++taken;
+    if (taken == reg.members.size()) return;
+    const std::atomic<std::uint32_t>& busy = reg.members[taken]->futex_word();
+    while (taken > 0) reg.members[--taken]->unlock();
+    reg.guard.unlock();
+    futex_wait(busy, 2, 1'000'000);
+  }
+}
+
 Registry& registry() {
   static Registry* r = [] {
     auto* created = new Registry;  // Never destroyed: atfork handlers may run during exit.
     pthread_atfork(
-        [] {
-          Registry& reg = registry();
-          reg.guard.lock();
-          for (ForkSafeMutex* m : reg.members) m->lock();
-        },
+        [] { lock_all(registry()); },
         [] {
           Registry& reg = registry();
           for (ForkSafeMutex* m : reg.members) m->unlock();

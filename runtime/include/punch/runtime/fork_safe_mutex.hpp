@@ -42,6 +42,12 @@ class ForkSafeMutex {
   bool try_lock() noexcept;
   LockRank rank() const noexcept { return rank_; }
 
+  //! For the fork handler: takes the lock when it is free; otherwise marks it
+  //! contended (so that its unlock wakes sleepers) and returns false at once.
+  bool try_lock_or_mark_contended() noexcept;
+  //! The lock's futex word, for a bounded wait that touches nothing else.
+  const std::atomic<std::uint32_t>& futex_word() const noexcept { return word_; }
+
   //! The registry's own lock, which is not registered.
   enum Unregistered { kUnregistered };
   explicit ForkSafeMutex(Unregistered) noexcept;
