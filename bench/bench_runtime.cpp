@@ -3,6 +3,8 @@
 //   BM_Emit/punch                      assemble + Jit::add + release of one tiny function
 //   BM_EmitBatch/punch/<n>             n functions per Jit::add_batch (one write, one sync) + release_batch
 //   BM_Emit/asmjit_jitruntime          the same with asmjit's JitRuntime (RWX or dual-mapped; reference only)
+//   BM_EmitBatch/asmjit_jitruntime/<n> n holders assembled, then each added to JitRuntime, then released:
+//                                      the batch rows' memory pattern (n holders live at once) for JitRuntime
 #include <asmjit/x86.h>
 #include <benchmark/benchmark.h>
 
@@ -130,6 +132,27 @@ void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+// Like BM_EmitBatch_punch (n holders assembled, then added, then released),
+// with JitRuntime: holding n CodeHolders at once costs malloc more than
+// reusing one (their buffers are freed n in a row), in both rows alike.
+void BM_EmitBatch_asmjit_jitruntime(benchmark::State& state, std::size_t n) {
+  asmjit::JitRuntime runtime;
+  int k = 0;
+  std::vector<asmjit::CodeHolder> codes(n);
+  std::vector<int (*)(int)> fns(n);
+  for (auto _ : state) {
+    for (auto& code : codes) assemble(code, ++k);
+    for (std::size_t i = 0; i < n; ++i) {
+      if (runtime.add(&fns[i], &codes[i]) != asmjit::kErrorOk) {
+        state.SkipWithError("JitRuntime::add failed");
+        return;
+      }
+    }
+    for (auto fn : fns) runtime.release(fn);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+
 [[maybe_unused]] const bool registered = [] {
   for (WriteMethod method : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect}) {
     for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}}) {
@@ -144,6 +167,8 @@ void BM_Emit_asmjit_jitruntime(benchmark::State& state) {
     benchmark::RegisterBenchmark(("BM_EmitBatch/punch/" + std::to_string(n)).c_str(),
                                  [n](benchmark::State& s) { BM_EmitBatch_punch(s, n); });
   benchmark::RegisterBenchmark("BM_Emit/asmjit_jitruntime", BM_Emit_asmjit_jitruntime);
+  benchmark::RegisterBenchmark("BM_EmitBatch/asmjit_jitruntime/1024",
+                               [](benchmark::State& s) { BM_EmitBatch_asmjit_jitruntime(s, 1024); });
   return true;
 }();
 

@@ -85,15 +85,24 @@ int main() {
   bool all_rx = true;
   std::set<std::uintptr_t> shown;
   for (void* fn : *fns) {
-    auto m = find_mapping(reinterpret_cast<std::uintptr_t>(fn));
-    if (!m) return 1;
+    auto m = query_mapping(reinterpret_cast<std::uintptr_t>(fn));
+    if (!m) {  // A sandbox without /proc: the code ran, its pages cannot be listed.
+      std::printf("could not check the code's page permissions: %s\n", m.error().describe().c_str());
+      break;
+    }
     if (!shown.insert(m->start).second) continue;
     std::printf("%012lx-%012lx %c%c%c%c %s\n", static_cast<unsigned long>(m->start), static_cast<unsigned long>(m->end),
                 m->readable ? 'r' : '-', m->writable ? 'w' : '-', m->executable ? 'x' : '-', m->shared ? 's' : 'p',
                 m->path.c_str());
     all_rx = all_rx && m->readable && !m->writable && m->executable;
   }
-  for (void* fn : *fns)
-    if (!jit.release(fn)) return 1;
+  for (void* fn : *fns) {
+    if (auto released = jit.release(fn); !released) {
+      std::fprintf(stderr, "hello_jit: %s\n", released.error().describe().c_str());
+      return 1;
+    }
+  }
+  if (!right) std::fprintf(stderr, "hello_jit: a function returned a wrong result\n");
+  if (!all_rx) std::fprintf(stderr, "hello_jit: code is in a page that is not read+execute only\n");
   return right && all_rx ? 0 : 1;
 }

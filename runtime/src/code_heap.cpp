@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <map>
-#include <memory_resource>
 
 #include <punch/runtime/sync.hpp>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
+#include "live_allocations.hpp"
 #include "placement.hpp"
 
 namespace punch::runtime {
@@ -62,43 +62,6 @@ struct Arena {
   bool contains(std::uintptr_t a) const { return a >= region.address && a - region.address < region.size; }
 };
 
-// Recycles map nodes (all of one size) through a free list: a batch inserts
-// and erases hundreds of them at once. Not thread-safe: used under the heap lock.
-class NodeRecycler final : public std::pmr::memory_resource {
- public:
-  ~NodeRecycler() override {
-    while (free_) {
-      Node* next = free_->next;
-      ::operator delete(free_, std::align_val_t{align_});
-      free_ = next;
-    }
-  }
-
- private:
-  struct Node {
-    Node* next;
-  };
-  void* do_allocate(std::size_t bytes, std::size_t align) override {
-    if (size_ == 0 && bytes >= sizeof(Node) && align >= alignof(Node)) {
-      size_ = bytes;  // The first request fixes the node size.
-      align_ = align;
-    }
-    if (bytes != size_ || align != align_) return ::operator new(bytes, std::align_val_t{align});
-    if (!free_) return ::operator new(bytes, std::align_val_t{align});
-    Node* node = free_;
-    free_ = node->next;
-    return node;
-  }
-  void do_deallocate(void* p, std::size_t bytes, std::size_t align) override {
-    if (bytes != size_ || align != align_) return ::operator delete(p, std::align_val_t{align});
-    free_ = new (p) Node{free_};
-  }
-  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override { return this == &other; }
-
-  Node* free_ = nullptr;
-  std::size_t size_ = 0, align_ = 0;
-};
-
 }  // namespace
 
 struct CodeHeap::State {
@@ -107,9 +70,7 @@ struct CodeHeap::State {
   std::size_t arena_size;
   mutable ForkSafeMutex mutex{LockRank::kHeap};
   std::vector<Arena> arenas;
-  // Map nodes come from a pool: a batch allocates and frees hundreds at once.
-  NodeRecycler node_pool;
-  std::pmr::map<std::uintptr_t, std::size_t> live{&node_pool};  // Start -> size (rounded).
+  detail::LiveAllocations live;
   std::uint64_t syncs = 1;  // Syncs done for reused space, plus one: fresh blocks (0) are clean.
 
   bool dirty(const FreeBlock& block) const { return block.freed_at_sync >= syncs; }
@@ -186,14 +147,6 @@ struct CodeHeap::State {
     arena.largest_free = std::max(arena.largest_free, size);
   }
 
-  // The live allocation holding `address`, or an empty range; `after` is live.upper_bound(address).
-  CodeRange live_holding(std::uintptr_t address, decltype(live)::const_iterator after) const {
-    if (after == live.begin()) return {};
-    auto block = std::prev(after);
-    if (address - block->first >= block->second) return {};
-    return CodeRange{block->first, block->first + block->second};
-  }
-
   Arena* arena_of(std::uintptr_t address) {
     for (Arena& a : arenas)
       if (a.contains(address)) return &a;
@@ -244,12 +197,8 @@ Result<std::vector<std::uintptr_t>> CodeHeap::allocate_run(std::span<const std::
   }
   std::vector<std::uintptr_t> out;
   out.reserve(offsets.size());
-  auto next = state_->live.lower_bound(where);  // Every block goes right before it, in order.
-  for (std::size_t i = 0; i < offsets.size(); ++i) {
-    std::size_t end = i + 1 < offsets.size() ? offsets[i + 1] : total;
-    state_->live.emplace_hint(next, where + offsets[i], end - offsets[i]);
-    out.push_back(where + offsets[i]);
-  }
+  for (std::size_t offset : offsets) out.push_back(where + offset);
+  state_->live.add_run(out, where + total);
   return out;
 }
 
@@ -270,19 +219,12 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
   if (!std::is_sorted(sorted.begin(), sorted.end())) std::sort(sorted.begin(), sorted.end());
   std::lock_guard guard(state_->mutex);
   // Check every address before touching anything.
-  std::vector<std::pmr::map<std::uintptr_t, std::size_t>::iterator> found;
-  found.reserve(sorted.size());
-  auto next = state_->live.end();  // The allocation after the last one found: usually the next one asked for.
-  for (std::size_t i = 0; i < sorted.size(); ++i) {
-    const std::uintptr_t address = sorted[i];
-    if (i && sorted[i - 1] == address) return fail(ErrorCode::kInvalidArgument, at(address) + ": listed twice in one free");
-    // A batch is mostly consecutive allocations: step to the next node instead of searching the tree again.
-    auto it = next != state_->live.end() && next->first == address ? next : state_->live.find(address);
-    if (it != state_->live.end()) {
-      found.push_back(it);
-      next = std::next(it);
-      continue;
-    }
+  for (std::size_t i = 1; i < sorted.size(); ++i)
+    if (sorted[i - 1] == sorted[i]) return fail(ErrorCode::kInvalidArgument, at(sorted[i]) + ": listed twice in one free");
+  std::vector<CodeRange> blocks;
+  blocks.reserve(sorted.size());
+  if (std::size_t bad = state_->live.blocks_starting_at(sorted, blocks); bad < sorted.size()) {
+    const std::uintptr_t address = sorted[bad];
     Arena* arena = state_->arena_of(address);
     bool in_free_block = false;
     if (arena) {
@@ -298,9 +240,9 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
     std::vector<std::uint8_t> old_bytes;  // To put back if a later run cannot be written.
   };
   std::vector<Run> runs;
-  for (auto it : found) {
-    if (runs.empty() || runs.back().end != it->first) runs.push_back(Run{it->first, it->first, {}});
-    runs.back().end += it->second;
+  for (const CodeRange& block : blocks) {
+    if (runs.empty() || runs.back().end != block.begin) runs.push_back(Run{block.begin, block.begin, {}});
+    runs.back().end = block.end;
   }
   // Traps, not stale code, for anyone who still jumps here by mistake.
   std::vector<std::uint8_t> traps;
@@ -314,50 +256,42 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
       return ok;
     }
   }
-  for (auto it : found) state_->live.erase(it);
+  state_->live.remove(sorted);
   for (const Run& run : runs) state_->give_back(*state_->arena_of(run.start), run.start, run.end - run.start);
   return {};
 }
 
 bool CodeHeap::owns(std::uintptr_t address, std::size_t size) const {
   std::lock_guard guard(state_->mutex);
-  auto after = state_->live.upper_bound(address);
-  if (after == state_->live.begin()) return false;
-  auto block = std::prev(after);
-  std::size_t offset = address - block->first;
-  return offset < block->second && size <= block->second - offset;
+  const CodeRange block = state_->live.holding(address);
+  return block.contains(address) && size <= block.end - address;
 }
 
 Result<CodeRange> CodeHeap::allocation_holding(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
-  const CodeRange block = state_->live_holding(address, state_->live.upper_bound(address));
+  const CodeRange block = state_->live.holding(address);
   if (block.contains(address)) return block;
   return fail(ErrorCode::kNotOwned, at(address) + ": no live allocation of this code heap holds it");
 }
 
 std::vector<CodeRange> CodeHeap::allocations_holding(std::span<const std::uintptr_t> addresses) const {
-  std::vector<CodeRange> found(addresses.size());
+  std::vector<CodeRange> found;
+  found.reserve(addresses.size());
   std::lock_guard guard(state_->mutex);
-  const auto& live = state_->live;
-  auto after = live.end();  // live.upper_bound(the previous address)
-  for (std::size_t i = 0; i < addresses.size(); ++i) {
-    const std::uintptr_t a = addresses[i];
-    // Ascending addresses (a batch's sites) mostly lie in the same or one of
-    // the next few allocations: a few steps from the previous answer cost less
-    // than a descent from the root (each node a likely cache miss).
-    const bool ascending = i > 0 && a >= addresses[i - 1];
-    for (int step = 0; ascending && step < 4 && after != live.end() && after->first <= a; ++step) ++after;
-    if (!ascending || (after != live.end() && after->first <= a)) after = live.upper_bound(a);
-    found[i] = state_->live_holding(a, after);
+  CodeRange last;  // An address in the same allocation as the one before it costs no lookup.
+  for (std::uintptr_t a : addresses) {
+    if (!last.contains(a)) last = state_->live.holding(a);
+    found.push_back(last);
   }
   return found;
 }
 
 Result<std::size_t> CodeHeap::allocation_size(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
-  auto it = state_->live.find(address);
-  if (it == state_->live.end()) return fail(ErrorCode::kNotOwned, at(address) + ": not a live allocation of this code heap");
-  return it->second;
+  const CodeRange block = state_->live.holding(address);
+  if (block.begin != address || block.end == 0)
+    return fail(ErrorCode::kNotOwned, at(address) + ": not a live allocation of this code heap");
+  return block.end - block.begin;
 }
 
 HeapStats CodeHeap::stats() const {
@@ -367,10 +301,10 @@ HeapStats CodeHeap::stats() const {
     s.mapped += a.region.size;
     s.fragments += a.free.size();
   }
-  for (const auto& [start, size] : state_->live) s.used += size;
+  s.used = state_->live.bytes();
   s.free = s.mapped - s.used;
   s.arenas = state_->arenas.size();
-  s.allocations = state_->live.size();
+  s.allocations = state_->live.count();
   return s;
 }
 

@@ -54,6 +54,7 @@ Result<void*> Jit::add(asmjit::CodeHolder& code) {
 Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes) {
   if (codes.empty()) return std::vector<void*>{};
   std::vector<std::size_t> sizes;
+  sizes.reserve(codes.size());
   std::size_t align = 16;
   for (asmjit::CodeHolder* code : codes) {
     if (!code) return fail(ErrorCode::kInvalidArgument, "Jit::add_batch: null CodeHolder");
@@ -86,6 +87,7 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
     return tl::unexpected(std::move(ok).error());
   }
   std::vector<void*> out;
+  out.reserve(addresses->size());
   for (std::uintptr_t a : *addresses) out.push_back(reinterpret_cast<void*>(a));
   return out;
 }
@@ -94,6 +96,7 @@ Status Jit::release(void* function) { return heap_.free(reinterpret_cast<std::ui
 
 Status Jit::release_batch(std::span<void* const> functions) {
   std::vector<std::uintptr_t> addresses;
+  addresses.reserve(functions.size());
   for (void* fn : functions) addresses.push_back(reinterpret_cast<std::uintptr_t>(fn));
   return heap_.free_batch(addresses);
 }

@@ -117,6 +117,7 @@ TEST_P(Corpus, RelocatedNearbyBehavesTheSame) {
   ASSERT_TRUE(relocation) << relocation.error().describe();
   EXPECT_LE(relocation->bytes.size(), *relocated_size_bound(run));
   expect_same_memory_targets(run, *relocation);
+  if (const std::string refused = test::unicorn_refused_here(); !refused.empty()) GTEST_SKIP() << refused;
   const int conclusive = run_differential(c, bytes, *relocation);
   if (c.callable) {
     EXPECT_GT(conclusive, 0) << c.name << ": the emulator ran none of the states";
@@ -147,6 +148,7 @@ TEST_P(Corpus, RelocatedFarAwayUsesAbsoluteFormsOrRefuses) {
   }
   ASSERT_TRUE(relocation) << relocation.error().describe();
   EXPECT_LE(relocation->bytes.size(), *relocated_size_bound(run));
+  if (const std::string refused = test::unicorn_refused_here(); !refused.empty()) GTEST_SKIP() << refused;
   const int conclusive = run_differential(c, bytes, *relocation);
   if (c.callable) {
     EXPECT_GT(conclusive, 0) << c.name << ": the emulator ran none of the states";

@@ -3,6 +3,7 @@
 // Header-only so fuzz/fuzz_relocate.cpp shares it with the tests.
 #pragma once
 
+#include <sys/prctl.h>
 #include <unicorn/unicorn.h>
 
 #include <cstdint>
@@ -14,6 +15,15 @@
 #include <vector>
 
 namespace punch::test {
+
+//! Why Unicorn cannot run in this process, or empty when it can: its JIT maps
+//! write+execute memory, which PR_SET_MDWE (MemoryDenyWriteExecute) refuses.
+inline std::string unicorn_refused_here() {
+  const int mdwe = ::prctl(66 /* PR_GET_MDWE */, 0L, 0L, 0L, 0L);
+  if (mdwe > 0 && (mdwe & 1 /* PR_MDWE_REFUSE_EXEC_GAIN */))
+    return "Unicorn's JIT needs write+execute memory, which PR_SET_MDWE refuses in this process";
+  return {};
+}
 
 //! Registers compared between the runs (rip is compared as the exit point).
 struct CpuState {

@@ -47,13 +47,21 @@ std::string run_copy_and_compare(const test::Layout& layout, std::size_t run, co
   return test::compare(original, moved, kA + run, copy_end(layout));
 }
 
+// Every test here runs code in Unicorn.
+class Differential : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (const std::string refused = test::unicorn_refused_here(); !refused.empty()) GTEST_SKIP() << refused;
+  }
+};
+
 // fuzz_relocate finding: `pop rsp; sub [rax], eax; jp ..; pop rsp; sub [rax], eax;
 // add [rip+0], cl; add [r14], r13b` (4f prefixes). The `add [rip+0], cl` rewrites
 // the first byte of the next instruction: the original then ran `push rbx`, the
 // copy its own unmodified bytes, so rsp differed. Relocation was right (the copy's
 // add writes the same absolute byte); the harness now maps code read+execute and
 // reports the write as out of scope instead of a divergence.
-TEST(Differential, SelfModifyingRunIsOutOfScope) {
+TEST_F(Differential, SelfModifyingRunIsOutOfScope) {
   const std::vector<std::uint8_t> bytes = {0x5c, 0x29, 0x00, 0x7a, 0x50, 0x5c, 0x29, 0x00, 0x00, 0x0d,
                                            0x00, 0x00, 0x00, 0x00, 0x4f, 0x4f, 0x4f, 0x4f, 0x00, 0x2e};
   const CodeSpan source{kA, bytes};
@@ -92,7 +100,7 @@ TEST(Differential, SelfModifyingRunIsOutOfScope) {
 // entry (`ff e8`, invalid) and aborted in TCG. No real branch targets a
 // trampoline's fresh memory: the copy's pages are off limits to the original
 // run, which stops there, out of scope.
-TEST(Differential, BranchIntoTheCopysRangeIsOutOfScope) {
+TEST_F(Differential, BranchIntoTheCopysRangeIsOutOfScope) {
   const std::vector<std::uint8_t> inputs[] = {
       // gs call next; or dh, [rbp+0x2e]; je ..; call +0x10000
       {0x65, 0xe8, 0x00, 0x00, 0x00, 0x00, 0x0a, 0x75, 0x2e, 0x74, 0x65, 0xe8, 0x00, 0x00, 0x01, 0x00},
@@ -128,7 +136,7 @@ TEST(Differential, BranchIntoTheCopysRangeIsOutOfScope) {
 // `shr byte [rbp+0x23], cl` shifting a zero byte at A only. The harness now
 // compares memory after the run instead of hooking writes; this exact state
 // must compare equal.
-TEST(Differential, NoWriteHookArtifact) {
+TEST_F(Differential, NoWriteHookArtifact) {
   const std::vector<std::uint8_t> bytes = {
       0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2, 0x20, 0x01, 0x00, 0x00,
       0xd2, 0xd2, 0xd2, 0xd2, 0x6d, 0xe1, 0x23, 0x02, 0xd2, 0xd2, 0xd2, 0x00, 0x20, 0x01, 0x00, 0x00,
@@ -151,7 +159,7 @@ TEST(Differential, NoWriteHookArtifact) {
 // copy's return address, which compare() replaces by the original's; with rsp
 // at 2 the pushed qword wraps around address zero, and the replacement loop
 // (`at < rsp + 8`) did nothing. mov rsp, rbx; call +0x10000.
-TEST(Differential, FinalCallWithTheStackWrappingAroundZero) {
+TEST_F(Differential, FinalCallWithTheStackWrappingAroundZero) {
   const std::vector<std::uint8_t> bytes = {0x48, 0x89, 0xdc, 0xe8, 0x00, 0x00, 0x01, 0x00};
   auto relocation = relocate(CodeSpan{kA, bytes}, kA + (3ull << 30));
   ASSERT_TRUE(relocation) << relocation.error().describe();
@@ -170,7 +178,7 @@ TEST(Differential, FinalCallWithTheStackWrappingAroundZero) {
 // call/pop PIC code computes original addresses), but then the `ret` returned
 // to that address in the original run, which the patch replaces, while the
 // original returned inside itself and went on. relocate now refuses it.
-TEST(Differential, ReturnAfterAnInnerCallNextIsRefused) {
+TEST_F(Differential, ReturnAfterAnInnerCallNextIsRefused) {
   // call next; ret   (the ret returns to itself in the original)
   const std::vector<std::uint8_t> bytes = {0xe8, 0x00, 0x00, 0x00, 0x00, 0xc3};
   auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
@@ -187,7 +195,7 @@ TEST(Differential, ReturnAfterAnInnerCallNextIsRefused) {
 // fuzz_relocate finding (a relocation bug): Zydis files `xbegin rel32` under
 // COND_BR, so it was classified as a jcc and re-emitted as `ja rel32` (cc from
 // its opcode 0xc7). It keeps its own encoding now, only the rel32 adjusted.
-TEST(Differential, XbeginKeepsItsEncoding) {
+TEST_F(Differential, XbeginKeepsItsEncoding) {
   const std::vector<std::uint8_t> bytes = {0x90, 0xc7, 0xf8, 0x00, 0x01, 0x00, 0x00, 0x90};  // nop; xbegin +0x100; nop
   auto insn = decode(CodeSpan{kA, bytes}, kA + 1);
   ASSERT_TRUE(insn) << insn.error().describe();
@@ -210,7 +218,7 @@ TEST(Differential, XbeginKeepsItsEncoding) {
 
 // Reading code is in scope: `mov rax, [rip+0]` reads the 8 bytes after the run
 // at A; the copy must read those same bytes, not what follows itself.
-TEST(Differential, ReadingCodeStaysCompared) {
+TEST_F(Differential, ReadingCodeStaysCompared) {
   const std::vector<std::uint8_t> run = {0x48, 0x8b, 0x05, 0x00, 0x00, 0x00, 0x00};
   std::vector<std::uint8_t> bytes = run;
   for (std::uint8_t b = 0x11; b <= 0x88; b += 0x11) bytes.push_back(b);  // The code after the run.
@@ -231,7 +239,7 @@ TEST(Differential, ReadingCodeStaysCompared) {
 
 // The harness is sensitive: a copy whose jcc has the inverted condition, or
 // whose RIP-relative load was not retargeted, is reported on some input.
-TEST(Differential, CatchesAWrongRelocation) {
+TEST_F(Differential, CatchesAWrongRelocation) {
   // cmp rdi, 5; je +3; inc rax; add rax, [rip+0x1000]   (data on the page after A)
   const std::vector<std::uint8_t> bytes = {0x48, 0x83, 0xff, 0x05, 0x74, 0x03, 0x48, 0xff,
                                            0xc0, 0x48, 0x03, 0x05, 0x00, 0x10, 0x00, 0x00};

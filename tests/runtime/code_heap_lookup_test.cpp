@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <map>
 #include <vector>
 
 namespace punch::runtime {
@@ -124,6 +125,51 @@ TEST_F(CodeHeapLookupTest, BatchLookupAgreesWithAllocationHoldingInAnyOrder) {
   }
   EXPECT_GT(owned, 0u) << "control: some addresses are owned";
   EXPECT_TRUE(heap->allocations_holding({}).empty());
+}
+
+// A run is one entry of the heap's allocation map: freeing blocks in its
+// middle splits it, and blocks allocated into the holes are found as
+// themselves, never as part of the run they sit in. Checked byte by byte
+// against a model of what is live, after each step.
+TEST_F(CodeHeapLookupTest, RunsSplitWhenFreedInTheMiddleAndTheirHolesAreReused) {
+  std::map<std::uintptr_t, std::size_t> model;  // Start -> size of each live block.
+  auto check = [&](const char* step) {
+    const std::uintptr_t lo = model.begin()->first, hi = std::prev(model.end())->first + 256;
+    for (std::uintptr_t a = lo; a < hi; ++a) {
+      auto after = model.upper_bound(a);
+      const bool live = after != model.begin() && a - std::prev(after)->first < std::prev(after)->second;
+      auto found = heap->allocation_holding(a);
+      ASSERT_EQ(static_cast<bool>(found), live) << step << " at " << at(a);
+      if (!live) continue;
+      EXPECT_EQ(found->begin, std::prev(after)->first) << step;
+      EXPECT_EQ(found->end - found->begin, std::prev(after)->second) << step;
+    }
+    EXPECT_EQ(heap->stats().allocations, model.size()) << step;
+  };
+  const std::vector<std::size_t> sizes(8, 48);
+  auto run = heap->allocate_run(sizes);
+  ASSERT_TRUE(run) << run.error().describe();
+  for (std::uintptr_t a : *run) model[a] = 48;
+  check("allocated");
+
+  const std::uintptr_t middle[] = {(*run)[2], (*run)[3]};
+  ASSERT_TRUE(heap->free_batch(middle));
+  ASSERT_TRUE(heap->free((*run)[5]));
+  for (std::uintptr_t a : {(*run)[2], (*run)[3], (*run)[5]}) model.erase(a);
+  check("freed in the middle");
+
+  const std::vector<std::size_t> two(2, 40);
+  auto refill = heap->allocate_run(two);  // First fit: the hole left by blocks 2 and 3.
+  ASSERT_TRUE(refill) << refill.error().describe();
+  EXPECT_EQ(refill->front(), (*run)[2]);
+  for (std::uintptr_t a : *refill) model[a] = 48;  // 40 rounded up to the 16-byte granule.
+  check("refilled");
+
+  std::vector<std::uintptr_t> all;
+  for (const auto& [start, size] : model) all.push_back(start);
+  ASSERT_TRUE(heap->free_batch(all));
+  EXPECT_EQ(heap->stats().allocations, 0u);
+  EXPECT_EQ(heap->stats().used, 0u);
 }
 
 }  // namespace

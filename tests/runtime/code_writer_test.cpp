@@ -16,6 +16,7 @@
 
 #include "child_process.hpp"
 #include "memory_snapshot.hpp"
+#include "method_unavailable.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -74,7 +75,7 @@ class CodeWriterMethodTest : public ::testing::TestWithParam<WriteMethod> {
  protected:
   void SetUp() override {
     auto w = CodeWriter::create(GetParam());
-    if (!w) GTEST_SKIP() << "method unavailable on this host: " << w.error().describe();
+    PUNCH_SKIP_IF_METHOD_UNAVAILABLE(GetParam(), w);
     writer = std::move(*w);
   }
   std::unique_ptr<CodeWriter> writer;
@@ -282,7 +283,8 @@ namespace {
 
 // Checks CodeWriter::global() against PUNCH_WRITE_METHOD as this process got it:
 // unset or "auto" picks what the probe picks, a method name gives exactly that
-// method, anything else is an error naming the value.
+// method (mprotect under MDWE: an error naming MDWE), anything else is an error
+// naming the value.
 TEST(CodeWriterGlobal, FollowsPunchWriteMethod) {
   const char* env = std::getenv("PUNCH_WRITE_METHOD");
   auto global = CodeWriter::global();
@@ -294,6 +296,13 @@ TEST(CodeWriterGlobal, FollowsPunchWriteMethod) {
     return;
   }
   const std::optional<WriteMethod> expected = *parsed ? *parsed : probe().auto_method;
+  if (expected == WriteMethod::kMprotect && probe().mdwe) {
+    // Under MDWE mprotect cannot make code executable again: refused, saying why.
+    ASSERT_FALSE(global) << "the mprotect method was chosen under MDWE";
+    EXPECT_NE(global.error().message.find("PUNCH_WRITE_METHOD=" + name), std::string::npos) << global.error().message;
+    EXPECT_NE(global.error().message.find("MDWE"), std::string::npos) << global.error().message;
+    return;
+  }
   ASSERT_TRUE(global) << global.error().describe();
   EXPECT_EQ((*global)->method(), *expected);
 }

@@ -10,6 +10,7 @@
 #include <punch/runtime/sync.hpp>
 
 #include "memory_snapshot.hpp"
+#include "method_unavailable.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -21,7 +22,7 @@ class WriteFaultTest : public ::testing::TestWithParam<WriteMethod> {
  protected:
   void SetUp() override {
     auto w = CodeWriter::create(GetParam());
-    if (!w) GTEST_SKIP() << "method unavailable on this host: " << w.error().describe();
+    PUNCH_SKIP_IF_METHOD_UNAVAILABLE(GetParam(), w);
     writer = std::move(*w);
     auto r = writer->map_code(1);
     ASSERT_TRUE(r);

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 
@@ -235,6 +236,36 @@ TEST(Fork, ChildCanEmitWhileParentThreadsHeldTheLocksAtFork) {
   }
   stop = true;
   busy.join();
+}
+
+// A thread holding one of punch's locks creates another (as the global
+// CodeWriter is created on first use, inside a hook's commit) while a second
+// thread forks: the fork waits for the held lock, but must not hold up the
+// new lock's registration meanwhile, or neither thread ever goes on. Run in a
+// child with an alarm, so that a deadlock fails the test instead of hanging it.
+TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
+  auto outcome = test::run_in_child([]() -> int {
+    ::alarm(20);
+    ForkSafeMutex held(LockRank::kHooks);
+    held.lock();
+    std::atomic<bool> forking{false};
+    int child_status = -1;
+    std::thread forker([&] {
+      forking = true;
+      const pid_t pid = ::fork();  // Its prepare handler waits for `held`.
+      if (pid == 0) ::_exit(0);
+      if (pid > 0) ::waitpid(pid, &child_status, 0);
+    });
+    while (!forking) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // The fork is in its prepare handler by now.
+    auto created = std::make_unique<ForkSafeMutex>(LockRank::kWriter);  // Registers: needs the registry.
+    held.unlock();
+    forker.join();
+    created.reset();
+    CHILD_CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0, "fork child status %d", child_status);
+    return 0;
+  });
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
 }
 
 }  // namespace

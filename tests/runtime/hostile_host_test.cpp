@@ -145,6 +145,28 @@ TEST(HostileHost, ProcMemAbsentAutoFallsBackAndExplicitProcMemFailsClearly) {
   }));
 }
 
+// The example a user runs first: without /proc its code runs through the
+// dual-map fallback; it says it could not list the pages, and passes.
+TEST(HostileHost, HelloJitWithoutProcRunsAndSaysWhatItCouldNotCheck) {
+#ifndef PUNCH_HELLO_JIT
+  GTEST_SKIP() << "examples are not built (PUNCH_BUILD_EXAMPLES=OFF)";
+#else
+  const test::ChildOutcome outcome = test::run_in_child([] {
+    if (std::string why = hide_proc(); !why.empty()) {
+      std::printf("cannot hide /proc here: %s\n", why.c_str());
+      return test::kChildSkip;
+    }
+    ::execl(PUNCH_HELLO_JIT, "hello_jit", static_cast<char*>(nullptr));
+    std::printf("cannot run %s: %s\n", PUNCH_HELLO_JIT, std::strerror(errno));
+    return 127;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_NE(outcome.output.find("write method: dual-map"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("factorial(10)  = 3628800"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("could not check the code's page permissions"), std::string::npos) << outcome.output;
+#endif
+}
+
 TEST(HostileHost, ProcMemWritesRefusedWithEioAutoFallsBack) {
   EXPECT_CHILD_OK(test::run_in_child([] {
     if (std::string why = test::install_seccomp_errno({{SYS_pwrite64, EIO}}); !why.empty()) {

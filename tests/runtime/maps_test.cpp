@@ -41,7 +41,8 @@ struct Layout {
     void* p = ::mmap(nullptr, 5 * kPage, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return;
     base = static_cast<std::uint8_t*>(p);
-    ::mprotect(base + kPage, kPage, PROT_READ | PROT_EXEC);
+    // Mapped read+execute from the start: under MDWE mprotect may not add PROT_EXEC.
+    ::mmap(base + kPage, kPage, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     ::munmap(base + 2 * kPage, kPage);
     ::mmap(base + 3 * kPage, 2 * kPage, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
   }

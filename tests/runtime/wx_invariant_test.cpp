@@ -4,6 +4,8 @@
 #include <asmjit/x86.h>
 #include <gtest/gtest.h>
 
+#include "method_unavailable.hpp"
+
 #include <atomic>
 #include <random>
 #include <thread>
@@ -58,7 +60,7 @@ class WxInvariantTest : public ::testing::TestWithParam<WriteMethod> {};
 
 TEST_P(WxInvariantTest, NoWritableExecutableMappingWhileEmittingFreeingReusing) {
   auto writer = CodeWriter::create(GetParam());
-  if (!writer) GTEST_SKIP() << "method unavailable on this host: " << writer.error().describe();
+  PUNCH_SKIP_IF_METHOD_UNAVAILABLE(GetParam(), writer);
   const bool proc_mem = GetParam() == WriteMethod::kProcMem;
   ASSERT_EQ(wx_violations(proc_mem), "") << "before anything was emitted";
 
