@@ -11,6 +11,8 @@
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/fault_injection.hpp>
 
+#include "fault_case.hpp"
+
 #include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
 
@@ -41,16 +43,7 @@ long pad_value(long x) { return x + 100; }
 const Target kTargets[] = {{"stolen prologue", hook_target_prologue, prologue_value},
                            {"patchable entry", hook_target_pad_nop5, pad_value}};
 
-// Which operation fails, and whether the other threads are held for the
-// change (with none to hold and none asleep, its syncs are this thread's own
-// serializing instruction and cannot fail: sync faults need the hold off).
-struct FaultCase {
-  FaultPoint point;
-  bool hold_threads;
-};
-void PrintTo(const FaultCase& c, std::ostream* out) {
-  *out << (c.point == FaultPoint::kWrite ? "write" : "sync") << (c.hold_threads ? ", held" : ", unheld");
-}
+using test::FaultCase;
 HookOptions g_options;  // Set by the fixture from its FaultCase.
 
 // Installs the inner hook (enabled) with its original published first.
@@ -202,13 +195,7 @@ TEST_P(HookFault, EveryNthFailureInAChainedInstallAndRemoval) {
   ASSERT_TRUE(inner->remove());
 }
 
-INSTANTIATE_TEST_SUITE_P(WriteAndSync, HookFault,
-                         ::testing::Values(FaultCase{FaultPoint::kWrite, true}, FaultCase{FaultPoint::kWrite, false},
-                                           FaultCase{FaultPoint::kSync, false}),
-                         [](const auto& info) {
-                           return std::string(info.param.point == FaultPoint::kWrite ? "Write" : "Sync") +
-                                  (info.param.hold_threads ? "Held" : "Unheld");
-                         });
+INSTANTIATE_TEST_SUITE_P(WriteAndSync, HookFault, test::fault_cases(), test::fault_case_name);
 
 }  // namespace
 }  // namespace punch::patcher

@@ -280,16 +280,19 @@ TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
       const pid_t pid = fork();
       if (pid == 0) {
         static std::atomic<int> cycles{0};
+        static std::atomic<bool> cycling_ended{false};
         std::thread cycler([] {
           int installed = 0;
           cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
                      &g_triple_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
+          cycling_ended = true;  // A failed cycle (printed) must not leave the main thread spinning.
         });
         cycler.detach();
         // Runs (so it is held by every change) until hooks are cycling, then
         // execs at a different moment of a cycle each run.
-        while (cycles.load() < 3) {
+        while (cycles.load() < 3 && !cycling_ended.load()) {
         }
+        if (cycling_ended.load()) _exit(4);
         const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(37 * run % 500);
         while (std::chrono::steady_clock::now() < until) {
         }

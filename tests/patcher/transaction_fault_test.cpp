@@ -7,6 +7,8 @@
 
 #include <punch/runtime/fault_injection.hpp>
 
+#include "fault_case.hpp"
+
 #include "live_test_support.hpp"
 
 namespace punch::patcher {
@@ -16,16 +18,7 @@ using namespace asmjit;
 using runtime::testing::FaultKind;
 using runtime::testing::FaultPoint;
 
-// Which operation fails, and whether the other threads are held for the
-// change (with none to hold and none asleep, its syncs are this thread's own
-// serializing instruction and cannot fail: sync faults need the hold off).
-struct FaultCase {
-  FaultPoint point;
-  bool hold_threads;
-};
-void PrintTo(const FaultCase& c, std::ostream* out) {
-  *out << (c.point == FaultPoint::kWrite ? "write" : "sync") << (c.hold_threads ? ", held" : ", unheld");
-}
+using test::FaultCase;
 
 TransactionOptions options_holding(bool hold_threads) {
   TransactionOptions options;
@@ -130,13 +123,7 @@ TEST_P(TransactionFault, EveryNthFailureInRevertRestoresOrKeepsEverything) {
   EXPECT_GT(failed, 0) << "no injected fault made a revert fail";
 }
 
-INSTANTIATE_TEST_SUITE_P(WriteAndSync, TransactionFault,
-                         ::testing::Values(FaultCase{FaultPoint::kWrite, true}, FaultCase{FaultPoint::kWrite, false},
-                                           FaultCase{FaultPoint::kSync, false}),
-                         [](const auto& info) {
-                           return std::string(info.param.point == FaultPoint::kWrite ? "Write" : "Sync") +
-                                  (info.param.hold_threads ? "Held" : "Unheld");
-                         });
+INSTANTIATE_TEST_SUITE_P(WriteAndSync, TransactionFault, test::fault_cases(), test::fault_case_name);
 
 // EINTR and short writes are retried by the writer: the commit succeeds.
 TEST(TransactionFaultRetry, InterruptedAndShortWritesAreRetried) {

@@ -24,14 +24,7 @@
 
 #include "child_process.hpp"
 #include "memory_snapshot.hpp"
-
-#if defined(__SANITIZE_ADDRESS__)
-#define PUNCH_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define PUNCH_ASAN 1
-#endif
-#endif
+#include "sanitizer.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -266,40 +259,6 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
     return 0;
   });
   EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
-}
-
-}  // namespace
-}  // namespace punch::runtime
-
-namespace punch::runtime {
-namespace {
-
-// A thread that holds a ForkSafeMutex and then makes another one (a lock
-// created on first use, under an outer lock) needs the registry's guard;
-// a fork meanwhile must not hold that guard while it waits for the first
-// mutex. Before the fix the two waited for each other forever.
-TEST(ForkSafeMutexFork, AForkWhileALockIsHeldAndAnotherIsCreatedUnderItCompletes) {
-  auto outcome = test::run_in_child([]() -> int {
-    alarm(20);  // A deadlock ends the child with SIGALRM.
-    static ForkSafeMutex outer(LockRank::kHooks);
-    outer.lock();
-    std::atomic<bool> forked{false};
-    std::thread forker([&] {
-      const pid_t pid = fork();  // Its prepare handler waits for `outer`.
-      if (pid == 0) _exit(0);
-      int status = 0;
-      waitpid(pid, &status, 0);
-      forked = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    });
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // The fork is waiting now.
-    { ForkSafeMutex created_under_outer(LockRank::kWriter); }
-    outer.unlock();
-    forker.join();
-    CHILD_CHECK(forked.load(), "the fork did not complete");
-    return 0;
-  });
-  EXPECT_CHILD_OK(outcome);
-  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 
 #include <punch/runtime/function_bounds.hpp>
 
+#include "sanitizer.hpp"
+
 // A function with no symbol at all: a local label with CFI (an FDE) only.
 __asm__(
     "  .text\n"
@@ -164,6 +166,10 @@ TEST(FunctionBounds, ThreadsLookUpConcurrently) {
 // The cache's lock is fork-safe: a child forked while other threads look
 // functions up (and may hold the lock) can look up too.
 TEST(FunctionBounds, AForkChildLooksUpWhileOtherThreadsDid) {
+#ifdef PUNCH_ASAN
+  GTEST_SKIP() << "clang 14's ASan allocator is not fork-safe: the child, forked while the other thread sorts a "
+                  "symbol table, deadlocks inside asan_memalign (seen with gdb); the g++ build runs this test";
+#endif
   const auto f = address_of(reinterpret_cast<void*>(&bounds_static_function));
   std::atomic<bool> stop{false};
   std::thread busy([&] {
