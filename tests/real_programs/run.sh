@@ -5,25 +5,27 @@
 # for byte the same, and no process may die. Prints a table: program, runs,
 # identical, slowdown (median time with ÷ median time without).
 #
-#   run.sh --preload build/t/examples/punch_trace/punch_trace.so --tools build/t/tests/real_programs
+#   run.sh --preload build/t/examples/punch_trace/punch_trace.so
+#          --spawn-many build/t/tests/real_programs/spawn_many --mdwe-exec build/t/tests/mdwe_exec
 #          [--runs N] [--only NAME[,NAME...]] [--keep DIR]
 #
 # Exit 0 when every program's outputs are identical and every run succeeded.
 set -uo pipefail
 
-preload="" tools="" runs=3 only="" keep=""
+preload="" spawn_many="" mdwe_exec="" runs=3 only="" keep=""
 while (($#)); do
   case $1 in
     --preload) preload=$(realpath "$2"); shift 2 ;;
-    --tools) tools=$(realpath "$2"); shift 2 ;;
+    --spawn-many) spawn_many=$(realpath "$2"); shift 2 ;;
+    --mdwe-exec) mdwe_exec=$(realpath "$2"); shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --only) only=",$2,"; shift 2 ;;
     --keep) keep=$2; shift 2 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -f $preload && -x $tools/spawn_many && -x $tools/mdwe_exec ]] || {
-  echo "run.sh: needs --preload punch_trace.so and --tools DIR with spawn_many and mdwe_exec" >&2; exit 2; }
+[[ -f $preload && -x $spawn_many && -x $mdwe_exec ]] || {
+  echo "run.sh: needs --preload punch_trace.so, --spawn-many and --mdwe-exec (tests/launchers/mdwe_exec)" >&2; exit 2; }
 
 # The functions traced: allocation, I/O, copies, locks, process creation.
 functions=malloc,free,calloc,realloc,write,read,memcpy,memmove,memset,strlen,memcmp,pthread_mutex_lock
@@ -118,7 +120,7 @@ EOF
 }
 
 w_spawn() {
-  "$tools/spawn_many" 1000 /bin/true >"$1/endings"
+  "$spawn_many" 1000 /bin/true >"$1/endings"
 }
 
 w_python_subprocess() {
@@ -154,12 +156,12 @@ EOF
 # A compiler run: the driver, cc1plus and as as separate processes.
 w_gcc() {
   g++ -O2 -g0 -std=c++20 -c "$here/spawn_many.cpp" -o "$2/spawn_many.o" && sha256sum <"$2/spawn_many.o" >"$1/object" &&
-    g++ -O2 -std=c++20 -S "$here/mdwe_exec.cpp" -o - | sha256sum >"$1/assembly"
+    g++ -O2 -std=c++20 -S "$here/../launchers/mdwe_exec.cpp" -o - | sha256sum >"$1/assembly"
 }
 
 # Under PR_SET_MDWE (inherited across exec): no mapping may become writable and executable.
-w_mdwe_python_threads() { "$tools/mdwe_exec" true || return 77; launch=$tools/mdwe_exec w_python_threads "$@"; }
-w_mdwe_xz() { "$tools/mdwe_exec" true || return 77; launch=$tools/mdwe_exec w_xz "$@"; }
+w_mdwe_python_threads() { "$mdwe_exec" true || return 77; launch=$mdwe_exec w_python_threads "$@"; }
+w_mdwe_xz() { "$mdwe_exec" true || return 77; launch=$mdwe_exec w_xz "$@"; }
 
 workloads=(xz zstd pigz sort git python_threads python_subprocess spawn sqlite gcc mdwe_python_threads mdwe_xz)
 
