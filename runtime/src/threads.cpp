@@ -41,6 +41,7 @@
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/sync.hpp>
 
+#include "parked_threads.hpp"
 #include "proc_self_fd.hpp"
 
 namespace punch::runtime {
@@ -526,6 +527,10 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chron
   // listed thread is held nobody creates threads any more, so this ends.
   std::vector<pid_t> seen;
   for (int round = 0;; ++round) {
+    // A thread parked inside punch's fork handler counts as held without a
+    // signal, which it may have blocked (parked_threads.hpp).
+    detail::claim_parked_threads(seen);
+    std::sort(seen.begin(), seen.end());
     auto tids = other_threads();
     if (!tids) return tl::unexpected(std::move(tids).error());
     std::erase_if(*tids, [&](pid_t tid) { return std::binary_search(seen.begin(), seen.end(), tid); });
@@ -626,6 +631,7 @@ void ThreadHold::release() noexcept {
   g_hold_owner.store(0, std::memory_order_relaxed);
   g_released.store(1, std::memory_order_release);
   futex_wake_all(g_released);
+  detail::release_parked_threads();
   // Wait until every held thread has left its slot: the next round reuses them.
   const std::size_t count = g_slot_count.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i)

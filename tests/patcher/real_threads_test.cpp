@@ -30,6 +30,8 @@
 
 #include <punch/patcher/hook.hpp>
 #include <punch/patcher/transaction.hpp>
+#include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/jit.hpp>
 
 #include "child_process.hpp"
 #include "live_test_support.hpp"
@@ -418,6 +420,53 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
     return 0;
   });
   EXPECT_CHILD_OK(outcome);
+}
+
+// --- Threads paused inside punch itself ---
+
+// A JIT thread adds and releases code without pause (it holds the code
+// heap's lock part of the time) while hooks are installed and removed. A
+// change that held it inside CodeHeap::allocate and then allocated its own
+// out-of-line copies waited for that lock for ever (seen with gdb). The
+// alarm turns such a hang into a failure within a minute.
+int (*g_triple_typed)(int) = nullptr;
+int triple_detour_typed(int x) { return __atomic_load_n(&g_triple_typed, __ATOMIC_ACQUIRE)(x); }
+
+TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
+  auto outcome = run_in_child([]() -> int {
+    ::alarm(60);
+    auto heap = runtime::CodeHeap::global();
+    CHILD_OK(heap);
+    std::atomic<long> added{0}, failed{0};
+    std::jthread jit_thread([&](std::stop_token stop) {  // Stopped and joined on every return.
+      runtime::Jit jit(**heap);
+      while (!stop.stop_requested()) {
+        asmjit::CodeHolder code;
+        code.init(runtime::Jit::environment());
+        asmjit::x86::Assembler a(&code);
+        a.mov(asmjit::x86::eax, 42);
+        a.ret();
+        auto f = jit.add_as<int (*)()>(code);
+        if (!f || (*f)() != 42 || !jit.release(reinterpret_cast<void*>(*f))) failed.fetch_add(1);
+        added.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+    while (added.load() == 0) std::this_thread::yield();
+    // Default options: the JIT thread always answers the hold, so every change must succeed.
+    int cycles = 0;
+    for (; cycles < 2000; ++cycles) {
+      auto hook = Hook::install(&real_threads_triple, &triple_detour_typed, &g_triple_typed);
+      CHILD_OK(hook);
+      CHILD_OK(hook->remove());
+    }
+    jit_thread.request_stop();
+    jit_thread.join();
+    CHILD_CHECK(failed.load() == 0, "%ld of %ld JIT additions failed", failed.load(), added.load());
+    std::printf("cycles=%d added=%ld\n", cycles, added.load());
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
 }
 
 // --- The hold itself ---
