@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -213,18 +214,24 @@ Result<std::vector<pid_t>> other_threads() {
 }
 
 // Reads /proc/self/task/<tid>/<file> (through the kept task directory) into
-// `text`, NUL-terminated; an error names the file.
+// `text`, NUL-terminated; an error names the file. Allocates nothing but for
+// an error: it runs while threads are held, and a held thread may be inside
+// malloc holding the lock of an arena this thread shares.
 Status read_task_file(pid_t tid, const char* file, char* text, std::size_t size) {
   const int dir = g_task_dir.get();
-  const std::string relative = std::to_string(tid) + "/" + file;
-  const int fd = dir >= 0 ? ::openat(dir, relative.c_str(), O_RDONLY | O_CLOEXEC) : -1;
-  const std::string name = "/proc/self/task/" + relative;
-  if (fd < 0) return fail(ErrorCode::kUnprovable, name + ": " + std::strerror(dir < 0 ? -dir : errno));
-  ssize_t n;
-  do n = ::read(fd, text, size - 1);
-  while (n < 0 && errno == EINTR);
-  ::close(fd);
-  if (n <= 0) return fail(ErrorCode::kUnprovable, name + ": empty");
+  char relative[64];
+  std::snprintf(relative, sizeof relative, "%d/%s", static_cast<int>(tid), file);
+  const int fd = dir >= 0 ? ::openat(dir, relative, O_RDONLY | O_CLOEXEC) : -1;
+  const int error = dir < 0 ? -dir : errno;
+  ssize_t n = -1;
+  if (fd >= 0) {
+    do n = ::read(fd, text, size - 1);
+    while (n < 0 && errno == EINTR);
+    ::close(fd);
+  }
+  if (n <= 0)
+    return fail(ErrorCode::kUnprovable, std::string("/proc/self/task/") + relative + ": " +
+                                            (fd < 0 ? std::strerror(error) : "empty"));
   text[n] = '\0';
   return {};
 }
@@ -350,6 +357,8 @@ Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig, s
   if (first + tids.size() > kMaxThreads)
     return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
   const std::size_t end = first + tids.size();
+  held.reserve(held.size() + tids.size());  // No allocation once threads are held (see read_task_file).
+  unanswered.reserve(unanswered.size() + tids.size());
   signal_threads(tids, first, sig, unanswered);
   for (;;) {
     await_answers(first, end, std::min(deadline, std::chrono::steady_clock::now() + grace));
