@@ -34,6 +34,7 @@
 #include <punch/runtime/jit.hpp>
 
 #include "child_process.hpp"
+#include "hook_targets.hpp"
 #include "live_test_support.hpp"
 
 extern char** environ;
@@ -362,6 +363,11 @@ TEST(BlockedSignals, ForkWithEverySignalBlockedWhileMallocIsHookedAndUnhooked) {
 
 // --- Threads asleep in poll, nanosleep, select and epoll-like waits see no EINTR ---
 
+void* g_square_original = nullptr;
+long square_detour(long x) {
+  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
+}
+
 TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
   auto outcome = run_in_child([]() -> int {
     int pipe_fds[2];
@@ -393,13 +399,15 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // All three asleep.
 
-    // A stolen-bytes hook (its install needs the fix-up round) and the
-    // release of its trampolines (a rendezvous of its own), 20 times.
+    // A stolen-bytes hook over a prologue of several instructions (its
+    // install needs the fix-up round; a compiled function may begin with one
+    // jump, as clang's -fsanitize=function makes it) and the release of its
+    // trampolines (a rendezvous of its own), 20 times.
     int installed = 0;
     bool ok = true;
     for (int i = 0; i < 20 && ok; ++i) {
-      ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                      &g_triple_original, 1, installed);
+      ok = cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                      &g_square_original, 1, installed);
       if (auto released = patcher::release_retired_hook_code(); !released) {
         std::printf("release: %s\n", released.error().describe().c_str());
         ok = false;
