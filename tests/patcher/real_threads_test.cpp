@@ -273,12 +273,26 @@ TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
 
 // --- A thread calls execve while another thread changes code (a server re-executing itself) ---
 
+// The hooked target: an assembly prologue of several instructions, hookable
+// in every build (under clang's -fsanitize=function a compiled function
+// begins with a jump over a type signature, which hooks refuse).
+void* g_square_original = nullptr;
+long square_detour(long x) {
+  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
+}
+
 // A signal sent to a thread that is already inside execve stays pending into
 // the new program, where its handler is gone: the new program must not die of it.
 TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
   auto outcome = run_in_child([]() -> int {
     constexpr int kRuns = 200;
     int killed = 0, failed = 0, last_signal = 0;
+    // One cycle here first: each run's process inherits what it built (the
+    // object's branch index, its symbol tables), which under ASan took most
+    // of a second per run to build again.
+    int warm = 0;
+    CHILD_CHECK(cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                           &g_square_original, 1, warm));
     for (int run = 0; run < kRuns; ++run) {
       const pid_t pid = fork();
       if (pid == 0) {
@@ -286,8 +300,8 @@ TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
         static std::atomic<bool> cycling_ended{false};
         std::thread cycler([] {
           int installed = 0;
-          cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                     &g_triple_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
+          cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                     &g_square_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
           cycling_ended = true;  // A failed cycle (printed) must not leave the main thread spinning.
         });
         cycler.detach();
@@ -363,11 +377,6 @@ TEST(BlockedSignals, ForkWithEverySignalBlockedWhileMallocIsHookedAndUnhooked) {
 
 // --- Threads asleep in poll, nanosleep, select and epoll-like waits see no EINTR ---
 
-void* g_square_original = nullptr;
-long square_detour(long x) {
-  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
-}
-
 TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
   auto outcome = run_in_child([]() -> int {
     int pipe_fds[2];
@@ -400,9 +409,8 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // All three asleep.
 
     // A stolen-bytes hook over a prologue of several instructions (its
-    // install needs the fix-up round; a compiled function may begin with one
-    // jump, as clang's -fsanitize=function makes it) and the release of its
-    // trampolines (a rendezvous of its own), 20 times.
+    // install needs the fix-up round) and the release of its trampolines (a
+    // rendezvous of its own), 20 times.
     int installed = 0;
     bool ok = true;
     for (int i = 0; i < 20 && ok; ++i) {
