@@ -485,6 +485,41 @@ TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
   EXPECT_EQ(outcome.signal, 0) << outcome.describe();
 }
 
+// A held thread spins a little before it sleeps, and reads the clock while
+// it spins. It read it with libc's clock_gettime, which programs hook (to
+// fake or to measure time): a change to clock_gettime then ran it under the
+// held thread, whose signals are all blocked in the handler, and a trap byte
+// there would kill the process. The busy thread is held by every change.
+void* g_clock_gettime_original = nullptr;
+int clock_gettime_detour(clockid_t clock, timespec* ts) {
+  auto* original = reinterpret_cast<int (*)(clockid_t, timespec*)>(
+      __atomic_load_n(&g_clock_gettime_original, __ATOMIC_ACQUIRE));
+  return original(clock, ts);
+}
+
+TEST(ThreadsInsidePunch, AHeldThreadRunsNoneOfTheFunctionsBeingChanged) {
+  auto outcome = run_in_child([]() -> int {
+    auto target = patcher::resolve_symbol({"clock_gettime", "", "libc.so.6"});
+    CHILD_OK(target);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> spins{0};
+    std::thread busy([&] {
+      while (!stop.load(std::memory_order_relaxed)) spins.fetch_add(1, std::memory_order_relaxed);
+    });
+    while (spins.load() == 0) std::this_thread::yield();
+    int installed = 0;
+    const bool ok = cycle_hook(*target, reinterpret_cast<void*>(&clock_gettime_detour), &g_clock_gettime_original,
+                               2000, installed);
+    stop = true;
+    busy.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(installed > 0, "clock_gettime was never hooked");
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
 // --- The hold itself ---
 
 TEST(ThreadHold, HeldThreadsRunNothingUntilReleasedAndSleepersAreNotSignalled) {
