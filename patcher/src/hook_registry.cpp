@@ -44,7 +44,10 @@ struct JumpPoint {
 struct HookRecord {
   std::uint64_t id = 0;
   std::uintptr_t detour = 0;
-  std::optional<runtime::CodeRange> detour_extent;  // From its ELF symbol, when it has one.
+  // Where a thread may be on its way into the chain's code: the detour's
+  // extent (from its ELF symbol, when it has one), or a generated detour and what it calls.
+  std::vector<runtime::CodeRange> detour_ranges;
+  std::optional<CodeBlock> generated;  // A generated detour the registry owns (a mid hook's stub).
   bool enabled = true;
   TransactionOptions options;
   std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
@@ -263,6 +266,15 @@ std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
   return runtime::CodeRange{extent->start, extent->end};
 }
 
+// The hooked chain (other than the one at `target`) whose replaced bytes meet
+// [begin, end), or null. Chains without hooks are left as they were found.
+const Chain* overlapping_chain(const Registry& r, std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end) {
+  for (const auto& [t, chain] : r.chains)
+    if (t != target && !chain->hooks.empty() && chain->plan.target < end && begin < chain->plan.resume())
+      return chain.get();
+  return nullptr;
+}
+
 // Whether [entry, resume) still holds the bytes the chain was planned from.
 bool still_original(const Chain& chain) {
   auto now = runtime::safe_read_exact(chain.plan.entry, chain.plan.size());
@@ -359,17 +371,18 @@ Status check_enable(Chain& chain, const TransactionOptions& options) {
 
 }  // namespace
 
-Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
-                                       void** original) {
+namespace {
+
+// registry_install with the lock held.
+Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::uintptr_t detour,
+                                     const HookOptions& options, void** original,
+                                     const std::optional<GeneratedDetour>& generated) {
   if (target == 0 || detour == 0) return fail(ErrorCode::kInvalidArgument, at(target) + ": null target or detour");
   if (target == detour) return fail(ErrorCode::kInvalidArgument, at(target) + ": a function cannot be its own detour");
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
 
   // A target inside another hook's replaced bytes would be overwritten by it.
-  for (auto& [t, chain] : r.chains)
-    if (t != target && target >= chain->plan.target && target < chain->plan.resume())
-      return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(t));
+  if (const Chain* other = overlapping_chain(r, target, target, target + 1))
+    return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(other->plan.target));
 
   auto found = r.chains.find(target);
   if (found != r.chains.end() && found->second->hooks.empty() &&
@@ -381,6 +394,13 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   if (fresh_chain) {
     auto chain = make_chain(target, detour, options);
     if (!chain) return tl::unexpected<Error>(std::move(chain).error());
+    // Nor may its replaced bytes cover another hook's (a mid hook a few bytes on).
+    if (const Chain* other = overlapping_chain(r, target, target, (*chain)->plan.resume())) {
+      free_unlinked_chain(**chain);
+      return fail(ErrorCode::kConflict, at(target) + ": the bytes [" + at(target) + ", " +
+                                            at((*chain)->plan.resume()) + ") a hook would replace hold the jump "
+                                            "punch wrote to hook " + at(other->plan.target));
+    }
     found = r.chains.emplace(target, std::move(*chain)).first;
   }
   Chain& chain = *found->second;
@@ -390,7 +410,13 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   record.detour = detour;
   record.enabled = options.enabled;
   record.options = options.transaction;
-  record.detour_extent = detour_extent(detour);
+  if (generated) {
+    record.generated = generated->code;
+    record.detour_ranges.push_back({generated->code.address, generated->code.address + generated->code.size});
+    record.detour_ranges.insert(record.detour_ranges.end(), generated->callees.begin(), generated->callees.end());
+  } else if (auto extent = detour_extent(detour)) {
+    record.detour_ranges.push_back(*extent);
+  }
   if (!chain.hooks.empty()) {  // Wrap the existing hooks: our trampoline is a stub leading inward.
     auto h = heap();
     auto stub = h ? build_link_stub(chain.trampoline.address, **h) : tl::unexpected<Error>(h.error());
@@ -423,13 +449,31 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
     }
     return tl::unexpected<Error>(std::move(s).error());
   }
-  if (record.detour_extent &&
-      std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
-        return e.begin == record.detour_extent->begin;
-      }) == chain.detour_extents.end())
-    chain.detour_extents.push_back(*record.detour_extent);
+  for (const runtime::CodeRange& range : record.detour_ranges)
+    if (std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
+          return e.begin == range.begin;
+        }) == chain.detour_extents.end())
+      chain.detour_extents.push_back(range);
   r.targets.emplace(record.id, target);
   return record.id;
+}
+
+}  // namespace
+
+Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
+                                       void** original, std::optional<GeneratedDetour> generated) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto id = install_locked(r, target, detour, options, original, generated);
+  if (!id && generated) {
+    // After a failed rollback the entry may lead to the generated detour: keep it forever.
+    if (id.error().code == ErrorCode::kInconsistent) {
+      retire(r, generated->code, {}, true);
+    } else if (auto h = heap()) {
+      (void)(*h)->free(generated->code.address);
+    }
+  }
+  return id;
 }
 
 Status registry_set_enabled(std::uint64_t id, bool enabled) {
@@ -463,9 +507,9 @@ Status registry_remove(std::uint64_t id) {
     return s;
   }
   // A detour may still hold the stub: it is freed only by release_retired_hook_code.
-  std::vector<runtime::CodeRange> callers;
-  if (removed.detour_extent) callers.push_back(*removed.detour_extent);
+  const std::vector<runtime::CodeRange>& callers = removed.detour_ranges;
   if (removed.stub) retire(r, *removed.stub, callers);
+  if (removed.generated) retire(r, *removed.generated, callers);
   retire_jump_point(r, removed.link, callers);
   r.targets.erase(t);
   return {};
