@@ -48,6 +48,7 @@ struct HookRecord {
   // extent (from its ELF symbol, when it has one), or a generated detour and what it calls.
   std::vector<runtime::CodeRange> detour_ranges;
   std::optional<CodeBlock> generated;  // A generated detour the registry owns (a mid hook's stub).
+  std::vector<InFlight> in_flight;     // Its count of threads inside its call.
   bool enabled = true;
   TransactionOptions options;
   std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
@@ -66,6 +67,7 @@ struct Chain {
   // Every detour ever hooked here: a thread inside one may be about to call
   // into the chain's code (its trampoline pointer loaded), even after removal.
   std::vector<runtime::CodeRange> detour_extents;
+  std::vector<InFlight> in_flight;  // The same for generated detours: threads inside their calls.
 };
 
 struct Retired {
@@ -73,6 +75,7 @@ struct Retired {
   bool keep = false;  // A return address may point into it (stolen call): never freed.
   // Detours whose threads may still enter the block: it is in use while a thread runs one.
   std::vector<runtime::CodeRange> callers;
+  std::vector<InFlight> in_flight;  // In use while any of these counts threads.
 };
 
 struct Registry {
@@ -229,22 +232,24 @@ Status reconcile(Chain& chain, const TransactionOptions& options, Reconcile mode
   return {};
 }
 
-void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false) {
-  r.retired.push_back({b, keep, callers});
+void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false,
+            const std::vector<InFlight>& in_flight = {}) {
+  r.retired.push_back({b, keep, callers, in_flight});
 }
 
-void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers) {
-  for (auto& [to, relay] : point.relays) retire(r, relay, callers);
+void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers,
+                       const std::vector<InFlight>& in_flight) {
+  for (auto& [to, relay] : point.relays) retire(r, relay, callers, false, in_flight);
   point.relays.clear();
 }
 
 // Retires all code of an unused chain (no hooks) and forgets it.
 void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
   Chain& chain = *it->second;
-  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns);
-  if (chain.head) retire(r, *chain.head, chain.detour_extents);
-  retire_jump_point(r, chain.entry_jump, chain.detour_extents);
-  retire_jump_point(r, chain.head_jump, chain.detour_extents);
+  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns, chain.in_flight);
+  if (chain.head) retire(r, *chain.head, chain.detour_extents, false, chain.in_flight);
+  retire_jump_point(r, chain.entry_jump, chain.detour_extents, chain.in_flight);
+  retire_jump_point(r, chain.head_jump, chain.detour_extents, chain.in_flight);
   r.chains.erase(it);
 }
 
@@ -412,6 +417,7 @@ Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::ui
   record.options = options.transaction;
   if (generated) {
     record.generated = generated->code;
+    if (generated->in_flight) record.in_flight.push_back(generated->in_flight);
     record.detour_ranges.push_back({generated->code.address, generated->code.address + generated->code.size});
     record.detour_ranges.insert(record.detour_ranges.end(), generated->callees.begin(), generated->callees.end());
   } else if (auto extent = detour_extent(detour)) {
@@ -454,6 +460,7 @@ Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::ui
           return e.begin == range.begin;
         }) == chain.detour_extents.end())
       chain.detour_extents.push_back(range);
+  chain.in_flight.insert(chain.in_flight.end(), record.in_flight.begin(), record.in_flight.end());
   r.targets.emplace(record.id, target);
   return record.id;
 }
@@ -508,9 +515,9 @@ Status registry_remove(std::uint64_t id) {
   }
   // A detour may still hold the stub: it is freed only by release_retired_hook_code.
   const std::vector<runtime::CodeRange>& callers = removed.detour_ranges;
-  if (removed.stub) retire(r, *removed.stub, callers);
-  if (removed.generated) retire(r, *removed.generated, callers);
-  retire_jump_point(r, removed.link, callers);
+  if (removed.stub) retire(r, *removed.stub, callers, false, removed.in_flight);
+  if (removed.generated) retire(r, *removed.generated, callers, false, removed.in_flight);
+  retire_jump_point(r, removed.link, callers, removed.in_flight);
   r.targets.erase(t);
   return {};
 }
@@ -564,7 +571,12 @@ Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) 
       owner.push_back(i);
     }
   }
+  // Counts before the rendezvous: a thread that leaves a generated detour's
+  // call after its count was read is in that detour or past it, where the rendezvous sees it.
   std::vector<bool> busy(r.retired.size(), false);
+  for (std::size_t i = 0; i < r.retired.size(); ++i)
+    for (const InFlight& count : r.retired[i].in_flight)
+      if (count->load(std::memory_order_acquire) != 0) busy[i] = true;
   if (!ranges.empty()) {
     auto in_use = runtime::ranges_in_use(ranges, timeout);
     if (!in_use) return tl::unexpected<Error>(std::move(in_use).error());

@@ -3,7 +3,9 @@
 
 #include <chrono>
 #include <cstddef>
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
@@ -15,11 +17,17 @@
 
 namespace punch::patcher::detail {
 
+//! How many threads are inside the call a generated detour makes (it counts
+//! them itself): while not zero, its code and the chain's are in use, however
+//! deep the thread is in the functions the call reached.
+using InFlight = std::shared_ptr<const std::atomic<std::uint64_t>>;
+
 //! A detour punch generated (a mid hook's stub), handed to the registry with
 //! its hook: freed on a failed install, retired with the hook on removal.
 struct GeneratedDetour {
   CodeBlock code;                            //!< The detour itself (the hook's `detour` address).
   std::vector<runtime::CodeRange> callees;   //!< Code it calls and returns from (the user's function, if known).
+  InFlight in_flight;                        //!< Threads inside its call.
 };
 
 //! Installs a hook (wrapping the target's existing hooks); returns its id.

@@ -6,6 +6,8 @@
 // its detour (nothing jumps there yet), write the stub, then enable.
 #include <punch/patcher/mid_hook.hpp>
 
+#include <atomic>
+#include <memory>
 #include <utility>
 
 #include <punch/runtime/code_heap.hpp>
@@ -38,10 +40,14 @@ Result<std::pair<std::uint64_t, std::uintptr_t>> install_stub(void* address, Mid
     return fail(ErrorCode::kInvalidArgument, at(site) + ": null address or detour");
   auto heap = runtime::CodeHeap::global();
   if (!heap) return tl::unexpected<Error>(std::move(heap).error());
+  auto in_flight = std::make_shared<std::atomic<std::uint64_t>>(0);
+  detail::MidStub spec{site, reinterpret_cast<std::uintptr_t>(detour), 0,
+                       reinterpret_cast<std::uintptr_t>(in_flight.get()), options.vector_registers};
+  auto size = detail::mid_stub_size_bound(spec);
+  if (!size) return tl::unexpected<Error>(std::move(size).error());
   // Near the site, so the entry's jmp rel32 reaches the stub without a relay.
-  auto stub = (*heap)->allocate(detail::kMidStubMaxSize, 16,
-                                runtime::AddressWindow::rel32_reach(site + detail::kRel32JumpSize));
-  if (!stub) stub = (*heap)->allocate(detail::kMidStubMaxSize, 16);
+  auto stub = (*heap)->allocate(*size, 16, runtime::AddressWindow::rel32_reach(site + detail::kRel32JumpSize));
+  if (!stub) stub = (*heap)->allocate(*size, 16);
   if (!stub) return tl::unexpected<Error>(std::move(stub).error());
 
   HookOptions hook_options;
@@ -49,14 +55,15 @@ Result<std::pair<std::uint64_t, std::uintptr_t>> install_stub(void* address, Mid
   hook_options.function = options.function;
   hook_options.prefer_patchable_entry = false;  // A nop run inside a function is code like any other.
   hook_options.enabled = false;
-  const detail::GeneratedDetour generated{{*stub, detail::kMidStubMaxSize}, detour_ranges(detour)};
+  const detail::GeneratedDetour generated{{*stub, *size}, detour_ranges(detour), in_flight};
   auto id = detail::registry_install(site, *stub, hook_options, nullptr, generated);  // Owns the block now.
   if (!id) return tl::unexpected<Error>(std::move(id).error());
 
   const HookInfo info = detail::registry_info(*id);
-  const detail::MidStub spec{info.entry, reinterpret_cast<std::uintptr_t>(detour), info.trampoline,
-                             options.vector_registers};
+  spec.rip = info.entry;
+  spec.resume = info.trampoline;
   auto bytes = detail::emit_mid_stub(spec, *stub);
+  if (bytes && bytes->size() > *size) bytes = fail(ErrorCode::kInvalidArgument, at(*stub) + ": stub outgrew its bound");
   Status ready = bytes ? (*heap)->writer().write(*stub, *bytes) : Status(tl::unexpected<Error>(bytes.error()));
   if (ready && options.enabled) ready = detail::registry_set_enabled(*id, true);
   if (!ready) {

@@ -99,9 +99,15 @@ void emit(x86::Assembler& a, const MidStub& stub, const VectorSave& v) {
     a.fxsave64(ptr(rsp));
   }
 
+  // Counted while inside the call, however deep: the stub and the relocated
+  // copy are freed only when no thread is (the rendezvous sees only a thread's innermost frame).
+  a.mov(rax, asmjit::imm(stub.in_flight));
+  a.lock().inc(qword_ptr(rax));
   a.mov(rdi, rbx);
   a.mov(rax, asmjit::imm(stub.detour));
   a.call(rax);  // rsp is 16-aligned here: the detour is an ordinary function.
+  a.mov(rax, asmjit::imm(stub.in_flight));
+  a.lock().dec(qword_ptr(rax));
 
   if (v.xsave) {
     a.mov(eax, static_cast<std::uint32_t>(v.mask));
@@ -145,12 +151,18 @@ Result<std::vector<std::uint8_t>> emit_mid_stub(const MidStub& stub, std::uintpt
   if (asmjit::Error err = code.relocateToBase(address))
     return fail(ErrorCode::kCannotRelocate, at(address) + ": " + asmjit_error("asmjit relocateToBase", err));
   std::vector<std::uint8_t> bytes(code.codeSize());
-  if (bytes.size() > kMidStubMaxSize)
-    return fail(ErrorCode::kInvalidArgument, at(address) + ": mid hook stub of " + std::to_string(bytes.size()) +
-                                                 " bytes exceeds " + std::to_string(kMidStubMaxSize));
   if (asmjit::Error err = code.copyFlattenedData(bytes.data(), bytes.size(), asmjit::CopySectionFlags::kPadSectionBuffer))
     return fail(ErrorCode::kInvalidArgument, at(address) + ": " + asmjit_error("asmjit copyFlattenedData", err));
   return bytes;
+}
+
+Result<std::size_t> mid_stub_size_bound(MidStub stub) {
+  // The longest forms: a resume address out of rel32 reach, a 64-bit rip immediate.
+  stub.resume = std::uintptr_t{1} << 46;
+  stub.rip = ~std::uintptr_t{0};
+  auto bytes = emit_mid_stub(stub, 0);
+  if (!bytes) return tl::unexpected<Error>(std::move(bytes).error());
+  return bytes->size();
 }
 
 }  // namespace punch::patcher::detail

@@ -4,13 +4,20 @@
 // live-safe; refusals leave memory byte for byte as it was.
 #include <gtest/gtest.h>
 
+#include <dlfcn.h>
+
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
+#include <sstream>
+#include <string>
 #include <thread>
 #include <tuple>
+#include <vector>
 
+#include <punch/disasm/instruction.hpp>
 #include <punch/patcher/hook.hpp>
 #include <punch/patcher/mid_hook.hpp>
 #include <punch/runtime/function_bounds.hpp>
@@ -389,6 +396,95 @@ TEST(MidHook, LiveCyclesWithAThreadRunningTheFunction) {
   EXPECT_EQ(wrong.load(), 0) << "e.g. " << last_wrong.load();
   EXPECT_GT(calls.load(), 0);
   EXPECT_EQ(snapshot.differences(), "");
+}
+
+std::atomic<bool> g_parked{false}, g_go{false};
+
+void park_then_add_ten(MidContext& ctx) {
+  g_parked = true;
+  while (!g_go.load()) std::this_thread::yield();
+  ctx.rax += 10;
+}
+
+// A thread inside the detour returns into the stub and jumps to the relocated
+// copy: neither is freed while it is there, even after the hook is removed.
+TEST(MidHook, StubAndCopyOutliveRemovalWhileAThreadIsInTheDetour) {
+  g_parked = false;
+  g_go = false;
+  auto hook = MidHook::install(mid_sites.add, park_then_add_ten);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  long result = 0;
+  std::thread parked([&] { result = call(mid_target_add, 4); });
+  while (!g_parked.load()) std::this_thread::yield();
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(call(mid_target_add, 4), 20);
+  auto released = release_retired_hook_code();
+  ASSERT_TRUE(released) << released.error().describe();
+  g_go = true;  // Back through the stub (int3 filler, were it freed) and the relocated copy.
+  parked.join();
+  EXPECT_EQ(result, 50);
+  EXPECT_TRUE(release_retired_hook_code());
+}
+
+std::atomic<long> g_sweep_hits{0};
+
+// What an ordinary detour may do to the state the ABI lets it change.
+void clobbering_detour(MidContext& ctx) {
+  g_sweep_hits.fetch_add(1, std::memory_order_relaxed);
+  clobber_vectors(ctx);
+  clobber_flags(ctx);
+  scribble_stack(ctx);
+}
+
+// mid_c_work as the compilers build it: hooked at every instruction in turn,
+// each hook either works (the same results, whatever the detour clobbers) or
+// is refused with memory unchanged; removal restores the bytes.
+TEST(MidHook, EveryInstructionOfCompiledCode) {
+  using Work = long (*)(const long*, long, double);
+  const long values[] = {3, 8, -5, 12, 7, 0, 21, -4};
+  std::stringstream paths(PUNCH_MID_HOOK_LIBS);
+  std::string path;
+  int libraries = 0;
+  while (std::getline(paths, path, ':')) {
+    if (path.empty()) continue;
+    SCOPED_TRACE(path);
+    void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    ASSERT_NE(lib, nullptr) << dlerror();
+    ++libraries;
+    auto work = reinterpret_cast<Work>(dlsym(lib, "mid_c_work"));
+    ASSERT_NE(work, nullptr);
+    Work volatile call_work = work;
+    std::vector<long> expected;
+    for (long n = 0; n <= 8; ++n) expected.push_back(call_work(values, n, 0.5));
+
+    auto bounds = runtime::function_containing(reinterpret_cast<std::uintptr_t>(work));
+    ASSERT_TRUE(bounds) << bounds.error().describe();
+    test::MemorySnapshot before(bounds->start, bounds->end - bounds->start);
+    const disasm::CodeSpan code{bounds->start, before.bytes()};
+    int hooked = 0;
+    std::map<std::string, int> refusals;
+    for (std::uintptr_t a = bounds->start; a < bounds->end;) {
+      auto insn = disasm::decode(code, a);
+      ASSERT_TRUE(insn) << insn.error().describe();
+      auto hook = MidHook::install(reinterpret_cast<void*>(a), clobbering_detour);
+      if (hook) {
+        ++hooked;
+        g_sweep_hits = 0;
+        for (long n = 0; n <= 8; ++n) ASSERT_EQ(call_work(values, n, 0.5), expected[n]) << at(a) << ", n = " << n;
+        ASSERT_TRUE(hook->remove());
+      } else {
+        ++refusals[std::string(to_string(hook.error().code))];
+      }
+      ASSERT_EQ(before.differences(), "") << at(a);
+      a = insn->end();
+    }
+    std::string summary;
+    for (const auto& [code_name, count] : refusals) summary += " " + code_name + ":" + std::to_string(count);
+    std::printf("  %s: %d instructions hooked; refused:%s\n", path.c_str(), hooked, summary.c_str());
+    EXPECT_GT(hooked, 0);
+    dlclose(lib);
+  }
+  if (libraries == 0) GTEST_SKIP() << "neither gcc nor clang found";
 }
 
 }  // namespace
