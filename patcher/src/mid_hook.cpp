@@ -42,7 +42,8 @@ Result<std::pair<std::uint64_t, std::uintptr_t>> install_stub(void* address, Mid
   if (!heap) return tl::unexpected<Error>(std::move(heap).error());
   auto in_flight = std::make_shared<std::atomic<std::uint64_t>>(0);
   detail::MidStub spec{site, reinterpret_cast<std::uintptr_t>(detour), 0,
-                       reinterpret_cast<std::uintptr_t>(in_flight.get()), options.vector_registers};
+                       reinterpret_cast<std::uintptr_t>(in_flight.get()), options.vector_registers,
+                       options.vector_state};
   auto size = detail::mid_stub_size_bound(spec);
   if (!size) return tl::unexpected<Error>(std::move(size).error());
   // Near the site, so the entry's jmp rel32 reaches the stub without a relay.

@@ -40,13 +40,20 @@ VectorSave probe_vector_save() {
   if (__get_cpuid(1, &a, &b, &c, &d) == 0 || (c & bit_OSXSAVE) == 0) return v;  // fxsave.
   v.xsave = true;
   v.mask = xgetbv0() & ~kAmxComponents;
-  v.size = kXsaveHeaderEnd;
-  // The standard (non-compacted) layout: component i lives at its cpuid offset.
+  // xsavec (cpuid 0xD.1 eax bit 1): the init optimization only, never the
+  // "modified" one of xsaveopt, which would trust a stack area others reuse.
+  v.compacted = __get_cpuid_count(0xD, 1, &a, &b, &c, &d) != 0 && (a & 2) != 0;
+  // Room for either layout: standard (component i at its cpuid offset) or
+  // compacted (in order, some aligned to 64).
+  std::uint32_t standard = kXsaveHeaderEnd, compacted = kXsaveHeaderEnd;
   for (unsigned i = 2; i < 63; ++i) {
     if ((v.mask & (1ULL << i)) == 0) continue;
     if (__get_cpuid_count(0xD, i, &a, &b, &c, &d) == 0) continue;
-    v.size = std::max(v.size, a + b);
+    standard = std::max(standard, a + b);
+    if ((c & 2) != 0) compacted = (compacted + 63) & ~63u;
+    compacted += a;
   }
+  v.size = std::max(standard, compacted);
   return v;
 }
 
@@ -87,16 +94,23 @@ void emit(x86::Assembler& a, const MidStub& stub, const VectorSave& v) {
 
   // The vector and x87 state below the context: the detour and whatever it
   // calls (memcpy with AVX, printf) may change any of it.
-  a.sub(rsp, v.size);
-  a.and_(rsp, v.xsave ? -64 : -16);
-  if (v.xsave) {
-    a.xor_(eax, eax);  // XSAVE writes only part of the header; xrstor faults on stale bits there.
-    for (int q = 0; q < 8; ++q) a.mov(qword_ptr(rsp, kXsaveHeader + 8 * q), rax);
-    a.mov(eax, static_cast<std::uint32_t>(v.mask));
-    a.mov(edx, static_cast<std::uint32_t>(v.mask >> 32));
-    a.xsave64(ptr(rsp));
+  if (stub.vector_state) {
+    a.sub(rsp, v.size);
+    a.and_(rsp, -64);
+    if (v.xsave) {
+      a.xor_(eax, eax);  // XSAVE writes only part of the header; xrstor faults on stale bits there.
+      for (int q = 0; q < 8; ++q) a.mov(qword_ptr(rsp, kXsaveHeader + 8 * q), rax);
+      a.mov(eax, static_cast<std::uint32_t>(v.mask));
+      a.mov(edx, static_cast<std::uint32_t>(v.mask >> 32));
+      if (v.compacted)
+        a.xsavec64(ptr(rsp));
+      else
+        a.xsave64(ptr(rsp));
+    } else {
+      a.fxsave64(ptr(rsp));
+    }
   } else {
-    a.fxsave64(ptr(rsp));
+    a.and_(rsp, -16);
   }
 
   // Counted while inside the call, however deep: the stub and the relocated
@@ -109,11 +123,11 @@ void emit(x86::Assembler& a, const MidStub& stub, const VectorSave& v) {
   a.mov(rax, asmjit::imm(stub.in_flight));
   a.lock().dec(qword_ptr(rax));
 
-  if (v.xsave) {
+  if (stub.vector_state && v.xsave) {
     a.mov(eax, static_cast<std::uint32_t>(v.mask));
     a.mov(edx, static_cast<std::uint32_t>(v.mask >> 32));
-    a.xrstor64(ptr(rsp));
-  } else {
+    a.xrstor64(ptr(rsp));  // Either layout: the header says which.
+  } else if (stub.vector_state) {
     a.fxrstor64(ptr(rsp));
   }
   if (stub.vector_registers)  // Legacy-SSE loads: the upper halves xrstor restored stay.

@@ -16,12 +16,13 @@ struct MidStub {
   std::uintptr_t resume = 0;   //!< Where the thread continues: the relocated stolen instructions.
   std::uintptr_t in_flight = 0;  //!< A std::atomic<std::uint64_t>: threads inside the detour's call.
   bool vector_registers = false;  //!< Copy xmm0..15 into the context and back.
+  bool vector_state = true;       //!< Save and restore the whole vector/x87 state around the call.
 };
 
 //! The stub's bytes, to live at `address` (see docs/design.md, "Mid-function hooks"):
 //! endbr64; step below the red zone; save flags and GPRs into a MidContext;
-//! cld; save the vector/x87 state (xsave, else fxsave) in a 64-byte-aligned
-//! area below it; count the thread in; call detour(context) with rsp aligned;
+//! cld; save the vector/x87 state (xsavec, xsave, else fxsave) in a
+//! 64-byte-aligned area below it; count the thread in; call detour(context) with rsp aligned;
 //! count it out; restore everything
 //! (rsp from the context last); jmp resume. No push/ret: a shadow stack sees
 //! only the call and its ret.
@@ -31,9 +32,11 @@ Result<std::vector<std::uint8_t>> emit_mid_stub(const MidStub& stub, std::uintpt
 Result<std::size_t> mid_stub_size_bound(MidStub stub);
 
 //! The extended state the stub saves: xsave with this component mask and
-//! area size, or fxsave (512 bytes) when the OS does not enable xsave.
+//! area size (xsavec where the CPU has it: components in their initial state
+//! are skipped), or fxsave (512 bytes) when the OS does not enable xsave.
 struct VectorSave {
   bool xsave = false;
+  bool compacted = false;  //!< xsavec.
   std::uint64_t mask = 0;
   std::uint32_t size = 512;
 };

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
@@ -257,12 +258,15 @@ TEST(MidHook, VectorRegistersAreReadAndChangedWithTheOption) {
 }
 
 TEST(MidHook, VectorStateSurvivesADetourThatClobbersIt) {
-  for (bool vector_registers : {false, true}) {
+  // (vector_registers, vector_state): without the whole state, the context's xmm copies restore xmm0..15.
+  for (auto [vector_registers, vector_state] : {std::pair{false, true}, std::pair{true, true}, std::pair{true, false}}) {
     MidHookOptions options;
     options.vector_registers = vector_registers;
+    options.vector_state = vector_state;
     auto hook = MidHook::install(mid_sites.xmm, clobber_vectors, options);
     ASSERT_TRUE(hook) << hook.error().describe();
-    EXPECT_EQ(call(mid_target_xmm, 4), 7) << "vector_registers " << vector_registers;
+    EXPECT_EQ(call(mid_target_xmm, 4), 7) << "vector_registers " << vector_registers << ", vector_state "
+                                          << vector_state;
   }
 }
 

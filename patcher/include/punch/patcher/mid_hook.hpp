@@ -51,7 +51,8 @@ struct MidContext {
   //! the thread always resumes with the hooked instruction's relocated copy.
   std::uint64_t rip;
   //! xmm0..xmm15, read and written back only with MidHookOptions::vector_registers
-  //! (otherwise unspecified). The whole vector and x87 state is preserved either way.
+  //! (otherwise unspecified). The whole vector and x87 state is preserved
+  //! either way (unless MidHookOptions::vector_state is off).
   Xmm xmm[16];
 };
 
@@ -68,6 +69,11 @@ struct MidHookOptions {
   std::optional<disasm::FunctionExtent> function{};
   //! Copy xmm0..xmm15 into MidContext::xmm and load them back after the detour.
   bool vector_registers = false;
+  //! Save and restore the whole vector, mask and x87 state around the detour
+  //! (xsave; most of a hook's cost). Turn off only when neither the detour nor
+  //! anything it calls (memcpy, printf, ...) changes any ymm/zmm, k or x87
+  //! register; with vector_registers, xmm0..15 are still restored.
+  bool vector_state = true;
   //! Install enabled (otherwise enable() later redirects).
   bool enabled = true;
 };
