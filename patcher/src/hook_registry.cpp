@@ -374,10 +374,6 @@ Status check_enable(Chain& chain, const TransactionOptions& options) {
   return checked;
 }
 
-}  // namespace
-
-namespace {
-
 // registry_install with the lock held.
 Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::uintptr_t detour,
                                      const HookOptions& options, void** original,

@@ -1,9 +1,9 @@
 // punch::patcher hook registry — every hooked target's chain, behind one lock.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>

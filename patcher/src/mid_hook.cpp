@@ -9,6 +9,7 @@
 #include <atomic>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include <punch/runtime/code_heap.hpp>
 

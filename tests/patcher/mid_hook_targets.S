@@ -177,6 +177,16 @@ TARGET mid_target_jumper
         xor eax, eax
         jmp .Lentered_inside
 END mid_target_jumper
+
+// getpid() + x: the site is the syscall, which cannot run elsewhere (a thread
+// inside it resumes at the original address): refused.
+TARGET mid_target_syscall
+        mov eax, 39
+.Lsyscall_site:
+        syscall
+        add rax, rdi
+        ret
+END mid_target_syscall
         .p2align 4, 0xcc
 
         .section .data.rel.ro, "aw"
@@ -184,6 +194,6 @@ END mid_target_jumper
         .globl mid_sites
 mid_sites:
         .quad .Ladd_site, .Lflags_site, .Lregisters_site, .Lentry_site, .Lpushed_site, .Lred_zone_site
-        .quad .Lxmm_site, .Lymm_site, .Lstack_site, .Lloop_site, .Lentered_site, .Lloop_head
+        .quad .Lxmm_site, .Lymm_site, .Lstack_site, .Lloop_site, .Lentered_site, .Lloop_head, .Lsyscall_site
 
         .section .note.GNU-stack, "", @progbits

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -38,6 +39,7 @@ long mid_target_ymm(long);        // x, from the upper half of ymm2 after the si
 long mid_target_stack(long);      // 1000 popped at the site; x if the detour pops first.
 long mid_target_loop(long);       // 3x, a loop whose head is 4 bytes after the site.
 long mid_target_entered(long);    // 4x + 1; another function jumps to its second instruction.
+long mid_target_syscall(long);    // getpid() + x; the site is the syscall.
 struct MidSites {
   void* add;
   void* flags;
@@ -51,6 +53,7 @@ struct MidSites {
   void* loop;
   void* entered;
   void* loop_head;
+  void* syscall;
 };
 extern const MidSites mid_sites;
 }
@@ -342,6 +345,16 @@ TEST(MidHook, RefusesStolenBytesAnotherFunctionJumpsInto) {
   ASSERT_FALSE(hook);
   EXPECT_EQ(hook.error().code, ErrorCode::kBranchInto) << hook.error().describe();
   EXPECT_EQ(snapshot.differences(), "");
+}
+
+TEST(MidHook, RefusesInstructionsThatCannotBeRelocated) {
+  auto snapshot = function_snapshot(mid_sites.syscall);
+  auto hook = MidHook::install(mid_sites.syscall, count_hit);
+  ASSERT_FALSE(hook);
+  EXPECT_EQ(hook.error().code, ErrorCode::kCannotRelocate) << hook.error().describe();
+  EXPECT_NE(hook.error().message.find(at(mid_sites.syscall)), std::string::npos) << hook.error().message;
+  EXPECT_EQ(snapshot.differences(), "");
+  EXPECT_EQ(call(mid_target_syscall, 1), getpid() + 1);
 }
 
 TEST(MidHook, RefusesBytesThatHoldAnotherHooksJump) {
