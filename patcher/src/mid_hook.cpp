@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -103,7 +104,13 @@ Result<MidHook> MidHook::install(const SymbolRef& symbol, std::size_t offset, Mi
                                  MidHookOptions options) {
   auto function = resolve_symbol(symbol);
   if (!function) return tl::unexpected<Error>(std::move(function).error());
-  return install(static_cast<std::uint8_t*>(*function) + offset, detour, options);
+  // The offset must stay inside the function: past its end lies someone else's code.
+  const auto start = reinterpret_cast<std::uintptr_t>(*function);
+  auto extent = options.function ? Result<disasm::FunctionExtent>(*options.function) : detail::function_extent(start);
+  if (extent && offset >= extent->end - start)
+    return fail(ErrorCode::kInvalidArgument, at(start + offset) + ": offset " + std::to_string(offset) + " lies past `" +
+                                                 symbol.name + "` [" + at(extent->start) + ", " + at(extent->end) + ")");
+  return install(reinterpret_cast<void*>(start + offset), detour, options);
 }
 
 Status MidHook::enable() {

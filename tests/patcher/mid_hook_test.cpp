@@ -142,6 +142,15 @@ TEST(MidHook, BySymbolAndOffset) {
   auto missing = MidHook::install(SymbolRef{"mid_target_no_such_function", "", ""}, 0, add_ten_to_rax);
   ASSERT_FALSE(missing);
   EXPECT_NE(missing.error().message.find("mid_target_no_such_function"), std::string::npos);
+
+  auto bounds = runtime::function_containing(reinterpret_cast<std::uintptr_t>(mid_target_flags));
+  ASSERT_TRUE(bounds);
+  auto snapshot = function_snapshot(reinterpret_cast<void*>(mid_target_flags));
+  auto past = MidHook::install(SymbolRef{"mid_target_flags", "", ""}, bounds->end - bounds->start, add_ten_to_rax);
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, ErrorCode::kInvalidArgument) << past.error().describe();
+  EXPECT_NE(past.error().message.find("mid_target_flags"), std::string::npos) << past.error().message;
+  EXPECT_EQ(snapshot.differences(), "");
 }
 
 // Every register arrives with its value and leaves with the detour's.

@@ -103,7 +103,8 @@ class MidHook {
   //! a branch into the stolen bytes, unprovable indirect jumps, unrelocatable
   //! instructions, bytes another hook replaced, a failed transaction.
   static Result<MidHook> install(void* address, MidDetour detour, MidHookOptions options = {});
-  //! Hooks the instruction `offset` bytes into the function `symbol` names (see resolve_symbol).
+  //! Hooks the instruction `offset` bytes into the function `symbol` names
+  //! (see resolve_symbol); an offset past the function's end is refused.
   static Result<MidHook> install(const SymbolRef& symbol, std::size_t offset, MidDetour detour,
                                  MidHookOptions options = {});
 
