@@ -43,8 +43,8 @@ struct MidContext {
   std::uint64_t rflags;
   std::uint64_t rax, rcx, rdx, rbx;
   //! The thread's stack pointer at the hooked instruction. A changed value is
-  //! the one the code resumes with; the detour must not write below the
-  //! original value (the stub's own frame and the red zone live there).
+  //! the one the code resumes with. The stub's frame begins 128 bytes below
+  //! the original value (the red zone, left to the hooked code): never write below that.
   std::uint64_t rsp;
   std::uint64_t rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15;
   //! The hooked instruction (after an endbr64 at the address). Read only:
