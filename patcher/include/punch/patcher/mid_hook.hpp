@@ -26,7 +26,7 @@
 
 namespace punch::patcher {
 
-//! One 128-bit vector register, viewed as lanes.
+//! One 128-bit vector register, viewed as lanes (lane 0 is the low one: `f64[0]` of a scalar double).
 union Xmm {
   std::uint8_t u8[16];
   std::uint32_t u32[4];
@@ -41,12 +41,12 @@ union Xmm {
 struct MidContext {
   //! Arithmetic flags and DF take effect when changed (TF or AC at your own risk).
   std::uint64_t rflags;
-  std::uint64_t rax, rcx, rdx, rbx;
+  std::uint64_t rax, rcx, rdx, rbx;  //!< General registers, as the hooked code left them; changes take effect.
   //! The thread's stack pointer at the hooked instruction. A changed value is
   //! the one the code resumes with. The stub's frame begins 128 bytes below
   //! the original value (the red zone, left to the hooked code): never write below that.
   std::uint64_t rsp;
-  std::uint64_t rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15;
+  std::uint64_t rbp, rsi, rdi, r8, r9, r10, r11, r12, r13, r14, r15;  //!< Likewise.
   //! The hooked instruction (after an endbr64 at the address). Read only:
   //! the thread always resumes with the hooked instruction's relocated copy.
   std::uint64_t rip;
@@ -71,8 +71,8 @@ struct MidHookOptions {
   bool vector_registers = false;
   //! Save and restore the whole vector, mask and x87 state around the detour
   //! (xsave; most of a hook's cost). Turn off only when neither the detour nor
-  //! anything it calls (memcpy, printf, ...) changes any ymm/zmm, k or x87
-  //! register; with vector_registers, xmm0..15 are still restored.
+  //! anything it calls (memcpy, printf, ...) changes any xmm/ymm/zmm, k or x87
+  //! register — except xmm0..15 with vector_registers on, which restores them.
   bool vector_state = true;
   //! Install enabled (otherwise enable() later redirects).
   bool enabled = true;
@@ -117,8 +117,11 @@ class MidHook {
   //! thread runs it or the detour. Afterwards the handle is empty.
   Status remove();
 
+  //! Whether the handle holds an installed hook.
   bool installed() const noexcept { return id_ != 0; }
+  //! Whether threads reaching the address run the detour now.
   bool enabled() const noexcept;
+  //! Where the hook lives (empty for an empty handle).
   MidHookInfo info() const noexcept;
 
  private:
