@@ -171,9 +171,10 @@ Result<std::vector<std::uint8_t>> emit_mid_stub(const MidStub& stub, std::uintpt
 }
 
 Result<std::size_t> mid_stub_size_bound(MidStub stub) {
-  // The longest forms: a resume address out of rel32 reach, a 64-bit rip immediate.
+  // The longest forms: a resume address out of rel32 reach, a rip that needs
+  // movabs (asmjit encodes what fits in 32 bits, signed or not, shorter).
   stub.resume = std::uintptr_t{1} << 46;
-  stub.rip = ~std::uintptr_t{0};
+  stub.rip = std::uintptr_t{1} << 46;
   auto bytes = emit_mid_stub(stub, 0);
   if (!bytes) return tl::unexpected<Error>(std::move(bytes).error());
   return bytes->size();
