@@ -24,6 +24,7 @@
 #include <punch/patcher/mid_hook.hpp>
 #include <punch/runtime/function_bounds.hpp>
 
+#include "../../patcher/src/mid_hook_stub.hpp"
 #include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
 
@@ -76,6 +77,27 @@ void add_ten_to_rax(MidContext& ctx) {
   g_seen_rdi = static_cast<long>(ctx.rdi);
   g_seen_rip = ctx.rip;
   ctx.rax += 10;
+}
+
+// The block allocated for a stub is sized by the bound: no placement, resume
+// address or rip (small, sign-extendable, 64-bit) may give longer code.
+TEST(MidHook, StubNeverOutgrowsItsBound) {
+  for (bool vector_registers : {false, true})
+    for (bool vector_state : {false, true}) {
+      detail::MidStub stub{0, 0x7f12'3456'7890, 0, 0x5555'1234'5678, vector_registers, vector_state};
+      auto bound = detail::mid_stub_size_bound(stub);
+      ASSERT_TRUE(bound) << bound.error().describe();
+      for (std::uintptr_t address : {std::uintptr_t{0x40'0000}, std::uintptr_t{0x7f00'0000'0000}})
+        for (std::uintptr_t rip : {std::uintptr_t{0x1000}, std::uintptr_t{0xffff'fff0}, address + 64,
+                                   std::uintptr_t{0x7fff'ffff'ffff}})
+          for (std::uintptr_t resume : {address + 4096, address + (std::uintptr_t{1} << 40)}) {
+            stub.rip = rip;
+            stub.resume = resume;
+            auto bytes = detail::emit_mid_stub(stub, address);
+            ASSERT_TRUE(bytes) << bytes.error().describe();
+            EXPECT_LE(bytes->size(), *bound) << at(address) << " rip " << at(rip) << " resume " << at(resume);
+          }
+    }
 }
 
 TEST(MidHook, ChangedRegisterChangesTheResult) {
