@@ -543,6 +543,39 @@ TEST(ThreadHold, HeldThreadsRunNothingUntilReleasedAndSleepersAreNotSignalled) {
   EXPECT_EQ(eintr.load(), 0);
 }
 
+// A thread in a timed futex wait (pthread_cond_timedwait: Python's GIL
+// waiter, timed locks) is held, not left asleep: its timeout may wake it
+// during the change, and the GIL waiter then took the GIL and vforked a child
+// that met a trap byte (real_programs). glibc waits again after the signal.
+TEST(ThreadHold, AThreadInATimedFutexWaitIsHeldNotLeftAsleep) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool stop = false;
+  std::atomic<pid_t> tid{0};
+  std::thread waiter([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    std::unique_lock lock(m);
+    while (!stop) cv.wait_for(lock, std::chrono::seconds(10));
+  });
+  for (;;) {  // Until it sleeps in its futex wait.
+    const pid_t t = tid.load();
+    auto call = t ? runtime::blocked_syscall(t) : Result<runtime::BlockedSyscall>(fail(ErrorCode::kUnprovable, ""));
+    if (call && call->number == SYS_futex) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  auto hold = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(hold) << hold.error().describe();
+  EXPECT_EQ(hold->held().size(), 1u);
+  EXPECT_TRUE(hold->sleeping().empty()) << "the timed waiter was left asleep";
+  hold->release();
+  {
+    std::lock_guard lock(m);
+    stop = true;
+  }
+  cv.notify_one();
+  waiter.join();
+}
+
 TEST(ThreadHold, ARunningThreadWithSignalsBlockedIsNamedAndNothingIsHeld) {
   std::atomic<bool> stop{false}, blocked{false};
   std::atomic<pid_t> tid{0};
