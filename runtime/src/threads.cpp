@@ -217,26 +217,55 @@ Result<std::vector<pid_t>> other_threads() {
 }
 
 // Reads /proc/self/task/<tid>/<file> (through the kept task directory) into
-// `text`, NUL-terminated; an error names the file. Allocates nothing but for
-// an error: it runs while threads are held, and a held thread may be inside
+// `text`, NUL-terminated: 0, or the errno (ENODATA when empty). Allocates
+// nothing: it runs while threads are held, and a held thread may be inside
 // malloc holding the lock of an arena this thread shares.
-Status read_task_file(pid_t tid, const char* file, char* text, std::size_t size) {
+int read_task_text(pid_t tid, const char* file, char* text, std::size_t size) noexcept {
   const int dir = g_task_dir.get();
+  if (dir < 0) return -dir;
   char relative[64];
   std::snprintf(relative, sizeof relative, "%d/%s", static_cast<int>(tid), file);
-  const int fd = dir >= 0 ? ::openat(dir, relative, O_RDONLY | O_CLOEXEC) : -1;
-  const int error = dir < 0 ? -dir : errno;
-  ssize_t n = -1;
-  if (fd >= 0) {
-    do n = ::read(fd, text, size - 1);
-    while (n < 0 && errno == EINTR);
-    ::close(fd);
-  }
-  if (n <= 0)
-    return fail(ErrorCode::kUnprovable, std::string("/proc/self/task/") + relative + ": " +
-                                            (fd < 0 ? std::strerror(error) : "empty"));
+  const int fd = ::openat(dir, relative, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  ssize_t n;
+  do n = ::read(fd, text, size - 1);
+  while (n < 0 && errno == EINTR);
+  const int error = n < 0 ? errno : ENODATA;
+  ::close(fd);
+  if (n <= 0) return error;
   text[n] = '\0';
+  return 0;
+}
+
+// read_task_text with an error naming the file.
+Status read_task_file(pid_t tid, const char* file, char* text, std::size_t size) {
+  if (const int error = read_task_text(tid, file, text, size); error != 0)
+    return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/" + file + ": " +
+                                            (error == ENODATA ? "empty" : std::strerror(error)));
   return {};
+}
+
+// What /proc/self/task/<tid>/syscall says: "running", "-1 <sp> <pc>"
+// (blocked, not in a system call), or "<nr> <6 args> <sp> <pc>". Fills `call`
+// when blocked in one; `line` keeps the text. Allocates nothing.
+enum class CallState { kBlocked, kRunning, kNotInCall, kUnreadable, kUnparsable };
+CallState read_blocked_syscall(pid_t tid, BlockedSyscall& call, char (&line)[512]) noexcept {
+  if (read_task_text(tid, "syscall", line, sizeof line) != 0) return CallState::kUnreadable;
+  if (std::strncmp(line, "running", 7) == 0) return CallState::kRunning;
+  char* p = line;
+  call.number = std::strtol(p, &p, 10);
+  if (call.number < 0) return CallState::kNotInCall;
+  std::uintptr_t fields[8] = {};
+  for (std::uintptr_t& f : fields) {
+    char* end = nullptr;
+    f = std::strtoull(p, &end, 16);
+    if (end == p) return CallState::kUnparsable;
+    p = end;
+  }
+  std::copy(fields, fields + 6, call.args);
+  call.sp = fields[6];
+  call.pc = fields[7];
+  return CallState::kBlocked;
 }
 
 bool thread_alive(pid_t tid) { return ::syscall(SYS_tgkill, detail::current_pid(), tid, 0) == 0 || errno != ESRCH; }
@@ -324,7 +353,7 @@ std::size_t close_slots(std::size_t first, std::size_t end, std::vector<pid_t>& 
 // Whether thread `tid` has `sig` blocked (SigBlk of its status); unreadable counts as blocked.
 bool blocks_signal(pid_t tid, int sig) {
   char text[4096];
-  if (!read_task_file(tid, "status", text, sizeof text)) return true;
+  if (read_task_text(tid, "status", text, sizeof text) != 0) return true;
   const char* field = std::strstr(text, "\nSigBlk:");
   if (field == nullptr) return true;
   const unsigned long long mask = std::strtoull(field + 8, nullptr, 16);
@@ -382,10 +411,12 @@ template <class LeaveAsleep>
 void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, std::vector<SleepingThread>& sleeping,
                    LeaveAsleep leave_asleep, pid_t* vfork_parent = nullptr) {
   for (pid_t tid : tids) {
-    auto call = blocked_syscall(tid);
-    if (call && vfork_parent && waits_for_vfork_child(*call)) *vfork_parent = tid;
-    if (call && leave_asleep(*call)) {
-      sleeping.push_back({tid, call->pc});
+    BlockedSyscall call;
+    char line[512];
+    const bool blocked = read_blocked_syscall(tid, call, line) == CallState::kBlocked;
+    if (blocked && vfork_parent && waits_for_vfork_child(call)) *vfork_parent = tid;
+    if (blocked && leave_asleep(call)) {
+      sleeping.push_back({tid, call.pc});
     } else {
       awake.push_back(tid);
     }
@@ -459,29 +490,23 @@ Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chro
 }
 
 Result<BlockedSyscall> blocked_syscall(pid_t tid) {
-  char line[512];
-  PUNCH_TRY(read_task_file(tid, "syscall", line, sizeof line));
-  // "running", "-1 <sp> <pc>" (blocked, not in a system call), or "<nr> <6 args> <sp> <pc>".
-  if (std::strncmp(line, "running", 7) == 0)
-    return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is running, not blocked in a system call");
   BlockedSyscall call;
-  char* p = line;
-  call.number = std::strtol(p, &p, 10);
-  if (call.number < 0)
-    return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is not in a system call");
-  std::uintptr_t fields[8] = {};
-  for (std::uintptr_t& f : fields) {
-    char* end = nullptr;
-    f = std::strtoull(p, &end, 16);
-    if (end == p)
-      return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/syscall: cannot parse `" +
-                                              std::string(line) + "`");
-    p = end;
+  char line[512];
+  switch (read_blocked_syscall(tid, call, line)) {
+    case CallState::kBlocked:
+      return call;
+    case CallState::kRunning:
+      return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is running, not blocked in a system call");
+    case CallState::kNotInCall:
+      return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is not in a system call");
+    case CallState::kUnreadable:
+      PUNCH_TRY(read_task_file(tid, "syscall", line, sizeof line));  // For its message.
+      return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/syscall: unreadable");
+    case CallState::kUnparsable:
+      break;
   }
-  std::copy(fields, fields + 6, call.args);
-  call.sp = fields[6];
-  call.pc = fields[7];
-  return call;
+  return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/syscall: cannot parse `" +
+                                          std::string(line) + "`");
 }
 
 Result<std::uintptr_t> blocked_syscall_address(pid_t tid) {
@@ -511,7 +536,11 @@ bool waits_for_vfork_child(const BlockedSyscall& call) {
 // --- ThreadHold ---
 
 ThreadHold::ThreadHold(ThreadHold&& other) noexcept
-    : held_(std::move(other.held_)), sleeping_(std::move(other.sleeping_)), holding_(other.holding_) {
+    : held_(std::move(other.held_)),
+      sleeping_(std::move(other.sleeping_)),
+      woke_(std::move(other.woke_)),
+      unanswered_(std::move(other.unanswered_)),
+      holding_(other.holding_) {
   other.holding_ = false;
 }
 
@@ -520,6 +549,8 @@ ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
     release();
     held_ = std::move(other.held_);
     sleeping_ = std::move(other.sleeping_);
+    woke_ = std::move(other.woke_);
+    unanswered_ = std::move(other.unanswered_);
     holding_ = other.holding_;
     other.holding_ = false;
   }
@@ -552,6 +583,11 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chron
     std::vector<pid_t> awake;
     pid_t vfork_parent = 0;
     sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent);
+    // Room for every listed thread, before any is signalled: recheck_sleepers
+    // runs with them held and must not allocate (see read_task_text).
+    held_.reserve(held_.size() + tids->size());
+    woke_.reserve(sleeping_.size());
+    unanswered_.reserve(sleeping_.size());
     if (vfork_parent != 0)
       return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
                                            " waits for a vfork child (posix_spawn?) that runs in this process's "
@@ -610,23 +646,26 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   if (!holding_) return fail(ErrorCode::kInvalidArgument, "ThreadHold::recheck_sleepers: nothing is held");
   auto sig = rendezvous_signal();
   if (!sig) return tl::unexpected(sig.error());
-  std::vector<pid_t> woke;
-  std::vector<SleepingThread> still;
+  // The other threads are held: no allocation here but for an error (the
+  // vectors were reserved in try_hold).
+  woke_.clear();
+  std::size_t still = 0;
   for (const SleepingThread& s : sleeping_) {
-    auto call = blocked_syscall(s.tid);
-    if (call && !waits_for_vfork_child(*call)) {
-      still.push_back({s.tid, call->pc});
+    BlockedSyscall call;
+    char line[512];
+    if (read_blocked_syscall(s.tid, call, line) == CallState::kBlocked && !waits_for_vfork_child(call)) {
+      sleeping_[still++] = {s.tid, call.pc};
     } else if (thread_alive(s.tid)) {
-      woke.push_back(s.tid);
+      woke_.push_back(s.tid);
     }
   }
-  sleeping_ = std::move(still);
-  if (woke.empty()) return {};
-  std::vector<pid_t> unanswered;
-  PUNCH_TRY(hold_signalled(woke, g_slot_count.load(std::memory_order_acquire), *sig, timeout,
-                           std::chrono::steady_clock::now() + timeout, held_, unanswered));
-  if (!unanswered.empty())  // As in try_hold: never taken for harmless.
-    return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered.front()) +
+  sleeping_.resize(still);
+  if (woke_.empty()) return {};
+  unanswered_.clear();
+  PUNCH_TRY(hold_signalled(woke_, g_slot_count.load(std::memory_order_acquire), *sig, timeout,
+                           std::chrono::steady_clock::now() + timeout, held_, unanswered_));
+  if (!unanswered_.empty())  // As in try_hold: never taken for harmless.
+    return fail(ErrorCode::kTimeout, "thread " + std::to_string(unanswered_.front()) +
                                          " woke during the change and did not answer within " +
                                          std::to_string(timeout.count()) + " ms (its signals blocked?)");
   return {};

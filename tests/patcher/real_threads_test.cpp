@@ -576,6 +576,63 @@ TEST(ThreadHold, AThreadInATimedFutexWaitIsHeldNotLeftAsleep) {
   waiter.join();
 }
 
+// While it holds the other threads, the holder must not call malloc: a held
+// thread may be inside malloc holding the lock of an arena the holder
+// shares (glibc shares arenas beyond 8 threads per core). Here a sleeper
+// left asleep wakes after the hold and is held by recheck_sleepers, the
+// path that allocated its lists before; malloc counts the holder's calls.
+std::atomic<int> g_mallocs_while_holding{0};
+void* g_counting_malloc_original = nullptr;
+void* counting_malloc(std::size_t n) {
+  if (runtime::ThreadHold::held_by_this_thread()) g_mallocs_while_holding.fetch_add(1);
+  return reinterpret_cast<void* (*)(std::size_t)>(__atomic_load_n(&g_counting_malloc_original, __ATOMIC_ACQUIRE))(n);
+}
+
+TEST(ThreadHold, RecheckingSleepersCallsNoMalloc) {
+  auto outcome = run_in_child([]() -> int {
+    auto malloc_address = patcher::resolve_symbol({"malloc", "", "libc.so.6"});
+    CHILD_OK(malloc_address);
+    auto hook = Hook::install(*malloc_address, reinterpret_cast<void*>(&counting_malloc),
+                              &g_counting_malloc_original);
+    CHILD_OK(hook);
+    int pipe_fds[2];
+    CHILD_CHECK(::pipe(pipe_fds) == 0);
+    std::atomic<pid_t> tid{0};
+    std::atomic<bool> done{false};
+    std::thread sleeper([&] {
+      tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      (void)::poll(&p, 1, 10000);
+      while (!done.load()) {  // Awake and running: the recheck must hold it.
+      }
+    });
+    for (;;) {  // Until it sleeps in poll.
+      auto call = tid.load() ? runtime::blocked_syscall(tid.load())
+                             : Result<runtime::BlockedSyscall>(fail(ErrorCode::kUnprovable, ""));
+      if (call && call->number == SYS_poll) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    auto hold = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(1000));
+    CHILD_OK(hold);
+    CHILD_CHECK(hold->sleeping().size() == 1, "%zu sleepers", hold->sleeping().size());
+    CHILD_CHECK(::write(pipe_fds[1], "x", 1) == 1);  // The sleeper wakes...
+    while (runtime::blocked_syscall(tid.load()).has_value()) std::this_thread::yield();
+    g_mallocs_while_holding = 0;  // Only the recheck's (the loop above allocates its error messages).
+    const Status rechecked = hold->recheck_sleepers(std::chrono::milliseconds(1000));  // ...and is held.
+    const int mallocs = g_mallocs_while_holding.load();
+    const std::size_t held = hold->held().size();
+    hold->release();
+    done = true;
+    sleeper.join();
+    CHILD_OK(rechecked);
+    CHILD_CHECK(held == 1, "%zu held after the recheck", held);
+    CHILD_CHECK(mallocs == 0, "%d malloc calls while the other threads were held", mallocs);
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
 TEST(ThreadHold, ARunningThreadWithSignalsBlockedIsNamedAndNothingIsHeld) {
   std::atomic<bool> stop{false}, blocked{false};
   std::atomic<pid_t> tid{0};

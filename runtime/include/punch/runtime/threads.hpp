@@ -135,6 +135,8 @@ class ThreadHold {
 
   std::vector<Held> held_;
   std::vector<SleepingThread> sleeping_;
+  std::vector<pid_t> woke_;        // recheck_sleepers' lists, reserved before any thread is held.
+  std::vector<pid_t> unanswered_;
   bool holding_ = false;
 };
 
