@@ -177,11 +177,10 @@ class Protocol {
       // The failed piece's run (runs are by address; a piece starts where its run does).
       const Run& run = *std::lower_bound(runs_.runs.begin(), runs_.runs.end(), pieces_[done].address,
                                          [](const Run& r, std::uintptr_t a) { return r.start < a; });
-      return fail(status.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
-                                           site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
-                                           (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
-                                                          : std::string()) +
-                                           "): " + status.error().message);
+      return fail(status.error().with_context(
+          "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
+          site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
+          (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more" : std::string()) + ")"));
     }
     return {};
   }
@@ -377,8 +376,8 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   if (any_code && options.hold_threads && runtime::sync_method() == runtime::SyncMethod::kMembarrier) {
     auto held = runtime::ThreadHold::hold_other_threads(options.thread_timeout);
     if (!held)
-      return fail(held.error().code, std::string(what) + ": nothing changed, the other threads could not be held "
-                                                          "still: " + held.error().message);
+      return fail(std::move(held).error().with_context(std::string(what) +
+                                                       ": nothing changed, the other threads could not be held still"));
     hold.emplace(std::move(*held));
   }
 
@@ -391,9 +390,9 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   if (!(*generation)->sites.empty()) {
     if (!publish(generation->get())) {
       free_copies(**generation);
-      return fail(ErrorCode::kConflict, std::string(what) + ": " + std::to_string(kMaxGenerations) +
-                                            " generations of sites are still retained (threads inside their "
-                                            "copies?); try again later");
+      return fail(ErrorCode::kExhausted, std::string(what) + ": " + std::to_string(kMaxGenerations) +
+                                             " generations of sites are still retained (threads inside their "
+                                             "copies?); try again later");
     }
     published = generation->release();  // Owned by the table until reclaimed.
   }
