@@ -161,7 +161,7 @@ Result<Mapping> query_by_ioctl(std::uintptr_t address) {
       g_ioctl_works.store(0, std::memory_order_relaxed);
       return fail(ErrorCode::kUnsupported, std::string("PROCMAP_QUERY on /proc/self/maps: ") + std::strerror(err));
     }
-    return fail(ErrorCode::kIoError, address, "PROCMAP_QUERY on /proc/self/maps: " + std::strerror(err));
+    return fail(ErrorCode::kIoError, address, std::string("PROCMAP_QUERY on /proc/self/maps: ") + std::strerror(err));
   }
   g_ioctl_works.store(1, std::memory_order_relaxed);
   Mapping m;
