@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/jit.hpp>
 #include <punch/runtime/sync.hpp>
@@ -275,6 +276,9 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
 TEST(Fork, DISABLED_ForkDuringFirstUseOfTheGlobalHeap) {
   std::atomic<std::uint64_t> started{0}, finished{0};
   auto now = [] { return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()); };
+  // Every write waits 0.2 ms first: the probe's test write keeps the first use
+  // under way long enough for this thread to fork during it.
+  testing::inject_faults(testing::FaultPoint::kWrite, 1, testing::kEveryOperation, testing::FaultKind::kDelay);
   std::thread first_use([&] {
     started = now();
     (void)CodeHeap::global();
@@ -307,7 +311,9 @@ TEST(Fork, DISABLED_ForkDuringFirstUseOfTheGlobalHeap) {
     if (finished.load() != 0) break;
   }
   first_use.join();
-  std::printf("forks begun during first use: %d, failed children: %d\n", during, failed);
+  testing::clear_faults();
+  std::printf("forks begun during first use: %d, failed children: %d (first use took %llu ns)\n", during, failed,
+              static_cast<unsigned long long>(finished.load() - started.load()));
   EXPECT_EQ(failed, 0);
   if (during == 0) std::exit(test::kChildSkip);
 }
