@@ -1,9 +1,10 @@
 // punch — errors as values.
 //
 // Every fallible call in punch returns `Result<T>` (or `Status` when there is
-// no value). An `Error` carries a code a program can branch on and a message a
-// person can act on: it names the address involved and the reason. Nothing in
-// punch throws through its API, aborts, or prints.
+// no value), which must not be ignored. An `Error` carries a code and an
+// address a program can branch on, and a message a person can act on: it
+// names the address involved and the reason. Nothing in punch throws through
+// its API, aborts, or prints.
 #pragma once
 
 #include <cstdint>

@@ -260,12 +260,16 @@ class Protocol {
     if (undone || all_old) {
       retire(generation);
       g_counters.rollbacks.fetch_add(1, std::memory_order_relaxed);
-      return fail(error.code, context + ": " + error.message + "; rolled back, every site holds its old bytes");
+      Error rolled_back = error.with_context(context);
+      rolled_back.message += "; rolled back, every site holds its old bytes";
+      return fail(std::move(rolled_back));
     }
     // A site that may hold a trap byte keeps its generation in flight, so threads reaching it stay safe.
     if (!any_mixed) retire(generation);
-    return fail(ErrorCode::kInconsistent, context + ": " + error.message + "; the rollback failed too (" +
-                                              undone.error().message + ")" + where);
+    return fail(Error{ErrorCode::kInconsistent,
+                      context + ": " + error.message + "; the rollback failed too (" + undone.error().message + ")" +
+                          where,
+                      error.address});
   }
 
   std::span<const CheckedSite> sites_;

@@ -125,7 +125,8 @@ class Transaction {
   //! Adds a site. Only cheap checks here (sizes, overlap with sites already added).
   Status add(Site site);
 
-  //! Validates every site against the code as it is now, touching nothing.
+  //! Validates every site against the code as it is now, touching nothing
+  //! (it maps nothing either: room for out-of-line copies is only looked for).
   //! After a successful validate(), a commit that finds different bytes reports
   //! kConflict (someone changed them since) rather than kBytesMismatch.
   Status validate() const;
