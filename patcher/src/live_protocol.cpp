@@ -123,11 +123,15 @@ Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
 
 class Protocol {
  public:
-  // `hold`: the other threads, held still for the run (null: they run on, see run_protocol).
   Protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what,
-           runtime::CodeWriter& writer, runtime::ThreadHold* hold)
-      : sites_(batch.sites), options_(options), what_(what), writer_(writer), hold_(hold),
-        runs_(make_runs(batch, trap_byte(options.trap))) {}
+           runtime::CodeWriter& writer)
+      : sites_(batch.sites), options_(options), what_(what), writer_(writer),
+        runs_(make_runs(batch, trap_byte(options.trap))) {
+    pieces_.reserve(runs_.runs.size());
+  }
+
+  // The other threads, held still for the run (without: they run on, see run_protocol).
+  void hold(runtime::ThreadHold* hold) noexcept { hold_ = hold; }
 
   Status run(Generation* generation);
 
@@ -276,7 +280,7 @@ class Protocol {
   const TransactionOptions& options_;
   std::string_view what_;
   runtime::CodeWriter& writer_;
-  runtime::ThreadHold* hold_;
+  runtime::ThreadHold* hold_ = nullptr;
   Runs runs_;
   std::vector<runtime::CodeWriter::Piece> pieces_;  // What write_all writes, one piece per run, in its order.
   const std::uint64_t entries_before_ = copy_entries();
@@ -369,6 +373,30 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   // Old draining generations are reclaimed every so often (one rendezvous for many commits).
   if (reclaim_due()) (void)reclaim_generations(options.thread_timeout);
 
+  // Everything that takes a lock is done before the other threads are held:
+  // a thread may be paused holding one of punch's locks (a JIT thread inside
+  // CodeHeap::allocate, or inside a write), and a change that then waited
+  // for that lock would wait for ever. So the out-of-line copies are
+  // allocated and written first (the sites' bytes cannot change meanwhile:
+  // only transactions change them, under the live lock), and the writer is
+  // taken for this thread alone.
+  auto generation = build_generation(batch, options.trap);
+  if (!generation) return tl::unexpected(std::move(generation).error());
+  (*generation)->coordinator = runtime::raw_gettid();
+  (*generation)->waitable = options.trapped_threads_wait && !needs_fixup(**generation) &&
+                            runtime::sync_method() == runtime::SyncMethod::kMembarrier;
+  Protocol protocol(batch, options, what, **writer);
+  std::optional<runtime::CodeWriter::Exclusive> only_this_thread_writes;
+  only_this_thread_writes.emplace((*writer)->exclusive());
+  std::optional<runtime::ThreadHold> hold;
+  // Frees the copies when nothing was changed: after letting the threads and
+  // the writer go (freeing takes the heap's lock, which ranks before the writer's).
+  const auto free_unused_copies = [&] {
+    hold.reset();
+    only_this_thread_writes.reset();
+    free_copies(**generation);
+  };
+
   // Hold the other threads still for the run, before any byte changes: a
   // thread that has the trap signal blocked (for its whole life, as xz's
   // workers; on its way out, as glibc's exiting threads; around fork) would
@@ -376,31 +404,27 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   // (posix_spawn) runs in this memory with default handlers. Held threads
   // meet no trap byte at all. Only with membarrier: the signal method of
   // sync needs every thread to answer, which a held thread cannot.
-  std::optional<runtime::ThreadHold> hold;
   if (any_code && options.hold_threads && runtime::sync_method() == runtime::SyncMethod::kMembarrier) {
     auto held = runtime::ThreadHold::hold_other_threads(options.thread_timeout);
-    if (!held)
+    if (!held) {
+      free_unused_copies();
       return fail(std::move(held).error().with_context(std::string(what) +
                                                        ": nothing changed, the other threads could not be held still"));
+    }
     hold.emplace(std::move(*held));
+    protocol.hold(&*hold);
   }
 
-  auto generation = build_generation(batch, options.trap);
-  if (!generation) return tl::unexpected(std::move(generation).error());
-  (*generation)->coordinator = runtime::raw_gettid();
-  (*generation)->waitable = options.trapped_threads_wait && !needs_fixup(**generation) &&
-                            runtime::sync_method() == runtime::SyncMethod::kMembarrier;
   Generation* published = nullptr;
   if (!(*generation)->sites.empty()) {
     if (!publish(generation->get())) {
-      free_copies(**generation);
+      free_unused_copies();
       return fail(ErrorCode::kExhausted, std::string(what) + ": " + std::to_string(kMaxGenerations) +
                                              " generations of sites are still retained (threads inside their "
                                              "copies?); try again later");
     }
     published = generation->release();  // Owned by the table until reclaimed.
   }
-  Protocol protocol(batch, options, what, **writer, hold ? &*hold : nullptr);
   Status done = protocol.run(published);
   // A run that failed with a trap byte possibly left keeps its generation in
   // flight, but no longer under way: nobody waits for it any more.

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <punch/runtime/maps.hpp>
+#include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/safe_read.hpp>
 
 #include "fault_seam.hpp"
@@ -97,7 +98,25 @@ struct CodeWriter::State {
 
   WriteMethod method;
   ForkSafeMutex mutex{LockRank::kWriter};  // Guards `regions` and mprotect toggling.
+  std::atomic<pid_t> exclusive_owner{0};   // The thread whose Exclusive holds `mutex`, if any.
   std::vector<Region> regions;
+
+  // `mutex` for a write, unless this thread holds it already through an Exclusive.
+  class WriteLock {
+   public:
+    explicit WriteLock(State& state)
+        : mutex_(state.exclusive_owner.load(std::memory_order_relaxed) == raw_gettid() ? nullptr : &state.mutex) {
+      if (mutex_) mutex_->lock();
+    }
+    ~WriteLock() {
+      if (mutex_) mutex_->unlock();
+    }
+    WriteLock(const WriteLock&) = delete;
+    WriteLock& operator=(const WriteLock&) = delete;
+
+   private:
+    ForkSafeMutex* mutex_;
+  };
 
   // One attempt to write part of `bytes` at `address`: bytes written, or -errno.
   // Errors that are not an errno (a range outside the writer's memory) go to `error`.
@@ -131,7 +150,7 @@ long CodeWriter::State::write_proc_mem(std::uintptr_t address, std::span<const s
 
 long CodeWriter::State::write_dual_map(std::uintptr_t address, std::span<const std::uint8_t> bytes,
                                        std::optional<Error>& error) {
-  std::lock_guard guard(mutex);
+  WriteLock guard(*this);
   for (const Region& r : regions) {
     if (address >= r.rx.address && address - r.rx.address < r.rx.size) {
       std::size_t offset = address - r.rx.address;
@@ -150,7 +169,7 @@ long CodeWriter::State::write_dual_map(std::uintptr_t address, std::span<const s
 
 long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const std::uint8_t> bytes,
                                        std::optional<Error>& error) {
-  std::lock_guard guard(mutex);  // Two writers toggling one page would race each other.
+  WriteLock guard(*this);  // Two writers toggling one page would race each other.
   const std::uintptr_t page = detail::page_size();
   const std::uintptr_t lo = address & ~(page - 1);
   const std::uintptr_t hi = (address + bytes.size() + page - 1) & ~(page - 1);
@@ -316,6 +335,18 @@ Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::
     done += static_cast<std::size_t>(n);  // A short write: the rest goes in the next round.
   }
   return {};
+}
+
+CodeWriter::Exclusive CodeWriter::exclusive() {
+  state_->mutex.lock();
+  state_->exclusive_owner.store(raw_gettid(), std::memory_order_relaxed);
+  return Exclusive(state_.get());
+}
+
+CodeWriter::Exclusive::~Exclusive() {
+  if (!state_) return;
+  state_->exclusive_owner.store(0, std::memory_order_relaxed);
+  state_->mutex.unlock();
 }
 
 Result<CodeRegion> CodeWriter::map_code(std::size_t size, AddressWindow window) {

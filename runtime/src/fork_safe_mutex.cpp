@@ -7,6 +7,8 @@
 
 #include <punch/runtime/raw_syscall.hpp>
 
+#include "parked_threads.hpp"
+
 namespace punch::runtime {
 
 // Three states (Drepper, "Futexes Are Tricky"): 0 free, 1 taken, 2 taken
@@ -48,7 +50,12 @@ struct ForkRegistry {
   // is taken it lets go of everything, waits for that member alone (marked
   // awaited, so it is not destroyed meanwhile), and tries again holding it:
   // a thread that takes the member again at once cannot starve the fork.
+  //
+  // The forking thread is parked meanwhile (parked_threads.hpp): it often
+  // has every signal blocked, and the member it waits for may be held by a
+  // change that is holding the other threads still.
   void lock_everything() noexcept {
+    const detail::ParkedInPunch parked;
     ForkSafeMutex* held = nullptr;  // The member waited for last, still held.
     for (;;) {
       guard.lock();
@@ -79,7 +86,10 @@ ForkRegistry& registry() {
   static ForkRegistry* r = [] {
     auto* created = new ForkRegistry;  // Never destroyed: atfork handlers may run during exit.
     pthread_atfork([] { registry().lock_everything(); }, [] { registry().unlock_everything(); },
-                   [] { registry().unlock_everything(); });
+                   [] {
+                     detail::forget_parked_threads();  // The parent's other threads are not here.
+                     registry().unlock_everything();
+                   });
     return created;
   }();
   return *r;

@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -41,6 +42,7 @@
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/sync.hpp>
 
+#include "parked_threads.hpp"
 #include "proc_self_fd.hpp"
 
 namespace punch::runtime {
@@ -212,18 +214,24 @@ Result<std::vector<pid_t>> other_threads() {
 }
 
 // Reads /proc/self/task/<tid>/<file> (through the kept task directory) into
-// `text`, NUL-terminated; an error names the file.
+// `text`, NUL-terminated; an error names the file. Allocates nothing but for
+// an error: it runs while threads are held, and a held thread may be inside
+// malloc holding the lock of an arena this thread shares.
 Status read_task_file(pid_t tid, const char* file, char* text, std::size_t size) {
   const int dir = g_task_dir.get();
-  const std::string relative = std::to_string(tid) + "/" + file;
-  const int fd = dir >= 0 ? ::openat(dir, relative.c_str(), O_RDONLY | O_CLOEXEC) : -1;
-  const std::string name = "/proc/self/task/" + relative;
-  if (fd < 0) return fail(ErrorCode::kUnprovable, name + ": " + std::strerror(dir < 0 ? -dir : errno));
-  ssize_t n;
-  do n = ::read(fd, text, size - 1);
-  while (n < 0 && errno == EINTR);
-  ::close(fd);
-  if (n <= 0) return fail(ErrorCode::kUnprovable, name + ": empty");
+  char relative[64];
+  std::snprintf(relative, sizeof relative, "%d/%s", static_cast<int>(tid), file);
+  const int fd = dir >= 0 ? ::openat(dir, relative, O_RDONLY | O_CLOEXEC) : -1;
+  const int error = dir < 0 ? -dir : errno;
+  ssize_t n = -1;
+  if (fd >= 0) {
+    do n = ::read(fd, text, size - 1);
+    while (n < 0 && errno == EINTR);
+    ::close(fd);
+  }
+  if (n <= 0)
+    return fail(ErrorCode::kUnprovable, std::string("/proc/self/task/") + relative + ": " +
+                                            (fd < 0 ? std::strerror(error) : "empty"));
   text[n] = '\0';
   return {};
 }
@@ -349,6 +357,8 @@ Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig, s
   if (first + tids.size() > kMaxThreads)
     return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
   const std::size_t end = first + tids.size();
+  held.reserve(held.size() + tids.size());  // No allocation once threads are held (see read_task_file).
+  unanswered.reserve(unanswered.size() + tids.size());
   signal_threads(tids, first, sig, unanswered);
   for (;;) {
     await_answers(first, end, std::min(deadline, std::chrono::steady_clock::now() + grace));
@@ -526,6 +536,10 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chron
   // listed thread is held nobody creates threads any more, so this ends.
   std::vector<pid_t> seen;
   for (int round = 0;; ++round) {
+    // A thread parked inside punch's fork handler counts as held without a
+    // signal, which it may have blocked (parked_threads.hpp).
+    detail::claim_parked_threads(seen);
+    std::sort(seen.begin(), seen.end());
     auto tids = other_threads();
     if (!tids) return tl::unexpected(std::move(tids).error());
     std::erase_if(*tids, [&](pid_t tid) { return std::binary_search(seen.begin(), seen.end(), tid); });
@@ -626,6 +640,7 @@ void ThreadHold::release() noexcept {
   g_hold_owner.store(0, std::memory_order_relaxed);
   g_released.store(1, std::memory_order_release);
   futex_wake_all(g_released);
+  detail::release_parked_threads();
   // Wait until every held thread has left its slot: the next round reuses them.
   const std::size_t count = g_slot_count.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < count; ++i)

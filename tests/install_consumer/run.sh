@@ -6,7 +6,11 @@ build=$1
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cmake --install "$build" --prefix "$work/prefix" >/dev/null
-cmake -S "$here" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" >/dev/null
-cmake --build "$work/consumer" >/dev/null
+# Each step's output is shown only when it fails (ninja prints compiler errors on stdout).
+quietly() {
+  "$@" >"$work/log" 2>&1 || { status=$?; cat "$work/log"; echo "install_consumer: failed ($status): $*" >&2; exit 1; }
+}
+quietly cmake --install "$build" --prefix "$work/prefix"
+quietly cmake -S "$here" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix"
+quietly cmake --build "$work/consumer"
 "$work/consumer/punch_consumer"

@@ -16,6 +16,7 @@
 #include <punch/patcher/hook.hpp>
 #include <punch/runtime/code_heap.hpp>
 
+#include "code_page.hpp"
 #include "hook_targets.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
@@ -135,12 +136,9 @@ class FarPage {
     reserved_ = ::mmap(nullptr, kReserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (reserved_ == MAP_FAILED) return;
     page_ = reinterpret_cast<std::uintptr_t>(reserved_) + (std::size_t{1} << 31) + (std::size_t{1} << 16);
-    void* p = reinterpret_cast<void*>(page_);
-    if (::mprotect(p, 4096, PROT_READ | PROT_WRITE) != 0) return;
     const std::uint8_t code[16] = {0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xC3,
                                    0xCC, 0xCC, 0xCC, 0xCC, 0xCC};
-    std::memcpy(p, code, sizeof code);
-    ok_ = ::mprotect(p, 4096, PROT_READ | PROT_EXEC) == 0;
+    ok_ = test::map_code_at(page_, code);
   }
   ~FarPage() {
     if (reserved_ != MAP_FAILED) ::munmap(reserved_, kReserved);

@@ -13,6 +13,7 @@
 
 #include <punch/runtime/code_heap.hpp>
 
+#include "code_page.hpp"
 #include "live_test_support.hpp"
 
 namespace punch::patcher {
@@ -97,19 +98,6 @@ TEST(LiveCopyPlacement, CopiesThatReadNoDataShareABlockAnywhereAndThreadsRunThem
   EXPECT_EQ(test::bytes_at(g, 9), g_before);
 }
 
-// Maps `code` read+execute over the page at `page`, from a memfd: no page
-// gains PROT_EXEC later, which MDWE (PR_SET_MDWE) would refuse.
-bool map_code_at(std::uintptr_t page, const std::vector<std::uint8_t>& code) {
-  const int fd = ::memfd_create("punch-test-code", MFD_CLOEXEC);
-  if (fd < 0) return false;
-  const bool written = ::ftruncate(fd, 4096) == 0 &&
-                       ::pwrite(fd, code.data(), code.size(), 0) == static_cast<ssize_t>(code.size());
-  void* mapped = written ? ::mmap(reinterpret_cast<void*>(page), 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED, fd, 0)
-                         : MAP_FAILED;
-  ::close(fd);
-  return mapped != MAP_FAILED;
-}
-
 TEST(LiveCopyPlacement, NewCodeWhoseCopyWindowHasNoRoomIsRefusedAtCommit) {
   // 2 GiB + 128 KiB reserved (PROT_NONE) with one code page near its top: every
   // address within reach of both the page and data 2 GiB below it is reserved.
@@ -120,7 +108,7 @@ TEST(LiveCopyPlacement, NewCodeWhoseCopyWindowHasNoRoomIsRefusedAtCommit) {
   const std::uintptr_t page = r + 0x80010000;
   std::vector<std::uint8_t> code(7, 0x90);
   code.push_back(0xC3);
-  ASSERT_TRUE(map_code_at(page, code));
+  ASSERT_TRUE(test::map_code_at(page, code));
   const std::vector<std::uint8_t> before = test::bytes_at(page, 8);
 
   Transaction tx;

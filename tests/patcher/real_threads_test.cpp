@@ -30,8 +30,11 @@
 
 #include <punch/patcher/hook.hpp>
 #include <punch/patcher/transaction.hpp>
+#include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/jit.hpp>
 
 #include "child_process.hpp"
+#include "hook_targets.hpp"
 #include "live_test_support.hpp"
 
 extern char** environ;
@@ -270,12 +273,26 @@ TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
 
 // --- A thread calls execve while another thread changes code (a server re-executing itself) ---
 
+// The hooked target: an assembly prologue of several instructions, hookable
+// in every build (under clang's -fsanitize=function a compiled function
+// begins with a jump over a type signature, which hooks refuse).
+void* g_square_original = nullptr;
+long square_detour(long x) {
+  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
+}
+
 // A signal sent to a thread that is already inside execve stays pending into
 // the new program, where its handler is gone: the new program must not die of it.
 TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
   auto outcome = run_in_child([]() -> int {
     constexpr int kRuns = 200;
     int killed = 0, failed = 0, last_signal = 0;
+    // One cycle here first: each run's process inherits what it built (the
+    // object's branch index, its symbol tables), which under ASan took most
+    // of a second per run to build again.
+    int warm = 0;
+    CHILD_CHECK(cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                           &g_square_original, 1, warm));
     for (int run = 0; run < kRuns; ++run) {
       const pid_t pid = fork();
       if (pid == 0) {
@@ -283,8 +300,8 @@ TEST(ExecFromAThread, TheNewProgramNeverDiesOfAPendingHoldSignal) {
         static std::atomic<bool> cycling_ended{false};
         std::thread cycler([] {
           int installed = 0;
-          cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                     &g_triple_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
+          cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                     &g_square_original, 1000000, installed, [] { return cycles.fetch_add(1) >= 0; });
           cycling_ended = true;  // A failed cycle (printed) must not leave the main thread spinning.
         });
         cycler.detach();
@@ -391,13 +408,14 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // All three asleep.
 
-    // A stolen-bytes hook (its install needs the fix-up round) and the
-    // release of its trampolines (a rendezvous of its own), 20 times.
+    // A stolen-bytes hook over a prologue of several instructions (its
+    // install needs the fix-up round) and the release of its trampolines (a
+    // rendezvous of its own), 20 times.
     int installed = 0;
     bool ok = true;
     for (int i = 0; i < 20 && ok; ++i) {
-      ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                      &g_triple_original, 1, installed);
+      ok = cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                      &g_square_original, 1, installed);
       if (auto released = patcher::release_retired_hook_code(); !released) {
         std::printf("release: %s\n", released.error().describe().c_str());
         ok = false;
@@ -418,6 +436,53 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
     return 0;
   });
   EXPECT_CHILD_OK(outcome);
+}
+
+// --- Threads paused inside punch itself ---
+
+// A JIT thread adds and releases code without pause (it holds the code
+// heap's lock part of the time) while hooks are installed and removed. A
+// change that held it inside CodeHeap::allocate and then allocated its own
+// out-of-line copies waited for that lock for ever (seen with gdb). The
+// alarm turns such a hang into a failure within a minute.
+int (*g_triple_typed)(int) = nullptr;
+int triple_detour_typed(int x) { return __atomic_load_n(&g_triple_typed, __ATOMIC_ACQUIRE)(x); }
+
+TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
+  auto outcome = run_in_child([]() -> int {
+    ::alarm(60);
+    auto heap = runtime::CodeHeap::global();
+    CHILD_OK(heap);
+    std::atomic<long> added{0}, failed{0};
+    std::jthread jit_thread([&](std::stop_token stop) {  // Stopped and joined on every return.
+      runtime::Jit jit(**heap);
+      while (!stop.stop_requested()) {
+        asmjit::CodeHolder code;
+        code.init(runtime::Jit::environment());
+        asmjit::x86::Assembler a(&code);
+        a.mov(asmjit::x86::eax, 42);
+        a.ret();
+        auto f = jit.add_as<int (*)()>(code);
+        if (!f || (*f)() != 42 || !jit.release(reinterpret_cast<void*>(*f))) failed.fetch_add(1);
+        added.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+    while (added.load() == 0) std::this_thread::yield();
+    // Default options: the JIT thread always answers the hold, so every change must succeed.
+    int cycles = 0;
+    for (; cycles < 2000; ++cycles) {
+      auto hook = Hook::install(&real_threads_triple, &triple_detour_typed, &g_triple_typed);
+      CHILD_OK(hook);
+      CHILD_OK(hook->remove());
+    }
+    jit_thread.request_stop();
+    jit_thread.join();
+    CHILD_CHECK(failed.load() == 0, "%ld of %ld JIT additions failed", failed.load(), added.load());
+    std::printf("cycles=%d added=%ld\n", cycles, added.load());
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
 }
 
 // --- The hold itself ---

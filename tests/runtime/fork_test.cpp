@@ -8,7 +8,10 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <signal.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -258,6 +261,52 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
     held.unlock();
     forker.join();
     created.reset();
+    CHILD_CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0, "fork child status %d", child_status);
+    return 0;
+  });
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
+}
+
+// A thread that forks with every signal blocked, while a lock its fork
+// handler needs is taken, waits in punch's handler and cannot answer a hold
+// signal. It counts as held there: the hold succeeds at once, and the thread
+// does not leave the handler until the hold is released, even when the lock
+// it waits for is free meanwhile. Before, the hold failed after its timeout
+// naming that thread (git under punch_trace ran 4.9 times slower).
+TEST(Fork, AThreadForkingWithSignalsBlockedCountsAsHeldWhileItWaitsForPunch) {
+  auto outcome = test::run_in_child([]() -> int {
+    ::alarm(20);
+    ForkSafeMutex taken(LockRank::kHooks);
+    taken.lock();
+    std::atomic<pid_t> forker_tid{0};
+    std::atomic<bool> forked{false};
+    int child_status = -1;
+    std::thread forker([&] {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      forker_tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      const pid_t pid = ::fork();  // Its prepare handler waits for `taken`.
+      if (pid == 0) ::_exit(0);
+      forked = true;
+      if (pid > 0) ::waitpid(pid, &child_status, 0);
+    });
+    // Until the forker sleeps on a futex: inside the prepare handler.
+    for (;;) {
+      const pid_t tid = forker_tid.load();
+      auto call = tid ? blocked_syscall(tid) : Result<BlockedSyscall>(fail(ErrorCode::kUnprovable, ""));
+      if (call && call->number == SYS_futex) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    auto hold = ThreadHold::hold_other_threads(std::chrono::milliseconds(200));
+    CHILD_OK(hold);
+    CHILD_CHECK(hold->held().empty(), "%zu threads held by a signal", hold->held().size());
+    taken.unlock();  // The forker may take it now, but must stay until released.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHILD_CHECK(!forked.load(), "the forking thread left punch's fork handler while it counted as held");
+    hold->release();
+    forker.join();
+    CHILD_CHECK(forked.load());
     CHILD_CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0, "fork child status %d", child_status);
     return 0;
   });

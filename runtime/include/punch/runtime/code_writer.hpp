@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include <punch/result.hpp>
 
@@ -58,6 +59,8 @@ struct AddressWindow {
 //! change code another thread may run use the patcher's live protocol, and
 //! callers that hand out fresh code call `sync_all_threads()` (see sync.hpp).
 class CodeWriter {
+  struct State;
+
  public:
   //! The process-wide writer. On first use its method is taken from the
   //! environment variable PUNCH_WRITE_METHOD (auto|proc-mem|dual-map|mprotect,
@@ -96,6 +99,27 @@ class CodeWriter {
   //! protocol's writes to a thousand pages 10-15 ns cheaper each.
   Status write_each(std::span<const Piece> pieces, std::size_t& written);
 
+  //! While it lives, only the thread that made it writes through this writer
+  //! (the others wait), and that thread's writes take no lock. A live change
+  //! takes it before it holds the other threads still: a thread paused inside
+  //! a write would otherwise hold the writer's lock for as long as the change
+  //! waits for it. Made by exclusive(); movable.
+  class Exclusive {
+   public:
+    Exclusive(Exclusive&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+    Exclusive& operator=(Exclusive&&) = delete;
+    ~Exclusive();
+
+   private:
+    friend class CodeWriter;
+    explicit Exclusive(State* state) noexcept : state_(state) {}
+    State* state_;
+  };
+
+  //! Waits until no other thread writes, and keeps them out (see Exclusive).
+  //! Not reentrant: at most one per thread at a time.
+  Exclusive exclusive();
+
   //! Maps `size` bytes (rounded up to pages) of fresh R+X code memory, filled
   //! with int3, lying entirely within `window` (for rel32 reach). Never RWX;
   //! under proc-mem and mprotect the mapping is MAP_PRIVATE|MAP_ANONYMOUS.
@@ -105,7 +129,6 @@ class CodeWriter {
   Status unmap_code(CodeRegion region);
 
  private:
-  struct State;
   explicit CodeWriter(std::unique_ptr<State> state);
   // write() without the up-front check that a multi-page range is mapped
   // (for memory the writer has just mapped itself).

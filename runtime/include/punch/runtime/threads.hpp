@@ -85,7 +85,9 @@ bool waits_for_vfork_child(const BlockedSyscall& call);
 //! epoll_wait, select, nanosleep, sigtimedwait, futex waits with a timeout,
 //! ...), which is left asleep and listed with the address it will resume at.
 //! A thread that cannot answer (its signals blocked), running or asleep,
-//! cannot be held.
+//! cannot be held, but for one waiting inside punch's own fork handler,
+//! which counts as held without a signal: it runs none of the program's
+//! code there, and does not leave until release().
 //!
 //! While held, no thread can run user code, change its signal mask or start
 //! a vfork child; only such a sleeper, woken by the kernel (a timeout, I/O,
