@@ -297,11 +297,10 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
 }
 
 Status check_copies(std::span<const Site> sites, const TransactionOptions& options) {
-  auto batch = check_sites(sites, options, Direction::kApply, ErrorCode::kBytesMismatch, CopyRoom::kReserve);
-  if (!batch) return tl::unexpected(std::move(batch).error());
-  auto generation = build_generation(*batch, options.trap);
-  if (!generation) return tl::unexpected(std::move(generation).error());
-  free_copies(**generation);
+  PUNCH_TRY_ASSIGN(const CheckedBatch batch,
+                   check_sites(sites, options, Direction::kApply, ErrorCode::kBytesMismatch, CopyRoom::kReserve));
+  PUNCH_TRY_ASSIGN(const auto generation, build_generation(batch, options.trap));
+  free_copies(*generation);
   return {};
 }
 

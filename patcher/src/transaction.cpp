@@ -122,11 +122,11 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  auto checked =
-      state_->check(live::Direction::kApply, state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
-                    live::CopyRoom::kReserve);
-  if (!checked) return tl::unexpected(std::move(checked).error());
-  PUNCH_TRY(live::run_protocol(*checked, state_->options, "commit"));
+  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+                   state_->check(live::Direction::kApply,
+                                 state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
+                                 live::CopyRoom::kReserve));
+  PUNCH_TRY(live::run_protocol(checked, state_->options, "commit"));
   state_->committed = true;
   live::g_counters.commits.fetch_add(1, std::memory_order_relaxed);
   return {};
@@ -137,9 +137,9 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  auto checked = state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve);
-  if (!checked) return tl::unexpected(std::move(checked).error());
-  PUNCH_TRY(live::run_protocol(*checked, state_->options, "revert"));
+  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve));
+  PUNCH_TRY(live::run_protocol(checked, state_->options, "revert"));
   state_->committed = false;
   state_->validated = false;
   live::g_counters.reverts.fetch_add(1, std::memory_order_relaxed);

@@ -76,20 +76,20 @@ struct TransactionOptions {
 
 //! The counters of the live protocol, each with what it counts: the one list
 //! that LiveStats and the process-wide counters behind it are made from.
-#define PUNCH_LIVE_STATS(X)                                                                              \
-  X(commits)                  /* Successful commits. */                                                 \
-  X(reverts)                  /* Successful reverts. */                                                 \
-  X(rollbacks)                /* Failed commits/reverts that restored memory. */                        \
-  X(traps_redirected)         /* Threads that hit a site in flight and were sent to a copy. */          \
-  X(traps_emulated)           /* Threads that hit a site in flight whose old jmp/call/nop the handler ran. */ \
-  X(traps_waited)             /* Threads that hit a site in flight and slept until the change landed. */ \
-  X(trap_waits_expired)       /* ... and gave up after 1 ms (a slow coordinator), then ran the old code. */ \
-  X(late_traps)               /* Traps at a site already finished: the thread re-ran the new code. */   \
-  X(traps_chained)            /* Traps that were not punch's, passed to the previous handler. */        \
-  X(fixup_rounds)             /* Rendezvous before step 2 (multi-instruction sites only). */            \
-  X(threads_moved)            /* Threads found strictly inside a site and moved to its copy. */         \
-  X(blocked_threads_accepted) /* Unanswering threads proven blocked in a syscall outside the sites. */  \
-  X(reclaim_rounds)           /* Rendezvous that freed out-of-line copies. */                           \
+#define PUNCH_LIVE_STATS(X)                                                                                           \
+  X(commits)                  /* Successful commits. */                                                               \
+  X(reverts)                  /* Successful reverts. */                                                               \
+  X(rollbacks)                /* Failed commits/reverts that restored memory. */                                      \
+  X(traps_redirected)         /* Threads that hit a site in flight and were sent to a copy. */                        \
+  X(traps_emulated)           /* Threads that hit a site in flight whose old jmp/call/nop the handler ran. */         \
+  X(traps_waited)             /* Threads that hit a site in flight and slept until the change landed. */              \
+  X(trap_waits_expired)       /* ... and gave up after 1 ms (a slow coordinator), then ran the old code. */           \
+  X(late_traps)               /* Traps at a site already finished: the thread re-ran the new code. */                 \
+  X(traps_chained)            /* Traps that were not punch's, passed to the previous handler. */                      \
+  X(fixup_rounds)             /* Rendezvous before step 2 (multi-instruction sites only). */                          \
+  X(threads_moved)            /* Threads found strictly inside a site and moved to its copy. */                       \
+  X(blocked_threads_accepted) /* Unanswering threads proven blocked in a syscall outside the sites. */                \
+  X(reclaim_rounds)           /* Rendezvous that freed out-of-line copies. */                                         \
   X(copies_freed)             /* Out-of-line copy blocks freed. */
 
 //! Process-wide counters of the live protocol, for tests and monitoring
