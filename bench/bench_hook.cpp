@@ -1,6 +1,8 @@
 // Inline hooks: the cost of an install/remove cycle (live, with and without a
 // busy thread running the target) against the mprotect way of patching, and
 // the cost of a call through a hook against calling the detour directly.
+// Mid hooks: a call through a mid hook's stub against the unhooked call, and
+// the install/remove cycle.
 #include <benchmark/benchmark.h>
 
 #include <sys/mman.h>
@@ -14,6 +16,7 @@
 
 #include "busy_caller.hpp"
 #include <punch/patcher/hook.hpp>
+#include <punch/patcher/mid_hook.hpp>
 #include <punch/patcher/transaction.hpp>
 
 // The functions the benchmarks patch and call, with known entries. Each fits
@@ -66,6 +69,16 @@ asm(".pushsection .text\n"
     "        pop rbp\n"
     "        ret\n"
     "END bench_call_plain_target\n"
+    "\n"
+    "# Mid-hooked at +4, the lea and the add stolen (BM_MidHook): the same body.\n"
+    "TARGET bench_mid_target\n"
+    "        push rbp\n"
+    "        mov rbp, rsp\n"
+    "        lea rax, [rdi + rdi * 2]\n"
+    "        add rax, 7\n"
+    "        pop rbp\n"
+    "        ret\n"
+    "END bench_mid_target\n"
     "        .p2align 5, 0xcc\n"
     "\n"
     ".att_syntax prefix\n"
@@ -76,6 +89,7 @@ long bench_hook_cycle_target(long);
 long bench_hook_pad_target(long);
 long bench_call_hooked_target(long);
 long bench_call_plain_target(long);
+long bench_mid_target(long);
 }
 
 namespace {
@@ -214,5 +228,52 @@ void BM_CallDetourDirect(benchmark::State& state) {
   call_loop(state, detour);
 }
 BENCHMARK(BM_CallDetourDirect);
+
+// Mid hooks. The site: bench_mid_target + 4, after the prologue.
+void* mid_site() { return reinterpret_cast<char*>(bench_mid_target) + 4; }
+
+punch::patcher::MidHookOptions mid_options(bool vector_registers = false, bool vector_state = true) {
+  punch::patcher::MidHookOptions options;
+  const auto start = reinterpret_cast<std::uintptr_t>(bench_mid_target);
+  options.function = punch::disasm::FunctionExtent{start, start + 32, punch::disasm::FunctionExtent::Source::kCaller};
+  options.vector_registers = vector_registers;
+  options.vector_state = vector_state;
+  return options;
+}
+
+void mid_detour(punch::patcher::MidContext& ctx) { benchmark::DoNotOptimize(ctx.rax); }
+
+// The unhooked body, in the same run as the hooked rows below.
+void BM_MidHook_call_unhooked(benchmark::State& state) { call_loop(state, bench_mid_target); }
+BENCHMARK(BM_MidHook_call_unhooked)->Name("BM_MidHook/call/unhooked");
+
+// Through the stub: registers and the whole vector state saved, an empty detour called, all restored.
+void mid_call(benchmark::State& state, bool vector_registers, bool vector_state = true) {
+  auto hook = punch::patcher::MidHook::install(mid_site(), mid_detour, mid_options(vector_registers, vector_state));
+  if (!hook) return state.SkipWithError(hook.error().describe().c_str());
+  call_loop(state, bench_mid_target);
+  (void)hook->remove();
+}
+void BM_MidHook_call(benchmark::State& state) { mid_call(state, false); }
+BENCHMARK(BM_MidHook_call)->Name("BM_MidHook/call/hooked");
+void BM_MidHook_call_vector(benchmark::State& state) { mid_call(state, true); }
+BENCHMARK(BM_MidHook_call_vector)->Name("BM_MidHook/call/hooked_vector_registers");
+// Without the xsave/xrstor of the whole vector state (MidHookOptions::vector_state off).
+void BM_MidHook_call_no_state(benchmark::State& state) { mid_call(state, false, false); }
+BENCHMARK(BM_MidHook_call_no_state)->Name("BM_MidHook/call/hooked_without_vector_state");
+
+// One install (disabled: no transaction; stub written; one to enable) and one remove.
+void BM_MidHook_install_remove(benchmark::State& state) {
+  punch::bench::BusyCaller busy(state.range(0) > 0, [x = 0L]() mutable { benchmark::DoNotOptimize(bench_mid_target(++x)); });
+  const std::uint64_t before = busy.calls();
+  for (auto _ : state) {
+    auto hook = punch::patcher::MidHook::install(mid_site(), mid_detour, mid_options());
+    if (!hook) return state.SkipWithError(hook.error().describe().c_str());
+    if (auto s = hook->remove(); !s) return state.SkipWithError(s.error().describe().c_str());
+  }
+  busy.report(state, before);
+  (void)punch::patcher::release_retired_hook_code();
+}
+BENCHMARK(BM_MidHook_install_remove)->Name("BM_MidHook/install_remove")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
 
 }  // namespace

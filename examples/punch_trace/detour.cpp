@@ -1,6 +1,7 @@
 #include "detour.hpp"
 
 #include <array>
+#include <span>
 #include <cstring>
 #include <vector>
 
@@ -12,15 +13,57 @@ namespace {
 
 // Encoded by hand rather than with asmjit: Debian's libasmjit.a is not
 // position-independent, so it cannot be linked into a shared object.
-constexpr std::array<std::uint8_t, 31> kShape = {
+constexpr std::array<std::uint8_t, 31> kCounting = {
     0xF3, 0x0F, 0x1E, 0xFA,                    // endbr64 (a chained hook may reach us indirectly)
     0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &calls
     0xF0, 0x49, 0xFF, 0x03,                    // lock inc qword [r11]
     0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &original
     0x41, 0xFF, 0x23,                          // jmp qword [r11]
 };
-constexpr std::size_t kCallsImmediate = 6;
-constexpr std::size_t kOriginalImmediate = 20;
+
+// At entry rsp is 8 past a multiple of 16; 24 bytes down it is aligned for the call.
+// [rsp] the start time, [rsp+8] and [rsp+16] rdx and rax (arguments, then results).
+constexpr std::array<std::uint8_t, 120> kTimed = {
+    0xF3, 0x0F, 0x1E, 0xFA,                    // endbr64
+    0x48, 0x83, 0xEC, 0x18,                    // sub rsp, 24
+    0x48, 0x89, 0x54, 0x24, 0x08,              // mov [rsp+8], rdx     (the third argument)
+    0x48, 0x89, 0x44, 0x24, 0x10,              // mov [rsp+16], rax    (al: a varargs call's count)
+    0x0F, 0x31,                                // rdtsc
+    0x48, 0xC1, 0xE2, 0x20,                    // shl rdx, 32
+    0x48, 0x09, 0xD0,                          // or rax, rdx
+    0x48, 0x89, 0x04, 0x24,                    // mov [rsp], rax
+    0x48, 0x8B, 0x54, 0x24, 0x08,              // mov rdx, [rsp+8]
+    0x48, 0x8B, 0x44, 0x24, 0x10,              // mov rax, [rsp+16]
+    0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &calls
+    0xF0, 0x49, 0xFF, 0x03,                    // lock inc qword [r11]
+    0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &original
+    0x41, 0xFF, 0x13,                          // call qword [r11]
+    0x48, 0x89, 0x44, 0x24, 0x08,              // mov [rsp+8], rax     (the results)
+    0x48, 0x89, 0x54, 0x24, 0x10,              // mov [rsp+16], rdx
+    0x0F, 0x31,                                // rdtsc
+    0x48, 0xC1, 0xE2, 0x20,                    // shl rdx, 32
+    0x48, 0x09, 0xD0,                          // or rax, rdx
+    0x48, 0x2B, 0x04, 0x24,                    // sub rax, [rsp]
+    0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &ticks
+    0xF0, 0x49, 0x01, 0x03,                    // lock add [r11], rax
+    0x48, 0x8B, 0x44, 0x24, 0x08,              // mov rax, [rsp+8]
+    0x48, 0x8B, 0x54, 0x24, 0x10,              // mov rdx, [rsp+16]
+    0x48, 0x83, 0xC4, 0x18,                    // add rsp, 24
+    0xC3,                                      // ret
+};
+
+// A detour's bytes and where its three immediates go (ticks: none when 0).
+struct Shape {
+  std::span<const std::uint8_t> bytes;
+  std::size_t calls, original, ticks;
+};
+constexpr Shape kCountingShape{kCounting, 6, 20, 0};
+constexpr Shape kTimedShape{kTimed, 43, 57, 93};
+
+void put(std::uint8_t* code, std::size_t offset, const void* address) {
+  const auto value = reinterpret_cast<std::uint64_t>(address);
+  std::memcpy(code + offset, &value, sizeof value);
+}
 
 }  // namespace
 
@@ -28,18 +71,20 @@ punch::Status emit_detours(std::span<TracedFunction* const> functions) {
   if (functions.empty()) return {};
   auto heap = punch::runtime::CodeHeap::global();
   if (!heap) return tl::unexpected(heap.error());
-  const std::vector<std::size_t> sizes(functions.size(), kShape.size());
+  std::vector<std::size_t> sizes;
+  for (const TracedFunction* fn : functions) sizes.push_back((fn->timed ? kTimedShape : kCountingShape).bytes.size());
   auto addresses = (*heap)->allocate_run(sizes, 16);
   if (!addresses) return tl::unexpected(addresses.error());
   const std::uintptr_t base = addresses->front();
-  std::vector<std::uint8_t> staging(addresses->back() + kShape.size() - base, 0xCC);
+  std::vector<std::uint8_t> staging(addresses->back() + sizes.back() - base, 0xCC);
   for (std::size_t i = 0; i < functions.size(); ++i) {
+    const TracedFunction& fn = *functions[i];
+    const Shape& shape = fn.timed ? kTimedShape : kCountingShape;
     std::uint8_t* code = &staging[(*addresses)[i] - base];
-    const auto calls = reinterpret_cast<std::uint64_t>(&functions[i]->calls);
-    const auto original = reinterpret_cast<std::uint64_t>(&functions[i]->original);
-    std::memcpy(code, kShape.data(), kShape.size());
-    std::memcpy(code + kCallsImmediate, &calls, sizeof calls);
-    std::memcpy(code + kOriginalImmediate, &original, sizeof original);
+    std::memcpy(code, shape.bytes.data(), shape.bytes.size());
+    put(code, shape.calls, &fn.calls);
+    put(code, shape.original, &fn.original);
+    if (shape.ticks != 0) put(code, shape.ticks, &fn.ticks);
   }
   if (auto s = (*heap)->writer().write(base, staging); !s) {
     (void)(*heap)->free_batch(*addresses);

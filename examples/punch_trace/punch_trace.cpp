@@ -7,6 +7,8 @@
 // PUNCH_TRACE_OUT=<file>   append the summary there instead of stderr
 // PUNCH_TRACE_TIMEOUT=<ms> how long one hook change may wait for the program's
 //                          threads (TransactionOptions::thread_timeout; punch's default 1000)
+// PUNCH_TRACE_TIME=all|<names> also time these functions (time stamp counter,
+//                          inclusive): only functions with no argument on the stack (see detour.hpp)
 //
 // The hooks are installed by a thread of the tool's own, started by a
 // constructor, so the program's start is not held up by them; the same thread
@@ -17,6 +19,7 @@
 #include <signal.h>
 #include <sys/syscall.h>
 #include <time.h>
+#include <x86intrin.h>
 
 #include <atomic>
 #include <chrono>
@@ -47,6 +50,7 @@ struct State {
   std::uint64_t timeout_ms = 0;           // 0: punch's default.
   const char* out_path = nullptr;
   std::uint64_t start_ns = 0;
+  std::uint64_t start_ticks = 0;          // The time stamp counter at start_ns.
   std::int64_t owner_pid = 0;             // The process whose thread installs and toggles.
   std::atomic<bool> stop{false};
   std::atomic<bool> hooking_finished{false};
@@ -173,14 +177,22 @@ void* hooking_thread(void*) {
   }
 }
 
-void parse_names(State& state, std::string_view list) {
+// Calls `each` with every name of a comma-separated list.
+template <class Each>
+void for_each_name(std::string_view list, Each each) {
   while (!list.empty()) {
     const auto comma = list.find(',');
     const auto name = list.substr(0, comma);
-    if (!name.empty()) state.functions.emplace_back().spec = std::string(name);
+    if (!name.empty()) each(name);
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
   }
+}
+
+void parse_names(State& state, std::string_view list, std::string_view timed) {
+  for_each_name(list, [&](std::string_view name) { state.functions.emplace_back().spec = std::string(name); });
+  for (auto& fn : state.functions)
+    for_each_name(timed, [&](std::string_view name) { fn.timed = fn.timed || name == "all" || name == fn.spec; });
 }
 
 __attribute__((constructor)) void start() {
@@ -188,11 +200,13 @@ __attribute__((constructor)) void start() {
   if (names == nullptr || *names == '\0') return;
   auto* state = new State;
   state->start_ns = now_ns();
+  state->start_ticks = __rdtsc();
   state->owner_pid = raw_syscall(SYS_getpid);
   state->out_path = std::getenv("PUNCH_TRACE_OUT");
   if (const char* toggle = std::getenv("PUNCH_TRACE_TOGGLE")) state->toggle_ms = std::strtoull(toggle, nullptr, 10);
   if (const char* timeout = std::getenv("PUNCH_TRACE_TIMEOUT")) state->timeout_ms = std::strtoull(timeout, nullptr, 10);
-  parse_names(*state, names);
+  const char* timed = std::getenv("PUNCH_TRACE_TIME");
+  parse_names(*state, names, timed ? timed : "");
   g_state = state;
 
   // The thread takes no signal of the program's (they go to the program's
@@ -214,7 +228,10 @@ __attribute__((constructor)) void start() {
 __attribute__((constructor)) void register_fork_handler() {
   pthread_atfork(nullptr, nullptr, [] {
     if (g_state == nullptr) return;
-    for (auto& fn : g_state->functions) fn.calls.store(0, std::memory_order_relaxed);
+    for (auto& fn : g_state->functions) {
+      fn.calls.store(0, std::memory_order_relaxed);
+      fn.ticks.store(0, std::memory_order_relaxed);
+    }
   });
 }
 
@@ -230,6 +247,8 @@ __attribute__((destructor)) void finish() {
   facts.program = program_invocation_short_name;
   facts.pid = raw_syscall(SYS_getpid);
   facts.elapsed_ns = now_ns() - state->start_ns;
+  const std::uint64_t elapsed_ticks = __rdtsc() - state->start_ticks;
+  if (elapsed_ticks != 0) facts.ns_per_tick = static_cast<double>(facts.elapsed_ns) / static_cast<double>(elapsed_ticks);
   facts.toggle_ms = state->toggle_ms;
   facts.toggle_phases = state->phases.load();
   facts.hooking_finished = state->hooking_finished.load();

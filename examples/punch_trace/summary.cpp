@@ -56,7 +56,19 @@ void write_all(int fd, const char* data, std::size_t size) noexcept {
   }
 }
 
-void add_function_line(Text& t, const TracedFunction& fn) noexcept {
+// Total time in ms and time per call in ns of a timed function, or two dashes.
+void add_time(Text& t, const TracedFunction& fn, double ns_per_tick) noexcept {
+  if (!fn.timed) {
+    t.add("          -          -");
+    return;
+  }
+  const double ns = static_cast<double>(fn.ticks.load(std::memory_order_relaxed)) * ns_per_tick;
+  const std::uint64_t calls = fn.calls.load(std::memory_order_relaxed);
+  t.add_u64(static_cast<std::uint64_t>(ns / 1e6), 11);
+  t.add_u64(calls == 0 ? 0 : static_cast<std::uint64_t>(ns / static_cast<double>(calls)), 11);
+}
+
+void add_function_line(Text& t, const TracedFunction& fn, double ns_per_tick) noexcept {
   const std::size_t start = t.size();
   t.add("  ");
   t.add(fn.spec);
@@ -76,7 +88,9 @@ void add_function_line(Text& t, const TracedFunction& fn) noexcept {
   t.add_u64(fn.installs.load(), 9);
   t.add_u64(fn.removals.load(), 9);
   t.add_u64(fn.refusals.load(), 9);
-  t.add(fn.redirecting.load() ? "  yes            " : "  no             ");
+  t.add(fn.redirecting.load() ? "  yes           " : "  no            ");
+  add_time(t, fn, ns_per_tick);
+  t.add("  ");
   t.add_hex(reinterpret_cast<std::uintptr_t>(fn.target));
   if (!fn.shares_code_with.empty()) {
     t.add(" (same code as ");
@@ -107,8 +121,9 @@ void write_summary(const std::deque<TracedFunction>& functions, const RunFacts& 
     t.add(" phases)");
   }
   if (!facts.hooking_finished) t.add("; the program ended before every hook was tried");
-  t.add("\n  function                         calls installs removals  refused  hooked at exit  address\n");
-  for (const auto& fn : functions) add_function_line(t, fn);
+  t.add("\n  function                         calls installs removals  refused  hooked at exit    time ms    ns/call  "
+        "address\n");
+  for (const auto& fn : functions) add_function_line(t, fn, facts.ns_per_tick);
   for (const auto& fn : functions) {
     if (fn.refusals.load() == 0) continue;
     t.add("  refused ");

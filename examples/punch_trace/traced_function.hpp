@@ -23,7 +23,9 @@ struct TracedFunction {
   //! holds the trampoline of a hook installed now or earlier (retired code is
   //! released only while every traced function is installed: see toggler).
   alignas(64) std::atomic<std::uint64_t> calls{0};
+  std::atomic<std::uint64_t> ticks{0};   //!< Time stamp counter ticks inside the function (timed only).
   std::atomic<void*> original{nullptr};
+  bool timed = false;                    //!< Named in PUNCH_TRACE_TIME: the detour calls the original.
   void* detour = nullptr;
   punch::patcher::Hook hook;
 

@@ -105,6 +105,19 @@ Status check_object_branches(const EntryPlan& plan, bool allow_unprovable) {
                               "the bytes [" + at(plan.entry) + ", " + at(plan.resume()) + ") a hook would replace");
 }
 
+// A hook inside a function (a mid hook) must start on one of its
+// instructions, as decoding from the function's start finds them.
+Status check_instruction_boundary(const Code& code, const EntryPlan& plan) {
+  auto first = disasm::decode(code.span(), plan.target);
+  if (!first) return tl::unexpected<Error>(std::move(first).error());
+  auto boundaries = disasm::check_boundaries(code.span(), plan.target, first->end());
+  if (!boundaries)
+    return fail(ErrorCode::kNotBoundary, at(plan.target) + ": not an instruction boundary of the function [" +
+                                             at(plan.extent.start) + ", " + at(plan.extent.end) +
+                                             "): " + boundaries.error().message);
+  return {};
+}
+
 }  // namespace
 
 Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
@@ -157,6 +170,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   auto code = read_code(plan.extent.start, body + kEntryWindow, body);
   if (!code) return tl::unexpected<Error>(std::move(code).error());
   PUNCH_TRY(find_entry(*code, plan));
+  if (target != plan.extent.start) PUNCH_TRY(check_instruction_boundary(*code, plan));
 
   // Steal whole instructions until the jump fits. Bytes after an
   // unconditional jump or return that lie inside the function's extent are

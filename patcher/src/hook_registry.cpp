@@ -44,7 +44,11 @@ struct JumpPoint {
 struct HookRecord {
   std::uint64_t id = 0;
   std::uintptr_t detour = 0;
-  std::optional<runtime::CodeRange> detour_extent;  // From its ELF symbol, when it has one.
+  // Where a thread may be on its way into the chain's code: the detour's
+  // extent (from its ELF symbol, when it has one), or a generated detour and what it calls.
+  std::vector<runtime::CodeRange> detour_ranges;
+  std::optional<CodeBlock> generated;  // A generated detour the registry owns (a mid hook's stub).
+  std::vector<InFlight> in_flight;     // Its count of threads inside its call.
   bool enabled = true;
   TransactionOptions options;
   std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
@@ -63,6 +67,7 @@ struct Chain {
   // Every detour ever hooked here: a thread inside one may be about to call
   // into the chain's code (its trampoline pointer loaded), even after removal.
   std::vector<runtime::CodeRange> detour_extents;
+  std::vector<InFlight> in_flight;  // The same for generated detours: threads inside their calls.
 };
 
 struct Retired {
@@ -70,6 +75,7 @@ struct Retired {
   bool keep = false;  // A return address may point into it (stolen call): never freed.
   // Detours whose threads may still enter the block: it is in use while a thread runs one.
   std::vector<runtime::CodeRange> callers;
+  std::vector<InFlight> in_flight;  // In use while any of these counts threads.
 };
 
 struct Registry {
@@ -226,22 +232,24 @@ Status reconcile(Chain& chain, const TransactionOptions& options, Reconcile mode
   return {};
 }
 
-void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false) {
-  r.retired.push_back({b, keep, callers});
+void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false,
+            const std::vector<InFlight>& in_flight = {}) {
+  r.retired.push_back({b, keep, callers, in_flight});
 }
 
-void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers) {
-  for (auto& [to, relay] : point.relays) retire(r, relay, callers);
+void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers,
+                       const std::vector<InFlight>& in_flight) {
+  for (auto& [to, relay] : point.relays) retire(r, relay, callers, false, in_flight);
   point.relays.clear();
 }
 
 // Retires all code of an unused chain (no hooks) and forgets it.
 void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
   Chain& chain = *it->second;
-  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns);
-  if (chain.head) retire(r, *chain.head, chain.detour_extents);
-  retire_jump_point(r, chain.entry_jump, chain.detour_extents);
-  retire_jump_point(r, chain.head_jump, chain.detour_extents);
+  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns, chain.in_flight);
+  if (chain.head) retire(r, *chain.head, chain.detour_extents, false, chain.in_flight);
+  retire_jump_point(r, chain.entry_jump, chain.detour_extents, chain.in_flight);
+  retire_jump_point(r, chain.head_jump, chain.detour_extents, chain.in_flight);
   r.chains.erase(it);
 }
 
@@ -261,6 +269,15 @@ std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
   auto extent = function_extent(detour);
   if (!extent) return std::nullopt;
   return runtime::CodeRange{extent->start, extent->end};
+}
+
+// The hooked chain (other than the one at `target`) whose replaced bytes meet
+// [begin, end), or null. Chains without hooks are left as they were found.
+const Chain* overlapping_chain(const Registry& r, std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end) {
+  for (const auto& [t, chain] : r.chains)
+    if (t != target && !chain->hooks.empty() && chain->plan.target < end && begin < chain->plan.resume())
+      return chain.get();
+  return nullptr;
 }
 
 // Whether [entry, resume) still holds the bytes the chain was planned from.
@@ -357,19 +374,16 @@ Status check_enable(Chain& chain, const TransactionOptions& options) {
   return checked;
 }
 
-}  // namespace
-
-Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
-                                       void** original) {
+// registry_install with the lock held.
+Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::uintptr_t detour,
+                                     const HookOptions& options, void** original,
+                                     const std::optional<GeneratedDetour>& generated) {
   if (target == 0 || detour == 0) return fail(ErrorCode::kInvalidArgument, at(target) + ": null target or detour");
   if (target == detour) return fail(ErrorCode::kInvalidArgument, at(target) + ": a function cannot be its own detour");
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
 
   // A target inside another hook's replaced bytes would be overwritten by it.
-  for (auto& [t, chain] : r.chains)
-    if (t != target && target >= chain->plan.target && target < chain->plan.resume())
-      return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(t));
+  if (const Chain* other = overlapping_chain(r, target, target, target + 1))
+    return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(other->plan.target));
 
   auto found = r.chains.find(target);
   if (found != r.chains.end() && found->second->hooks.empty() &&
@@ -381,6 +395,13 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   if (fresh_chain) {
     auto chain = make_chain(target, detour, options);
     if (!chain) return tl::unexpected<Error>(std::move(chain).error());
+    // Nor may its replaced bytes cover another hook's (a mid hook a few bytes on).
+    if (const Chain* other = overlapping_chain(r, target, target, (*chain)->plan.resume())) {
+      free_unlinked_chain(**chain);
+      return fail(ErrorCode::kConflict, at(target) + ": the bytes [" + at(target) + ", " +
+                                            at((*chain)->plan.resume()) + ") a hook would replace hold the jump "
+                                            "punch wrote to hook " + at(other->plan.target));
+    }
     found = r.chains.emplace(target, std::move(*chain)).first;
   }
   Chain& chain = *found->second;
@@ -390,7 +411,14 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
   record.detour = detour;
   record.enabled = options.enabled;
   record.options = options.transaction;
-  record.detour_extent = detour_extent(detour);
+  if (generated) {
+    record.generated = generated->code;
+    if (generated->in_flight) record.in_flight.push_back(generated->in_flight);
+    record.detour_ranges.push_back({generated->code.address, generated->code.address + generated->code.size});
+    record.detour_ranges.insert(record.detour_ranges.end(), generated->callees.begin(), generated->callees.end());
+  } else if (auto extent = detour_extent(detour)) {
+    record.detour_ranges.push_back(*extent);
+  }
   if (!chain.hooks.empty()) {  // Wrap the existing hooks: our trampoline is a stub leading inward.
     auto h = heap();
     auto stub = h ? build_link_stub(chain.trampoline.address, **h) : tl::unexpected<Error>(h.error());
@@ -423,13 +451,32 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
     }
     return tl::unexpected<Error>(std::move(s).error());
   }
-  if (record.detour_extent &&
-      std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
-        return e.begin == record.detour_extent->begin;
-      }) == chain.detour_extents.end())
-    chain.detour_extents.push_back(*record.detour_extent);
+  for (const runtime::CodeRange& range : record.detour_ranges)
+    if (std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
+          return e.begin == range.begin;
+        }) == chain.detour_extents.end())
+      chain.detour_extents.push_back(range);
+  chain.in_flight.insert(chain.in_flight.end(), record.in_flight.begin(), record.in_flight.end());
   r.targets.emplace(record.id, target);
   return record.id;
+}
+
+}  // namespace
+
+Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
+                                       void** original, std::optional<GeneratedDetour> generated) {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto id = install_locked(r, target, detour, options, original, generated);
+  if (!id && generated) {
+    // After a failed rollback the entry may lead to the generated detour: keep it forever.
+    if (id.error().code == ErrorCode::kInconsistent) {
+      retire(r, generated->code, {}, true);
+    } else if (auto h = heap()) {
+      (void)(*h)->free(generated->code.address);
+    }
+  }
+  return id;
 }
 
 Status registry_set_enabled(std::uint64_t id, bool enabled) {
@@ -463,10 +510,10 @@ Status registry_remove(std::uint64_t id) {
     return s;
   }
   // A detour may still hold the stub: it is freed only by release_retired_hook_code.
-  std::vector<runtime::CodeRange> callers;
-  if (removed.detour_extent) callers.push_back(*removed.detour_extent);
-  if (removed.stub) retire(r, *removed.stub, callers);
-  retire_jump_point(r, removed.link, callers);
+  const std::vector<runtime::CodeRange>& callers = removed.detour_ranges;
+  if (removed.stub) retire(r, *removed.stub, callers, false, removed.in_flight);
+  if (removed.generated) retire(r, *removed.generated, callers, false, removed.in_flight);
+  retire_jump_point(r, removed.link, callers, removed.in_flight);
   r.targets.erase(t);
   return {};
 }
@@ -520,7 +567,12 @@ Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) 
       owner.push_back(i);
     }
   }
+  // Counts before the rendezvous: a thread that leaves a generated detour's
+  // call after its count was read is in that detour or past it, where the rendezvous sees it.
   std::vector<bool> busy(r.retired.size(), false);
+  for (std::size_t i = 0; i < r.retired.size(); ++i)
+    for (const InFlight& count : r.retired[i].in_flight)
+      if (count->load(std::memory_order_acquire) != 0) busy[i] = true;
   if (!ranges.empty()) {
     auto in_use = runtime::ranges_in_use(ranges, timeout);
     if (!in_use) return tl::unexpected<Error>(std::move(in_use).error());

@@ -89,15 +89,18 @@ const std::size_t g_online_cpus = [] {
 // IPI (release() waits for every held thread to leave its slot). Sleeping at
 // once cost a hook cycle with one busy thread a millisecond on a KVM guest.
 // With more threads than CPUs the holder needs the CPUs: sleep at once.
+// The clock is read with the system call, not libc's clock_gettime: the
+// change may be rewriting that very function (a program that hooks time),
+// and a held thread, every signal blocked, must run none of the program's code.
 void stay_held(std::size_t slot, pid_t me, ucontext_t* context) noexcept {
   g_held_contexts[slot].store(context, std::memory_order_release);
   g_slots[slot].store(slot_word(me, kHeld), std::memory_order_release);
   answer();
   if (g_slot_count.load(std::memory_order_acquire) + 1 <= g_online_cpus) {
-    const auto spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(500);
+    const std::int64_t spin_until = raw_monotonic_ns() + 500'000;
     for (unsigned i = 1; g_released.load(std::memory_order_acquire) == 0; ++i) {
       __builtin_ia32_pause();
-      if (i % 256 == 0 && std::chrono::steady_clock::now() >= spin_until) break;
+      if (i % 256 == 0 && raw_monotonic_ns() >= spin_until) break;
     }
   }
   while (g_released.load(std::memory_order_acquire) == 0) futex_wait(g_released, 0, 100'000'000);
@@ -390,14 +393,19 @@ void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, st
 }
 
 // Whether a thread asleep in `call` may be left asleep during a hold:
-// a call that our handler (SA_RESTART) would make fail with EINTR: those
-// signal(7) lists as never restarted after a handler, and futex waits with a
-// timeout (ERESTART_RESTARTBLOCK). A thread asleep in any other call (a futex
-// wait without a timeout, wait4, read, ...) is held like a running one, and
-// its call resumes. (Leaving private futex waiters asleep too, since "only a
-// held thread can wake them", let a worker with every signal blocked meet a
-// trap byte within milliseconds in BlockedSignals.AWorker...: something woke
-// it during the change. Not understood yet; held is what is safe.)
+// a call that our handler (SA_RESTART) would make fail with EINTR, as
+// signal(7) lists the calls never restarted after a handler. A thread asleep
+// in any other call (a futex wait, wait4, read, ...) is held like a running
+// one, and its call resumes. A sleeper left asleep that the kernel wakes
+// during the change runs unheld, so the list is kept to the calls a program
+// sees fail: futex waits with a timeout (they fail with EINTR too) are held,
+// since glibc's users of them (pthread_cond_timedwait, timed locks) wait
+// again, and Python's GIL waiter, woken by its 5 ms timeout during a change,
+// took the GIL and vforked a child that met a trap byte (real_programs).
+// (Leaving private futex waiters asleep too, since "only a held thread can
+// wake them", let a worker with every signal blocked meet a trap byte within
+// milliseconds in BlockedSignals.AWorker...: something woke it during the
+// change.)
 bool may_stay_asleep(const BlockedSyscall& call) {
   switch (call.number) {
     case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6:
@@ -412,12 +420,6 @@ bool may_stay_asleep(const BlockedSyscall& call) {
     case SYS_futex_waitv:
 #endif
       return true;
-    case SYS_futex: {
-      const long cmd = static_cast<long>(call.args[1]) & FUTEX_CMD_MASK;
-      const bool waits = cmd == FUTEX_WAIT || cmd == FUTEX_WAIT_BITSET || cmd == FUTEX_LOCK_PI ||
-                         cmd == FUTEX_WAIT_REQUEUE_PI || cmd == FUTEX_LOCK_PI2;
-      return waits && call.args[3] != 0;
-    }
     default:
       return false;
   }

@@ -39,3 +39,28 @@ add_dependencies(punch_patcher_tests punch_tail_jump_libs)
 string(REPLACE ";" ":" PUNCH_TAIL_JUMP_PATHS "${PUNCH_TAIL_JUMP_LIBS}")
 set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/branch_index_test.cpp
   PROPERTIES COMPILE_DEFINITIONS "PUNCH_TAIL_JUMP_LIBS=\"${PUNCH_TAIL_JUMP_PATHS}\"")
+
+# mid_hook_test.cpp: mid_hook_lib.c built by each compiler found, at -O0 (red
+# zone locals) and at -O2 with CET markers; the test hooks every instruction.
+set(PUNCH_MID_HOOK_SOURCE ${CMAKE_CURRENT_LIST_DIR}/mid_hook_lib.c)
+set(PUNCH_MID_HOOK_LIBS)
+foreach(compiler gcc clang)
+  if(PUNCH_TAIL_JUMP_${compiler})
+    foreach(flavour O0 O2)
+      set(flags -O0)
+      if(flavour STREQUAL "O2")
+        set(flags -O2 -fcf-protection=full)
+      endif()
+      set(lib ${CMAKE_CURRENT_BINARY_DIR}/libpunch_mid_hook_${compiler}_${flavour}.so)
+      add_custom_command(OUTPUT ${lib}
+        COMMAND ${PUNCH_TAIL_JUMP_${compiler}} -shared -fPIC ${flags} -o ${lib} ${PUNCH_MID_HOOK_SOURCE}
+        DEPENDS ${PUNCH_MID_HOOK_SOURCE} VERBATIM)
+      list(APPEND PUNCH_MID_HOOK_LIBS ${lib})
+    endforeach()
+  endif()
+endforeach()
+add_custom_target(punch_mid_hook_libs DEPENDS ${PUNCH_MID_HOOK_LIBS})
+add_dependencies(punch_patcher_tests punch_mid_hook_libs)
+string(REPLACE ";" ":" PUNCH_MID_HOOK_PATHS "${PUNCH_MID_HOOK_LIBS}")
+set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/mid_hook_test.cpp
+  PROPERTIES COMPILE_DEFINITIONS "PUNCH_MID_HOOK_LIBS=\"${PUNCH_MID_HOOK_PATHS}\"")

@@ -109,14 +109,13 @@ int wait_status(pid_t pid) {
 
 // --- A worker with every signal blocked (for life, as xz's) calls the function being hooked ---
 
-extern "C" __attribute__((noinline)) int real_threads_triple(int x) {
-  asm volatile("" ::: "memory");
-  return x * 3 + (x > 1000000 ? 1 : 0);
-}
-void* g_triple_original = nullptr;
-int triple_detour(int x) {
-  auto* original = reinterpret_cast<int (*)(int)>(__atomic_load_n(&g_triple_original, __ATOMIC_ACQUIRE));
-  return original(x);
+// The hooked target: an assembly prologue of several instructions
+// (hook_targets.S, x * x - 1), hookable in every build. Under clang's
+// -fsanitize=function a compiled function begins with a jump over a type
+// signature instead, and hooks refuse that entry.
+void* g_square_original = nullptr;
+long square_detour(long x) {
+  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
 }
 
 TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
@@ -135,7 +134,7 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
       std::uint64_t seen = 0;
       for (;;) {
         for (int k = 0; k < 2000; ++k) {
-          if (real_threads_triple(k) != k * 3) wrong.fetch_add(1);
+          if (patcher::call(hook_target_square, k) != static_cast<long>(k) * k - 1) wrong.fetch_add(1);
           calls.fetch_add(1, std::memory_order_relaxed);
         }
         std::unique_lock lock(m);
@@ -148,8 +147,8 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
     int installed = 0;
     bool ok = true;
     for (int i = 0; i < 2000 && ok; ++i) {
-      ok = cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                      &g_triple_original, 1, installed);
+      ok = cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                      &g_square_original, 1, installed);
       {
         std::lock_guard lock(m);
         ++go;
@@ -168,8 +167,8 @@ TEST(BlockedSignals, AWorkerWithEverySignalBlockedIsNeverKilledByAHookCycle) {
     // asleep, so changes are refused while it lives (memory unchanged, checked
     // by cycle_hook); once it is gone, the same hook cycle works.
     int after = 0;
-    CHILD_CHECK(cycle_hook(reinterpret_cast<void*>(&real_threads_triple), reinterpret_cast<void*>(&triple_detour),
-                           &g_triple_original, 1, after));
+    CHILD_CHECK(cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                           &g_square_original, 1, after));
     CHILD_CHECK(after == 1, "the hook cycle failed with the worker gone");
     std::printf("calls=%llu installed=%d of 2000\n", static_cast<unsigned long long>(calls.load()), installed);
     return 0;
@@ -272,14 +271,6 @@ TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
 }
 
 // --- A thread calls execve while another thread changes code (a server re-executing itself) ---
-
-// The hooked target: an assembly prologue of several instructions, hookable
-// in every build (under clang's -fsanitize=function a compiled function
-// begins with a jump over a type signature, which hooks refuse).
-void* g_square_original = nullptr;
-long square_detour(long x) {
-  return reinterpret_cast<long (*)(long)>(__atomic_load_n(&g_square_original, __ATOMIC_ACQUIRE))(x);
-}
 
 // A signal sent to a thread that is already inside execve stays pending into
 // the new program, where its handler is gone: the new program must not die of it.
@@ -445,8 +436,8 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
 // change that held it inside CodeHeap::allocate and then allocated its own
 // out-of-line copies waited for that lock for ever (seen with gdb). The
 // alarm turns such a hang into a failure within a minute.
-int (*g_triple_typed)(int) = nullptr;
-int triple_detour_typed(int x) { return __atomic_load_n(&g_triple_typed, __ATOMIC_ACQUIRE)(x); }
+long (*g_square_typed)(long) = nullptr;
+long square_detour_typed(long x) { return __atomic_load_n(&g_square_typed, __ATOMIC_ACQUIRE)(x); }
 
 TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
   auto outcome = run_in_child([]() -> int {
@@ -471,7 +462,7 @@ TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
     // Default options: the JIT thread always answers the hold, so every change must succeed.
     int cycles = 0;
     for (; cycles < 2000; ++cycles) {
-      auto hook = Hook::install(&real_threads_triple, &triple_detour_typed, &g_triple_typed);
+      auto hook = Hook::install(&hook_target_square, &square_detour_typed, &g_square_typed);
       CHILD_OK(hook);
       CHILD_OK(hook->remove());
     }
@@ -479,6 +470,41 @@ TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
     jit_thread.join();
     CHILD_CHECK(failed.load() == 0, "%ld of %ld JIT additions failed", failed.load(), added.load());
     std::printf("cycles=%d added=%ld\n", cycles, added.load());
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
+// A held thread spins a little before it sleeps, and reads the clock while
+// it spins. It read it with libc's clock_gettime, which programs hook (to
+// fake or to measure time): a change to clock_gettime then ran it under the
+// held thread, whose signals are all blocked in the handler, and a trap byte
+// there would kill the process. The busy thread is held by every change.
+void* g_clock_gettime_original = nullptr;
+int clock_gettime_detour(clockid_t clock, timespec* ts) {
+  auto* original = reinterpret_cast<int (*)(clockid_t, timespec*)>(
+      __atomic_load_n(&g_clock_gettime_original, __ATOMIC_ACQUIRE));
+  return original(clock, ts);
+}
+
+TEST(ThreadsInsidePunch, AHeldThreadRunsNoneOfTheFunctionsBeingChanged) {
+  auto outcome = run_in_child([]() -> int {
+    auto target = patcher::resolve_symbol({"clock_gettime", "", "libc.so.6"});
+    CHILD_OK(target);
+    std::atomic<bool> stop{false};
+    std::atomic<std::uint64_t> spins{0};
+    std::thread busy([&] {
+      while (!stop.load(std::memory_order_relaxed)) spins.fetch_add(1, std::memory_order_relaxed);
+    });
+    while (spins.load() == 0) std::this_thread::yield();
+    int installed = 0;
+    const bool ok = cycle_hook(*target, reinterpret_cast<void*>(&clock_gettime_detour), &g_clock_gettime_original,
+                               2000, installed);
+    stop = true;
+    busy.join();
+    CHILD_CHECK(ok);
+    CHILD_CHECK(installed > 0, "clock_gettime was never hooked");
     return 0;
   });
   EXPECT_CHILD_OK(outcome);
@@ -515,6 +541,39 @@ TEST(ThreadHold, HeldThreadsRunNothingUntilReleasedAndSleepersAreNotSignalled) {
   runner.join();
   sleeper.join();
   EXPECT_EQ(eintr.load(), 0);
+}
+
+// A thread in a timed futex wait (pthread_cond_timedwait: Python's GIL
+// waiter, timed locks) is held, not left asleep: its timeout may wake it
+// during the change, and the GIL waiter then took the GIL and vforked a child
+// that met a trap byte (real_programs). glibc waits again after the signal.
+TEST(ThreadHold, AThreadInATimedFutexWaitIsHeldNotLeftAsleep) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool stop = false;
+  std::atomic<pid_t> tid{0};
+  std::thread waiter([&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    std::unique_lock lock(m);
+    while (!stop) cv.wait_for(lock, std::chrono::seconds(10));
+  });
+  for (;;) {  // Until it sleeps in its futex wait.
+    const pid_t t = tid.load();
+    auto call = t ? runtime::blocked_syscall(t) : Result<runtime::BlockedSyscall>(fail(ErrorCode::kUnprovable, ""));
+    if (call && call->number == SYS_futex) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  auto hold = runtime::ThreadHold::hold_other_threads(std::chrono::milliseconds(1000));
+  ASSERT_TRUE(hold) << hold.error().describe();
+  EXPECT_EQ(hold->held().size(), 1u);
+  EXPECT_TRUE(hold->sleeping().empty()) << "the timed waiter was left asleep";
+  hold->release();
+  {
+    std::lock_guard lock(m);
+    stop = true;
+  }
+  cv.notify_one();
+  waiter.join();
 }
 
 TEST(ThreadHold, ARunningThreadWithSignalsBlockedIsNamedAndNothingIsHeld) {

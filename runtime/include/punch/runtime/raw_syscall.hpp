@@ -42,6 +42,15 @@ inline void futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t see
               reinterpret_cast<long>(&ts));
 }
 
+//! CLOCK_MONOTONIC in nanoseconds from the system call itself, not from
+//! libc's clock_gettime (a program may have hooked it, and a change may be
+//! rewriting it): for threads held or trapped while code changes.
+inline std::int64_t raw_monotonic_ns() noexcept {
+  timespec ts{};
+  raw_syscall(SYS_clock_gettime, CLOCK_MONOTONIC, reinterpret_cast<long>(&ts));
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free && sizeof(std::atomic<std::uint32_t>) == 4,
               "a futex word is 32 bits");
 

@@ -82,8 +82,9 @@ bool waits_for_vfork_child(const BlockedSyscall& call);
 //! (every signal blocked there) until release(), a thread asleep in a system
 //! call included (the call resumes afterwards, as SA_RESTART makes it), but
 //! for a sleeper in a call that any handler would make fail with EINTR (poll,
-//! epoll_wait, select, nanosleep, sigtimedwait, futex waits with a timeout,
-//! ...), which is left asleep and listed with the address it will resume at.
+//! epoll_wait, select, nanosleep, sigtimedwait, ...), which is left asleep and
+//! listed with the address it will resume at. (A futex wait with a timeout is
+//! held: its EINTR is seen only by sem_timedwait and raw futex callers.)
 //! A thread that cannot answer (its signals blocked), running or asleep,
 //! cannot be held, but for one waiting inside punch's own fork handler,
 //! which counts as held without a signal: it runs none of the program's
