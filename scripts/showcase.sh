@@ -6,7 +6,10 @@ scripts/install-deps.sh
 scripts/build.sh release -DCMAKE_BUILD_TYPE=Release -DPUNCH_BUILD_TESTS=OFF -DPUNCH_BUILD_BENCH=OFF
 for example in punch-probe hello_jit live_swap hook_libc; do
   exe=build/release/examples/$example
-  [ -x "$exe" ] || continue
+  if [ ! -x "$exe" ]; then  # A showcase that skips what did not build would hide the failure.
+    echo "showcase: $exe was not built" >&2
+    exit 1
+  fi
   echo "== $example"
   case $example in
     live_swap) "$exe" --threads 2 --swaps 2000 --kind prologue ;;

@@ -90,21 +90,20 @@ std::string hex_bytes(CodeSpan code, std::uintptr_t address, std::size_t max) {
 }
 
 Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instruction& out) {
-  if (code.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(address) + ": no bytes to decode (empty span)");
+  if (code.bytes.empty()) return fail(ErrorCode::kInvalidArgument, address, "no bytes to decode (empty span)");
   if (!code.contains(address))
-    return fail(ErrorCode::kInvalidArgument, at(address) + ": outside the code span [" + at(code.address) +
-                                                 ", " + at(code.end()) + ")");
+    return fail(ErrorCode::kInvalidArgument, address,
+                "outside the code span [" + at(code.address) + ", " + at(code.end()) + ")");
   const std::size_t offset = address - code.address;
   ZydisDecoderContext context;
   const ZyanStatus status = ZydisDecoderDecodeInstruction(&minimal_decoder(), &context, code.bytes.data() + offset,
                                                           code.bytes.size() - offset, &view.insn);
   if (status == ZYDIS_STATUS_NO_MORE_DATA)
-    return fail(ErrorCode::kDecodeFailed, at(address) + ": instruction truncated by the end of the span at " +
-                                              at(code.end()) + " (bytes " + hex_bytes(code, address) + ")");
+    return fail(ErrorCode::kDecodeFailed, address,
+                "instruction truncated by the end of the span at " + at(code.end()) + " (bytes " +
+                    hex_bytes(code, address) + ")");
   if (!ZYAN_SUCCESS(status))
-    return fail(ErrorCode::kDecodeFailed, at(address) + ": invalid instruction (bytes " +
-                                              hex_bytes(code, address) + ")");
+    return fail(ErrorCode::kDecodeFailed, address, "invalid instruction (bytes " + hex_bytes(code, address) + ")");
 
   const ZydisDecodedInstruction& insn = view.insn;
   out = Instruction{};
@@ -169,8 +168,7 @@ Result<Instruction> decode(CodeSpan code, std::uintptr_t address) {
 }
 
 Result<std::vector<Instruction>> decode_all(CodeSpan code) {
-  if (code.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(code.address) + ": no bytes to decode (empty span)");
+  if (code.bytes.empty()) return fail(ErrorCode::kInvalidArgument, code.address, "no bytes to decode (empty span)");
   std::vector<Instruction> out;
   out.reserve(code.bytes.size() / 4 + 1);
   detail::ZydisView view;

@@ -7,8 +7,7 @@ namespace punch::disasm {
 
 Result<std::vector<std::uint8_t>> encode_jmp_rel32(std::uintptr_t from, std::uintptr_t to) {
   const auto bytes = jmp_rel32_bytes(from, to);
-  if (!bytes)
-    return fail(ErrorCode::kOutOfRange, at(from) + ": jmp rel32 cannot reach " + at(to) + " (more than 2 GiB away)");
+  if (!bytes) return fail(ErrorCode::kOutOfRange, from, "jmp rel32 cannot reach " + at(to) + " (more than 2 GiB away)");
   return std::vector<std::uint8_t>(bytes->begin(), bytes->end());
 }
 

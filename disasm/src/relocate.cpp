@@ -75,27 +75,22 @@ bool operand_uses_rsp(const ZydisDecodedInstruction& z) {
 }
 
 // Classifies one decoded instruction of the run, or refuses it with the reason and address.
-Status classify(CodeSpan source, const detail::ZydisView& view, const Instruction& insn, bool last,
-                RelocateOptions options, Item& item) {
+Status classify(CodeSpan source, const detail::ZydisView& view, const Instruction& insn, RelocateOptions options,
+                Item& item) {
   item.insn = insn;
   const auto& z = view.insn;
   const auto refuse = [&](ErrorCode code, const std::string& why) {
-    return fail(code, at(insn.address) + ": cannot relocate " + name(source, insn) + ": " + why);
+    return fail(code, insn.address, "cannot relocate " + name(source, insn) + ": " + why);
   };
 
   if (insn.flow == Flow::kSyscall)
     return refuse(ErrorCode::kCannotRelocate,
                   "a thread inside this system call or interrupt resumes at the original address, "
                   "which the patch replaces");
-  const bool real_call = (insn.flow == Flow::kCall || insn.flow == Flow::kIndirectCall) &&
-                         !(insn.has_branch_target && insn.branch_target == insn.end());
-  if (real_call) {
-    if (!options.allow_final_call)
-      return refuse(ErrorCode::kCannotRelocate, "calls are not allowed in this run (allow_final_call is off)");
-    if (!last)
-      return refuse(ErrorCode::kCannotRelocate,
-                    "a call that is not the last instruction of the run would return into its middle");
-  }
+  const bool real_call = calls_out(insn);
+  if (real_call && !options.allow_final_call)
+    return refuse(ErrorCode::kCannotRelocate, "calls are not allowed in this run (allow_final_call is off)");
+  PUNCH_TRY(check_call_is_last(source, insn, source.end()));
   if (real_call && options.final_call_as_jump) {
     item.push_size = detail::push_fits_imm32(insn.end()) ? detail::kPushShortSize : detail::kPushLongSize;
     if (insn.flow == Flow::kIndirectCall) {
@@ -232,9 +227,9 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
       const std::size_t at_insn = out.size();  // After the push, for a call made a jump.
       if (!rel32_between(here + (at_insn - start) + insn.length, to, r32)) {
         const char* what = item.kind == Kind::kRelImm32 ? "its target " : "its RIP-relative operand ";
-        return fail(ErrorCode::kOutOfRange, at(insn.address) + ": cannot relocate " + name(source, insn) + " to " +
-                                                at(here) + ": " + what + at(to) +
-                                                " would be more than 2 GiB away and it has no absolute form");
+        return fail(ErrorCode::kOutOfRange, insn.address,
+                    "cannot relocate " + name(source, insn) + " to " + at(here) + ": " + what + at(to) +
+                        " would be more than 2 GiB away and it has no absolute form");
       }
       out.insert(out.end(), original, original + insn.length);
       std::uint32_t field = static_cast<std::uint32_t>(r32);
@@ -292,16 +287,16 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
     }
   }
   if (out.size() - start != item.size)
-    return fail(ErrorCode::kCannotRelocate, at(insn.address) + ": internal error: relocated " + name(source, insn) +
-                                                " to " + std::to_string(out.size() - start) + " bytes, expected " +
-                                                std::to_string(item.size));
+    return fail(ErrorCode::kCannotRelocate, insn.address,
+                "internal error: relocated " + name(source, insn) + " to " + std::to_string(out.size() - start) +
+                    " bytes, expected " + std::to_string(item.size));
   return {};
 }
 
 // Decodes and classifies every instruction of the run; resolves internal targets to indices.
 Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) {
   if (source.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(source.address) + ": nothing to relocate (empty span)");
+    return fail(ErrorCode::kInvalidArgument, source.address, "nothing to relocate (empty span)");
   std::vector<Item> items;
   items.reserve(source.bytes.size());  // At most one instruction per byte: no regrowth.
   detail::ZydisView view;
@@ -310,7 +305,7 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
     Instruction insn;
     PUNCH_TRY(detail::decode_into(source, a, view, insn));
     Item item;
-    PUNCH_TRY(classify(source, view, insn, insn.end() == source.end(), options, item));
+    PUNCH_TRY(classify(source, view, insn, options, item));
     // The copy pushes the original return address (data semantics for call/pop
     // PIC code); a `ret` that may consume it returns into the original run,
     // which the patch replaces, where the original returns inside itself.
@@ -330,9 +325,9 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
     std::size_t i = 0;
     while (i < items.size() && items[i].insn.end() <= item.target) ++i;
     if (items[i].kind != Kind::kCopy || item.target + item.data_width > items[i].insn.end())
-      return fail(ErrorCode::kCannotRelocate, at(item.insn.address) + ": cannot relocate " +
-                                                  name(source, item.insn) + ": it reads " + at(item.target) +
-                                                  ", bytes of the run that the copy does not keep as they are");
+      return fail(ErrorCode::kCannotRelocate, item.insn.address,
+                  "cannot relocate " + name(source, item.insn) + ": it reads " + at(item.target) +
+                      ", bytes of the run that the copy does not keep as they are");
     item.data_internal = true;
     item.data_index = i;
   }
@@ -341,9 +336,9 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
     std::size_t i = 0;
     while (i < items.size() && items[i].insn.address != item.target) ++i;
     if (i == items.size())
-      return fail(ErrorCode::kCannotRelocate, at(item.insn.address) + ": cannot relocate " +
-                                                  name(source, item.insn) + ": it branches to " + at(item.target) +
-                                                  ", inside another instruction of the run");
+      return fail(ErrorCode::kCannotRelocate, item.insn.address,
+                  "cannot relocate " + name(source, item.insn) + ": it branches to " + at(item.target) +
+                      ", inside another instruction of the run");
     item.target_index = i;
   }
   return items;
@@ -405,6 +400,13 @@ Result<std::size_t> relocated_size_bound(CodeSpan source) {
     if (item.insn.flow == Flow::kIndirectCall) total += detail::kPushLongSize;  // As a push and a jump.
   }
   return total;
+}
+
+Status check_call_is_last(CodeSpan code, const Instruction& insn, std::uintptr_t run_end) {
+  if (!calls_out(insn) || insn.end() >= run_end) return {};
+  return fail(ErrorCode::kCannotRelocate, insn.address,
+              name(code, insn) + " is a call before the last instruction of a run that ends at " + at(run_end) +
+                  ": a thread returning from it would land inside the run");
 }
 
 }  // namespace punch::disasm

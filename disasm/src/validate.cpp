@@ -14,25 +14,24 @@ std::string describe_at(CodeSpan code, const Instruction& insn) {
 }  // namespace
 
 Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t start, std::uintptr_t end) {
-  if (code.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(start) + ": no code to check against (empty span)");
+  if (code.bytes.empty()) return fail(ErrorCode::kInvalidArgument, start, "no code to check against (empty span)");
   if (start >= end)
-    return fail(ErrorCode::kInvalidArgument, at(start) + ": empty or reversed patch range [" + at(start) + ", " +
-                                                 at(end) + ")");
+    return fail(ErrorCode::kInvalidArgument, start,
+                "empty or reversed patch range [" + at(start) + ", " + at(end) + ")");
   if (start < code.address || end > code.end())
-    return fail(ErrorCode::kInvalidArgument, at(start) + ": patch range [" + at(start) + ", " + at(end) +
-                                                 ") is not inside the decoded code [" + at(code.address) + ", " +
-                                                 at(code.end()) + ")");
+    return fail(ErrorCode::kInvalidArgument, start,
+                "patch range [" + at(start) + ", " + at(end) + ") is not inside the decoded code [" + at(code.address) +
+                    ", " + at(code.end()) + ")");
   std::vector<Instruction> inside;
   inside.reserve(std::min<std::size_t>(end - start, 32));  // Patch ranges are short: usually no regrowth.
   for (std::uintptr_t a = code.address; a < end;) {
     auto insn = decode(code, a);
     if (!insn) return tl::unexpected(std::move(insn).error());
     if (insn->address < start && start < insn->end())
-      return fail(ErrorCode::kNotBoundary, at(start) + ": patch range starts inside " + describe_at(code, *insn));
+      return fail(ErrorCode::kNotBoundary, start, "patch range starts inside " + describe_at(code, *insn));
     if (insn->address < end && end < insn->end())
-      return fail(ErrorCode::kNotBoundary, at(end) + ": patch range [" + at(start) + ", " + at(end) +
-                                               ") ends inside " + describe_at(code, *insn));
+      return fail(ErrorCode::kNotBoundary, end,
+                  "patch range [" + at(start) + ", " + at(end) + ") ends inside " + describe_at(code, *insn));
     if (insn->address >= start) inside.push_back(*insn);
     a = insn->end();
   }
@@ -40,22 +39,20 @@ Result<std::vector<Instruction>> check_boundaries(CodeSpan code, std::uintptr_t 
 }
 
 Result<std::vector<Instruction>> check_replacement(CodeSpan replacement) {
-  if (replacement.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(replacement.address) + ": empty replacement");
+  if (replacement.bytes.empty()) return fail(ErrorCode::kInvalidArgument, replacement.address, "empty replacement");
   auto all = decode_all(replacement);
   if (!all)
-    return fail(all.error().code, "replacement for [" + at(replacement.address) + ", " + at(replacement.end()) +
-                                      "): " + all.error().message);
+    return fail(std::move(all).error().with_context("replacement for [" + at(replacement.address) + ", " +
+                                                    at(replacement.end()) + ")"));
   return all;
 }
 
 Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end) {
-  if (function.bytes.empty())
-    return fail(ErrorCode::kInvalidArgument, at(start) + ": no function bytes to scan (empty span)");
+  if (function.bytes.empty()) return fail(ErrorCode::kInvalidArgument, start, "no function bytes to scan (empty span)");
   if (start >= end || start < function.address || end > function.end())
-    return fail(ErrorCode::kInvalidArgument, at(start) + ": range [" + at(start) + ", " + at(end) +
-                                                 ") is empty or not inside the function [" + at(function.address) +
-                                                 ", " + at(function.end()) + ")");
+    return fail(ErrorCode::kInvalidArgument, start,
+                "range [" + at(start) + ", " + at(end) + ") is empty or not inside the function [" +
+                    at(function.address) + ", " + at(function.end()) + ")");
   BranchScan scan;
   for (std::uintptr_t a = function.address; a < function.end();) {
     auto insn = decode(function, a);

@@ -1,9 +1,10 @@
 // punch — errors as values.
 //
 // Every fallible call in punch returns `Result<T>` (or `Status` when there is
-// no value). An `Error` carries a code a program can branch on and a message a
-// person can act on: it names the address involved and the reason. Nothing in
-// punch throws through its API, aborts, or prints.
+// no value), which must not be ignored. An `Error` carries a code and an
+// address a program can branch on, and a message a person can act on: it
+// names the address involved and the reason. Nothing in punch throws through
+// its API, aborts, or prints.
 #pragma once
 
 #include <cstdint>
@@ -35,6 +36,7 @@ enum class ErrorCode {
   kOutOfRange,       //!< A target is out of rel32 reach and no other form exists.
   kOverlap,          //!< Two sites of one request overlap.
   kConflict,         //!< Someone else changed or owns the bytes (concurrent patch, already hooked).
+  kExhausted,        //!< A bounded resource is all in use (e.g. every generation slot still held); try again later.
   kPolicy,           //!< The write policy refuses the target (not executable, not opted in).
   kInconsistent,     //!< A rollback failed; the message says which bytes are where.
 };
@@ -59,28 +61,51 @@ constexpr std::string_view to_string(ErrorCode code) noexcept {
     case ErrorCode::kOutOfRange: return "out-of-range";
     case ErrorCode::kOverlap: return "overlap";
     case ErrorCode::kConflict: return "conflict";
+    case ErrorCode::kExhausted: return "exhausted";
     case ErrorCode::kPolicy: return "policy";
     case ErrorCode::kInconsistent: return "inconsistent";
   }
   return "unknown";
 }
 
-//! An error: a code to branch on and a message that names the address and the reason.
+//! An error: a code to branch on, the address it is about, and a message
+//! that names the address and the reason.
 struct Error {
   ErrorCode code;
   std::string message;
+  //! The address the error is about (the byte, instruction or site its
+  //! message names first), or 0 when it is about none.
+  std::uintptr_t address = 0;
 
   //! "not-boundary: 0x7f...: patch range ends inside `mov rax, [rip+0x10]`".
   std::string describe() const { return std::string(to_string(code)) + ": " + message; }
+
+  //! The same error (code and address kept) with `context` before its
+  //! message: "context: message". For a caller that adds what it was doing.
+  Error with_context(std::string_view context) && {
+    message.insert(0, std::string(context) + ": ");
+    return std::move(*this);
+  }
+  Error with_context(std::string_view context) const& { return Error(*this).with_context(context); }
 };
 
+//! What a fallible call returns: a `T`, or an `Error`. Discarding one is a
+//! compiler warning (a failed `tx.commit();` nobody looks at); discard on
+//! purpose with `(void)` and a comment saying why.
 template <class T>
-using Result = tl::expected<T, Error>;
+class [[nodiscard]] Result : public tl::expected<T, Error> {
+  using Base = tl::expected<T, Error>;
+
+ public:
+  using Base::Base;
+  Result() = default;
+  Result(Base other) : Base(std::move(other)) {}  // E.g. what and_then() returns.
+};
 
 //! A result with no value: success or an `Error`.
 using Status = Result<void>;
 
-//! Builds the error side of a `Result`: `return fail(ErrorCode::kNotMapped, at(addr) + ": not mapped");`
+//! Builds the error side of a `Result`: `return fail(ErrorCode::kUnsupported, "no write method works");`
 inline tl::unexpected<Error> fail(ErrorCode code, std::string message) {
   return tl::unexpected<Error>(Error{code, std::move(message)});
 }
@@ -93,6 +118,16 @@ inline std::string at(std::uintptr_t address) {
 }
 inline std::string at(const void* address) { return at(reinterpret_cast<std::uintptr_t>(address)); }
 
+//! The same about an address, which the message starts with and Error::address
+//! holds: `return fail(ErrorCode::kNotMapped, addr, "not mapped");` gives "0x7f...: not mapped".
+inline tl::unexpected<Error> fail(ErrorCode code, std::uintptr_t address, std::string message) {
+  return tl::unexpected<Error>(Error{code, at(address) + ": " + message, address});
+}
+
+//! The error side of a `Result` from an `Error`, e.g. one given context:
+//! `return fail(std::move(r).error().with_context("commit"));`
+inline tl::unexpected<Error> fail(Error error) { return tl::unexpected<Error>(std::move(error)); }
+
 }  // namespace punch
 
 //! Propagates an error: `PUNCH_TRY(writer.write(...));`
@@ -102,3 +137,14 @@ inline std::string at(const void* address) { return at(reinterpret_cast<std::uin
       return tl::unexpected<::punch::Error>(                     \
           std::move(punch_try_result_).error());                 \
   } while (0)
+
+//! Propagates an error, else assigns the value:
+//! `PUNCH_TRY_ASSIGN(auto heap, CodeHeap::global());` declares `heap`, a `CodeHeap*`.
+#define PUNCH_TRY_ASSIGN(declaration, expr) \
+  PUNCH_TRY_ASSIGN_(PUNCH_TRY_CONCAT_(punch_try_value_, __LINE__), declaration, expr)
+#define PUNCH_TRY_ASSIGN_(result, declaration, expr)                                  \
+  auto result = (expr);                                                              \
+  if (!result) return tl::unexpected<::punch::Error>(std::move(result).error()); \
+  declaration = std::move(*result)
+#define PUNCH_TRY_CONCAT_(a, b) PUNCH_TRY_CONCAT2_(a, b)
+#define PUNCH_TRY_CONCAT2_(a, b) a##b

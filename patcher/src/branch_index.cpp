@@ -92,18 +92,18 @@ Result<std::unique_ptr<ObjectIndex>> build_index(LoadedObject object) {
   index->span = object.code.back().end - index->base;
   const std::string name = object.path.empty() ? std::string("the main program") : object.path;
   if (index->span > UINT32_MAX)
-    return fail(ErrorCode::kUnsupported, at(index->base) + ": the code of " + name +
-                                             " spans more than 4 GiB; its branches cannot be indexed");
+    return fail(ErrorCode::kUnsupported, index->base,
+                "the code of " + name + " spans more than 4 GiB; its branches cannot be indexed");
   std::vector<std::uint8_t> bytes;
   std::vector<disasm::DirectBranch> found;
   for (const Segment& s : object.code) {
     bytes.resize(s.end - s.start);
     auto n = runtime::safe_read(s.start, bytes);
-    if (!n) return fail(n.error().code, "cannot read the code of " + name + " to index its branches: " +
-                                            n.error().message);
+    if (!n)
+      return fail(std::move(n).error().with_context("cannot read the code of " + name + " to index its branches"));
     if (*n < bytes.size())
-      return fail(ErrorCode::kNotMapped, at(s.start + *n) + ": the code of " + name +
-                                             " is not all readable; its branches cannot be indexed");
+      return fail(ErrorCode::kNotMapped, s.start + *n,
+                  "the code of " + name + " is not all readable; its branches cannot be indexed");
     disasm::sweep_direct_branches({s.start, bytes}, found);
     index->bytes += bytes.size();
   }

@@ -26,6 +26,14 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 LiveCounters g_counters;
 
+LiveStats LiveCounters::snapshot() const noexcept {
+  LiveStats s;
+#define PUNCH_LIVE_COUNTER_READ(name) s.name = name.load(std::memory_order_relaxed);
+  PUNCH_LIVE_STATS(PUNCH_LIVE_COUNTER_READ)
+#undef PUNCH_LIVE_COUNTER_READ
+  return s;
+}
+
 const FlightSite* Generation::site_at(std::uintptr_t address) const noexcept {
   auto it = std::lower_bound(sites.begin(), sites.end(), address,
                              [](const FlightSite& s, std::uintptr_t a) { return s.address < a; });

@@ -132,11 +132,15 @@ class ReadGuard {
   const Generation* slot(std::size_t i) const noexcept;
 };
 
-//! Process-wide counters behind LiveStats; constant-initialized, so signal handlers may touch them.
+//! Process-wide counters behind LiveStats, one atomic per name of
+//! PUNCH_LIVE_STATS; constant-initialized, so signal handlers may touch them.
 struct LiveCounters {
-  std::atomic<std::uint64_t> commits{0}, reverts{0}, rollbacks{0}, traps_redirected{0}, traps_emulated{0}, late_traps{0},
-      traps_waited{0}, trap_waits_expired{0}, traps_chained{0}, fixup_rounds{0}, threads_moved{0}, blocked_threads_accepted{0}, reclaim_rounds{0},
-      copies_freed{0};
+#define PUNCH_LIVE_COUNTER(name) std::atomic<std::uint64_t> name{0};
+  PUNCH_LIVE_STATS(PUNCH_LIVE_COUNTER)
+#undef PUNCH_LIVE_COUNTER
+
+  //! Every counter as it is now (each read on its own).
+  LiveStats snapshot() const noexcept;
 };
 extern LiveCounters g_counters;
 

@@ -39,8 +39,10 @@ Result<Hook> Hook::install(void* target, void* detour, void** original, HookOpti
                                      reinterpret_cast<std::uintptr_t>(detour), options, original);
   if (!id) {  // Name the target: the failing step may be about other memory (a trampoline).
     Error e = std::move(id).error();
-    if (e.message.rfind(at(target), 0) != 0) e.message = "hooking " + at(target) + ": " + e.message;
-    return tl::unexpected<Error>(std::move(e));
+    const auto address = reinterpret_cast<std::uintptr_t>(target);
+    if (e.address == 0) e.address = address;
+    if (e.message.rfind(at(target), 0) == 0) return fail(std::move(e));
+    return fail(std::move(e).with_context("hooking " + at(target)));
   }
   return Hook(*id);
 }

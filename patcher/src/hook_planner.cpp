@@ -188,11 +188,8 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
                     at(target) + ": function ends at " + at(function_ends_at) + ", shorter than the " +
                         std::to_string(min_bytes) + "-byte jump, and `" + disasm::format(code->span(), a) + "` at " +
                         at(a) + (insn->is_padding ? " starts another symbol" : " is not padding"));
-    } else if ((insn->flow == disasm::Flow::kCall || insn->flow == disasm::Flow::kIndirectCall) &&
-               insn->end() - plan.entry < min_bytes) {
-      return fail(ErrorCode::kCannotRelocate, at(a) + ": `" + disasm::format(code->span(), a) +
-                                                  "` would be a stolen call that is not the last stolen "
-                                                  "instruction (a thread returning from it would land in the jump)");
+    } else if (auto last = disasm::check_call_is_last(code->span(), *insn, plan.entry + min_bytes); !last) {
+      return fail(std::move(last).error().with_context(at(target) + ": stolen bytes"));
     } else if (!falls_through(*insn)) {
       function_ends_at = insn->end();
     }

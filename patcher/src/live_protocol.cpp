@@ -181,11 +181,10 @@ class Protocol {
       // The failed piece's run (runs are by address; a piece starts where its run does).
       const Run& run = *std::lower_bound(runs_.runs.begin(), runs_.runs.end(), pieces_[done].address,
                                          [](const Run& r, std::uintptr_t a) { return r.start < a; });
-      return fail(status.error().code, "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
-                                           site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
-                                           (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more"
-                                                          : std::string()) +
-                                           "): " + status.error().message);
+      return fail(status.error().with_context(
+          "writing [" + at(run.start) + ", " + at(run.end()) + ") (" +
+          site_name(sites_[run.first_site].index, sites_[run.first_site].address) +
+          (run.sites > 1 ? " and " + std::to_string(run.sites - 1) + " more" : std::string()) + ")"));
     }
     return {};
   }
@@ -265,12 +264,16 @@ class Protocol {
     if (undone || all_old) {
       retire(generation);
       g_counters.rollbacks.fetch_add(1, std::memory_order_relaxed);
-      return fail(error.code, context + ": " + error.message + "; rolled back, every site holds its old bytes");
+      Error rolled_back = error.with_context(context);
+      rolled_back.message += "; rolled back, every site holds its old bytes";
+      return fail(std::move(rolled_back));
     }
     // A site that may hold a trap byte keeps its generation in flight, so threads reaching it stay safe.
     if (!any_mixed) retire(generation);
-    return fail(ErrorCode::kInconsistent, context + ": " + error.message + "; the rollback failed too (" +
-                                              undone.error().message + ")" + where);
+    return fail(Error{ErrorCode::kInconsistent,
+                      context + ": " + error.message + "; the rollback failed too (" + undone.error().message + ")" +
+                          where,
+                      error.address});
   }
 
   std::span<const CheckedSite> sites_;
@@ -405,8 +408,8 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
     auto held = runtime::ThreadHold::hold_other_threads(options.thread_timeout);
     if (!held) {
       free_unused_copies();
-      return fail(held.error().code, std::string(what) + ": nothing changed, the other threads could not be held "
-                                                          "still: " + held.error().message);
+      return fail(std::move(held).error().with_context(std::string(what) +
+                                                       ": nothing changed, the other threads could not be held still"));
     }
     hold.emplace(std::move(*held));
     protocol.hold(&*hold);
@@ -416,9 +419,9 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   if (!(*generation)->sites.empty()) {
     if (!publish(generation->get())) {
       free_unused_copies();
-      return fail(ErrorCode::kConflict, std::string(what) + ": " + std::to_string(kMaxGenerations) +
-                                            " generations of sites are still retained (threads inside their "
-                                            "copies?); try again later");
+      return fail(ErrorCode::kExhausted, std::string(what) + ": " + std::to_string(kMaxGenerations) +
+                                             " generations of sites are still retained (threads inside their "
+                                             "copies?); try again later");
     }
     published = generation->release();  // Owned by the table until reclaimed.
   }

@@ -22,10 +22,12 @@
 namespace punch::patcher {
 namespace {
 
-// Prefixes the address to an error that does not begin with it.
+// Names the hooked address: in the message, when it does not begin with it,
+// and as the error's address when it names none more precise.
 Error naming(void* address, Error e) {
-  if (e.message.rfind(at(address), 0) != 0) e.message = "mid hook at " + at(address) + ": " + e.message;
-  return e;
+  if (e.address == 0) e.address = reinterpret_cast<std::uintptr_t>(address);
+  if (e.message.rfind(at(address), 0) == 0) return e;
+  return std::move(e).with_context("mid hook at " + at(address));
 }
 
 // The extent of the user's detour: a thread inside it returns into the stub.

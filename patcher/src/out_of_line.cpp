@@ -63,8 +63,7 @@ Status write_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes,
         offsets->push_back({offset, offset});
       }
     slot.append_jump(back);
-    if (slot.overflow)
-      return fail(ErrorCode::kCannotRelocate, at(address) + ": the copy is larger than its size bound");
+    if (slot.overflow) return fail(ErrorCode::kCannotRelocate, address, "the copy is larger than its size bound");
     return {};
   }
   std::vector<disasm::Instruction> decoded;
@@ -82,7 +81,7 @@ Status write_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes,
   if (offsets) offsets->insert(offsets->end(), moved->offsets.begin(), moved->offsets.end());
   if (!disasm::calls_out(insns.back())) slot.append_jump(back);
   if (slot.overflow)
-    return fail(ErrorCode::kCannotRelocate, at(address) + ": the relocated copy is larger than its size bound");
+    return fail(ErrorCode::kCannotRelocate, address, "the relocated copy is larger than its size bound");
   return {};
 }
 
@@ -287,10 +286,10 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     if (auto written = (*heap)->writer().write(block.address, std::span(image).subspan(block_offset[b], block.size));
         !written) {
       free_copies(*generation);
-      return fail(written.error().code, "writing the out-of-line copies of " +
-                                            site_name(sites[0].index, sites[0].address) +
-                                            (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
-                                            " (nothing at the sites changed): " + written.error().message);
+      return fail(std::move(written).error().with_context(
+          "writing the out-of-line copies of " + site_name(sites[0].index, sites[0].address) +
+          (sites.size() > 1 ? " and " + std::to_string(sites.size() - 1) + " more" : "") +
+          " (nothing at the sites changed)"));
     }
   }
   // Sites come sorted by address from validation, so the generation's are too.
@@ -298,11 +297,10 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
 }
 
 Status check_copies(std::span<const Site> sites, const TransactionOptions& options) {
-  auto batch = check_sites(sites, options, Direction::kApply, ErrorCode::kBytesMismatch);
-  if (!batch) return tl::unexpected(std::move(batch).error());
-  auto generation = build_generation(*batch, options.trap);
-  if (!generation) return tl::unexpected(std::move(generation).error());
-  free_copies(**generation);
+  PUNCH_TRY_ASSIGN(const CheckedBatch batch,
+                   check_sites(sites, options, Direction::kApply, ErrorCode::kBytesMismatch, CopyRoom::kReserve));
+  PUNCH_TRY_ASSIGN(const auto generation, build_generation(batch, options.trap));
+  free_copies(*generation);
   return {};
 }
 

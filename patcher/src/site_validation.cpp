@@ -16,6 +16,7 @@
 #include "site_decodes.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <tuple>
@@ -31,9 +32,23 @@ namespace {
 
 using disasm::FunctionExtent;
 
+// `e` about site #index: its message after the site's name, its address the
+// site's unless it names a more precise one.
 Error with_site(std::size_t index, std::uintptr_t address, Error e) {
-  e.message = site_name(index, address) + ": " + e.message;
-  return e;
+  if (e.address == 0) e.address = address;
+  return std::move(e).with_context(site_name(index, address));
+}
+
+// A byte as messages print it, like a disassembly's bytes: "0x0f".
+std::string hex(std::uint8_t byte) {
+  char buf[5];
+  std::snprintf(buf, sizeof buf, "0x%02x", byte);
+  return buf;
+}
+
+// An error about site #index: "site #2 at 0x7f...: message", with its address.
+tl::unexpected<Error> site_error(ErrorCode code, std::size_t index, std::uintptr_t address, std::string message) {
+  return fail(Error{code, site_name(index, address) + ": " + message, address});
 }
 
 // The live allocation of the global heap that holds each of `addresses`
@@ -76,32 +91,18 @@ Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t inde
     if (!m) return tl::unexpected(with_site(index, site.address, std::move(m).error()));
     const runtime::Mapping& mapping = **m;
     if (mapping.shared)
-        return fail(ErrorCode::kPolicy, site_name(index, site.address) + ": lies in a MAP_SHARED mapping [" +
-                                            at(mapping.start) + ", " + at(mapping.end) + ") " + mapping.path +
-                                            "; punch patches only private mappings");
+      return site_error(ErrorCode::kPolicy, index, site.address,
+                        "lies in a MAP_SHARED mapping [" + at(mapping.start) + ", " + at(mapping.end) + ") " +
+                            mapping.path + "; punch patches only private mappings");
     (mapping.executable ? any_exec : any_data) = true;
     next = mapping.end;
   }
   if (any_data && !options.allow_non_executable)
-    return fail(ErrorCode::kPolicy, site_name(index, site.address) +
-                                        ": lies in a non-executable mapping; set "
-                                        "TransactionOptions::allow_non_executable to patch data");
+    return site_error(ErrorCode::kPolicy, index, site.address,
+                      "lies in a non-executable mapping; set TransactionOptions::allow_non_executable to patch data");
   if (any_data && any_exec)
-    return fail(ErrorCode::kPolicy, site_name(index, site.address) +
-                                        ": straddles executable and non-executable mappings");
+    return site_error(ErrorCode::kPolicy, index, site.address, "straddles executable and non-executable mappings");
   return any_exec;
-}
-
-bool is_call(const disasm::Instruction& insn) {
-  return insn.flow == disasm::Flow::kCall || insn.flow == disasm::Flow::kIndirectCall;
-}
-
-// Any call before the last instruction would let a thread return into the
-// middle of the range after it changed (it is not "inside" when we look).
-Error inner_call(std::size_t index, std::uintptr_t address, const char* which, std::uintptr_t call) {
-  return Error{ErrorCode::kUnprovable, site_name(index, address) + ": the " + which + " bytes call at " + at(call) +
-                                           " before their last instruction; a thread returning from that call "
-                                           "would land inside the patched range"};
 }
 
 // Where each container's sites and extents are found again (sites come in address order).
@@ -145,8 +146,8 @@ Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
   auto n = runtime::safe_read(box.start, out);
   if (!n) return tl::unexpected(std::move(n).error());
   if (*n < size)
-    return fail(ErrorCode::kNotMapped, at(box.start + *n) + ": not readable (reading " + std::to_string(size) +
-                                           " bytes at " + at(box.start) + ")");
+    return fail(ErrorCode::kNotMapped, box.start + *n,
+                "not readable (reading " + std::to_string(size) + " bytes at " + at(box.start) + ")");
   return {};
 }
 
@@ -242,12 +243,11 @@ struct BranchIntoSite {
 // `known` holds its instructions), and notes in `first_into` the first branch
 // into another of `others` (null: not checked); disasm's own checks give the
 // exact message when something is wrong.
-Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known, const Members* others,
+Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known, const Members* others, CopyRoom room,
                       BranchIntoSite& first_into) {
   const disasm::CodeSpan code{c.address, c.to};
   std::uint32_t count = 0;
   bool plain = true, decoded = true;
-  disasm::Instruction last;
   // Where an out-of-line copy of the new code (needed to undo it live) could
   // live: within rel32 reach of the site and of every RIP-relative operand.
   runtime::AddressWindow copy_window =
@@ -265,48 +265,52 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
       copy_window = copy_window.intersect(runtime::AddressWindow::rel32_reach(insn->memory_target));
       if (copy_window.empty() && !far_operand) far_operand = insn->address;
     }
-    if (count > 0 && is_call(last)) return tl::unexpected(inner_call(c.index, c.address, "new", last.address));
+    // A thread returning from a call before the last instruction would land
+    // inside the range after it changed (it is not "inside" when we look).
+    if (auto s = disasm::check_call_is_last(code, *insn, c.end()); !s)
+      return fail(with_site(c.index, c.address, std::move(s).error().with_context("its new code")));
     if (insn->has_branch_target && others && !first_into.into) {
       const CheckedSite* into = others->holding(insn->branch_target);
       if (into && insn->branch_target != into->address && into != &c)
         first_into = {into, &c, insn->address, insn->branch_target};
     }
     plain = plain && runs_anywhere(*insn);
-    last = *insn;
     a = insn->end();
   }
   if (!decoded) {
     auto exact = disasm::check_replacement(code);
     if (!exact) return tl::unexpected(with_site(c.index, c.address, std::move(exact).error()));
-    return fail(ErrorCode::kInvalidArgument, site_name(c.index, c.address) + ": the new bytes do not decode");
+    return site_error(ErrorCode::kInvalidArgument, c.index, c.address, "the new bytes do not decode");
   }
   c.to_instructions = count;
   c.to_plain = plain;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
   if (count > 1 && far_operand)
-    return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) + ": the new code could not be undone "
-                                                "live: the RIP-relative operand at " + at(far_operand) +
-                                                " is too close to the edge of rel32 reach for any out-of-line "
-                                                "copy near the site to reach it");
+    return site_error(ErrorCode::kCannotRelocate, c.index, c.address,
+                      "the new code could not be undone live: the RIP-relative operand at " + at(far_operand) +
+                          " is too close to the edge of rel32 reach for any out-of-line copy near the site to "
+                          "reach it");
   if (count > 1 && !plain)
     if (auto dry = disasm::relocate(code, c.address, {.final_call_as_jump = true}); !dry)
-      return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                  ": the new code could not be undone live (it cannot run out "
-                                                  "of line): " + dry.error().message);
+      return site_error(ErrorCode::kCannotRelocate, c.index, c.address,
+                        "the new code could not be undone live (it cannot run out of line): " +
+                            dry.error().message);
   // Its copy must find memory in that window when the time comes: make sure
-  // the heap has some there now (an arena mapped for it stays). The window
-  // can be narrow, and the address space there taken (the fuzzer found such
-  // commits, whose revert was then refused).
+  // the heap has some there now (when reserving, an arena mapped for it
+  // stays). The window can be narrow, and the address space there taken (the
+  // fuzzer found such commits, whose revert was then refused).
   if (count > 1 && reads_data) {
-    auto heap = runtime::CodeHeap::global();
-    if (!heap) return tl::unexpected(std::move(heap).error());
+    PUNCH_TRY_ASSIGN(runtime::CodeHeap* const heap, runtime::CodeHeap::global());
     auto bound = disasm::relocated_size_bound(code);
-    if (auto room = (*heap)->reserve_room((bound ? *bound : c.to.size() * 4) + kCopyTailBound, 16, copy_window); !room)
-      return fail(ErrorCode::kCannotRelocate, site_name(c.index, c.address) +
-                                                  ": the new code could not be undone live: no memory within "
-                                                  "reach of its RIP-relative operands for an out-of-line copy (" +
-                                                  room.error().message + ")");
+    const std::size_t size = (bound ? *bound : c.to.size() * 4) + kCopyTailBound;
+    if (auto found = room == CopyRoom::kReserve ? heap->reserve_room(size, 16, copy_window)
+                                                : heap->has_room(size, 16, copy_window);
+        !found)
+      return site_error(ErrorCode::kCannotRelocate, c.index, c.address,
+                        "the new code could not be undone live: no memory within reach of its RIP-relative "
+                        "operands for an out-of-line copy (" +
+                            found.error().message + ")");
   }
   return {};
 }
@@ -315,8 +319,8 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
 // then the branch scan over the same list. `members` are the container's
 // sites, by address.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       const Known& known, std::vector<disasm::Instruction>& decoded,
-                       const TransactionOptions& options) {
+                       const Known& known, std::vector<disasm::Instruction>& decoded, const TransactionOptions& options,
+                       CopyRoom room) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
   const Members sites{members, batch.sites};
@@ -342,17 +346,18 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     c.from_instructions = static_cast<std::uint32_t>(batch.instructions.size() - c.from_begin);
     const auto own = batch.old_instructions(c);
     c.from_plain = std::all_of(own.begin(), own.end(), runs_anywhere);
-    for (std::size_t k = 0; k + 1 < own.size(); ++k)
-      if (is_call(own[k])) return tl::unexpected(inner_call(c.index, c.address, "current", own[k].address));
-    PUNCH_TRY(check_new_code(c, known.of(c, true), scan ? &sites : nullptr, new_into));
+    for (const disasm::Instruction& insn : own)
+      if (auto s = disasm::check_call_is_last(code, insn, c.end()); !s)
+        return fail(with_site(c.index, c.address, std::move(s).error().with_context("its current code")));
+    PUNCH_TRY(check_new_code(c, known.of(c, true), scan ? &sites : nullptr, room, new_into));
   }
   if (!scan) return {};
 
   // The branch scan, of the code as it will be (found by check_new_code) ...
   if (const BranchIntoSite& b = new_into; b.into)
-    return fail(ErrorCode::kBranchInto, site_name(b.into->index, b.into->address) + ": the new code of " +
-                                            site_name(b.from->index, b.from->address) + " branches from " +
-                                            at(b.branch) + " to " + at(b.target) + ", inside the site");
+    return site_error(ErrorCode::kBranchInto, b.into->index, b.into->address,
+                      "the new code of " + site_name(b.from->index, b.from->address) + " branches from " +
+                          at(b.branch) + " to " + at(b.target) + ", inside the site");
   // ... and as it is. Instructions inside a site being replaced disappear with
   // the patch: an indirect jump there proves nothing either way, and a branch
   // from a site into its own range is relocated along with it.
@@ -364,20 +369,20 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     if (!insn.has_branch_target) continue;
     const CheckedSite* into = sites.holding(insn.branch_target);
     if (into && insn.branch_target != into->address && into != home)
-      return fail(ErrorCode::kBranchInto, site_name(into->index, into->address) + ": the branch `" +
-                                              disasm::format(code, insn.address) + "` at " + at(insn.address) +
-                                              " lands at " + at(insn.branch_target) + ", inside the site");
+      return site_error(ErrorCode::kBranchInto, into->index, into->address,
+                        "the branch `" + disasm::format(code, insn.address) + "` at " + at(insn.address) +
+                            " lands at " + at(insn.branch_target) + ", inside the site");
   }
   if (options.allow_unprovable) return {};
   const CheckedSite& front = batch.sites[members.front()];
   if (indirect)
-    return fail(ErrorCode::kUnprovable, site_name(front.index, front.address) + ": the code [" + at(box.start) +
-                                            ", " + at(box.end) + ") has an indirect jump at " + at(indirect) +
-                                            " whose targets cannot be checked; set allow_unprovable to accept");
+    return site_error(ErrorCode::kUnprovable, front.index, front.address,
+                      "the code [" + at(box.start) + ", " + at(box.end) + ") has an indirect jump at " + at(indirect) +
+                          " whose targets cannot be checked; set allow_unprovable to accept");
   if (!complete)
-    return fail(ErrorCode::kUnprovable, site_name(front.index, front.address) + ": the branch scan of [" +
-                                            at(box.start) + ", " + at(box.end) +
-                                            ") stopped at undecodable bytes; set allow_unprovable to accept");
+    return site_error(ErrorCode::kUnprovable, front.index, front.address,
+                      "the branch scan of [" + at(box.start) + ", " + at(box.end) +
+                          ") stopped at undecodable bytes; set allow_unprovable to accept");
   return {};
 }
 
@@ -394,23 +399,23 @@ std::string site_name(std::size_t index, std::uintptr_t address) {
 }
 
 Status check_site_shape(const Site& site) {
-  if (site.expected.empty())
-    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": empty site (no expected bytes)");
+  if (site.expected.empty()) return fail(ErrorCode::kInvalidArgument, site.address, "empty site (no expected bytes)");
   if (site.expected.size() != site.replacement.size())
-    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": expected has " +
-                                                 std::to_string(site.expected.size()) + " bytes, replacement " +
-                                                 std::to_string(site.replacement.size()));
+    return fail(ErrorCode::kInvalidArgument, site.address,
+                "expected has " + std::to_string(site.expected.size()) + " bytes, replacement " +
+                    std::to_string(site.replacement.size()));
   if (site.address == 0 || site.address + site.expected.size() < site.address)
-    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": address range is null or wraps around");
+    return fail(ErrorCode::kInvalidArgument, site.address, "address range is null or wraps around");
   if (site.function && !(site.function->start <= site.address && site.function->start < site.function->end &&
                          site.address + site.expected.size() <= site.function->end))
-    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": Site::function [" + at(site.function->start) +
-                                                 ", " + at(site.function->end) + ") does not hold the site");
+    return fail(
+        ErrorCode::kInvalidArgument, site.address,
+        "Site::function [" + at(site.function->start) + ", " + at(site.function->end) + ") does not hold the site");
   return {};
 }
 
 Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
-                                 ErrorCode mismatch, const SiteFacts& known) {
+                                 ErrorCode mismatch, CopyRoom room, const SiteFacts& known) {
   CheckedBatch batch;
   if (sites.empty()) return batch;
   for (std::size_t i = 0; i < sites.size(); ++i)
@@ -462,7 +467,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
       auto now = runtime::safe_read_exact(site.address, n);
       if (!now) return tl::unexpected(with_site(i, site.address, std::move(now).error()));
       if (!std::equal(now->begin(), now->end(), c.from.begin(), c.from.end()))
-        return fail(mismatch, site_name(i, site.address) + ": the bytes there are not the expected ones");
+        return site_error(mismatch, i, site.address, "the bytes there are not the expected ones");
       batch.sites.push_back(c);
       continue;
     }
@@ -478,7 +483,9 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     if (g == kNoContainer) {
       Container box;
       if (site.function) {
-        box = Container{site.function->start, site.function->end, site.function->source};
+        // Scanned in full whatever source the caller claims: only punch's own
+        // fallback below (allow_unprovable, no extent known) skips the scan.
+        box = Container{site.function->start, site.function->end, FunctionExtent::Source::kCaller};
       } else if (in_heap) {
         // Before the symbol lookup: a heap allocation is never inside a loaded object.
         box = Container{blocks[k].begin, blocks[k].end, FunctionExtent::Source::kCaller};
@@ -512,11 +519,13 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     }
     const Container& box = batch.containers[g];
     const auto now = batch.bytes_of(box).subspan(site.address - box.start, n);
-    for (std::size_t k = 0; k < n; ++k)
-      if (now[k] != c.from[k])
-        return fail(mismatch, site_name(i, site.address) + ": byte at " + at(site.address + k) + " is " +
-                                  std::to_string(now[k]) + ", expected " + std::to_string(c.from[k]) +
-                                  (mismatch == ErrorCode::kConflict ? " (changed since validation)" : ""));
+    for (std::size_t b = 0; b < n; ++b)
+      if (now[b] != c.from[b])
+        return fail(Error{mismatch,
+                          site_name(i, site.address) + ": byte at " + at(site.address + b) + " is " + hex(now[b]) +
+                              ", expected " + hex(c.from[b]) +
+                              (mismatch == ErrorCode::kConflict ? " (changed since validation)" : ""),
+                          site.address + b});
     c.container = g;
     batch.sites.push_back(c);
   }
@@ -536,7 +545,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
-                              decoded, options));
+                              decoded, options, room));
     lo = hi;
   }
   // No branch from the rest of the loaded object may land inside a site

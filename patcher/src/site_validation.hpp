@@ -76,12 +76,21 @@ struct SiteFacts {
   std::span<const std::uint32_t> by_address;  //!< Their indexes, ascending by address.
 };
 
+//! How validation makes sure that new code of several instructions could be
+//! undone live: its out-of-line copy needs heap memory within rel32 reach of
+//! the site and of its RIP-relative operands.
+enum class CopyRoom {
+  kLook,     //!< Only look: room in an arena, or a free range an arena could take (validate()).
+  kReserve,  //!< Map an arena there when none has room, and keep it (commit and revert).
+};
+
 //! Checks every site (see Transaction::validate). `mismatch` is the code
 //! reported when current bytes differ from what the direction expects
 //! (kBytesMismatch, or kConflict when they were validated before). Touches no
-//! memory but reads. The result views `sites`, which must outlive it.
+//! memory but reads, and with CopyRoom::kLook maps nothing either. The
+//! result views `sites`, which must outlive it.
 Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionOptions& options, Direction direction,
-                                 ErrorCode mismatch, const SiteFacts& known = {});
+                                 ErrorCode mismatch, CopyRoom room, const SiteFacts& known = {});
 
 //! Cheap per-site checks done by Transaction::add: sizes and address overflow.
 Status check_site_shape(const Site& site);

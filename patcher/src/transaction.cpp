@@ -38,7 +38,7 @@ Status check_trap_environment() {
   const char* env = std::getenv("PUNCH_TRAP");
   if (!env) return {};
   auto parsed = parse_trap_instruction(env);
-  if (!parsed) return fail(ErrorCode::kInvalidArgument, "PUNCH_TRAP: " + parsed.error().message);
+  if (!parsed) return fail(std::move(parsed).error().with_context("PUNCH_TRAP"));
   return {};
 }
 
@@ -57,25 +57,7 @@ TrapInstruction default_trap_instruction() {
   return parsed ? *parsed : TrapInstruction::kInt3;
 }
 
-LiveStats live_stats() {
-  const auto& c = live::g_counters;
-  LiveStats s;
-  s.commits = c.commits.load();
-  s.reverts = c.reverts.load();
-  s.rollbacks = c.rollbacks.load();
-  s.traps_redirected = c.traps_redirected.load();
-  s.traps_emulated = c.traps_emulated.load();
-  s.traps_waited = c.traps_waited.load();
-  s.trap_waits_expired = c.trap_waits_expired.load();
-  s.late_traps = c.late_traps.load();
-  s.traps_chained = c.traps_chained.load();
-  s.fixup_rounds = c.fixup_rounds.load();
-  s.threads_moved = c.threads_moved.load();
-  s.blocked_threads_accepted = c.blocked_threads_accepted.load();
-  s.reclaim_rounds = c.reclaim_rounds.load();
-  s.copies_freed = c.copies_freed.load();
-  return s;
-}
+LiveStats live_stats() { return live::g_counters.snapshot(); }
 
 Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout) {
   std::lock_guard guard(live_mutex());
@@ -92,13 +74,13 @@ struct Transaction::State {
   mutable std::vector<std::uint32_t> order;  // by_address's indexes in its order (validation need not sort).
 
   // Validates the sites for `direction` (see live::check_sites), with what the transaction knows of them.
-  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch) const {
+  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch, live::CopyRoom room) const {
     decodes.cover(sites);
     if (order.size() != sites.size()) {  // add() only appends: a size that differs means sites were added.
       order.clear();
       for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
     }
-    return live::check_sites(sites, options, direction, mismatch, live::SiteFacts{&decodes, order});
+    return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order});
   }
 };
 
@@ -111,7 +93,7 @@ Transaction& Transaction::operator=(Transaction&&) noexcept = default;
 
 Status Transaction::add(Site site) {
   if (state_->committed)
-    return fail(ErrorCode::kInvalidArgument, at(site.address) + ": the transaction is committed; revert it first");
+    return fail(ErrorCode::kInvalidArgument, site.address, "the transaction is committed; revert it first");
   PUNCH_TRY(live::check_site_shape(site));
   // Only the neighbours by address can overlap it (sites added so far are disjoint).
   auto next = state_->by_address.lower_bound(site.address);
@@ -128,8 +110,9 @@ Status Transaction::add(Site site) {
 }
 
 Status Transaction::validate() const {
+  // Only looks for room for copies: validation leaves the process as it was.
   auto checked = state_->check(state_->committed ? live::Direction::kRevert : live::Direction::kApply,
-                               ErrorCode::kBytesMismatch);
+                               ErrorCode::kBytesMismatch, live::CopyRoom::kLook);
   if (!checked) return tl::unexpected(std::move(checked).error());
   state_->validated = true;
   return {};
@@ -139,10 +122,11 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  auto checked =
-      state_->check(live::Direction::kApply, state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch);
-  if (!checked) return tl::unexpected(std::move(checked).error());
-  PUNCH_TRY(live::run_protocol(*checked, state_->options, "commit"));
+  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+                   state_->check(live::Direction::kApply,
+                                 state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
+                                 live::CopyRoom::kReserve));
+  PUNCH_TRY(live::run_protocol(checked, state_->options, "commit"));
   state_->committed = true;
   live::g_counters.commits.fetch_add(1, std::memory_order_relaxed);
   return {};
@@ -153,9 +137,9 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  auto checked = state_->check(live::Direction::kRevert, ErrorCode::kConflict);
-  if (!checked) return tl::unexpected(std::move(checked).error());
-  PUNCH_TRY(live::run_protocol(*checked, state_->options, "revert"));
+  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve));
+  PUNCH_TRY(live::run_protocol(checked, state_->options, "revert"));
   state_->committed = false;
   state_->validated = false;
   live::g_counters.reverts.fetch_add(1, std::memory_order_relaxed);

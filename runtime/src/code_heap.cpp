@@ -1,6 +1,7 @@
 #include <punch/runtime/code_heap.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 
 #include <punch/runtime/sync.hpp>
@@ -161,12 +162,31 @@ CodeHeap::~CodeHeap() {
   for (const Arena& a : state_->arenas) (void)state_->writer.unmap_code(a.region);
 }
 
+namespace {
+
+// Built on first use under a fork-safe lock built while the program loads,
+// not as a function-local static, for the reason CodeWriter::global gives.
+ForkSafeMutex& global_heap_mutex() {
+  static auto* m = new ForkSafeMutex(LockRank::kHeap);
+  return *m;
+}
+[[maybe_unused]] const bool g_global_heap_mutex_built = (static_cast<void>(global_heap_mutex()), true);
+std::atomic<Result<CodeHeap*>*> g_global_heap{nullptr};
+
+}  // namespace
+
 Result<CodeHeap*> CodeHeap::global() {
-  static auto* const heap = []() -> Result<CodeHeap*>* {
-    auto writer = CodeWriter::global();
-    if (!writer) return new Result<CodeHeap*>(tl::unexpected(writer.error()));
-    return new Result<CodeHeap*>(new CodeHeap(**writer));  // Leaked on purpose: code may run until exit.
-  }();
+  auto* heap = g_global_heap.load(std::memory_order_acquire);
+  if (!heap) {
+    std::lock_guard guard(global_heap_mutex());
+    heap = g_global_heap.load(std::memory_order_relaxed);
+    if (!heap) {
+      auto writer = CodeWriter::global();
+      // Leaked on purpose: code may run until exit.
+      heap = writer ? new Result<CodeHeap*>(new CodeHeap(**writer)) : new Result<CodeHeap*>(fail(writer.error()));
+      g_global_heap.store(heap, std::memory_order_release);
+    }
+  }
   return *heap;
 }
 
@@ -212,6 +232,20 @@ Status CodeHeap::reserve_room(std::size_t size, std::size_t align, AddressWindow
   return state_->find_or_map(*total, align, window, arena, where);
 }
 
+Status CodeHeap::has_room(std::size_t size, std::size_t align, AddressWindow window) {
+  std::vector<std::size_t> offsets;
+  auto total = lay_out(std::span(&size, 1), align, window, offsets);
+  if (!total) return tl::unexpected(std::move(total).error());
+  {
+    std::lock_guard guard(state_->mutex);
+    Arena* arena = nullptr;
+    std::uintptr_t where = 0;
+    if (state_->find(*total, align, window, arena, where)) return {};
+  }
+  // find_or_map's last resort: a mapping of just the request's size.
+  return detail::has_gap_in_window(align_up(*total, detail::page_size()), window);
+}
+
 Status CodeHeap::free(std::uintptr_t address) { return free_batch(std::span(&address, 1)); }
 
 Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
@@ -220,7 +254,7 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
   std::lock_guard guard(state_->mutex);
   // Check every address before touching anything.
   for (std::size_t i = 1; i < sorted.size(); ++i)
-    if (sorted[i - 1] == sorted[i]) return fail(ErrorCode::kInvalidArgument, at(sorted[i]) + ": listed twice in one free");
+    if (sorted[i - 1] == sorted[i]) return fail(ErrorCode::kInvalidArgument, sorted[i], "listed twice in one free");
   std::vector<CodeRange> blocks;
   blocks.reserve(sorted.size());
   if (std::size_t bad = state_->live.blocks_starting_at(sorted, blocks); bad < sorted.size()) {
@@ -271,7 +305,7 @@ Result<CodeRange> CodeHeap::allocation_holding(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
   const CodeRange block = state_->live.holding(address);
   if (block.contains(address)) return block;
-  return fail(ErrorCode::kNotOwned, at(address) + ": no live allocation of this code heap holds it");
+  return fail(ErrorCode::kNotOwned, address, "no live allocation of this code heap holds it");
 }
 
 std::vector<CodeRange> CodeHeap::allocations_holding(std::span<const std::uintptr_t> addresses) const {
@@ -290,7 +324,7 @@ Result<std::size_t> CodeHeap::allocation_size(std::uintptr_t address) const {
   std::lock_guard guard(state_->mutex);
   const CodeRange block = state_->live.holding(address);
   if (block.begin != address || block.end == 0)
-    return fail(ErrorCode::kNotOwned, at(address) + ": not a live allocation of this code heap");
+    return fail(ErrorCode::kNotOwned, address, "not a live allocation of this code heap");
   return block.end - block.begin;
 }
 

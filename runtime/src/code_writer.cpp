@@ -159,9 +159,11 @@ long CodeWriter::State::write_dual_map(std::uintptr_t address, std::span<const s
       return static_cast<long>(bytes.size());
     }
   }
-  error = Error{ErrorCode::kNotOwned, range_text(address, bytes.size()) +
-                                          ": not inside one region this dual-map writer mapped (it has no "
-                                          "writable view of other memory)"};
+  error = Error{ErrorCode::kNotOwned,
+                range_text(address, bytes.size()) +
+                    ": not inside one region this dual-map writer mapped (it has no "
+                    "writable view of other memory)",
+                address};
   return -1;
 }
 
@@ -196,32 +198,37 @@ long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const s
     if (cursor == hi) break;
   }
   if (cursor != hi) {
-    error = Error{ErrorCode::kNotMapped, at(std::max(cursor, address)) + ": not mapped (writing " +
-                                             range_text(address, bytes.size()) + ")"};
+    error = Error{ErrorCode::kNotMapped,
+                  at(std::max(cursor, address)) + ": not mapped (writing " + range_text(address, bytes.size()) + ")",
+                  std::max(cursor, address)};
     return -1;
   }
   bool executable = std::any_of(pieces.begin(), pieces.end(), [](const Piece& p) { return p.prot & PROT_EXEC; });
   if (executable && detail::mdwe_in_force()) {
-    error = Error{ErrorCode::kUnsupported, range_text(address, bytes.size()) +
-                                               ": mprotect method cannot make code executable again under "
-                                               "MDWE (PR_SET_MDWE / MemoryDenyWriteExecute)"};
+    error = Error{ErrorCode::kUnsupported,
+                  range_text(address, bytes.size()) +
+                      ": mprotect method cannot make code executable again under "
+                      "MDWE (PR_SET_MDWE / MemoryDenyWriteExecute)",
+                  address};
     return -1;
   }
   // Writable, never executable at the same time.
   if (::mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) {
     const int err = errno;  // ENOMEM: part of the range was unmapped behind our back.
     for (const Piece& p : pieces) ::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot);
-    error = Error{err == ENOMEM ? ErrorCode::kNotMapped : ErrorCode::kIoError,
-                  range_text(address, bytes.size()) + ": mprotect to read+write failed: " + std::strerror(err)};
+    error =
+        Error{err == ENOMEM ? ErrorCode::kNotMapped : ErrorCode::kIoError,
+              range_text(address, bytes.size()) + ": mprotect to read+write failed: " + std::strerror(err), address};
     return -1;
   }
   std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
   for (const Piece& p : pieces) {
     if (::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot) != 0) {
-      error = Error{ErrorCode::kInconsistent, range_text(address, bytes.size()) +
-                                                  ": bytes written but restoring the protection of " +
-                                                  range_text(p.start, p.end - p.start) +
-                                                  " failed: " + std::strerror(errno) + "; it is now read+write"};
+      error = Error{ErrorCode::kInconsistent,
+                    range_text(address, bytes.size()) + ": bytes written but restoring the protection of " +
+                        range_text(p.start, p.end - p.start) + " failed: " + std::strerror(errno) +
+                        "; it is now read+write",
+                    p.start};
       return -1;
     }
   }
@@ -242,7 +249,8 @@ WriteMethod CodeWriter::method() const noexcept { return state_->method; }
 Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
   if (bytes.empty()) return {};
   if (address == 0 || bytes.size() > UINTPTR_MAX - address)
-    return fail(ErrorCode::kInvalidArgument, range_text(address, bytes.size()) + ": null or overflowing range");
+    return fail(
+        Error{ErrorCode::kInvalidArgument, range_text(address, bytes.size()) + ": null or overflowing range", address});
 
   // A range over several pages may run into a hole after part of it was
   // written; read it first so such a write fails before changing anything.
@@ -251,8 +259,8 @@ Status CodeWriter::write(std::uintptr_t address, std::span<const std::uint8_t> b
     std::vector<std::uint8_t> current(bytes.size());  // Slow path: also sees pages that are mapped PROT_NONE.
     auto readable = safe_read(address, current);
     if (!readable || *readable < bytes.size())
-      return fail(ErrorCode::kNotMapped, at(address + (readable ? *readable : 0)) + ": not mapped (writing " +
-                                             range_text(address, bytes.size()) + "; nothing written)");
+      return fail(ErrorCode::kNotMapped, address + (readable ? *readable : 0),
+                  "not mapped (writing " + range_text(address, bytes.size()) + "; nothing written)");
   }
   return write_unchecked(address, bytes);
 }
@@ -305,16 +313,25 @@ Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::
       // Never looped on: either the range is not mapped or the kernel refuses.
       std::uintptr_t where = address + done;
       auto m = find_mapping(where);
-      if (!m) return fail(ErrorCode::kNotMapped, at(where) + ": not mapped (writing " + range_text(address, bytes.size()) + ")");
+      if (!m)
+        return fail(ErrorCode::kNotMapped, where, "not mapped (writing " + range_text(address, bytes.size()) + ")");
       if (m->end - where < rest.size())
-        return fail(ErrorCode::kNotMapped, at(m->end) + ": not mapped (writing " + range_text(address, bytes.size()) +
-                                               (done ? ", " + std::to_string(done) + " bytes written" : std::string()) + ")");
-      return fail(ErrorCode::kBlocked, range_text(where, rest.size()) + ": /proc/self/mem write refused with EIO" +
-                                           (m->shared ? " (a MAP_SHARED mapping)" : " (proc_mem.force_override?)"));
+        return fail(ErrorCode::kNotMapped, m->end,
+                    "not mapped (writing " + range_text(address, bytes.size()) +
+                        (done ? ", " + std::to_string(done) + " bytes written" : std::string()) + ")");
+      return fail(Error{ErrorCode::kBlocked,
+                        range_text(where, rest.size()) + ": /proc/self/mem write refused with EIO" +
+                            (m->shared ? " (a MAP_SHARED mapping)" : " (proc_mem.force_override?)"),
+                        where});
     }
     if (n < 0)
-      return fail(ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write failed: " + std::strerror(static_cast<int>(-n)));
-    if (n == 0) return fail(ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write made no progress");
+      return fail(
+          Error{ErrorCode::kIoError,
+                range_text(address + done, rest.size()) + ": write failed: " + std::strerror(static_cast<int>(-n)),
+                address + done});
+    if (n == 0)
+      return fail(Error{ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write made no progress",
+                        address + done});
     done += static_cast<std::size_t>(n);  // A short write: the rest goes in the next round.
   }
   return {};
@@ -392,7 +409,8 @@ Status CodeWriter::unmap_code(CodeRegion region) {
     return r.rx.address == region.address && r.rx.size == region.size;
   });
   if (it == regions.end())
-    return fail(ErrorCode::kNotOwned, range_text(region.address, region.size) + ": not a region this writer mapped");
+    return fail(Error{ErrorCode::kNotOwned,
+                      range_text(region.address, region.size) + ": not a region this writer mapped", region.address});
   ::munmap(reinterpret_cast<void*>(it->rx.address), it->rx.size);
   if (it->rw) ::munmap(reinterpret_cast<void*>(it->rw), it->rx.size);
   regions.erase(it);
@@ -411,7 +429,7 @@ Status self_test(CodeWriter& writer) {
   bool same = written && std::memcmp(reinterpret_cast<const void*>(where), pattern.data(), pattern.size()) == 0;
   (void)writer.unmap_code(*region);
   if (!written) return written;
-  if (!same) return fail(ErrorCode::kIoError, at(where) + ": the bytes written did not read back");
+  if (!same) return fail(ErrorCode::kIoError, where, "the bytes written did not read back");
   return {};
 }
 
@@ -420,7 +438,8 @@ Status self_test(CodeWriter& writer) {
 Result<std::unique_ptr<CodeWriter>> CodeWriter::create(WriteMethod method) {
   std::unique_ptr<CodeWriter> writer(new CodeWriter(std::make_unique<State>(method)));
   if (Status ok = self_test(*writer); !ok)
-    return fail(ok.error().code, "write method " + std::string(to_string(method)) + " does not work here: " + ok.error().message);
+    return fail(
+        std::move(ok).error().with_context("write method " + std::string(to_string(method)) + " does not work here"));
   return writer;
 }
 
@@ -437,14 +456,39 @@ Result<std::unique_ptr<CodeWriter>> CodeWriter::from_name(std::string_view name)
   return fail(ErrorCode::kUnsupported, "no write method works here: " + reasons);
 }
 
+namespace {
+
+// The process-wide writer is built on first use: choosing its method probes
+// the host, which a program that links punch but never uses it should not
+// pay for at load. Not a function-local static: a fork while another thread
+// is inside the first use would leave the child's copy of the static's
+// initialization guard taken by a thread that does not exist there, and the
+// child's first call would wait forever. The lock that guards the building
+// is fork-safe (a fork waits until the building is over), and is itself
+// built while the program loads. Leaked on purpose, like the writer, so that
+// code running during exit can still use them.
+ForkSafeMutex& global_writer_mutex() {
+  static auto* m = new ForkSafeMutex(LockRank::kWriter);
+  return *m;
+}
+[[maybe_unused]] const bool g_global_writer_mutex_built = (static_cast<void>(global_writer_mutex()), true);
+std::atomic<Result<std::unique_ptr<CodeWriter>>*> g_global_writer{nullptr};  // Decided once.
+
+}  // namespace
+
 Result<CodeWriter*> CodeWriter::global() {
-  // Decided once; leaked on purpose so that code running during exit can still use it.
-  static auto* const chosen = [] {
-    const char* env = std::getenv("PUNCH_WRITE_METHOD");
-    auto r = from_name(env && *env ? env : "auto");
-    if (!r && env && *env) r.error().message = "PUNCH_WRITE_METHOD=" + std::string(env) + ": " + r.error().message;
-    return new Result<std::unique_ptr<CodeWriter>>(std::move(r));
-  }();
+  auto* chosen = g_global_writer.load(std::memory_order_acquire);
+  if (!chosen) {
+    std::lock_guard guard(global_writer_mutex());
+    chosen = g_global_writer.load(std::memory_order_relaxed);
+    if (!chosen) {
+      const char* env = std::getenv("PUNCH_WRITE_METHOD");
+      auto r = from_name(env && *env ? env : "auto");
+      if (!r && env && *env) r = fail(std::move(r).error().with_context("PUNCH_WRITE_METHOD=" + std::string(env)));
+      chosen = new Result<std::unique_ptr<CodeWriter>>(std::move(r));
+      g_global_writer.store(chosen, std::memory_order_release);
+    }
+  }
   if (!*chosen) return tl::unexpected(chosen->error());
   return chosen->value().get();
 }

@@ -167,7 +167,7 @@ Result<FdeRange> find_fde(const UnwindTables& tables, std::uintptr_t pc) {
     const std::size_t mid = lo + (hi - lo) / 2;
     if (entry(mid, 0) <= pc) lo = mid + 1; else hi = mid;
   }
-  if (lo == 0) return fail(ErrorCode::kUnprovable, at(pc) + ": before the first function of the unwind tables");
+  if (lo == 0) return fail(ErrorCode::kUnprovable, pc, "before the first function of the unwind tables");
   const std::uint64_t start = entry(lo - 1, 0);
   const std::uint64_t fde_address = entry(lo - 1, 1);
   if (fde_address < base || fde_address - base >= bytes.size())
@@ -189,8 +189,8 @@ Result<FdeRange> find_fde(const UnwindTables& tables, std::uintptr_t pc) {
   if (*pc_begin != start)
     return tl::unexpected(malformed(fde, "FDE starts at " + at(*pc_begin) + ", the search table says " + at(start)));
   if (*pc_range == 0 || *pc_begin + *pc_range < *pc_begin || pc >= *pc_begin + *pc_range)
-    return fail(ErrorCode::kUnprovable, at(pc) + ": past the end of the nearest FDE [" + at(*pc_begin) + ", " +
-                                            at(*pc_begin + *pc_range) + ")");
+    return fail(ErrorCode::kUnprovable, pc,
+                "past the end of the nearest FDE [" + at(*pc_begin) + ", " + at(*pc_begin + *pc_range) + ")");
   return FdeRange{static_cast<std::uintptr_t>(*pc_begin), static_cast<std::uintptr_t>(*pc_begin + *pc_range)};
 }
 

@@ -245,18 +245,16 @@ const char* to_string(FunctionBounds::Source source) noexcept {
 
 Result<FunctionBounds> function_containing(std::uintptr_t address) {
   const auto object = object_containing(address);
-  if (!object)
-    return fail(ErrorCode::kUnprovable, at(address) + ": not inside any loaded object, function extent unknown");
+  if (!object) return fail(ErrorCode::kUnprovable, address, "not inside any loaded object, function extent unknown");
   auto dynamic = from_dynamic_symbols(*object, address);
   if (dynamic) return dynamic;
   auto symbol = from_symbol_table(*object, address);
   if (symbol) return symbol;
   auto unwind = from_unwind_tables(*object, address);
   if (unwind) return unwind;
-  return fail(ErrorCode::kUnprovable, at(address) + ": no function extent in " + object->path +
-                                          ": dynamic symbols: " + dynamic.error().message +
-                                          "; .symtab: " + symbol.error().message +
-                                          "; unwind tables: " + unwind.error().message);
+  return fail(ErrorCode::kUnprovable, address,
+              "no function extent in " + object->path + ": dynamic symbols: " + dynamic.error().message +
+                  "; .symtab: " + symbol.error().message + "; unwind tables: " + unwind.error().message);
 }
 
 bool function_starts_at(std::uintptr_t address) {

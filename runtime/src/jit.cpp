@@ -31,14 +31,14 @@ std::size_t alignment_of(const asmjit::CodeHolder& code) {
 // Relocates the holder to `address` and copies it into `out` (sized to the allocation).
 Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span<std::uint8_t> out) {
   if (asmjit::Error err = code.relocateToBase(address))
-    return fail(ErrorCode::kCannotRelocate, at(address) + ": " + asmjit_error("asmjit relocateToBase", err));
+    return fail(ErrorCode::kCannotRelocate, address, asmjit_error("asmjit relocateToBase", err));
   // relocateToBase may shrink the code (unused address-table entries), never grow it.
   const std::size_t size = code.codeSize();
   if (size > out.size())
-    return fail(ErrorCode::kCannotRelocate, at(address) + ": code grew to " + std::to_string(size) +
-                                                " bytes while relocating");
+    return fail(ErrorCode::kCannotRelocate, address,
+                "code grew to " + std::to_string(size) + " bytes while relocating");
   if (asmjit::Error err = code.copyFlattenedData(out.data(), size, asmjit::CopySectionFlags::kPadSectionBuffer))
-    return fail(ErrorCode::kInvalidArgument, at(address) + ": " + asmjit_error("asmjit copyFlattenedData", err));
+    return fail(ErrorCode::kInvalidArgument, address, asmjit_error("asmjit copyFlattenedData", err));
   return {};
 }
 

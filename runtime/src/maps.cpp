@@ -125,7 +125,7 @@ Result<Mapping> query_by_parse(std::uintptr_t address) {
     rest.remove_prefix(nl == std::string_view::npos ? rest.size() : nl + 1);
     if (parse_line(line, m) && m.contains(address)) return m;
   }
-  return fail(ErrorCode::kNotMapped, at(address) + ": not mapped (no line of /proc/self/maps covers it)");
+  return fail(ErrorCode::kNotMapped, address, "not mapped (no line of /proc/self/maps covers it)");
 }
 
 // The descriptor the ioctl goes to (reopened after fork: one inherited names
@@ -156,12 +156,12 @@ Result<Mapping> query_by_ioctl(std::uintptr_t address) {
   while (rc != 0 && errno == EINTR);
   if (rc != 0) {
     const int err = errno;
-    if (err == ENOENT) return fail(ErrorCode::kNotMapped, at(address) + ": not mapped (no mapping covers it)");
+    if (err == ENOENT) return fail(ErrorCode::kNotMapped, address, "not mapped (no mapping covers it)");
     if (err == ENOTTY || err == EINVAL) {  // A kernel before 6.11 (or one that does not know this struct).
       g_ioctl_works.store(0, std::memory_order_relaxed);
       return fail(ErrorCode::kUnsupported, std::string("PROCMAP_QUERY on /proc/self/maps: ") + std::strerror(err));
     }
-    return fail(ErrorCode::kIoError, at(address) + ": PROCMAP_QUERY on /proc/self/maps: " + std::strerror(err));
+    return fail(ErrorCode::kIoError, address, std::string("PROCMAP_QUERY on /proc/self/maps: ") + std::strerror(err));
   }
   g_ioctl_works.store(1, std::memory_order_relaxed);
   Mapping m;

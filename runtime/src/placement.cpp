@@ -53,6 +53,17 @@ std::size_t page_size() noexcept {
   return size;
 }
 
+Status has_gap_in_window(std::size_t size, AddressWindow window) {
+  if (window.empty()) return fail(ErrorCode::kInvalidArgument, "address window " + window_text(window) + " is empty");
+  if (window.lo == 0 && window.hi == UINTPTR_MAX) return {};  // The kernel chooses.
+  auto maps = read_mappings();
+  if (!maps) return tl::unexpected(std::move(maps).error());
+  if (!find_gap(*maps, size, window))
+    return fail(ErrorCode::kOutOfMemory,
+                "no free range of " + std::to_string(size) + " bytes within " + window_text(window));
+  return {};
+}
+
 Result<std::uintptr_t> map_in_window(std::size_t size, int prot, int flags, int fd, AddressWindow window) {
   if (window.empty()) return fail(ErrorCode::kInvalidArgument, "address window " + window_text(window) + " is empty");
   if (window.lo == 0 && window.hi == UINTPTR_MAX) {

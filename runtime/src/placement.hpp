@@ -18,4 +18,8 @@ std::size_t page_size() noexcept;
 //! and claimed with MAP_FIXED_NOREPLACE (retried if another thread took it).
 Result<std::uintptr_t> map_in_window(std::size_t size, int prot, int flags, int fd, AddressWindow window);
 
+//! Whether map_in_window(size, ..., window) would find a free range now,
+//! mapping nothing (the answer may be stale a moment later).
+Status has_gap_in_window(std::size_t size, AddressWindow window);
+
 }  // namespace punch::runtime::detail

@@ -56,10 +56,10 @@ bool read_proc_mem(std::uintptr_t address, std::span<std::uint8_t> out, std::siz
 Result<std::size_t> safe_read(std::uintptr_t address, std::span<std::uint8_t> out) {
   if (out.empty()) return std::size_t{0};
   if (out.size() > UINTPTR_MAX - address)
-    return fail(ErrorCode::kInvalidArgument, at(address) + ": read of " + std::to_string(out.size()) + " bytes overflows");
+    return fail(ErrorCode::kInvalidArgument, address, "read of " + std::to_string(out.size()) + " bytes overflows");
   std::size_t done = 0;
   if (!read_proc_mem(address, out, done)) done = read_vm(address, out);
-  if (done == 0) return fail(ErrorCode::kNotMapped, at(address) + ": not readable");
+  if (done == 0) return fail(ErrorCode::kNotMapped, address, "not readable");
   return done;
 }
 
@@ -68,8 +68,8 @@ Result<std::vector<std::uint8_t>> safe_read_exact(std::uintptr_t address, std::s
   auto n = safe_read(address, bytes);
   if (!n) return tl::unexpected(std::move(n).error());
   if (*n < size)
-    return fail(ErrorCode::kNotMapped, at(address + *n) + ": not readable (reading " + std::to_string(size) +
-                                           " bytes at " + at(address) + ")");
+    return fail(ErrorCode::kNotMapped, address + *n,
+                "not readable (reading " + std::to_string(size) + " bytes at " + at(address) + ")");
   return bytes;
 }
 

@@ -156,7 +156,7 @@ TEST_P(Corpus, RelocatedFarAwayUsesAbsoluteFormsOrRefuses) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Disasm, Corpus, ::testing::ValuesIn(test::disasm_corpus().begin(), test::disasm_corpus().end()),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& case_info) { return std::string(case_info.param.name); });
 
 }  // namespace
 }  // namespace punch::disasm

@@ -168,16 +168,68 @@ TEST(CheckBoundaries, AcceptsWholeInstructionsAndNamesTheStraddler) {
   EXPECT_EQ(ends_inside.error().message.rfind(at(kBase + 8), 0), 0u) << ends_inside.error().message;
   EXPECT_NE(ends_inside.error().message.find("cmp dword ptr"), std::string::npos) << ends_inside.error().message;
   EXPECT_NE(ends_inside.error().message.find(at(kBase + 5)), std::string::npos);
+  EXPECT_EQ(ends_inside.error().address, kBase + 8) << "the address as a value, to branch on";
 
   auto starts_inside = check_boundaries(kSpan, kBase + 2, kBase + 5);
   ASSERT_FALSE(starts_inside);
   EXPECT_EQ(starts_inside.error().code, ErrorCode::kNotBoundary);
   EXPECT_NE(starts_inside.error().message.find("endbr64"), std::string::npos);
+  EXPECT_EQ(starts_inside.error().address, kBase + 2);
 
   EXPECT_EQ(check_boundaries(kSpan, kBase + 4, kBase + 4).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(check_boundaries(kSpan, kBase - 1, kBase + 4).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(check_boundaries(kSpan, kBase, kBase + kCode.size() + 1).error().code, ErrorCode::kInvalidArgument);
   EXPECT_EQ(check_boundaries(CodeSpan{kBase, {}}, kBase, kBase + 1).error().code, ErrorCode::kInvalidArgument);
+}
+
+// The one rule for calls in a run, shared by validation, hooks and relocation:
+// a call may only be the run's last instruction (a call to the next
+// instruction, the get-pc idiom, returns nowhere and may stand anywhere).
+TEST(CheckCallIsLast, OnlyTheLastInstructionMayCall) {
+  auto call = decode(kSpan, kBase + 0x27);  // call +0x10, 5 bytes
+  ASSERT_TRUE(call) << call.error().describe();
+  EXPECT_TRUE(check_call_is_last(kSpan, *call, kBase + 0x2c));
+  auto early = check_call_is_last(kSpan, *call, kBase + 0x2e);
+  ASSERT_FALSE(early);
+  EXPECT_EQ(early.error().code, ErrorCode::kCannotRelocate);
+  EXPECT_EQ(early.error().address, kBase + 0x27);
+  EXPECT_NE(early.error().message.find("call"), std::string::npos) << early.error().message;
+  // relocate() refuses the same run with the same code.
+  auto moved = relocate(CodeSpan{kBase + 0x27, std::span(kCode).subspan(0x27, 7)}, kBase + 0x10000);
+  ASSERT_FALSE(moved);
+  EXPECT_EQ(moved.error().code, ErrorCode::kCannotRelocate);
+
+  const std::vector<std::uint8_t> get_pc = {0xe8, 0, 0, 0, 0, 0x58, 0xc3};  // call next; pop rax; ret
+  auto next = decode(CodeSpan{kBase, get_pc}, kBase);
+  ASSERT_TRUE(next) << next.error().describe();
+  EXPECT_TRUE(check_call_is_last(CodeSpan{kBase, get_pc}, *next, kBase + get_pc.size()));
+}
+
+// An error keeps its code and address when a caller adds what it was doing.
+TEST(ErrorContext, WithContextKeepsCodeAndAddress) {
+  Status failed = fail(ErrorCode::kNotMapped, 0x1000, "not mapped");
+  ASSERT_FALSE(failed);
+  EXPECT_EQ(failed.error().message, "0x1000: not mapped");
+  EXPECT_EQ(failed.error().address, 0x1000u);
+  const Error wrapped = failed.error().with_context("writing the copy");
+  EXPECT_EQ(wrapped.code, ErrorCode::kNotMapped);
+  EXPECT_EQ(wrapped.address, 0x1000u);
+  EXPECT_EQ(wrapped.describe(), "not-mapped: writing the copy: 0x1000: not mapped");
+  EXPECT_EQ(fail(ErrorCode::kUnsupported, "no address").value().address, 0u);
+}
+
+// PUNCH_TRY_ASSIGN passes an error up unchanged, else names the value.
+Result<int> doubled(Result<int> in) {
+  PUNCH_TRY_ASSIGN(const int value, std::move(in));
+  return value * 2;
+}
+
+TEST(ErrorContext, TryAssignPassesErrorsUpAndAssignsValues) {
+  EXPECT_EQ(doubled(21).value(), 42);
+  auto refused = doubled(fail(ErrorCode::kTimeout, 0x2000, "slow"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::kTimeout);
+  EXPECT_EQ(refused.error().address, 0x2000u);
 }
 
 TEST(CheckReplacement, WholeInstructionsEndingAtTheEnd) {

@@ -81,8 +81,8 @@ class TailJump : public ::testing::TestWithParam<std::string> {
   TailJumpLib lib_{GetParam()};
 };
 
-INSTANTIATE_TEST_SUITE_P(Compilers, TailJump, ::testing::ValuesIn(tail_jump_libs()), [](const auto& info) {
-  const std::string file = info.param.substr(info.param.rfind('/') + 1);  // libpunch_tail_jump_<compiler>.so
+INSTANTIATE_TEST_SUITE_P(Compilers, TailJump, ::testing::ValuesIn(tail_jump_libs()), [](const auto& case_info) {
+  const std::string file = case_info.param.substr(case_info.param.rfind('/') + 1);  // libpunch_tail_jump_<compiler>.so
   return file.find("clang") != std::string::npos ? std::string("clang") : std::string("gcc");
 });
 

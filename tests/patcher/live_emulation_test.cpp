@@ -155,7 +155,7 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
 INSTANTIATE_TEST_SUITE_P(OldCode, LiveEmulation,
                          ::testing::Values(Case{Kind::kJump, "jmp"}, Case{Kind::kCall, "call"}, Case{Kind::kNop, "nop"},
                                            Case{Kind::kLoad64, "mov_r9_imm64"}, Case{Kind::kLoadSigned, "mov_rcx_simm32"}),
-                         [](const auto& info) { return std::string(info.param.name); });
+                         [](const auto& case_info) { return std::string(case_info.param.name); });
 
 }  // namespace
 }  // namespace punch::patcher

@@ -2,6 +2,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <string>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include <punch/runtime/code_writer.hpp>
@@ -47,6 +51,19 @@ TEST(TransactionValidation, StaleExpectedBytes) {
   Transaction tx;
   ASSERT_TRUE(tx.add(site(f, mov_eax(9), mov_eax(2))));
   expect_refused(tx, ErrorCode::kBytesMismatch, f, 6, at(f));
+}
+
+// The mismatching byte is printed in hex, like the bytes of a disassembly,
+// and the error carries the site's address as a value to branch on.
+TEST(TransactionValidation, MismatchNamesTheByteInHexAndCarriesTheAddress) {
+  const std::uintptr_t f = emit_return(0x1f);
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f, mov_eax(0x2a), mov_eax(2))));
+  auto validated = tx.validate();
+  ASSERT_FALSE(validated);
+  EXPECT_NE(validated.error().message.find("byte at " + at(f + 1) + " is 0x1f, expected 0x2a"), std::string::npos)
+      << validated.error().describe();
+  EXPECT_EQ(validated.error().address, f + 1) << validated.error().describe();
 }
 
 // One bad site refuses the whole batch: the good site is not applied either.
@@ -226,7 +243,8 @@ TEST(TransactionValidation, CallInsideAMultiInstructionSite) {
   ASSERT_EQ(test::bytes_at(f + 7, 1)[0], 0xE8) << "expected sub rsp,imm32 then call rel32";
   Transaction tx;
   ASSERT_TRUE(tx.add(site(f, test::bytes_at(f, n), std::vector<std::uint8_t>(n, 0x90))));
-  expect_refused(tx, ErrorCode::kUnprovable, f, n + 1, "call");
+  // The same rule, with the same code, as for relocation and stolen hook bytes.
+  expect_refused(tx, ErrorCode::kCannotRelocate, f, n + 1, "call");
 }
 
 TEST(TransactionValidation, UnmappedMemory) {
@@ -334,6 +352,88 @@ TEST(TransactionValidation, ChangedSinceValidationIsAConflict) {
   ASSERT_FALSE(reverted);
   EXPECT_EQ(reverted.error().code, ErrorCode::kConflict);
   EXPECT_TRUE(before_revert.unchanged()) << before_revert.differences();
+}
+
+// A caller-given extent is scanned in full whatever source it claims:
+// kBoundedScan (punch's own fallback under allow_unprovable, when no extent is
+// known) must not switch off the branch scan ...
+TEST(TransactionValidation, CallerExtentClaimingABoundedScanStillFindsBranchesInto) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {
+        0xEB, 0x04,        // f+0: jmp f+6     (inside the site)
+        0xB8, 2, 0, 0, 0,  // f+2: mov eax, 2  (the site)
+        0xC3,              // f+7: ret
+    };
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  const disasm::FunctionExtent extent{f, f + 8, disasm::FunctionExtent::Source::kBoundedScan};
+  ASSERT_TRUE(tx.add(Site{f + 2, mov_eax(2), mov_eax(4), extent}));
+  expect_refused(tx, ErrorCode::kBranchInto, f, 8, at(f + 6));
+}
+
+// ... nor the indirect-jump check, which only allow_unprovable waives.
+TEST(TransactionValidation, CallerExtentClaimingABoundedScanStillRefusesIndirectJumps) {
+  const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    const std::uint8_t code[] = {
+        0xFF, 0xE0,        // f+0: jmp rax
+        0xB8, 2, 0, 0, 0,  // f+2: mov eax, 2  (the site)
+        0xC3,              // f+7: ret
+    };
+    a.embed(code, sizeof code);
+  });
+  Transaction tx;
+  const disasm::FunctionExtent extent{f, f + 8, disasm::FunctionExtent::Source::kBoundedScan};
+  ASSERT_TRUE(tx.add(Site{f + 2, mov_eax(2), mov_eax(4), extent}));
+  expect_refused(tx, ErrorCode::kUnprovable, f, 8, "indirect jump");
+}
+
+// The executable mappings of the process, as /proc/self/maps lists them.
+std::vector<std::string> executable_mappings() {
+  std::vector<std::string> out;
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (!maps) return out;
+  char line[512];
+  while (std::fgets(line, sizeof line, maps)) {
+    char perms[5] = {};
+    if (std::sscanf(line, "%*x-%*x %4s", perms) == 1 && perms[2] == 'x') out.emplace_back(line);
+  }
+  std::fclose(maps);
+  return out;
+}
+
+// validate() touches nothing, not even the address space: new code whose
+// out-of-line copy needs memory near a RIP-relative operand far from every
+// arena of the heap is checked without mapping an arena there (commit may).
+TEST(TransactionValidation, ValidateMapsNothing) {
+  auto writer = runtime::CodeWriter::global();
+  ASSERT_TRUE(writer) << writer.error().describe();
+  if ((*writer)->method() == runtime::WriteMethod::kDualMap)
+    GTEST_SKIP() << "dual-map regions are MAP_SHARED, which the write policy refuses outside the heap";
+  ASSERT_TRUE(runtime::CodeHeap::global());
+  // A page far from the program, its libraries and the heap's arenas.
+  constexpr std::uintptr_t kFar = 0x234500000000;
+  auto region = (*writer)->map_code(4096, runtime::AddressWindow{kFar, kFar + (std::uintptr_t{1} << 32)});
+  ASSERT_TRUE(region) << region.error().describe();
+  const std::uintptr_t page = region->address;
+  const std::uint8_t code[] = {0x0F, 0x1F, 0x80, 0, 0, 0, 0, 0xC3};  // nop dword [rax+0]; ret
+  ASSERT_TRUE((*writer)->write(page, code));
+  // mov eax, [rip+0xf9] (reads page+0x100); nop: two instructions, one reading data outside the site.
+  const std::vector<std::uint8_t> replacement{0x8B, 0x05, 0xF9, 0, 0, 0, 0x90};
+  Transaction tx;
+  const disasm::FunctionExtent extent{page, page + 8, disasm::FunctionExtent::Source::kCaller};
+  ASSERT_TRUE(tx.add(Site{page, {code, code + 7}, replacement, extent}));
+
+  const std::vector<std::string> before = executable_mappings();
+  auto validated = tx.validate();
+  const std::vector<std::string> after = executable_mappings();
+  ASSERT_TRUE(validated) << validated.error().describe();
+  EXPECT_EQ(before, after) << "validate() mapped memory";
+
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  ASSERT_TRUE(tx.revert());
+  EXPECT_TRUE((*writer)->unmap_code(*region));
 }
 
 // Sizes: empty sites and mismatched lengths are refused by add().

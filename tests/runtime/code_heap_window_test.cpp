@@ -70,5 +70,29 @@ TEST_F(CodeHeapReserveRoom, BadInputAndAFullWindowAreErrorsThatMapNothing) {
   ::munmap(taken, 1u << 20);
 }
 
+// has_room answers what reserve_room would, mapping nothing: yes where an
+// arena could be mapped, no in a window someone else's mapping fills, and yes
+// without a lookup once an arena there has room.
+TEST_F(CodeHeapReserveRoom, HasRoomAnswersTheSameAndMapsNothing) {
+  ASSERT_NO_FATAL_FAILURE(make_heap(1u << 20));
+  const std::uintptr_t base = free_range(4u << 20);
+  const AddressWindow window{base + (1u << 20), base + (3u << 20)};
+  ASSERT_TRUE(heap->has_room(100, 16, window));
+  EXPECT_EQ(heap->stats().arenas, 0u) << "has_room mapped an arena";
+
+  void* taken = ::mmap(nullptr, 1u << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(taken, MAP_FAILED);
+  const auto t = reinterpret_cast<std::uintptr_t>(taken);
+  auto full = heap->has_room(16, 16, AddressWindow{t, t + (1u << 20)});
+  ASSERT_FALSE(full);
+  EXPECT_EQ(full.error().code, ErrorCode::kOutOfMemory) << full.error().describe();
+  EXPECT_EQ(heap->has_room(0, 16, {}).error().code, ErrorCode::kInvalidArgument);
+  ::munmap(taken, 1u << 20);
+
+  ASSERT_TRUE(heap->reserve_room(100, 16, window));
+  EXPECT_TRUE(heap->has_room(100, 16, window));
+  EXPECT_EQ(heap->stats().arenas, 1u);
+}
+
 }  // namespace
 }  // namespace punch::runtime

@@ -99,8 +99,8 @@ TEST_P(WriteFaultTest, ClearDisarms) {
 
 INSTANTIATE_TEST_SUITE_P(AllMethods, WriteFaultTest,
                          ::testing::Values(WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect),
-                         [](const auto& info) {
-                           std::string name(to_string(info.param));
+                         [](const auto& case_info) {
+                           std::string name(to_string(case_info.param));
                            std::erase(name, '-');
                            return name;
                          });

@@ -15,11 +15,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include <punch/runtime/fault_injection.hpp>
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/jit.hpp>
 #include <punch/runtime/sync.hpp>
@@ -308,6 +311,77 @@ TEST(Fork, AThreadForkingWithSignalsBlockedCountsAsHeldWhileItWaitsForPunch) {
     return 0;
   });
   EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
+}
+
+// The process-wide writer and heap are built on first use (choosing the
+// write method probes the host), yet a fork while one thread is inside that
+// first use leaves the child a whole object: the child's first call returns
+// and the heap works there. (A function-local static would leave the child's
+// copy of its initialization guard taken by a thread that does not exist
+// there, and the child would wait forever.) Runs in a fresh copy of this
+// binary, where nothing has used them yet; a child that hangs is killed by
+// its alarm. The outcome: 0 passed, 2 failed, kChildSkip when no fork began
+// while the first use was under way (timing), which the outer test retries.
+TEST(Fork, DISABLED_ForkDuringFirstUseOfTheGlobalHeap) {
+  std::atomic<std::uint64_t> started{0}, finished{0};
+  auto now = [] { return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()); };
+  // Every write waits 0.2 ms first: the probe's test write keeps the first use
+  // under way long enough for this thread to fork during it.
+  testing::inject_faults(testing::FaultPoint::kWrite, 1, testing::kEveryOperation, testing::FaultKind::kDelay);
+  std::thread first_use([&] {
+    started = now();
+    (void)CodeHeap::global();
+    finished = now();
+  });
+  while (started.load() == 0) {
+  }
+  int during = 0, failed = 0;
+  while (finished.load() == 0 || during == 0) {
+    const std::uint64_t fork_began = now();
+    const bool before_end = finished.load() == 0;
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::alarm(5);
+      auto heap = CodeHeap::global();
+      if (!heap) _exit(3);
+      auto block = (*heap)->allocate(16);
+      _exit(block && (*heap)->free(*block) ? 0 : 4);
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!ok) {
+      std::printf("child forked %s first use ended: %s %d\n", before_end ? "before" : "after",
+                  WIFSIGNALED(status) ? "killed by signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+      ++failed;
+    }
+    if (before_end || fork_began < finished.load()) ++during;
+    if (finished.load() != 0) break;
+  }
+  first_use.join();
+  testing::clear_faults();
+  std::printf("forks begun during first use: %d, failed children: %d (first use took %llu ns)\n", during, failed,
+              static_cast<unsigned long long>(finished.load() - started.load()));
+  EXPECT_EQ(failed, 0);
+  if (during == 0) std::exit(test::kChildSkip);
+}
+
+TEST(Fork, ChildOfAForkDuringFirstUseOfTheGlobalHeapCanUseIt) {
+#ifdef PUNCH_ASAN
+  GTEST_SKIP() << "a child forked while another thread allocates can deadlock inside ASan's allocator";
+#endif
+  for (int attempt = 0; attempt < 30; ++attempt) {
+    auto child = test::run_in_child([] {
+      ::execl("/proc/self/exe", "punch_runtime_tests", "--gtest_also_run_disabled_tests",
+              "--gtest_filter=Fork.DISABLED_ForkDuringFirstUseOfTheGlobalHeap", static_cast<char*>(nullptr));
+      return 127;
+    });
+    if (child.exit_code == test::kChildSkip) continue;
+    EXPECT_EQ(child.exit_code, 0) << child.describe();
+    return;
+  }
+  GTEST_SKIP() << "no fork began while the first use was under way in 30 runs";
 }
 
 }  // namespace

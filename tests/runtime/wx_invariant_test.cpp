@@ -89,8 +89,8 @@ TEST_P(WxInvariantTest, NoWritableExecutableMappingWhileEmittingFreeingReusing) 
 
 INSTANTIATE_TEST_SUITE_P(AllMethods, WxInvariantTest,
                          ::testing::Values(WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect),
-                         [](const auto& info) {
-                           std::string name(to_string(info.param));
+                         [](const auto& case_info) {
+                           std::string name(to_string(case_info.param));
                            std::erase(name, '-');
                            return name;
                          });

@@ -71,6 +71,14 @@ inline bool calls_out(const Instruction& insn) {
   return insn.flow == Flow::kCall && !(insn.has_branch_target && insn.branch_target == insn.end());
 }
 
+//! The one rule for calls in a run of instructions that a patch replaces or
+//! copies (a site's old or new code, a hook's stolen bytes, a relocated run):
+//! a call (calls_out) may only be the run's last instruction, for a thread
+//! returning from a call earlier in the run would land inside it. Refuses
+//! `insn`, an instruction of `code` in a run that goes on to `run_end`, with
+//! kCannotRelocate naming the call when it breaks the rule.
+Status check_call_is_last(CodeSpan code, const Instruction& insn, std::uintptr_t run_end);
+
 //! `jmp rel32` from `from` to `to` (5 bytes), or kOutOfRange.
 Result<std::vector<std::uint8_t>> encode_jmp_rel32(std::uintptr_t from, std::uintptr_t to);
 

@@ -25,6 +25,10 @@ Result<std::vector<Instruction>> check_replacement(CodeSpan replacement);
 //! The extent of the function that holds an address. disasm never looks it
 //! up (that reads memory and files): runtime::function_containing finds it
 //! from symbols or unwind tables (kSymbol), or the caller knows it (kCaller).
+//! kBoundedScan marks punch's own last resort, the site alone (only with
+//! TransactionOptions::allow_unprovable). An extent a caller hands punch
+//! (Site::function, HookOptions::function) is always scanned in full,
+//! whatever its source says: a caller cannot switch checks off through it.
 struct FunctionExtent {
   std::uintptr_t start = 0;
   std::uintptr_t end = 0;

@@ -74,22 +74,30 @@ struct TransactionOptions {
   bool trapped_threads_wait = true;
 };
 
-//! Process-wide counters of the live protocol, for tests and monitoring (monotonic).
+//! The counters of the live protocol, each with what it counts: the one list
+//! that LiveStats and the process-wide counters behind it are made from.
+#define PUNCH_LIVE_STATS(X)                                                                                           \
+  X(commits)                  /* Successful commits. */                                                               \
+  X(reverts)                  /* Successful reverts. */                                                               \
+  X(rollbacks)                /* Failed commits/reverts that restored memory. */                                      \
+  X(traps_redirected)         /* Threads that hit a site in flight and were sent to a copy. */                        \
+  X(traps_emulated)           /* Threads that hit a site in flight whose old jmp/call/nop the handler ran. */         \
+  X(traps_waited)             /* Threads that hit a site in flight and slept until the change landed. */              \
+  X(trap_waits_expired)       /* ... and gave up after 1 ms (a slow coordinator), then ran the old code. */           \
+  X(late_traps)               /* Traps at a site already finished: the thread re-ran the new code. */                 \
+  X(traps_chained)            /* Traps that were not punch's, passed to the previous handler. */                      \
+  X(fixup_rounds)             /* Rendezvous before step 2 (multi-instruction sites only). */                          \
+  X(threads_moved)            /* Threads found strictly inside a site and moved to its copy. */                       \
+  X(blocked_threads_accepted) /* Unanswering threads proven blocked in a syscall outside the sites. */                \
+  X(reclaim_rounds)           /* Rendezvous that freed out-of-line copies. */                                         \
+  X(copies_freed)             /* Out-of-line copy blocks freed. */
+
+//! Process-wide counters of the live protocol, for tests and monitoring
+//! (monotonic): one std::uint64_t per name of PUNCH_LIVE_STATS.
 struct LiveStats {
-  std::uint64_t commits = 0;            //!< Successful commits.
-  std::uint64_t reverts = 0;            //!< Successful reverts.
-  std::uint64_t rollbacks = 0;          //!< Failed commits/reverts that restored memory.
-  std::uint64_t traps_redirected = 0;   //!< Threads that hit a site in flight and were sent to a copy.
-  std::uint64_t traps_emulated = 0;     //!< Threads that hit a site in flight whose old jmp/call/nop the handler ran.
-  std::uint64_t traps_waited = 0;       //!< Threads that hit a site in flight and slept until the change landed.
-  std::uint64_t trap_waits_expired = 0; //!< ... and gave up after 1 ms (a slow coordinator), then ran the old code.
-  std::uint64_t late_traps = 0;         //!< Traps at a site already finished: the thread re-ran the new code.
-  std::uint64_t traps_chained = 0;      //!< Traps that were not punch's, passed to the previous handler.
-  std::uint64_t fixup_rounds = 0;       //!< Rendezvous before step 2 (multi-instruction sites only).
-  std::uint64_t threads_moved = 0;      //!< Threads found strictly inside a site and moved to its copy.
-  std::uint64_t blocked_threads_accepted = 0;  //!< Unanswering threads proven blocked in a syscall outside the sites.
-  std::uint64_t reclaim_rounds = 0;     //!< Rendezvous that freed out-of-line copies.
-  std::uint64_t copies_freed = 0;       //!< Out-of-line copy blocks freed.
+#define PUNCH_LIVE_STATS_FIELD(name) std::uint64_t name = 0;
+  PUNCH_LIVE_STATS(PUNCH_LIVE_STATS_FIELD)
+#undef PUNCH_LIVE_STATS_FIELD
 };
 
 //! A snapshot of the counters.
@@ -117,7 +125,8 @@ class Transaction {
   //! Adds a site. Only cheap checks here (sizes, overlap with sites already added).
   Status add(Site site);
 
-  //! Validates every site against the code as it is now, touching nothing.
+  //! Validates every site against the code as it is now, touching nothing
+  //! (it maps nothing either: room for out-of-line copies is only looked for).
   //! After a successful validate(), a commit that finds different bytes reports
   //! kConflict (someone changed them since) rather than kBytesMismatch.
   Status validate() const;

@@ -57,6 +57,12 @@ class CodeHeap {
   //! errors as allocate.
   Status reserve_room(std::size_t size, std::size_t align, AddressWindow window);
 
+  //! What reserve_room would answer now, touching nothing: an arena has room
+  //! within `window`, or the address space there has a free range an arena
+  //! could be mapped into. For checks that must leave the process as it was
+  //! (Transaction::validate); the answer can be stale a moment later.
+  Status has_room(std::size_t size, std::size_t align, AddressWindow window);
+
   //! Frees an allocation. Freeing an address this heap did not hand out, or a
   //! double free, is a kNotOwned error and changes nothing.
   Status free(std::uintptr_t address);
