@@ -23,6 +23,7 @@
 #include "mdwe.hpp"
 #include "placement.hpp"
 #include "proc_mem.hpp"
+#include "valgrind_discard.hpp"
 
 namespace punch::runtime {
 
@@ -276,8 +277,10 @@ Status CodeWriter::write_each(std::span<const Piece> pieces, std::size_t& writte
     const Piece& piece = pieces[written];
     if (fd >= 0 && piece.address != 0 && within_one_page(piece.address, piece.bytes.size()) &&
         ::pwrite(fd, piece.bytes.data(), piece.bytes.size(), static_cast<off_t>(piece.address)) ==
-            static_cast<ssize_t>(piece.bytes.size()))
+            static_cast<ssize_t>(piece.bytes.size())) {
+      detail::discard_stale_translations(piece.address, piece.bytes.size());
       continue;
+    }
     PUNCH_TRY(write(piece.address, piece.bytes));
   }
   return {};
@@ -332,6 +335,7 @@ Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::
     if (n == 0)
       return fail(Error{ErrorCode::kIoError, range_text(address + done, rest.size()) + ": write made no progress",
                         address + done});
+    detail::discard_stale_translations(address + done, static_cast<std::size_t>(n));
     done += static_cast<std::size_t>(n);  // A short write: the rest goes in the next round.
   }
   return {};
