@@ -11,7 +11,7 @@
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/function_bounds.hpp>
 
-#include "../patcher/src/branch_index.hpp"
+#include "branch_index.hpp"
 
 namespace {
 

@@ -19,7 +19,7 @@
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/safe_read.hpp>
 
-#include "../../patcher/src/branch_index.hpp"
+#include "branch_index.hpp"
 #include "child_process.hpp"
 #include "memory_snapshot.hpp"
 

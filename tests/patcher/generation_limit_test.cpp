@@ -5,7 +5,7 @@
 
 #include <vector>
 
-#include "../../patcher/src/flight_table.hpp"
+#include "flight_table.hpp"
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 

@@ -8,8 +8,8 @@
 #include <punch/runtime/code_heap.hpp>
 
 #include "hook_targets.hpp"
-#include "../../patcher/src/hook_planner.hpp"
-#include "../../patcher/src/hook_trampoline.hpp"
+#include "hook_planner.hpp"
+#include "hook_trampoline.hpp"
 #include "disasm_corpus.hpp"
 #include "memory_snapshot.hpp"
 

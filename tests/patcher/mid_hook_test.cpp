@@ -24,7 +24,7 @@
 #include <punch/patcher/mid_hook.hpp>
 #include <punch/runtime/function_bounds.hpp>
 
-#include "../../patcher/src/mid_hook_stub.hpp"
+#include "mid_hook_stub.hpp"
 #include "hook_targets.hpp"
 #include "memory_snapshot.hpp"
 

@@ -2,7 +2,7 @@
 // with a plain map of every block after each of thousands of random steps:
 // runs added into gaps, any subset of blocks freed (splitting runs), every
 // address looked up, and a non-start refused by the batch lookup.
-#include "../../runtime/src/live_allocations.hpp"
+#include "live_allocations.hpp"
 
 #include <gtest/gtest.h>
 
