@@ -6,9 +6,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include <punch/runtime/maps.hpp>
@@ -101,6 +105,33 @@ TEST_P(CodeWriterMethodTest, MapsReadExecuteInt3PagesAndWritesThem) {
   EXPECT_TRUE(writer->unmap_code(*region));
   EXPECT_FALSE(find_mapping(region->address) && find_mapping(region->address)->start == region->address &&
                find_mapping(region->address)->executable);
+}
+
+// While a thread holds exclusive(), its own writes go through at once (a live
+// change writes while other threads are held, and one of them may have been
+// paused waiting for the writer) and another thread's write waits until it
+// is released. Under proc-mem no write takes the lock at all.
+TEST_P(CodeWriterMethodTest, ExclusiveLetsOnlyItsThreadWrite) {
+  auto region = writer->map_code(100);
+  ASSERT_TRUE(region) << region.error().describe();
+  const std::uint8_t ret1[] = {0xB8, 1, 0, 0, 0, 0xC3};
+  const std::uint8_t ret2[] = {0xB8, 2, 0, 0, 0, 0xC3};
+  std::atomic<bool> other_wrote{false};
+  std::optional<CodeWriter::Exclusive> exclusive;
+  exclusive.emplace(writer->exclusive());
+  std::thread other([&] {
+    EXPECT_TRUE(writer->write(region->address + 64, ret2));
+    other_wrote = true;
+  });
+  EXPECT_TRUE(writer->write(region->address, ret1));  // Its own write: no deadlock on the held lock.
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(other_wrote.load(), GetParam() == WriteMethod::kProcMem) << "the other thread's write did not wait";
+  exclusive.reset();
+  other.join();
+  EXPECT_TRUE(other_wrote.load());
+  EXPECT_EQ(reinterpret_cast<int (*)()>(region->address)(), 1);
+  EXPECT_EQ(reinterpret_cast<int (*)()>(region->address + 64)(), 2);
+  EXPECT_TRUE(writer->unmap_code(*region));
 }
 
 TEST_P(CodeWriterMethodTest, LargeWriteAcrossPagesLandsWhole) {
