@@ -11,6 +11,7 @@
 #include <string>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/disasm/instruction_facts.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/safe_read.hpp>
@@ -36,13 +37,6 @@ Result<Code> read_code(std::uintptr_t start, std::size_t size, std::size_t requi
     return fail(ErrorCode::kNotMapped, at(start + *got) + ": function bytes end in unmapped memory");
   code.bytes.resize(*got);
   return code;
-}
-
-// Whether control can continue to the next instruction.
-bool falls_through(const disasm::Instruction& insn) {
-  using disasm::Flow;
-  return insn.flow != Flow::kJump && insn.flow != Flow::kIndirectJump && insn.flow != Flow::kReturn &&
-         insn.flow != Flow::kTrap;
 }
 
 // Whether a function (symbol or FDE) starts exactly at `address` (a new function, not padding).
@@ -133,8 +127,7 @@ Result<EntryPlan> plan_patchable_entry(std::uintptr_t target) {
   while (a - plan.entry < kRel32JumpSize) {
     auto insn = disasm::decode(code->span(), a);
     if (!insn) return tl::unexpected<Error>(std::move(insn).error());
-    const bool nop = insn->is_padding && insn->mnemonic != ZYDIS_MNEMONIC_INT3;
-    if (!nop && !(a == plan.entry && is_fentry_call(*insn)))
+    if (!disasm::is_nop(*insn) && !(a == plan.entry && is_fentry_call(*insn)))
       return fail(ErrorCode::kUnprovable, at(plan.entry) + ": no patchable entry pad (found `" +
                                               disasm::format(code->span(), a) + "` at " + at(a) + ")");
     plan.instructions.push_back(*insn);
@@ -190,7 +183,7 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
                         at(a) + (insn->is_padding ? " starts another symbol" : " is not padding"));
     } else if (auto last = disasm::check_call_is_last(code->span(), *insn, plan.entry + min_bytes); !last) {
       return fail(std::move(last).error().with_context(at(target) + ": stolen bytes"));
-    } else if (!falls_through(*insn)) {
+    } else if (!disasm::falls_through(*insn)) {
       function_ends_at = insn->end();
     }
     if (insn->has_memory_target) plan.data_targets.push_back(insn->memory_target);

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/disasm/instruction_facts.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/sync.hpp>
@@ -85,17 +86,6 @@ Status write_copy(std::uintptr_t address, std::span<const std::uint8_t> bytes,
   return {};
 }
 
-// Whether a thread can be strictly inside the run: not when its first instruction
-// never falls through (a jump out of it, a return) — the rest is then unreachable,
-// since validation refused branches from outside into the run.
-bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
-  if (insns.size() < 2) return false;
-  const disasm::Instruction& first = insns.front();
-  if (first.flow == disasm::Flow::kReturn) return false;
-  if (first.flow == disasm::Flow::kJump) return first.branch_target > address && first.branch_target < address + size;
-  return true;
-}
-
 // How the trap handler can run a site's old code (`insns`, from `bytes`)
 // without a copy: one direct jmp or call, one nop (an int3 is a trap, never
 // emulated), or one load of a constant into a register (a JIT's inline cache
@@ -104,7 +94,7 @@ bool interior_reachable(std::uintptr_t address, std::size_t size, std::span<cons
 // padding after it). Sets `f`'s emulation, and its target and register.
 void set_emulation(FlightSite& f, std::span<const std::uint8_t> bytes, std::span<const disasm::Instruction> insns) {
   f.emulation = Emulation::kNone;
-  if (insns.empty() || (insns.size() > 1 && interior_reachable(f.address, bytes.size(), insns))) return;
+  if (insns.empty() || (insns.size() > 1 && disasm::interior_reachable({f.address, bytes}, insns))) return;
   const disasm::Instruction& insn = insns.front();
   if (insn.flow == disasm::Flow::kJump && insn.has_branch_target) {
     f.emulation = Emulation::kJump;
@@ -114,23 +104,13 @@ void set_emulation(FlightSite& f, std::span<const std::uint8_t> bytes, std::span
   } else if (insn.flow == disasm::Flow::kCall && insn.has_branch_target) {
     f.emulation = Emulation::kCall;
     f.emulation_target = insn.branch_target;
-  } else if (insn.flow == disasm::Flow::kNone && insn.is_padding) {
+  } else if (disasm::is_nop(insn)) {
     f.emulation = Emulation::kSkip;
   } else if (const auto load = disasm::immediate_load(bytes)) {
     f.emulation = Emulation::kLoad;
     f.emulation_target = load->value;
     f.emulation_register = load->reg;
   }
-}
-
-// Whether code copied from [address, address+size) can leave other than by
-// falling through its end: a direct branch or call elsewhere, or an indirect one.
-// A `ret` goes back to a caller, which a patch never frees.
-bool may_leave(std::uintptr_t address, std::size_t size, std::span<const disasm::Instruction> insns) {
-  return std::any_of(insns.begin(), insns.end(), [&](const disasm::Instruction& insn) {
-    if (insn.flow == disasm::Flow::kIndirectJump || insn.flow == disasm::Flow::kIndirectCall) return true;
-    return insn.has_branch_target && (insn.branch_target < address || insn.branch_target > address + size);
-  });
 }
 
 // An upper bound on a copy's relocated instructions (the tail comes on top).
@@ -249,11 +229,11 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
     }
     Slot slot{slot_address[i], std::span(image).subspan(slot_offset[i], slot_size(i))};
     f.redirect = slot.address;
-    const bool fixup = interior_reachable(s.address, s.from.size(), insns);
+    const bool fixup = disasm::interior_reachable({s.address, s.from}, insns);
     const std::size_t offsets_before = generation->offsets.size();
     auto old_copy = write_copy(s.address, s.from, insns, s.from_plain, slot, fixup ? &generation->offsets : nullptr);
     if (old_copy) {
-      generation->copies_may_leave |= may_leave(s.address, s.from.size(), insns);
+      generation->copies_may_leave |= disasm::may_leave({s.address, s.from}, insns);
       if (fixup) {
         f.fixup_copy = slot.address;
         f.offsets_begin = static_cast<std::uint32_t>(offsets_before);
@@ -272,7 +252,7 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
                                                     old_copy.error().message + "; " + new_copy.error().message);
       }
       auto new_insns = disasm::decode_all(disasm::CodeSpan{s.address, s.to});
-      generation->copies_may_leave |= !new_insns || may_leave(s.address, s.to.size(), *new_insns);
+      generation->copies_may_leave |= !new_insns || disasm::may_leave({s.address, s.to}, *new_insns);
     } else {
       free_copies(*generation);
       return fail(ErrorCode::kCannotRelocate, site_name(s.index, s.address) +

@@ -22,6 +22,7 @@
 #include <tuple>
 #include <utility>
 
+#include <punch/disasm/instruction_facts.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/maps.hpp>
@@ -274,7 +275,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
       if (into && insn->branch_target != into->address && into != &c)
         first_into = {into, &c, insn->address, insn->branch_target};
     }
-    plain = plain && runs_anywhere(*insn);
+    plain = plain && disasm::runs_anywhere(*insn);
     a = insn->end();
   }
   if (!decoded) {
@@ -345,7 +346,7 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     }
     c.from_instructions = static_cast<std::uint32_t>(batch.instructions.size() - c.from_begin);
     const auto own = batch.old_instructions(c);
-    c.from_plain = std::all_of(own.begin(), own.end(), runs_anywhere);
+    c.from_plain = std::all_of(own.begin(), own.end(), disasm::runs_anywhere);
     for (const disasm::Instruction& insn : own)
       if (auto s = disasm::check_call_is_last(code, insn, c.end()); !s)
         return fail(with_site(c.index, c.address, std::move(s).error().with_context("its current code")));
@@ -387,12 +388,6 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
 }
 
 }  // namespace
-
-bool runs_anywhere(const disasm::Instruction& insn) noexcept {
-  using disasm::Flow;
-  return insn.rel_size == 0 && !insn.has_memory_target && !insn.has_branch_target && insn.flow != Flow::kCall &&
-         insn.flow != Flow::kIndirectCall && insn.flow != Flow::kSyscall;
-}
 
 std::string site_name(std::size_t index, std::uintptr_t address) {
   return "site #" + std::to_string(index) + " at " + at(address);

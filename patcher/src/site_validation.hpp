@@ -95,11 +95,6 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
 //! Cheap per-site checks done by Transaction::add: sizes and address overflow.
 Status check_site_shape(const Site& site);
 
-//! Whether `insn` behaves the same at any address, so that a copy of it is
-//! just its bytes: no relative operand (branch or RIP-relative data), no call
-//! (its return address), no system call (relocation refuses those).
-bool runs_anywhere(const disasm::Instruction& insn) noexcept;
-
 //! "site #2 at 0x7f..."
 std::string site_name(std::size_t index, std::uintptr_t address);
 
