@@ -6,6 +6,8 @@
 // original would execute rewritten bytes at A, the copy at B its own), runs
 // whose original touches the copy's pages (fresh memory to it; see Layout and
 // out_of_scope in differential.hpp), and the instructions not_comparable lists below.
+#include <Zydis/Zydis.h>
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -43,7 +45,7 @@ bool not_comparable(punch::disasm::CodeSpan source, const std::vector<punch::dis
                                                     source.bytes.size() - offset, &z)) ||
         (z.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED))
       return true;
-    switch (i.mnemonic) {
+    switch (z.mnemonic) {
       case ZYDIS_MNEMONIC_FNSTENV: case ZYDIS_MNEMONIC_FNSAVE: case ZYDIS_MNEMONIC_FXSAVE:
       case ZYDIS_MNEMONIC_FXSAVE64: case ZYDIS_MNEMONIC_XSAVE: case ZYDIS_MNEMONIC_XSAVE64:
       case ZYDIS_MNEMONIC_XSAVEOPT: case ZYDIS_MNEMONIC_XSAVEOPT64: case ZYDIS_MNEMONIC_XSAVEC:

@@ -109,7 +109,6 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
   out = Instruction{};
   out.address = address;
   out.length = insn.length;
-  out.mnemonic = insn.mnemonic;
 
   // A relative immediate: a direct branch (jmp/jcc/call/jrcxz/loop) or xbegin's abort target.
   bool relative_branch = false;

@@ -12,6 +12,7 @@
 
 #include "differential.hpp"
 #include "disasm_corpus.hpp"
+#include "mnemonic.hpp"
 
 namespace punch::disasm {
 namespace {
@@ -68,7 +69,7 @@ void expect_same_memory_targets(CodeSpan source, const Relocation& relocation) {
     if (!before.has_memory_target) continue;
     auto after = decode(moved, relocation.address + relocation.offsets[i].new_offset);
     ASSERT_TRUE(after) << after.error().describe();
-    EXPECT_EQ(after->mnemonic, before.mnemonic);
+    EXPECT_EQ(punch::test::mnemonic_at(moved, after->address), punch::test::mnemonic_at(source, before.address));
     EXPECT_TRUE(after->has_memory_target);
     EXPECT_EQ(after->memory_target, before.memory_target) << format(moved, after->address);
   }

@@ -9,6 +9,8 @@
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
 
+#include "mnemonic.hpp"
+
 namespace punch::disasm {
 namespace {
 
@@ -339,7 +341,7 @@ TEST(Relocate, FinalCallAsJumpPushesTheOriginalReturnAddress) {
   auto all = decode_all(CodeSpan{dest, r->bytes});
   ASSERT_TRUE(all) << all.error().describe();
   ASSERT_EQ(all->size(), 3u);
-  EXPECT_EQ((*all)[1].mnemonic, ZYDIS_MNEMONIC_PUSH);
+  EXPECT_EQ(punch::test::mnemonic_at(CodeSpan{dest, r->bytes}, (*all)[1].address), "push");
   EXPECT_EQ(r->bytes[r->offsets[1].new_offset + 1], static_cast<std::uint8_t>(kBase + 6));  // push imm32 = kBase + 6.
   EXPECT_EQ((*all)[2].flow, Flow::kJump);
   EXPECT_EQ((*all)[2].branch_target, kBase + 6 + 0x100);
@@ -360,7 +362,7 @@ TEST(Relocate, FinalCallAsJumpPushesTheOriginalReturnAddress) {
   ASSERT_TRUE(r) << r.error().describe();
   all = decode_all(CodeSpan{dest, r->bytes});
   ASSERT_TRUE(all);
-  EXPECT_EQ(all->back().mnemonic, ZYDIS_MNEMONIC_JMP);
+  EXPECT_EQ(punch::test::mnemonic_at(CodeSpan{dest, r->bytes}, all->back().address), "jmp");
   EXPECT_EQ(all->back().flow, Flow::kIndirectJump);
 
   // call [rsp+8]: the push would move what the operand names.

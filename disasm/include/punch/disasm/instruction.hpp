@@ -12,8 +12,6 @@
 #include <string>
 #include <vector>
 
-#include <Zydis/Zydis.h>
-
 #include <punch/result.hpp>
 
 namespace punch::disasm {
@@ -45,7 +43,6 @@ enum class Flow {
 struct Instruction {
   std::uintptr_t address = 0;
   std::uint8_t length = 0;
-  ZydisMnemonic mnemonic = ZYDIS_MNEMONIC_INVALID;
   Flow flow = Flow::kNone;
   bool has_branch_target = false;   //!< A direct relative branch (kJump, kCondJump, kShortOnly, kCall).
   std::uintptr_t branch_target = 0;
