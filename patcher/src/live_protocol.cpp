@@ -43,6 +43,7 @@
 
 #include "flight_table.hpp"
 #include "out_of_line.hpp"
+#include "site_messages.hpp"
 #include "thread_fixup.hpp"
 #include "trap_handler.hpp"
 

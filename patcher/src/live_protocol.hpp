@@ -7,7 +7,7 @@
 #include <punch/patcher/transaction.hpp>
 #include <punch/result.hpp>
 
-#include "site_validation.hpp"
+#include "checked_site.hpp"
 
 namespace punch::patcher::live {
 

@@ -20,6 +20,9 @@
 #include <punch/runtime/sync.hpp>
 #include <punch/runtime/threads.hpp>
 
+#include "site_messages.hpp"
+#include "site_validation.hpp"
+
 namespace punch::patcher::live {
 namespace {
 

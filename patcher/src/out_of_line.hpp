@@ -9,7 +9,7 @@
 #include <punch/result.hpp>
 
 #include "flight_table.hpp"
-#include "site_validation.hpp"
+#include "checked_site.hpp"
 
 namespace punch::patcher::live {
 

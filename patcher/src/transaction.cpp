@@ -17,6 +17,7 @@
 #include "lock_ranks.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
+#include "site_messages.hpp"
 #include "site_validation.hpp"
 
 namespace punch::patcher {
