@@ -1,7 +1,6 @@
 #include <punch/runtime/code_writer.hpp>
 
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -11,19 +10,19 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
+#include <utility>
 #include <vector>
 
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/safe_read.hpp>
 
 #include "fault_seam.hpp"
-#include <punch/runtime/fork_safe_mutex.hpp>
-#include "mdwe.hpp"
 #include "placement.hpp"
 #include "proc_mem.hpp"
 #include "valgrind_discard.hpp"
+#include "write_methods.hpp"
 
 namespace punch::runtime {
 
@@ -62,9 +61,7 @@ namespace {
 
 constexpr std::uint8_t kInt3 = 0xCC;
 
-std::string range_text(std::uintptr_t address, std::size_t size) {
-  return at(address) + " (" + std::to_string(size) + " bytes)";
-}
+using detail::range_text;
 
 // Whether [address, address+size) lies within one page. (No bit at or above
 // the page size differs; no division: this runs on every write.)
@@ -91,16 +88,10 @@ bool every_page_readable(std::uintptr_t address, std::size_t size) {
 struct CodeWriter::State {
   explicit State(WriteMethod m) : method(m) {}
 
-  // Under dual-map, the RW view of each region; under every method, what map_code returned.
-  struct Region {
-    CodeRegion rx;
-    std::uintptr_t rw = 0;  // dual-map only
-  };
-
   WriteMethod method;
   ForkSafeMutex mutex{LockRank::kWriter};  // Guards `regions` and mprotect toggling.
   std::atomic<pid_t> exclusive_owner{0};   // The thread whose Exclusive holds `mutex`, if any.
-  std::vector<Region> regions;
+  std::vector<detail::WriterRegion> regions;  // What map_code returned (under dual-map with its RW view).
 
   // `mutex` for a write, unless this thread holds it already through an Exclusive.
   class WriteLock {
@@ -119,127 +110,19 @@ struct CodeWriter::State {
     ForkSafeMutex* mutex_;
   };
 
-  // One attempt to write part of `bytes` at `address`: bytes written, or -errno.
-  // Errors that are not an errno (a range outside the writer's memory) go to `error`.
-  long write_some(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
-
-  long write_proc_mem(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
-  long write_dual_map(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
-  long write_mprotect(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error);
+  // One attempt to write part of `bytes` at `address` (see write_methods.hpp).
+  long write_some(std::uintptr_t address, std::span<const std::uint8_t> bytes, std::optional<Error>& error) {
+    if (method == WriteMethod::kProcMem) return detail::write_by_proc_mem(address, bytes, error);
+    WriteLock guard(*this);  // The regions list, and mprotect's toggling of pages.
+    if (method == WriteMethod::kDualMap) return detail::write_by_dual_map(regions, address, bytes, error);
+    return detail::write_by_mprotect(regions, address, bytes, error);
+  }
 };
-
-long CodeWriter::State::write_some(std::uintptr_t address, std::span<const std::uint8_t> bytes,
-                                   std::optional<Error>& error) {
-  switch (method) {
-    case WriteMethod::kProcMem: return write_proc_mem(address, bytes, error);
-    case WriteMethod::kDualMap: return write_dual_map(address, bytes, error);
-    case WriteMethod::kMprotect: return write_mprotect(address, bytes, error);
-  }
-  return -EINVAL;
-}
-
-long CodeWriter::State::write_proc_mem(std::uintptr_t address, std::span<const std::uint8_t> bytes,
-                                       std::optional<Error>& error) {
-  auto fd = detail::proc_mem_fd();
-  if (!fd) {
-    error = fd.error();
-    return -1;
-  }
-  ssize_t n = ::pwrite(*fd, bytes.data(), bytes.size(), static_cast<off_t>(address));
-  return n < 0 ? -errno : n;
-}
-
-long CodeWriter::State::write_dual_map(std::uintptr_t address, std::span<const std::uint8_t> bytes,
-                                       std::optional<Error>& error) {
-  WriteLock guard(*this);
-  for (const Region& r : regions) {
-    if (address >= r.rx.address && address - r.rx.address < r.rx.size) {
-      std::size_t offset = address - r.rx.address;
-      if (bytes.size() > r.rx.size - offset) break;
-      std::memcpy(reinterpret_cast<void*>(r.rw + offset), bytes.data(), bytes.size());
-      return static_cast<long>(bytes.size());
-    }
-  }
-  error = Error{ErrorCode::kNotOwned,
-                range_text(address, bytes.size()) +
-                    ": not inside one region this dual-map writer mapped (it has no "
-                    "writable view of other memory)",
-                address};
-  return -1;
-}
-
-long CodeWriter::State::write_mprotect(std::uintptr_t address, std::span<const std::uint8_t> bytes,
-                                       std::optional<Error>& error) {
-  WriteLock guard(*this);  // Two writers toggling one page would race each other.
-  const std::uintptr_t page = detail::page_size();
-  const std::uintptr_t lo = address & ~(page - 1);
-  const std::uintptr_t hi = (address + bytes.size() + page - 1) & ~(page - 1);
-
-  // The protections to restore, piece by piece; the whole range must be mapped.
-  struct Piece {
-    std::uintptr_t start, end;
-    int prot;
-  };
-  std::vector<Piece> pieces;
-  // Memory this writer mapped is R+X by construction; anything else is looked up.
-  for (const Region& r : regions)
-    if (lo >= r.rx.address && hi <= r.rx.address + r.rx.size) pieces.push_back({lo, hi, PROT_READ | PROT_EXEC});
-  std::uintptr_t cursor = pieces.empty() ? lo : hi;
-  auto maps = pieces.empty() ? read_mappings() : Result<std::vector<Mapping>>{};
-  if (!maps) {
-    error = maps.error();
-    return -1;
-  }
-  for (const Mapping& m : *maps) {
-    if (m.end <= cursor || m.start >= hi) continue;
-    if (m.start > cursor) break;
-    int prot = (m.readable ? PROT_READ : 0) | (m.writable ? PROT_WRITE : 0) | (m.executable ? PROT_EXEC : 0);
-    pieces.push_back({cursor, std::min(m.end, hi), prot});
-    cursor = std::min(m.end, hi);
-    if (cursor == hi) break;
-  }
-  if (cursor != hi) {
-    error = Error{ErrorCode::kNotMapped,
-                  at(std::max(cursor, address)) + ": not mapped (writing " + range_text(address, bytes.size()) + ")",
-                  std::max(cursor, address)};
-    return -1;
-  }
-  bool executable = std::any_of(pieces.begin(), pieces.end(), [](const Piece& p) { return p.prot & PROT_EXEC; });
-  if (executable && detail::mdwe_in_force()) {
-    error = Error{ErrorCode::kUnsupported,
-                  range_text(address, bytes.size()) +
-                      ": mprotect method cannot make code executable again under "
-                      "MDWE (PR_SET_MDWE / MemoryDenyWriteExecute)",
-                  address};
-    return -1;
-  }
-  // Writable, never executable at the same time.
-  if (::mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE) != 0) {
-    const int err = errno;  // ENOMEM: part of the range was unmapped behind our back.
-    for (const Piece& p : pieces) ::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot);
-    error =
-        Error{err == ENOMEM ? ErrorCode::kNotMapped : ErrorCode::kIoError,
-              range_text(address, bytes.size()) + ": mprotect to read+write failed: " + std::strerror(err), address};
-    return -1;
-  }
-  std::memcpy(reinterpret_cast<void*>(address), bytes.data(), bytes.size());
-  for (const Piece& p : pieces) {
-    if (::mprotect(reinterpret_cast<void*>(p.start), p.end - p.start, p.prot) != 0) {
-      error = Error{ErrorCode::kInconsistent,
-                    range_text(address, bytes.size()) + ": bytes written but restoring the protection of " +
-                        range_text(p.start, p.end - p.start) + " failed: " + std::strerror(errno) +
-                        "; it is now read+write",
-                    p.start};
-      return -1;
-    }
-  }
-  return static_cast<long>(bytes.size());
-}
 
 CodeWriter::CodeWriter(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 CodeWriter::~CodeWriter() {
-  for (const State::Region& r : state_->regions) {
+  for (const detail::WriterRegion& r : state_->regions) {
     ::munmap(reinterpret_cast<void*>(r.rx.address), r.rx.size);
     if (r.rw) ::munmap(reinterpret_cast<void*>(r.rw), r.rx.size);
   }
@@ -287,29 +170,13 @@ Status CodeWriter::write_each(std::span<const Piece> pieces, std::size_t& writte
 }
 
 Status CodeWriter::write_unchecked(std::uintptr_t address, std::span<const std::uint8_t> bytes) {
-  const auto fault = detail::take_fault(testing::FaultPoint::kWrite);
-  bool fault_pending = fault.has_value();
+  auto fault = detail::take_fault(testing::FaultPoint::kWrite);  // Replaces the first attempt, when armed.
   std::size_t done = 0;
   while (done < bytes.size()) {
     std::optional<Error> error;
-    long n = -EINVAL;
-    auto rest = bytes.subspan(done);
-    if (fault_pending) {  // The injected fault replaces the first attempt.
-      fault_pending = false;
-      switch (*fault) {
-        case testing::FaultKind::kEio: n = -EIO; break;
-        case testing::FaultKind::kEintr: n = -EINTR; break;
-        case testing::FaultKind::kDelay:
-          std::this_thread::sleep_for(detail::kInjectedDelay);
-          n = state_->write_some(address + done, rest, error);
-          break;
-        case testing::FaultKind::kShortWrite:
-          n = state_->write_some(address + done, rest.first(std::max<std::size_t>(1, rest.size() / 2)), error);
-          break;
-      }
-    } else {
-      n = state_->write_some(address + done, rest, error);
-    }
+    const auto rest = bytes.subspan(done);
+    auto attempt = [&](std::span<const std::uint8_t> part) { return state_->write_some(address + done, part, error); };
+    const long n = detail::attempt_with_fault(std::exchange(fault, std::nullopt), rest, attempt);
     if (error) return tl::unexpected(std::move(*error));
     if (n == -EINTR) continue;  // Interrupted before writing anything: try again.
     if (n == -EIO) {
@@ -359,30 +226,11 @@ Result<CodeRegion> CodeWriter::map_code(std::size_t size, AddressWindow window) 
     return fail(ErrorCode::kInvalidArgument, "map_code: bad size " + std::to_string(size));
   size = (size + page - 1) & ~(page - 1);
 
-  State::Region region;
+  detail::WriterRegion region;
   if (state_->method == WriteMethod::kDualMap) {
-    int fd = ::memfd_create("punch-code", MFD_CLOEXEC);
-    if (fd < 0) return fail(ErrorCode::kUnsupported, std::string("memfd_create failed: ") + std::strerror(errno));
-    if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
-      int err = errno;
-      ::close(fd);
-      return fail(ErrorCode::kOutOfMemory, "ftruncate of the code memfd failed: " + std::string(std::strerror(err)));
-    }
-    auto rx = detail::map_in_window(size, PROT_READ | PROT_EXEC, MAP_SHARED, fd, window);
-    if (!rx) {
-      ::close(fd);
-      return tl::unexpected(std::move(rx).error());
-    }
-    void* rw = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int err = errno;
-    ::close(fd);  // The two mappings keep the memory alive.
-    if (rw == MAP_FAILED) {
-      ::munmap(reinterpret_cast<void*>(*rx), size);
-      return fail(ErrorCode::kOutOfMemory, "mmap of the writable view failed: " + std::string(std::strerror(err)));
-    }
-    std::memset(rw, kInt3, size);
-    region.rx = CodeRegion{*rx, size};
-    region.rw = reinterpret_cast<std::uintptr_t>(rw);
+    auto dual = detail::map_dual_region(size, window);
+    if (!dual) return tl::unexpected(std::move(dual).error());
+    region = *dual;
   } else {
     auto rx = detail::map_in_window(size, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, window);
     if (!rx) return tl::unexpected(std::move(rx).error());
@@ -409,7 +257,7 @@ Result<CodeRegion> CodeWriter::map_code(std::size_t size, AddressWindow window) 
 Status CodeWriter::unmap_code(CodeRegion region) {
   std::lock_guard guard(state_->mutex);
   auto& regions = state_->regions;
-  auto it = std::find_if(regions.begin(), regions.end(), [&](const State::Region& r) {
+  auto it = std::find_if(regions.begin(), regions.end(), [&](const detail::WriterRegion& r) {
     return r.rx.address == region.address && r.rx.size == region.size;
   });
   if (it == regions.end())
