@@ -19,90 +19,45 @@
 #include <punch/disasm/relocate.hpp>
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
-#include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/maps.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
 
 #include "function_extent.hpp"
+#include "hook_chain.hpp"
 #include "hook_planner.hpp"
 #include "hook_trampoline.hpp"
-#include "lock_ranks.hpp"
 #include "out_of_line.hpp"
 
 namespace punch::patcher::detail {
-namespace {
 
-constexpr std::uint8_t kInt3 = 0xCC;
-
-// A jmp rel32 whose destination is retargeted; far destinations go through relays near it.
-struct JumpPoint {
-  std::uintptr_t address = 0;
-  std::vector<std::uint8_t> bytes;                  // The 5 bytes there now.
-  std::map<std::uintptr_t, CodeBlock> relays;       // Destination -> relay within reach.
-};
-
-struct HookRecord {
-  std::uint64_t id = 0;
-  std::uintptr_t detour = 0;
-  // Where a thread may be on its way into the chain's code: the detour's
-  // extent (from its ELF symbol, when it has one), or a generated detour and what it calls.
-  std::vector<runtime::CodeRange> detour_ranges;
-  std::optional<CodeBlock> generated;  // A generated detour the registry owns (a mid hook's stub).
-  std::vector<InFlight> in_flight;     // Its count of threads inside its call.
-  bool enabled = true;
-  TransactionOptions options;
-  std::optional<CodeBlock> stub;  // Link stub (chained hooks only): what trampoline() returns.
-  JumpPoint link;                 // The stub's jump.
-};
-
-struct Chain {
-  EntryPlan plan;
-  CodeBlock trampoline;
-  bool trampoline_holds_returns = false;  // Its stolen call is a real call (shadow stack): never freed.
-  std::vector<std::uint8_t> entry_bytes;  // What [entry, resume) holds now.
-  JumpPoint entry_jump;                   // rel32 forms: the jump at the entry.
-  std::optional<CodeBlock> head;          // Absolute form: the stub the entry jumps to.
-  JumpPoint head_jump;
-  std::vector<HookRecord> hooks;          // Innermost first.
-  // Every detour ever hooked here: a thread inside one may be about to call
-  // into the chain's code (its trampoline pointer loaded), even after removal.
-  std::vector<runtime::CodeRange> detour_extents;
-  std::vector<InFlight> in_flight;  // The same for generated detours: threads inside their calls.
-};
-
-struct Retired {
-  CodeBlock block;
-  bool keep = false;  // A return address may point into it (stolen call): never freed.
-  // Detours whose threads may still enter the block: it is in use while a thread runs one.
-  std::vector<runtime::CodeRange> callers;
-  std::vector<InFlight> in_flight;  // In use while any of these counts threads.
-};
-
-struct Registry {
-  runtime::ForkSafeMutex mutex{detail::kHooksRank};  // A child after fork can hook too.
-  std::map<std::uintptr_t, std::unique_ptr<Chain>> chains;  // By target.
-  std::map<std::uint64_t, std::uintptr_t> targets;           // Hook id -> target.
-  std::vector<Retired> retired;
-  std::uint64_t next_id = 0;
-};
-
-Registry& registry() {
-  static Registry* r = new Registry;  // Never destroyed: hooks may outlive static destructors.
+HookRegistry& hook_registry() {
+  static HookRegistry* r = new HookRegistry;
   return *r;
 }
 
+FoundHook lookup(HookRegistry& r, std::uint64_t id) {
+  auto t = r.targets.find(id);
+  if (t == r.targets.end()) return {};
+  Chain& chain = *r.chains.at(t->second);
+  for (HookRecord& h : chain.hooks)
+    if (h.id == id) return {&chain, &h};
+  return {};
+}
+
+namespace {
+
 // Built while the program loads, before any thread can fork: a fork in the
-// middle of the first registry() call would leave the child's copy of its
+// middle of the first hook_registry() call would leave the child's copy of its
 // initialization guard taken forever.
-[[maybe_unused]] const bool g_registry_built = (registry(), true);
+[[maybe_unused]] const bool g_registry_built = (hook_registry(), true);
+
+constexpr std::uint8_t kInt3 = 0xCC;
 
 Result<runtime::CodeHeap*> heap() { return runtime::CodeHeap::global(); }
 
-HookRecord* find_hook(Chain& chain, std::uint64_t id) {
-  for (auto& h : chain.hooks)
-    if (h.id == id) return &h;
-  return nullptr;
+Status not_installed(std::uint64_t id) {
+  return fail(ErrorCode::kNotOwned, "hook #" + std::to_string(id) + " is not installed");
 }
 
 // Code allocated during one operation, freed again if the operation fails.
@@ -233,38 +188,6 @@ Status reconcile(Chain& chain, const TransactionOptions& options, Reconcile mode
   return {};
 }
 
-void retire(Registry& r, const CodeBlock& b, const std::vector<runtime::CodeRange>& callers, bool keep = false,
-            const std::vector<InFlight>& in_flight = {}) {
-  r.retired.push_back({b, keep, callers, in_flight});
-}
-
-void retire_jump_point(Registry& r, JumpPoint& point, const std::vector<runtime::CodeRange>& callers,
-                       const std::vector<InFlight>& in_flight) {
-  for (auto& [to, relay] : point.relays) retire(r, relay, callers, false, in_flight);
-  point.relays.clear();
-}
-
-// Retires all code of an unused chain (no hooks) and forgets it.
-void retire_chain(Registry& r, std::map<std::uintptr_t, std::unique_ptr<Chain>>::iterator it) {
-  Chain& chain = *it->second;
-  retire(r, chain.trampoline, chain.detour_extents, chain.trampoline_holds_returns, chain.in_flight);
-  if (chain.head) retire(r, *chain.head, chain.detour_extents, false, chain.in_flight);
-  retire_jump_point(r, chain.entry_jump, chain.detour_extents, chain.in_flight);
-  retire_jump_point(r, chain.head_jump, chain.detour_extents, chain.in_flight);
-  r.chains.erase(it);
-}
-
-// After a rollback that failed too, memory may lead into any of the chain's
-// code: keep all of it forever (a leak, never a jump into freed memory).
-void abandon_chain(Registry& r, Chain& chain) {
-  retire(r, chain.trampoline, {}, true);
-  if (chain.head) retire(r, *chain.head, {}, true);
-  for (auto* point : {&chain.entry_jump, &chain.head_jump}) {
-    for (auto& [to, relay] : point->relays) retire(r, relay, {}, true);
-    point->relays.clear();
-  }
-}
-
 // The extent of a detour from its symbols or unwind tables; none for JIT code.
 std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
   auto extent = function_extent(detour);
@@ -274,7 +197,7 @@ std::optional<runtime::CodeRange> detour_extent(std::uintptr_t detour) {
 
 // The hooked chain (other than the one at `target`) whose replaced bytes meet
 // [begin, end), or null. Chains without hooks are left as they were found.
-const Chain* overlapping_chain(const Registry& r, std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end) {
+const Chain* overlapping_chain(const HookRegistry& r, std::uintptr_t target, std::uintptr_t begin, std::uintptr_t end) {
   for (const auto& [t, chain] : r.chains)
     if (t != target && !chain->hooks.empty() && chain->plan.target < end && begin < chain->plan.resume())
       return chain.get();
@@ -376,7 +299,7 @@ Status check_enable(Chain& chain, const TransactionOptions& options) {
 }
 
 // registry_install with the lock held.
-Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::uintptr_t detour,
+Result<std::uint64_t> install_locked(HookRegistry& r, std::uintptr_t target, std::uintptr_t detour,
                                      const HookOptions& options, void** original,
                                      const std::optional<GeneratedDetour>& generated) {
   if (target == 0 || detour == 0) return fail(ErrorCode::kInvalidArgument, at(target) + ": null target or detour");
@@ -466,7 +389,7 @@ Result<std::uint64_t> install_locked(Registry& r, std::uintptr_t target, std::ui
 
 Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t detour, const HookOptions& options,
                                        void** original, std::optional<GeneratedDetour> generated) {
-  Registry& r = registry();
+  HookRegistry& r = hook_registry();
   std::lock_guard lock(r.mutex);
   auto id = install_locked(r, target, detour, options, original, generated);
   if (!id && generated) {
@@ -481,15 +404,13 @@ Result<std::uint64_t> registry_install(std::uintptr_t target, std::uintptr_t det
 }
 
 Status registry_set_enabled(std::uint64_t id, bool enabled) {
-  Registry& r = registry();
+  HookRegistry& r = hook_registry();
   std::lock_guard lock(r.mutex);
-  auto t = r.targets.find(id);
-  if (t == r.targets.end()) return fail(ErrorCode::kNotOwned, "hook #" + std::to_string(id) + " is not installed");
-  Chain& chain = *r.chains.at(t->second);
-  HookRecord* h = find_hook(chain, id);
+  auto [chain, h] = lookup(r, id);
+  if (!h) return not_installed(id);
   if (h->enabled == enabled) return {};
   h->enabled = enabled;
-  if (auto s = reconcile(chain, h->options); !s) {
+  if (auto s = reconcile(*chain, h->options); !s) {
     h->enabled = !enabled;
     return s;
   }
@@ -497,12 +418,12 @@ Status registry_set_enabled(std::uint64_t id, bool enabled) {
 }
 
 Status registry_remove(std::uint64_t id) {
-  Registry& r = registry();
+  HookRegistry& r = hook_registry();
   std::lock_guard lock(r.mutex);
-  auto t = r.targets.find(id);
-  if (t == r.targets.end()) return fail(ErrorCode::kNotOwned, "hook #" + std::to_string(id) + " is not installed");
-  Chain& chain = *r.chains.at(t->second);
-  auto it = std::find_if(chain.hooks.begin(), chain.hooks.end(), [&](const HookRecord& h) { return h.id == id; });
+  auto [found, hook] = lookup(r, id);
+  if (!hook) return not_installed(id);
+  Chain& chain = *found;
+  const auto it = chain.hooks.begin() + (hook - chain.hooks.data());
   HookRecord removed = *it;
   const auto index = it - chain.hooks.begin();
   chain.hooks.erase(it);
@@ -515,83 +436,31 @@ Status registry_remove(std::uint64_t id) {
   if (removed.stub) retire(r, *removed.stub, callers, false, removed.in_flight);
   if (removed.generated) retire(r, *removed.generated, callers, false, removed.in_flight);
   retire_jump_point(r, removed.link, callers, removed.in_flight);
-  r.targets.erase(t);
+  r.targets.erase(id);
   return {};
 }
 
 bool registry_enabled(std::uint64_t id) {
-  Registry& r = registry();
+  HookRegistry& r = hook_registry();
   std::lock_guard lock(r.mutex);
-  auto t = r.targets.find(id);
-  if (t == r.targets.end()) return false;
-  const HookRecord* h = find_hook(*r.chains.at(t->second), id);
-  return h->enabled;
+  const HookRecord* h = lookup(r, id).hook;
+  return h && h->enabled;
 }
 
 HookInfo registry_info(std::uint64_t id) {
-  Registry& r = registry();
+  HookRegistry& r = hook_registry();
   std::lock_guard lock(r.mutex);
-  auto t = r.targets.find(id);
-  if (t == r.targets.end()) return {};
-  Chain& chain = *r.chains.at(t->second);
+  auto [found, hook] = lookup(r, id);
+  if (!hook) return {};
+  const Chain& chain = *found;
   HookInfo info;
   info.target = chain.plan.target;
   info.entry = chain.plan.entry;
   info.kind = chain.plan.kind;
   info.stolen = chain.plan.size();
-  for (std::size_t i = 0; i < chain.hooks.size(); ++i)
-    if (chain.hooks[i].id == id) {
-      info.chain_position = i;
-      info.trampoline = chain.hooks[i].stub ? chain.hooks[i].stub->address : chain.trampoline.address;
-    }
+  info.chain_position = static_cast<std::size_t>(hook - chain.hooks.data());
+  info.trampoline = hook->stub ? hook->stub->address : chain.trampoline.address;
   return info;
-}
-
-Result<std::size_t> registry_release_retired(std::chrono::milliseconds timeout) {
-  Registry& r = registry();
-  std::lock_guard lock(r.mutex);
-  for (auto it = r.chains.begin(); it != r.chains.end();)
-    it = it->second->hooks.empty() ? (retire_chain(r, it++), it) : std::next(it);
-  if (r.retired.empty()) return std::size_t{0};
-
-  // The entry jumps leading here are gone and synced: only a thread already
-  // inside a block, or inside a detour that may still call it, can reach it.
-  std::vector<runtime::CodeRange> ranges;
-  std::vector<std::size_t> owner;  // ranges[k] decides about r.retired[owner[k]].
-  for (std::size_t i = 0; i < r.retired.size(); ++i) {
-    if (r.retired[i].keep) continue;
-    const CodeBlock& b = r.retired[i].block;
-    ranges.push_back({b.address, b.address + b.size});
-    owner.push_back(i);
-    for (const runtime::CodeRange& caller : r.retired[i].callers) {
-      ranges.push_back(caller);
-      owner.push_back(i);
-    }
-  }
-  // Counts before the rendezvous: a thread that leaves a generated detour's
-  // call after its count was read is in that detour or past it, where the rendezvous sees it.
-  std::vector<bool> busy(r.retired.size(), false);
-  for (std::size_t i = 0; i < r.retired.size(); ++i)
-    for (const InFlight& count : r.retired[i].in_flight)
-      if (count->load(std::memory_order_acquire) != 0) busy[i] = true;
-  if (!ranges.empty()) {
-    auto in_use = runtime::ranges_in_use(ranges, timeout);
-    if (!in_use) return tl::unexpected<Error>(std::move(in_use).error());
-    for (std::size_t k = 0; k < ranges.size(); ++k)
-      if ((*in_use)[k]) busy[owner[k]] = true;
-  }
-  auto h = heap();
-  if (!h) return tl::unexpected<Error>(std::move(h).error());
-  std::size_t freed = 0;
-  std::vector<Retired> kept;
-  for (std::size_t i = 0; i < r.retired.size(); ++i) {
-    if (r.retired[i].keep || busy[i] || !(*h)->free(r.retired[i].block.address))
-      kept.push_back(std::move(r.retired[i]));
-    else
-      ++freed;
-  }
-  r.retired = std::move(kept);
-  return freed;
 }
 
 }  // namespace punch::patcher::detail
