@@ -50,6 +50,8 @@ struct Sink {
 
 // The sinks (each defined in its tool's .cpp; listed in kSinks in code_events.cpp).
 extern const Sink kRegistrySink;  // code_registry.cpp
+extern const Sink kPerfMapSink;   // perf_map.cpp
+extern const Sink kJitdumpSink;   // jitdump.cpp
 
 //! Tells every sink about a batch of new code.
 void code_added(std::span<const AddedCode> batch) noexcept;

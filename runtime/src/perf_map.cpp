@@ -1,0 +1,137 @@
+// The perf map sink: one "START SIZE name" line per piece of code added.
+#include <punch/runtime/perf_map.hpp>
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <mutex>
+
+#include <punch/runtime/code_registry.hpp>
+#include <punch/runtime/fork_safe_mutex.hpp>
+
+#include "code_events.hpp"
+#include "tool_file.hpp"
+
+namespace punch::runtime {
+namespace {
+
+struct PerfMap {
+  ForkSafeMutex mutex{LockRank::kCodeNames};
+  std::atomic<bool> on{false};  // Read without the lock: one load per batch when off.
+  int fd = -1;
+  std::string path;
+  std::size_t entries = 0;
+};
+
+// Built while the program loads (see CodeWriter::global); never destroyed.
+PerfMap& perf_map() {
+  static auto* map = new PerfMap;
+  return *map;
+}
+
+void append_line(std::string& out, std::uintptr_t start, std::size_t size, std::string_view name) {
+  char head[48];
+  std::snprintf(head, sizeof head, "%lx %lx ", static_cast<unsigned long>(start), static_cast<unsigned long>(size));
+  out += head;
+  for (char c : name) out += (c == '\n' || c == '\r') ? ' ' : c;  // One line per entry, whatever the name.
+  out += '\n';
+}
+
+// Appends `text` holding `lines` entries; the lock is held only for the write.
+void write_lines(PerfMap& map, const std::string& text, std::size_t lines) {
+  std::lock_guard lock(map.mutex);
+  if (map.fd < 0) return;
+  if (detail::write_all(map.fd, text.data(), text.size())) map.entries += lines;
+}
+
+// Opens this process's map and writes what is registered now. Caller holds no lock.
+Status open_and_fill(PerfMap& map) {
+  {
+    std::lock_guard lock(map.mutex);
+    if (map.fd >= 0) return {};
+    std::string path = "/tmp/perf-" + std::to_string(::getpid()) + ".map";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return fail(ErrorCode::kIoError, path + ": cannot open the perf map: " + std::strerror(errno));
+    map.fd = fd;
+    map.path = std::move(path);
+    map.entries = 0;
+    map.on.store(true);  // From here every new piece of code is written too (a few maybe twice: harmless).
+  }
+  std::string text;
+  const auto existing = registered_code();
+  for (const CodeInfo& code : existing) append_line(text, code.start, code.size, code.name);
+  if (!existing.empty()) write_lines(map, text, existing.size());
+  return {};
+}
+
+void perf_map_added(std::span<const code_events::AddedCode> batch) {
+  PerfMap& map = perf_map();
+  if (!map.on.load(std::memory_order_relaxed)) return;
+  try {
+    std::string text;
+    for (const auto& code : batch) append_line(text, code.address, code.size, code.name);
+    write_lines(map, text, batch.size());
+  } catch (const std::bad_alloc&) {
+    // Best effort: the code stays unnamed in perf.
+  }
+}
+
+void perf_map_released(std::span<const code_events::ReleasedCode>) {}  // The format cannot say it.
+
+// A child of fork() writes its own map, starting with the code it inherited.
+void reopen_in_child() {
+  PerfMap& map = perf_map();
+  if (!map.on.load()) return;
+  ::close(map.fd);  // The parent's file: the child must not append to it.
+  map.fd = -1;
+  map.on.store(false);
+  try {
+    (void)open_and_fill(map);
+  } catch (const std::bad_alloc&) {
+  }
+}
+
+[[maybe_unused]] const bool g_perf_map_ready = [] {
+  (void)perf_map();
+  pthread_atfork(nullptr, nullptr, reopen_in_child);
+  if (detail::env_flag("PUNCH_PERF_MAP")) (void)enable_perf_map();
+  return true;
+}();
+
+}  // namespace
+
+const code_events::Sink code_events::kPerfMapSink{&perf_map_added, &perf_map_released};
+
+Status enable_perf_map() {
+  try {
+    return open_and_fill(perf_map());
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kOutOfMemory, "enable_perf_map: out of memory");
+  }
+}
+
+void disable_perf_map() {
+  PerfMap& map = perf_map();
+  std::lock_guard lock(map.mutex);
+  map.on.store(false);
+  if (map.fd >= 0) ::close(map.fd);
+  map.fd = -1;
+  map.path.clear();
+}
+
+std::string perf_map_path() {
+  PerfMap& map = perf_map();
+  std::lock_guard lock(map.mutex);
+  return map.path;
+}
+
+std::size_t perf_map_entries() {
+  PerfMap& map = perf_map();
+  std::lock_guard lock(map.mutex);
+  return map.entries;
+}
+
+}  // namespace punch::runtime
