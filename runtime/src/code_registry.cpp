@@ -45,6 +45,7 @@ struct Record {
 
 struct Table {
   std::vector<const Record*> records;  // Sorted by start, never overlapping.
+  std::vector<std::uintptr_t> starts;  // records[i]->start: a lookup searches these, touching one record.
 };
 
 constexpr unsigned kRegionShift = 16;
@@ -114,10 +115,9 @@ Writer& writer() {
 
 const Record* find_in(const Table* table, std::uintptr_t address) noexcept {
   if (!table) return nullptr;
-  auto it = std::upper_bound(table->records.begin(), table->records.end(), address,
-                             [](std::uintptr_t a, const Record* r) { return a < r->start; });
-  if (it == table->records.begin()) return nullptr;
-  const Record* r = *(it - 1);
+  auto it = std::upper_bound(table->starts.begin(), table->starts.end(), address);
+  if (it == table->starts.begin()) return nullptr;
+  const Record* r = table->records[static_cast<std::size_t>(it - table->starts.begin()) - 1];
   return address - r->start < r->size ? r : nullptr;
 }
 
@@ -175,6 +175,8 @@ void update(std::span<const Range> touched, Drop&& drop, std::span<const Record*
     }
     std::sort(table->records.begin(), table->records.end(),
               [](const Record* a, const Record* b) { return a->start < b->start; });
+    table->starts.reserve(table->records.size());
+    for (const Record* r : table->records) table->starts.push_back(r->start);
     if (table->records.empty()) {
       delete table;
       table = nullptr;
