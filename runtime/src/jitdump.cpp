@@ -21,6 +21,7 @@
 #include <punch/runtime/safe_read.hpp>
 
 #include "code_events.hpp"
+#include "proc_self_fd.hpp"
 #include "tool_file.hpp"
 
 namespace punch::runtime {
@@ -71,6 +72,7 @@ struct Jitdump {
   ForkSafeMutex mutex{LockRank::kCodeNames};
   std::atomic<bool> on{false};  // Read without the lock: one load per batch when off.
   int fd = -1;
+  pid_t pid = 0;  // The process the open file belongs to.
   void* marker = nullptr;
   std::size_t marker_size = 0;
   std::string directory;
@@ -91,7 +93,7 @@ void append_load(std::vector<std::uint8_t>& out, std::uintptr_t address, std::st
   CodeLoad load;
   load.header.id = kCodeLoad;
   load.header.total_size = static_cast<std::uint32_t>(sizeof load + name.size() + 1 + bytes.size());
-  load.pid = static_cast<std::uint32_t>(::getpid());
+  load.pid = static_cast<std::uint32_t>(detail::current_pid());
   load.tid = static_cast<std::uint32_t>(::gettid());
   load.vma = load.code_addr = address;
   load.code_size = bytes.size();
@@ -122,18 +124,31 @@ void write_records_locked(Jitdump& dump, std::vector<std::uint8_t>& records) {
   if (detail::write_all(dump.fd, records.data(), records.size())) dump.loads += loads;
 }
 
-void write_records(Jitdump& dump, std::vector<std::uint8_t>& records) {
-  std::lock_guard lock(dump.mutex);
-  write_records_locked(dump, records);
+// Records the code registered now (read back from memory, safely: it may be
+// released meanwhile). Caller holds the lock.
+void record_existing_locked(Jitdump& dump) {
+  std::vector<std::uint8_t> records;
+  for (const CodeInfo& code : registered_code())
+    if (auto bytes = safe_read_exact(code.start, code.size)) append_load(records, code.start, code.name, *bytes);
+  if (!records.empty()) write_records_locked(dump, records);
 }
 
-// Creates this process's file, its header and marker. Caller holds the lock.
+// Creates this process's file, its header and marker (dropping a parent's,
+// in a fork child), and records everything registered now, which includes
+// any batch being announced. Caller holds the lock.
 Status open_locked(Jitdump& dump, const std::string& directory) {
-  std::string path = directory + "/jit-" + std::to_string(::getpid()) + ".dump";
+  if (dump.fd >= 0) {  // The parent's file and marker: not this process's.
+    ::munmap(dump.marker, dump.marker_size);
+    ::close(dump.fd);
+    dump.fd = -1;
+    dump.on.store(false);
+  }
+  const pid_t pid = detail::current_pid();
+  std::string path = directory + "/jit-" + std::to_string(pid) + ".dump";
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return fail(ErrorCode::kIoError, path + ": cannot create the jitdump file: " + std::strerror(errno));
   FileHeader header;
-  header.pid = static_cast<std::uint32_t>(::getpid());
+  header.pid = static_cast<std::uint32_t>(pid);
   header.timestamp = monotonic_ns();
   if (!detail::write_all(fd, &header, sizeof header)) {
     const int err = errno;
@@ -152,6 +167,7 @@ Status open_locked(Jitdump& dump, const std::string& directory) {
     return fail(ErrorCode::kIoError, path + ": cannot map the jitdump marker read+exec: " + std::strerror(err));
   }
   dump.fd = fd;
+  dump.pid = pid;
   dump.marker = marker;
   dump.marker_size = page;
   dump.directory = directory;
@@ -159,15 +175,8 @@ Status open_locked(Jitdump& dump, const std::string& directory) {
   dump.next_index = 0;
   dump.loads = 0;
   dump.on.store(true);  // From here every new piece of code is recorded.
+  record_existing_locked(dump);
   return {};
-}
-
-// Records the code registered now (read back from memory, safely: it may be released meanwhile).
-void record_existing(Jitdump& dump) {
-  std::vector<std::uint8_t> records;
-  for (const CodeInfo& code : registered_code())
-    if (auto bytes = safe_read_exact(code.start, code.size)) append_load(records, code.start, code.name, *bytes);
-  if (!records.empty()) write_records(dump, records);
 }
 
 void close_locked(Jitdump& dump) {
@@ -192,7 +201,11 @@ void jitdump_added(std::span<const code_events::AddedCode> batch) {
   try {
     std::vector<std::uint8_t> records;
     for (const auto& code : batch) append_load(records, code.address, code.name, code.bytes);
-    write_records(dump, records);
+    std::lock_guard lock(dump.mutex);  // Held for the write only.
+    if (dump.fd < 0) return;
+    // A child of a raw clone() (no atfork handler ran) opens its own file here.
+    if (dump.pid != detail::current_pid()) return static_cast<void>(open_locked(dump, dump.directory));
+    write_records_locked(dump, records);
   } catch (const std::bad_alloc&) {
     // Best effort: the code stays unnamed in perf.
   }
@@ -200,21 +213,13 @@ void jitdump_added(std::span<const code_events::AddedCode> batch) {
 
 void jitdump_released(std::span<const code_events::ReleasedCode>) {}  // The format has no unload record.
 
-// A child of fork() writes its own file, starting with the code it inherited.
+// A child of fork() writes its own file at once, starting with the code it inherited.
 void reopen_in_child() {
   Jitdump& dump = jitdump();
   if (!dump.on.load()) return;
-  ::munmap(dump.marker, dump.marker_size);  // The parent's file and marker are not the child's.
-  ::close(dump.fd);
-  dump.fd = -1;
-  dump.on.store(false);
   try {
-    bool opened;
-    {
-      std::lock_guard lock(dump.mutex);
-      opened = open_locked(dump, dump.directory).has_value();
-    }
-    if (opened) record_existing(dump);
+    std::lock_guard lock(dump.mutex);
+    (void)open_locked(dump, dump.directory);
   } catch (const std::bad_alloc&) {
   }
 }
@@ -234,18 +239,14 @@ const code_events::Sink code_events::kJitdumpSink{&jitdump_added, &jitdump_relea
 Status enable_jitdump(const std::string& directory) {
   Jitdump& dump = jitdump();
   try {
-    {
-      std::lock_guard lock(dump.mutex);
-      if (dump.fd >= 0) return {};
-      std::string dir = directory;
-      if (dir.empty()) {
-        const char* env = std::getenv("PUNCH_JITDUMP_DIR");
-        dir = env && *env ? env : "/tmp";
-      }
-      if (Status opened = open_locked(dump, dir); !opened) return opened;
+    std::lock_guard lock(dump.mutex);
+    if (dump.fd >= 0 && dump.pid == detail::current_pid()) return {};
+    std::string dir = directory;
+    if (dir.empty()) {
+      const char* env = std::getenv("PUNCH_JITDUMP_DIR");
+      dir = env && *env ? env : "/tmp";
     }
-    record_existing(dump);
-    return {};
+    return open_locked(dump, dir);
   } catch (const std::bad_alloc&) {
     return fail(ErrorCode::kOutOfMemory, "enable_jitdump: out of memory");
   }

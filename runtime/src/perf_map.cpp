@@ -13,6 +13,7 @@
 #include <punch/runtime/fork_safe_mutex.hpp>
 
 #include "code_events.hpp"
+#include "proc_self_fd.hpp"
 #include "tool_file.hpp"
 
 namespace punch::runtime {
@@ -22,6 +23,7 @@ struct PerfMap {
   ForkSafeMutex mutex{LockRank::kCodeNames};
   std::atomic<bool> on{false};  // Read without the lock: one load per batch when off.
   int fd = -1;
+  pid_t pid = 0;                // The process the open file belongs to.
   std::string path;
   std::size_t entries = 0;
 };
@@ -40,30 +42,33 @@ void append_line(std::string& out, std::uintptr_t start, std::size_t size, std::
   out += '\n';
 }
 
-// Appends `text` holding `lines` entries; the lock is held only for the write.
-void write_lines(PerfMap& map, const std::string& text, std::size_t lines) {
-  std::lock_guard lock(map.mutex);
-  if (map.fd < 0) return;
-  if (detail::write_all(map.fd, text.data(), text.size())) map.entries += lines;
+// The functions below run with the map's lock held.
+
+void write_locked(PerfMap& map, const std::string& text, std::size_t lines) {
+  if (map.fd >= 0 && detail::write_all(map.fd, text.data(), text.size())) map.entries += lines;
 }
 
-// Opens this process's map and writes what is registered now. Caller holds no lock.
-Status open_and_fill(PerfMap& map) {
-  {
-    std::lock_guard lock(map.mutex);
-    if (map.fd >= 0) return {};
-    std::string path = "/tmp/perf-" + std::to_string(::getpid()) + ".map";
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) return fail(ErrorCode::kIoError, path + ": cannot open the perf map: " + std::strerror(errno));
-    map.fd = fd;
-    map.path = std::move(path);
-    map.entries = 0;
-    map.on.store(true);  // From here every new piece of code is written too (a few maybe twice: harmless).
+// Opens this process's map (closing one inherited from a parent) and writes
+// everything registered now, which includes any batch being announced.
+Status open_locked(PerfMap& map) {
+  if (map.fd >= 0) ::close(map.fd);  // Another process's file (we are a fork child), or ours.
+  map.fd = -1;
+  const pid_t pid = detail::current_pid();
+  std::string path = "/tmp/perf-" + std::to_string(pid) + ".map";
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    map.on.store(false);
+    return fail(ErrorCode::kIoError, path + ": cannot open the perf map: " + std::strerror(errno));
   }
+  map.fd = fd;
+  map.pid = pid;
+  map.path = std::move(path);
+  map.entries = 0;
+  map.on.store(true);
   std::string text;
   const auto existing = registered_code();
   for (const CodeInfo& code : existing) append_line(text, code.start, code.size, code.name);
-  if (!existing.empty()) write_lines(map, text, existing.size());
+  write_locked(map, text, existing.size());
   return {};
 }
 
@@ -73,7 +78,11 @@ void perf_map_added(std::span<const code_events::AddedCode> batch) {
   try {
     std::string text;
     for (const auto& code : batch) append_line(text, code.address, code.size, code.name);
-    write_lines(map, text, batch.size());
+    std::lock_guard lock(map.mutex);  // Held for the write only.
+    if (map.fd < 0) return;
+    // A child of a raw clone() (no atfork handler ran) opens its own map here.
+    if (map.pid != detail::current_pid()) return static_cast<void>(open_locked(map));
+    write_locked(map, text, batch.size());
   } catch (const std::bad_alloc&) {
     // Best effort: the code stays unnamed in perf.
   }
@@ -81,15 +90,13 @@ void perf_map_added(std::span<const code_events::AddedCode> batch) {
 
 void perf_map_released(std::span<const code_events::ReleasedCode>) {}  // The format cannot say it.
 
-// A child of fork() writes its own map, starting with the code it inherited.
+// A child of fork() writes its own map at once, starting with the code it inherited.
 void reopen_in_child() {
   PerfMap& map = perf_map();
   if (!map.on.load()) return;
-  ::close(map.fd);  // The parent's file: the child must not append to it.
-  map.fd = -1;
-  map.on.store(false);
   try {
-    (void)open_and_fill(map);
+    std::lock_guard lock(map.mutex);
+    (void)open_locked(map);
   } catch (const std::bad_alloc&) {
   }
 }
@@ -106,8 +113,11 @@ void reopen_in_child() {
 const code_events::Sink code_events::kPerfMapSink{&perf_map_added, &perf_map_released};
 
 Status enable_perf_map() {
+  PerfMap& map = perf_map();
   try {
-    return open_and_fill(perf_map());
+    std::lock_guard lock(map.mutex);
+    if (map.fd >= 0 && map.pid == detail::current_pid()) return {};
+    return open_locked(map);
   } catch (const std::bad_alloc&) {
     return fail(ErrorCode::kOutOfMemory, "enable_perf_map: out of memory");
   }

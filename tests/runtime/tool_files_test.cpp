@@ -10,6 +10,8 @@
 
 #include <asmjit/x86.h>
 #include <gtest/gtest.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -113,6 +115,44 @@ TEST_F(ToolFilesTest, ForkChildWritesItsOwnPerfMapWithTheCodeItInherited) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "the child's map lacks " << expected;
   EXPECT_EQ(perf_map_path(), parent_path);
+  disable_perf_map();
+  ::unlink(parent_path.c_str());
+}
+
+// glibc's clone() runs no atfork handler: the child notices the new pid when
+// it next adds code, and writes its own map (the inherited code, then the new).
+alignas(16) const unsigned char kCloneChildCode[64] = {0xC3};
+
+int clone_child_adds_code(void* inherited_line) {
+  const auto start = reinterpret_cast<std::uintptr_t>(kCloneChildCode);
+  register_code(start, sizeof kCloneChildCode, "perf_map_clone_child_code", CodeKind::kOther);
+  const std::string own = "/tmp/perf-" + std::to_string(getpid()) + ".map";
+  const std::string text = read_file(own);
+  const bool ok = perf_map_path() == own && text.find(*static_cast<std::string*>(inherited_line)) != std::string::npos &&
+                  text.find(" perf_map_clone_child_code\n") != std::string::npos;
+  unregister_code(start, sizeof kCloneChildCode);
+  ::unlink(own.c_str());
+  _exit(ok ? 0 : 1);
+}
+
+TEST_F(ToolFilesTest, RawCloneChildWritesItsOwnPerfMapWhenItAddsCode) {
+  std::size_t size = 0;
+  auto fn = add(7, "perf_map_inherited_by_clone", &size);
+  ASSERT_TRUE(fn);
+  ASSERT_TRUE(enable_perf_map());
+  const std::string parent_path = perf_map_path();
+  std::string expected = map_line(*fn, size, "perf_map_inherited_by_clone");
+  constexpr std::size_t kStack = 256 * 1024;
+  void* stack = ::mmap(nullptr, kStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(stack, MAP_FAILED);
+  const pid_t child = ::clone(clone_child_adds_code, static_cast<char*>(stack) + kStack, SIGCHLD, &expected);
+  ASSERT_GT(child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ::munmap(stack, kStack);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(read_file(parent_path).find("perf_map_clone_child_code"), std::string::npos)
+      << "the child never writes into its parent's map";
   disable_perf_map();
   ::unlink(parent_path.c_str());
 }
