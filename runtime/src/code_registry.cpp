@@ -130,48 +130,92 @@ void copy_out(const Record& r, CodeInfo& out) noexcept {
   out.name[n] = '\0';
 }
 
-// Replaces, in every shard it touches, the records overlapping any of
-// `removed_ranges` by nothing and adds `added`. Caller holds the writer lock.
-// Returns the tables and records to free once readers have left.
+// Tables and records a change unpublished: freed once readers have left.
 struct Garbage {
   std::vector<const Table*> tables;
   std::vector<const Record*> records;
   ~Garbage() {
     for (const Table* t : tables) delete t;
+    std::sort(records.begin(), records.end());  // A record listed in several shards is dropped from each.
+    records.erase(std::unique(records.begin(), records.end()), records.end());
     for (const Record* r : records) delete r;
   }
 };
 
 struct Range {
   std::uintptr_t start, size;
-  bool overlaps(const Record& r) const noexcept { return r.start < start + size && start < r.end(); }
-  bool holds_start(const Record& r) const noexcept { return r.start - start < size; }
+  std::uintptr_t end() const noexcept { return start + size; }
 };
 
-// Applies one change under the writer lock: drop records matching `drop`, add `added`.
+// A set of address ranges, merged and sorted: "does a record overlap any of
+// them" and "does a record start in one of them" cost O(log n).
+class RangeSet {
+ public:
+  explicit RangeSet(std::vector<Range> ranges) : ranges_(std::move(ranges)) {
+    std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+    std::vector<Range> merged;
+    for (const Range& r : ranges_) {
+      if (!merged.empty() && r.start <= merged.back().end())
+        merged.back().size = std::max(merged.back().end(), r.end()) - merged.back().start;
+      else
+        merged.push_back(r);
+    }
+    ranges_ = std::move(merged);
+  }
+  const std::vector<Range>& ranges() const noexcept { return ranges_; }
+  bool overlaps(const Record& r) const noexcept {
+    const Range* x = last_starting_before(r.end());
+    return x && x->end() > r.start;
+  }
+  bool holds_start(const Record& r) const noexcept {
+    const Range* x = last_starting_before(r.start + 1);
+    return x && r.start < x->end();
+  }
+
+ private:
+  const Range* last_starting_before(std::uintptr_t a) const noexcept {
+    auto it = std::partition_point(ranges_.begin(), ranges_.end(), [a](const Range& x) { return x.start < a; });
+    return it == ranges_.begin() ? nullptr : &*(it - 1);
+  }
+  std::vector<Range> ranges_;
+};
+
+// Applies one change under the writer lock: in every shard of `touched`,
+// drops the records `drop` says, and lists each of `added` in the shards of
+// its regions. Old tables and dropped records go to `garbage`.
 template <class Drop>
 void update(std::span<const Range> touched, Drop&& drop, std::span<const Record* const> added, Garbage& garbage) {
+  std::vector<std::pair<std::size_t, const Record*>> listed;  // (shard, record) for every added record.
+  for (const Record* r : added) for_each_shard(r->start, r->size, [&](std::size_t s) { listed.emplace_back(s, r); });
   std::vector<std::size_t> shards;
   for (const Range& range : touched) for_each_shard(range.start, range.size, [&](std::size_t s) { shards.push_back(s); });
+  for (const auto& [s, r] : listed) shards.push_back(s);
   std::sort(shards.begin(), shards.end());
   shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
+  std::sort(listed.begin(), listed.end());
   for (std::size_t s : shards) {
     const Table* old = g_shards[s].load();
     auto* table = new Table;
+    bool changed = false;
     if (old) {
-      table->records.reserve(old->records.size() + added.size());
+      table->records.reserve(old->records.size());
       for (const Record* r : old->records) {
         if (!drop(*r)) {
           table->records.push_back(r);
-        } else if (std::find(garbage.records.begin(), garbage.records.end(), r) == garbage.records.end()) {
-          garbage.records.push_back(r);
+          continue;
         }
+        changed = true;
+        garbage.records.push_back(r);
       }
     }
-    for (const Record* r : added) {
-      bool listed = false;
-      for_each_shard(r->start, r->size, [&](std::size_t rs) { listed |= rs == s; });
-      if (listed) table->records.push_back(r);
+    auto first = std::lower_bound(listed.begin(), listed.end(), std::pair<std::size_t, const Record*>{s, nullptr});
+    for (auto it = first; it != listed.end() && it->first == s; ++it) {
+      table->records.push_back(it->second);
+      changed = true;
+    }
+    if (!changed) {  // Nothing of this change lives here: keep the published table.
+      delete table;
+      continue;
     }
     std::sort(table->records.begin(), table->records.end(),
               [](const Record* a, const Record* b) { return a->start < b->start; });
@@ -196,15 +240,12 @@ void registry_added(std::span<const code_events::AddedCode> batch) {
       added.push_back(new Record{code.address, code.size, code.kind, std::string(code.name)});
       ranges.push_back({code.address, code.size});
     }
-    Garbage garbage;
-    {
-      std::lock_guard lock(writer().mutex);
-      // New code replaces whatever stale entry it overlaps (an owner that never released it).
-      update(ranges, [&](const Record& r) {
-        return std::any_of(ranges.begin(), ranges.end(), [&](const Range& x) { return x.overlaps(r); });
-      }, added, garbage);
-      wait_for_readers();
-    }
+    const RangeSet set(std::move(ranges));
+    Garbage garbage;  // Freed after the lock is released, once readers have left.
+    std::lock_guard lock(writer().mutex);
+    // New code replaces whatever stale entry it overlaps (an owner that never released it).
+    update(set.ranges(), [&](const Record& r) { return set.overlaps(r); }, added, garbage);
+    wait_for_readers();
   } catch (const std::bad_alloc&) {
     // Best effort: without memory the code stays unnamed.
   }
@@ -214,21 +255,23 @@ void registry_released(std::span<const code_events::ReleasedCode> batch) {
   try {
     std::vector<Range> ranges;
     for (const auto& code : batch) ranges.push_back({code.address, code.size});
+    const RangeSet set(std::move(ranges));
     Garbage garbage;
     std::lock_guard lock(writer().mutex);
-    // Entries start inside the range; they may extend past it (a record spans shards of its whole extent).
-    std::vector<Range> touched;
-    for (const Range& range : ranges) {
-      touched.push_back(range);
+    // Entries that start in a range may extend past it, into shards of their own.
+    std::vector<Range> touched = set.ranges();
+    for (const Range& range : set.ranges()) {
       for_each_shard(range.start, range.size, [&](std::size_t s) {
-        if (const Table* t = g_shards[s].load())
-          for (const Record* r : t->records)
-            if (range.holds_start(*r)) touched.push_back({r->start, r->size});
+        const Table* t = g_shards[s].load();
+        if (!t) return;
+        auto it = std::lower_bound(t->starts.begin(), t->starts.end(), range.start);
+        for (; it != t->starts.end() && *it < range.end(); ++it) {
+          const Record* r = t->records[static_cast<std::size_t>(it - t->starts.begin())];
+          if (r->end() > range.end()) touched.push_back({r->start, r->size});
+        }
       });
     }
-    update(touched, [&](const Record& r) {
-      return std::any_of(ranges.begin(), ranges.end(), [&](const Range& x) { return x.holds_start(r); });
-    }, {}, garbage);
+    update(touched, [&](const Record& r) { return set.holds_start(r); }, {}, garbage);
     wait_for_readers();  // Before returning: then the caller may free and reuse the memory.
   } catch (const std::bad_alloc&) {
   }
