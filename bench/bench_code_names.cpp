@@ -111,12 +111,29 @@ void BM_RegisterRelease(benchmark::State& state, std::size_t live) {
   unregister_fakes(live);
 }
 
+// What the registry alone adds to BM_NamedBatch/256/off: 256 entries
+// announced in one batch and released in one call (every sink runs; the
+// tools are off).
+void BM_RegistryBatch(benchmark::State& state, std::size_t n) {
+  std::vector<std::string> names;
+  for (std::size_t i = 0; i < n; ++i) names.push_back("bench_function_" + std::to_string(i));
+  std::vector<code_events::AddedCode> batch;
+  for (std::size_t i = 0; i < n; ++i)
+    batch.push_back({kFakeBase + i * kFakeSize, kFakeSize, names[i], CodeKind::kJit, {}, nullptr});
+  for (auto _ : state) {
+    code_events::code_added(batch);
+    code_events::code_released(kFakeBase, n * kFakeSize);
+  }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * n));
+}
+
 [[maybe_unused]] const bool registered = [] {
   const std::pair<const char*, Tools> modes[] = {
       {"off", Tools::kOff}, {"perf_map", Tools::kPerfMap}, {"jitdump", Tools::kJitdump}, {"both", Tools::kBoth}};
   for (const auto& [name, tools] : modes)
     benchmark::RegisterBenchmark((std::string("BM_NamedBatch/256/") + name).c_str(),
                                  [tools = tools](benchmark::State& s) { BM_NamedBatch(s, tools, 256); });
+  benchmark::RegisterBenchmark("BM_RegistryBatch/256", [](benchmark::State& s) { BM_RegistryBatch(s, 256); });
   for (std::size_t live : {16, 1024, 65536}) {
     benchmark::RegisterBenchmark(("BM_FindCode/live:" + std::to_string(live)).c_str(),
                                  [live](benchmark::State& s) { BM_FindCode(s, live); });

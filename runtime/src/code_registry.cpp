@@ -35,12 +35,23 @@
 namespace punch::runtime {
 namespace {
 
+// One registered piece of code, its name stored inline (one allocation).
 struct Record {
   std::uintptr_t start;
   std::size_t size;
   CodeKind kind;
-  std::string name;
+  std::size_t name_size;  // The name's bytes follow the record (the allocation is sized for them).
+
   std::uintptr_t end() const noexcept { return start + size; }
+  const char* name() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+
+  static const Record* make(std::uintptr_t start, std::size_t size, CodeKind kind, std::string_view name) {
+    void* memory = ::operator new(sizeof(Record) + name.size());
+    auto* r = new (memory) Record{start, size, kind, name.size()};
+    std::memcpy(r + 1, name.data(), name.size());
+    return r;
+  }
+  static void destroy(const Record* r) noexcept { ::operator delete(const_cast<Record*>(r)); }
 };
 
 struct Table {
@@ -125,8 +136,8 @@ void copy_out(const Record& r, CodeInfo& out) noexcept {
   out.start = r.start;
   out.size = r.size;
   out.kind = r.kind;
-  const std::size_t n = std::min(r.name.size(), CodeInfo::kNameCapacity - 1);
-  std::memcpy(out.name, r.name.data(), n);
+  const std::size_t n = std::min(r.name_size, CodeInfo::kNameCapacity - 1);
+  std::memcpy(out.name, r.name(), n);
   out.name[n] = '\0';
 }
 
@@ -138,7 +149,7 @@ struct Garbage {
     for (const Table* t : tables) delete t;
     std::sort(records.begin(), records.end());  // A record listed in several shards is dropped from each.
     records.erase(std::unique(records.begin(), records.end()), records.end());
-    for (const Record* r : records) delete r;
+    for (const Record* r : records) Record::destroy(r);
   }
 };
 
@@ -152,7 +163,8 @@ struct Range {
 class RangeSet {
  public:
   explicit RangeSet(std::vector<Range> ranges) : ranges_(std::move(ranges)) {
-    std::sort(ranges_.begin(), ranges_.end(), [](const Range& a, const Range& b) { return a.start < b.start; });
+    const auto by_start = [](const Range& a, const Range& b) { return a.start < b.start; };
+    if (!std::is_sorted(ranges_.begin(), ranges_.end(), by_start)) std::sort(ranges_.begin(), ranges_.end(), by_start);
     std::vector<Range> merged;
     for (const Range& r : ranges_) {
       if (!merged.empty() && r.start <= merged.back().end())
@@ -192,13 +204,18 @@ void update(std::span<const Range> touched, Drop&& drop, std::span<const Record*
   for (const auto& [s, r] : listed) shards.push_back(s);
   std::sort(shards.begin(), shards.end());
   shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
-  std::sort(listed.begin(), listed.end());
+  // By shard, then by start: each shard's new records come sorted, to merge with the kept ones.
+  std::sort(listed.begin(), listed.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first < b.first : a.second->start < b.second->start;
+  });
+  const auto by_start = [](const Record* a, const Record* b) { return a->start < b->start; };
+  std::vector<const Record*> fresh;
   for (std::size_t s : shards) {
     const Table* old = g_shards[s].load();
     auto* table = new Table;
     bool changed = false;
     if (old) {
-      table->records.reserve(old->records.size());
+      table->records.reserve(old->records.size() + listed.size());
       for (const Record* r : old->records) {
         if (!drop(*r)) {
           table->records.push_back(r);
@@ -208,17 +225,17 @@ void update(std::span<const Range> touched, Drop&& drop, std::span<const Record*
         garbage.records.push_back(r);
       }
     }
-    auto first = std::lower_bound(listed.begin(), listed.end(), std::pair<std::size_t, const Record*>{s, nullptr});
-    for (auto it = first; it != listed.end() && it->first == s; ++it) {
-      table->records.push_back(it->second);
-      changed = true;
-    }
-    if (!changed) {  // Nothing of this change lives here: keep the published table.
+    fresh.clear();
+    auto first = std::partition_point(listed.begin(), listed.end(), [s](const auto& x) { return x.first < s; });
+    for (auto it = first; it != listed.end() && it->first == s; ++it) fresh.push_back(it->second);
+    if (!changed && fresh.empty()) {  // Nothing of this change lives here: keep the published table.
       delete table;
       continue;
     }
-    std::sort(table->records.begin(), table->records.end(),
-              [](const Record* a, const Record* b) { return a->start < b->start; });
+    const std::size_t kept = table->records.size();
+    table->records.insert(table->records.end(), fresh.begin(), fresh.end());
+    std::inplace_merge(table->records.begin(), table->records.begin() + static_cast<std::ptrdiff_t>(kept),
+                       table->records.end(), by_start);
     table->starts.reserve(table->records.size());
     for (const Record* r : table->records) table->starts.push_back(r->start);
     if (table->records.empty()) {
@@ -237,7 +254,7 @@ void registry_added(std::span<const code_events::AddedCode> batch) {
     added.reserve(batch.size());
     for (const auto& code : batch) {
       if (code.size == 0) continue;
-      added.push_back(new Record{code.address, code.size, code.kind, std::string(code.name)});
+      added.push_back(Record::make(code.address, code.size, code.kind, code.name));
       ranges.push_back({code.address, code.size});
     }
     const RangeSet set(std::move(ranges));
