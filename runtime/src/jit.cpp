@@ -1,8 +1,12 @@
 #include <punch/runtime/jit.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 
 #include <punch/runtime/sync.hpp>
+
+#include "code_events.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -42,17 +46,40 @@ Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span
   return {};
 }
 
+// Tells every tool about the new functions, naming unnamed ones "jit:0x<address>".
+void announce(std::span<const std::uintptr_t> addresses, std::span<const std::size_t> sizes,
+              std::span<const JitFunctionInfo> infos, std::span<const std::uint8_t> staging) {
+  std::vector<std::string> generated(addresses.size());
+  std::vector<code_events::AddedCode> added(addresses.size());
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const JitFunctionInfo* info = infos.empty() ? nullptr : &infos[i];
+    std::string_view name = info ? info->name : std::string_view{};
+    if (name.empty()) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "jit:0x%lx", static_cast<unsigned long>(addresses[i]));
+      name = generated[i] = buf;
+    }
+    added[i] = {addresses[i], sizes[i], name, CodeKind::kJit,
+                staging.subspan(addresses[i] - addresses.front(), sizes[i]), info};
+  }
+  code_events::code_added(added);
+}
+
 }  // namespace
 
-Result<void*> Jit::add(asmjit::CodeHolder& code) {
+Result<void*> Jit::add(asmjit::CodeHolder& code, const JitFunctionInfo& info) {
   asmjit::CodeHolder* one[] = {&code};
-  auto batch = add_batch(one);
+  auto batch = add_batch(one, std::span(&info, 1));
   if (!batch) return tl::unexpected(std::move(batch).error());
   return batch->front();
 }
 
-Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes) {
+Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes,
+                                          std::span<const JitFunctionInfo> infos) {
   if (codes.empty()) return std::vector<void*>{};
+  if (!infos.empty() && infos.size() != codes.size())
+    return fail(ErrorCode::kInvalidArgument, "Jit::add_batch: " + std::to_string(infos.size()) + " infos for " +
+                                                 std::to_string(codes.size()) + " functions (give none or one each)");
   std::vector<std::size_t> sizes;
   sizes.reserve(codes.size());
   std::size_t align = 16;
@@ -86,6 +113,9 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
     release_all();
     return tl::unexpected(std::move(ok).error());
   }
+  // relocateToBase may have shrunk a function: tools see the bytes it really has.
+  for (std::size_t i = 0; i < codes.size(); ++i) sizes[i] = codes[i]->codeSize();
+  announce(*addresses, sizes, infos, staging);
   std::vector<void*> out;
   out.reserve(addresses->size());
   for (std::uintptr_t a : *addresses) out.push_back(reinterpret_cast<void*>(a));
@@ -98,7 +128,7 @@ Status Jit::release_batch(std::span<void* const> functions) {
   std::vector<std::uintptr_t> addresses;
   addresses.reserve(functions.size());
   for (void* fn : functions) addresses.push_back(reinterpret_cast<std::uintptr_t>(fn));
-  return heap_.free_batch(addresses);
+  return heap_.free_batch(addresses);  // Tells every tool before the space can be reused.
 }
 
 }  // namespace punch::runtime

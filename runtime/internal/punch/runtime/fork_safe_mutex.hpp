@@ -28,6 +28,7 @@ enum class LockRank : std::uint8_t {
   kWriter = 11,      //!< A CodeWriter and the /proc/self/mem descriptor.
   kRendezvous = 12,  //!< visit_other_threads.
   kSymbols = 21,     //!< The cache of object files read for their symbol tables (function_bounds); a leaf.
+  kCodeNames = 22,   //!< The code registry and the files of tools that name code (perf map, jitdump); leaves.
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork
