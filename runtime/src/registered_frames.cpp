@@ -1,0 +1,75 @@
+#include "registered_frames.hpp"
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "eh_frame_writer.hpp"
+#include "unwind_table.hpp"
+
+// libgcc (unwind-dw2-fde.c): `begin` is the start of a .eh_frame-like list of
+// CIEs and FDEs ending in a zero word. (LLVM's libunwind takes one FDE instead;
+// punch links against libgcc_s, as g++ and Debian's clang do.)
+extern "C" void __register_frame(void* begin);
+extern "C" void __deregister_frame(void* begin);
+
+namespace punch::runtime::detail {
+namespace {
+
+struct Registry {
+  std::mutex mutex;
+  std::map<std::uintptr_t, std::unique_ptr<std::uint8_t[]>> blocks;  // By function start.
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // Never destroyed: libgcc may hold blocks until exit.
+  return *r;
+}
+
+}  // namespace
+
+void register_frames(std::span<const FrameToRegister> functions) {
+  std::vector<UnwindTableEntry> table;
+  std::vector<std::pair<std::uintptr_t, std::unique_ptr<std::uint8_t[]>>> blocks;
+  for (const FrameToRegister& fn : functions) {
+    if (!fn.frame) continue;
+    auto rows = frame_rows(*fn.frame, fn.size);
+    if (!rows) continue;
+    const FunctionFrame frame{fn.start, fn.size, *rows};
+    const std::vector<std::uint8_t> bytes = write_eh_frame(std::span(&frame, 1));
+    auto block = std::make_unique<std::uint8_t[]>(bytes.size());
+    std::copy(bytes.begin(), bytes.end(), block.get());
+    blocks.emplace_back(fn.start, std::move(block));
+    table.push_back(UnwindTableEntry{fn.start, fn.size, std::move(*rows)});
+  }
+  if (blocks.empty()) return;
+  unwind_table_add(std::move(table));
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto& [start, block] : blocks) {
+    auto& slot = r.blocks[start];
+    if (slot) __deregister_frame(slot.get());  // Registered twice without a release: the new one wins.
+    __register_frame(block.get());
+    slot = std::move(block);
+  }
+}
+
+void deregister_frames(std::uintptr_t address, std::size_t size) {
+  unwind_table_remove(address, size);
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  auto it = r.blocks.lower_bound(address);
+  while (it != r.blocks.end() && it->first - address < size) {
+    __deregister_frame(it->second.get());
+    it = r.blocks.erase(it);
+  }
+}
+
+std::size_t registered_frame_count() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  return r.blocks.size();
+}
+
+}  // namespace punch::runtime::detail

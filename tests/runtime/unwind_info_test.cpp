@@ -1,0 +1,198 @@
+// Unwind info of JIT code: FrameDescription -> rows -> .eh_frame bytes, registered with libgcc.
+#include <punch/runtime/frame_description.hpp>
+
+#include <asmjit/x86.h>
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include <punch/runtime/eh_frame.hpp>
+
+#include "eh_frame_writer.hpp"
+#include "frame_rows.hpp"
+#include "registered_frames.hpp"
+#include "unwind_table.hpp"
+
+// libgcc: the FDE covering pc among registered frames and loaded objects.
+struct UnwindBases {
+  void* tbase;
+  void* dbase;
+  void* func;
+};
+extern "C" const void* _Unwind_Find_FDE(void* pc, UnwindBases* bases);
+
+namespace punch::runtime {
+namespace {
+
+using namespace asmjit;
+using detail::FrameRow;
+using Op = FrameDescription::Step::Op;
+
+FuncFrame make_frame(bool preserve_fp, std::uint32_t locals) {
+  FuncDetail func;
+  func.init(FuncSignatureT<void>(CallConvId::kHost), Environment::host());
+  FuncFrame frame;
+  frame.init(func);
+  if (preserve_fp) frame.setPreservedFP();
+  frame.addDirtyRegs(x86::rbx, x86::r12);
+  frame.setLocalStackSize(locals);
+  frame.finalize();
+  return frame;
+}
+
+TEST(FrameDescription, FromFuncFrameFollowsAsmjitsOwnPrologueAndEpilogue) {
+  // push rbp (1) ; mov rbp, rsp (3) ; push rbx (1) ; push r12 (2) ; sub rsp, 32 (4): ends at 1, 4, 5, 7, 11.
+  const std::uint32_t epilog_at = 100;
+  auto d = FrameDescription::from_func_frame(make_frame(true, 32), 0, std::span(&epilog_at, 1));
+  ASSERT_TRUE(d) << d.error().describe();
+  ASSERT_GE(d->steps.size(), 5u);
+  EXPECT_EQ(d->steps[0].offset, 1u);
+  EXPECT_EQ(d->steps[0].op, Op::kPush);
+  EXPECT_EQ(d->steps[1].offset, 4u);
+  EXPECT_EQ(d->steps[1].op, Op::kSetFramePointer);
+  EXPECT_EQ(d->steps[2].offset, 5u);
+  EXPECT_EQ(d->steps[2].reg, x86::rbx.id());
+  EXPECT_EQ(d->steps[3].offset, 7u);
+  EXPECT_EQ(d->steps[3].reg, x86::r12.id());
+  EXPECT_EQ(d->steps[4].offset, 11u);
+  EXPECT_EQ(d->steps[4].op, Op::kAdjustStack);
+  EXPECT_EQ(d->steps[4].amount, 32);
+
+  auto rows = detail::frame_rows(*d, 200);
+  ASSERT_TRUE(rows) << rows.error().describe();
+  // In the body: CFA = rbp + 16, rbp at CFA-16, rbx at CFA-24, r12 at CFA-32.
+  const FrameRow* body = nullptr;
+  for (const auto& r : *rows)
+    if (r.offset <= 50) body = &r;
+  ASSERT_NE(body, nullptr);
+  EXPECT_TRUE(body->cfa_on_rbp);
+  EXPECT_EQ(body->cfa_offset, 16);
+  EXPECT_EQ(body->saved[x86::rbp.id()], 2);
+  EXPECT_EQ(body->saved[x86::rbx.id()], 3);
+  EXPECT_EQ(body->saved[x86::r12.id()], 4);
+  // After the epilogue's ret (lea rsp; pop r12; pop rbx; pop rbp; ret) the body's frame is back.
+  EXPECT_EQ(rows->back(), (FrameRow{rows->back().offset, body->cfa_on_rbp, body->cfa_offset, body->saved}));
+  // Just before the ret: CFA = rsp + 8, nothing saved.
+  const FrameRow& before_ret = (*rows)[rows->size() - 2];
+  EXPECT_FALSE(before_ret.cfa_on_rbp);
+  EXPECT_EQ(before_ret.cfa_offset, 8);
+  EXPECT_EQ(before_ret.saved, (std::array<std::uint8_t, 16>{}));
+}
+
+TEST(FrameDescription, FramelessAdjustFollowsRsp) {
+  auto rows = detail::frame_rows(FrameDescription::frameless(24, 4), 32);
+  ASSERT_TRUE(rows);
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].cfa_offset, 8);
+  EXPECT_EQ((*rows)[1].offset, 4u);
+  EXPECT_EQ((*rows)[1].cfa_offset, 32);
+  EXPECT_FALSE((*rows)[1].cfa_on_rbp);
+}
+
+TEST(FrameDescription, BadStepsAreRefusedNamingTheStep) {
+  FrameDescription d;
+  d.steps.push_back({8, Op::kAdjustStack, 0, 16});
+  d.steps.push_back({4, Op::kAdjustStack, 0, -16});
+  auto rows = detail::frame_rows(d, 32);
+  ASSERT_FALSE(rows);
+  EXPECT_NE(rows.error().message.find("step 1 at +4"), std::string::npos) << rows.error().describe();
+  EXPECT_FALSE(detail::frame_rows(FrameDescription::frameless(8, 40), 32));  // Past the end.
+  FrameDescription pop;
+  pop.steps.push_back({1, Op::kPop, 3});
+  EXPECT_FALSE(detail::frame_rows(pop, 32));  // Pops the return address.
+  FrameDescription restore;
+  restore.steps.push_back({1, Op::kRestore});
+  EXPECT_FALSE(detail::frame_rows(restore, 32));
+}
+
+// A .eh_frame_hdr search table for `eh_frame` placed right after it, so the reader can find FDEs.
+std::vector<std::uint8_t> with_search_table(const std::vector<std::uint8_t>& eh_frame, std::uintptr_t base,
+                                            std::span<const std::pair<std::uintptr_t, std::size_t>> fdes) {
+  std::vector<std::uint8_t> bytes = eh_frame;
+  const std::uintptr_t hdr = base + bytes.size();
+  auto put32 = [&](std::int64_t v) {
+    const auto x = static_cast<std::int32_t>(v);
+    const auto at = bytes.size();
+    bytes.resize(at + 4);
+    std::memcpy(bytes.data() + at, &x, 4);
+  };
+  for (std::uint8_t b : {1, 0x1b, 0x03, 0x3b}) bytes.push_back(b);  // version, pcrel|sdata4, udata4, datarel|sdata4
+  put32(static_cast<std::int64_t>(base) - static_cast<std::int64_t>(hdr + 4));
+  put32(static_cast<std::int64_t>(fdes.size()));
+  for (auto [start, fde_offset] : fdes) {
+    put32(static_cast<std::int64_t>(start) - static_cast<std::int64_t>(hdr));
+    put32(static_cast<std::int64_t>(base + fde_offset) - static_cast<std::int64_t>(hdr));
+  }
+  return bytes;
+}
+
+TEST(EhFrameWriter, RoundTripsThroughTheReader) {
+  const std::uintptr_t base = 0x7000'0001'0000, f1 = 0x7000'0000'1000, f2 = 0x7000'0000'2000;
+  auto rows1 = detail::frame_rows(FrameDescription::frame_pointer(0), 0x80);
+  auto rows2 = detail::frame_rows(FrameDescription::frameless(8, 4), 0x40);
+  ASSERT_TRUE(rows1 && rows2);
+  const detail::FunctionFrame frames[] = {{f1, 0x80, *rows1}, {f2, 0x40, *rows2}};
+  const auto eh_frame = detail::write_eh_frame(frames);
+  // CIE, then the FDEs in order: find their offsets by walking the lengths.
+  std::vector<std::size_t> records;
+  for (std::size_t at = 0;;) {
+    std::uint32_t length;
+    std::memcpy(&length, eh_frame.data() + at, 4);
+    if (length == 0) {
+      EXPECT_EQ(at + 4, eh_frame.size());  // Terminator last.
+      break;
+    }
+    EXPECT_EQ(length % 8, 4u);  // Records are 8-byte aligned.
+    records.push_back(at);
+    at += 4 + length;
+  }
+  ASSERT_EQ(records.size(), 3u);
+  const std::pair<std::uintptr_t, std::size_t> table[] = {{f1, records[1]}, {f2, records[2]}};
+  const auto bytes = with_search_table(eh_frame, base, table);
+  const UnwindTables tables{bytes, base, base + eh_frame.size()};
+  auto r1 = find_fde(tables, f1 + 0x7f);
+  ASSERT_TRUE(r1) << r1.error().describe();
+  EXPECT_EQ(r1->start, f1);
+  EXPECT_EQ(r1->end, f1 + 0x80);
+  auto r2 = find_fde(tables, f2);
+  ASSERT_TRUE(r2) << r2.error().describe();
+  EXPECT_EQ(r2->end, f2 + 0x40);
+  EXPECT_FALSE(find_fde(tables, f2 + 0x40));
+}
+
+// Code-like memory libgcc can be asked about (never run): a static buffer.
+alignas(64) std::uint8_t g_fake_code[256];
+
+TEST(RegisteredFrames, ReleasedThenReusedRangeIsNeverFoundWithStaleInfo) {
+  const auto start = reinterpret_cast<std::uintptr_t>(g_fake_code);
+  auto* late_pc = reinterpret_cast<void*>(start + 200);
+  const FrameDescription fp = FrameDescription::frame_pointer(0);
+  const detail::FrameToRegister old_code{start, 256, &fp};
+  detail::register_frames(std::span(&old_code, 1));
+  UnwindBases bases{};
+  ASSERT_NE(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+  EXPECT_EQ(bases.func, g_fake_code);
+  detail::FrameRow row;
+  std::uintptr_t found = 0;
+  ASSERT_TRUE(detail::unwind_table_find(start + 200, row, found));
+  EXPECT_TRUE(row.cfa_on_rbp);
+
+  // Released: no FDE, no row. Reused by shorter, frameless code: the late pc has none either.
+  detail::deregister_frames(start, 256);
+  EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+  EXPECT_FALSE(detail::unwind_table_find(start + 200, row, found));
+  const FrameDescription frameless = FrameDescription::frameless(16, 4);
+  const detail::FrameToRegister new_code{start, 128, &frameless};
+  detail::register_frames(std::span(&new_code, 1));
+  EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+  ASSERT_NE(_Unwind_Find_FDE(reinterpret_cast<void*>(start + 100), &bases), nullptr);
+  EXPECT_EQ(bases.func, g_fake_code);
+  ASSERT_TRUE(detail::unwind_table_find(start + 100, row, found));
+  EXPECT_FALSE(row.cfa_on_rbp);
+  EXPECT_EQ(row.cfa_offset, 24);
+  detail::deregister_frames(start, 128);
+  EXPECT_EQ(_Unwind_Find_FDE(reinterpret_cast<void*>(start + 100), &bases), nullptr);
+}
+
+}  // namespace
+}  // namespace punch::runtime
