@@ -7,6 +7,7 @@
 #include <punch/runtime/sync.hpp>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
+#include "code_events.hpp"
 #include "live_allocations.hpp"
 #include "placement.hpp"
 
@@ -159,7 +160,10 @@ CodeHeap::CodeHeap(CodeWriter& writer, std::size_t arena_size)
     : state_(std::make_unique<State>(writer, std::max(arena_size, detail::page_size()))) {}
 
 CodeHeap::~CodeHeap() {
-  for (const Arena& a : state_->arenas) (void)state_->writer.unmap_code(a.region);
+  for (const Arena& a : state_->arenas) {
+    code_events::code_released(a.region.address, a.region.size);  // No tool names unmapped memory.
+    (void)state_->writer.unmap_code(a.region);
+  }
 }
 
 namespace {

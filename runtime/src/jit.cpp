@@ -1,8 +1,12 @@
 #include <punch/runtime/jit.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 
 #include <punch/runtime/sync.hpp>
+
+#include "code_events.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -42,17 +46,40 @@ Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span
   return {};
 }
 
+// Tells every tool about the new functions, naming unnamed ones "jit:0x<address>".
+void announce(std::span<const std::uintptr_t> addresses, std::span<const std::size_t> sizes,
+              std::span<const JitFunctionInfo> infos, std::span<const std::uint8_t> staging) {
+  std::vector<std::string> generated(addresses.size());
+  std::vector<code_events::AddedCode> added(addresses.size());
+  for (std::size_t i = 0; i < addresses.size(); ++i) {
+    const JitFunctionInfo* info = infos.empty() ? nullptr : &infos[i];
+    std::string_view name = info ? info->name : std::string_view{};
+    if (name.empty()) {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "jit:0x%lx", static_cast<unsigned long>(addresses[i]));
+      name = generated[i] = buf;
+    }
+    added[i] = {addresses[i], sizes[i], name, CodeKind::kJit,
+                staging.subspan(addresses[i] - addresses.front(), sizes[i]), info};
+  }
+  code_events::code_added(added);
+}
+
 }  // namespace
 
-Result<void*> Jit::add(asmjit::CodeHolder& code) {
+Result<void*> Jit::add(asmjit::CodeHolder& code, const JitFunctionInfo& info) {
   asmjit::CodeHolder* one[] = {&code};
-  auto batch = add_batch(one);
+  auto batch = add_batch(one, std::span(&info, 1));
   if (!batch) return tl::unexpected(std::move(batch).error());
   return batch->front();
 }
 
-Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes) {
+Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes,
+                                          std::span<const JitFunctionInfo> infos) {
   if (codes.empty()) return std::vector<void*>{};
+  if (!infos.empty() && infos.size() != codes.size())
+    return fail(ErrorCode::kInvalidArgument, "Jit::add_batch: " + std::to_string(infos.size()) + " infos for " +
+                                                 std::to_string(codes.size()) + " functions (give none or one each)");
   std::vector<std::size_t> sizes;
   sizes.reserve(codes.size());
   std::size_t align = 16;
@@ -86,18 +113,38 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
     release_all();
     return tl::unexpected(std::move(ok).error());
   }
+  // relocateToBase may have shrunk a function: tools see the bytes it really has.
+  for (std::size_t i = 0; i < codes.size(); ++i) sizes[i] = codes[i]->codeSize();
+  announce(*addresses, sizes, infos, staging);
   std::vector<void*> out;
   out.reserve(addresses->size());
   for (std::uintptr_t a : *addresses) out.push_back(reinterpret_cast<void*>(a));
   return out;
 }
 
-Status Jit::release(void* function) { return heap_.free(reinterpret_cast<std::uintptr_t>(function)); }
+Status Jit::release(void* function) {
+  void* one[] = {function};
+  return release_batch(one);
+}
 
 Status Jit::release_batch(std::span<void* const> functions) {
+  // Every tool forgets the code before the heap may hand the memory out
+  // again; so first make sure the heap will take all of it back.
+  std::vector<code_events::ReleasedCode> released;
   std::vector<std::uintptr_t> addresses;
+  released.reserve(functions.size());
   addresses.reserve(functions.size());
-  for (void* fn : functions) addresses.push_back(reinterpret_cast<std::uintptr_t>(fn));
+  for (void* fn : functions) {
+    const auto address = reinterpret_cast<std::uintptr_t>(fn);
+    auto size = heap_.allocation_size(address);
+    if (!size) return tl::unexpected(std::move(size).error());
+    released.push_back({address, *size});
+    addresses.push_back(address);
+  }
+  std::vector<std::uintptr_t> sorted = addresses;
+  std::sort(sorted.begin(), sorted.end());
+  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return heap_.free_batch(addresses);
+  code_events::code_released(released);
   return heap_.free_batch(addresses);
 }
 

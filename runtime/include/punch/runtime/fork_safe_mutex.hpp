@@ -27,6 +27,7 @@ enum class LockRank {
   kRendezvous = 5,    //!< visit_other_threads.
   kBranchIndex = 6,   //!< The per-object index of direct branch targets (patcher); nests nothing.
   kSymbols = 7,       //!< The cache of object files read for their symbol tables (function_bounds).
+  kCodeNames = 8,     //!< The code registry and the files of tools that name code (perf map, jitdump).
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork

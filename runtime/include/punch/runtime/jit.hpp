@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include <asmjit/core.h>
@@ -17,6 +18,14 @@
 
 namespace punch::runtime {
 
+//! What tools (the code registry, perf, gdb, unwinders) should know about a
+//! function added through Jit. A plain aggregate: `jit.add(code, {"my_fn"})`.
+struct JitFunctionInfo {
+  //! The function's name in perf, gdb and crash reports; copied (need not
+  //! outlive the call). Empty: tools show "jit:0x<address>".
+  std::string_view name;
+};
+
 //! Turns asmjit CodeHolders into callable code.
 class Jit {
  public:
@@ -25,23 +34,28 @@ class Jit {
   //! The environment to init CodeHolders with (the host).
   static asmjit::Environment environment() noexcept { return asmjit::Environment::host(); }
 
-  //! Adds one function: allocate, relocate, write once, sync. Returns its address.
-  Result<void*> add(asmjit::CodeHolder& code);
+  //! Adds one function: allocate, relocate, write once, sync, then register it
+  //! (code registry, and perf map / jitdump when on) under `info.name`.
+  //! Returns its address.
+  Result<void*> add(asmjit::CodeHolder& code, const JitFunctionInfo& info = {});
 
   //! Adds several functions with one write per arena touched and one sync in all.
+  //! `infos` is empty (every function unnamed) or holds one entry per code.
   //! All or nothing: on error nothing stays allocated.
-  Result<std::vector<void*>> add_batch(std::span<asmjit::CodeHolder* const> codes);
+  Result<std::vector<void*>> add_batch(std::span<asmjit::CodeHolder* const> codes,
+                                       std::span<const JitFunctionInfo> infos = {});
 
-  //! Releases code returned by add/add_batch. The caller guarantees no thread runs it any more.
+  //! Releases code returned by add/add_batch: unregisters it from every tool,
+  //! then frees it. The caller guarantees no thread runs it any more.
   Status release(void* function);
 
   //! Releases several functions at once (one write per contiguous run, see CodeHeap::free_batch).
   Status release_batch(std::span<void* const> functions);
 
-  //! Typed convenience: `auto fn = jit.add_as<int(*)(int)>(code);`
+  //! Typed convenience: `auto fn = jit.add_as<int(*)(int)>(code, {"square"});`
   template <class Fn>
-  Result<Fn> add_as(asmjit::CodeHolder& code) {
-    auto r = add(code);
+  Result<Fn> add_as(asmjit::CodeHolder& code, const JitFunctionInfo& info = {}) {
+    auto r = add(code, info);
     if (!r) return tl::unexpected<Error>(std::move(r).error());
     return reinterpret_cast<Fn>(*r);
   }
