@@ -6,6 +6,8 @@
 
 #include <asmjit/x86.h>
 
+#include "registered_frames.hpp"
+
 namespace punch::runtime {
 namespace {
 
@@ -73,6 +75,7 @@ class PrologReader {
       return true;
     }
     if (rex_b) return false;
+    if (!epilog && match({0xf3, 0x0f, 0x1e, 0xfa})) return end_of(4), true;  // endbr64 (copied prologues)
     if (!epilog && match({0x48, 0x89, 0xe5})) {  // mov rbp, rsp
       out_.push_back(step(end_of(3), Op::kSetFramePointer));
       return true;
@@ -175,4 +178,13 @@ Result<FrameDescription> FrameDescription::from_func_frame(const asmjit::FuncFra
   return d;
 }
 
+namespace detail {
+
+FrameDescription describe_copied_prologue(std::span<const std::uint8_t> code) {
+  FrameDescription d;
+  (void)PrologReader(code, 0, d.steps).read(false);  // A prologue read never fails: it stops at what it does not know.
+  return d;
+}
+
+}  // namespace detail
 }  // namespace punch::runtime

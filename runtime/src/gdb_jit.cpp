@@ -12,6 +12,7 @@
 #include "eh_frame_writer.hpp"
 #include "gdb_elf.hpp"
 #include "gdb_jit.hpp"
+#include "registered_frames.hpp"
 
 // gdb's JIT interface (gdb manual, "JIT Compilation Interface"): gdb sets a
 // breakpoint in __jit_debug_register_code and, each time it is hit, reads the
@@ -163,3 +164,21 @@ bool gdb_jit_enabled() noexcept { return detail::state().enabled.load(std::memor
 std::size_t gdb_jit_object_count() noexcept { return detail::state().count.load(std::memory_order_relaxed); }
 
 }  // namespace punch::runtime
+
+namespace punch::runtime::code_events {
+
+const Sink kGdbSink = {
+    [](std::span<const AddedCode> batch) {
+      if (!gdb_jit_enabled()) return;
+      std::vector<FrameDescription> scratch(batch.size());
+      std::vector<detail::GdbFunction> functions;
+      for (std::size_t i = 0; i < batch.size(); ++i)
+        functions.push_back({batch[i].address, batch[i].size, batch[i].name, detail::frame_of(batch[i], scratch[i])});
+      detail::gdb_jit_added(functions);
+    },
+    [](std::span<const ReleasedCode> batch) {
+      for (const ReleasedCode& code : batch) detail::gdb_jit_released(code.address, code.size);
+    },
+};
+
+}  // namespace punch::runtime::code_events

@@ -5,6 +5,8 @@
 #include <mutex>
 #include <vector>
 
+#include <punch/runtime/jit.hpp>
+
 #include "eh_frame_writer.hpp"
 #include "unwind_table.hpp"
 
@@ -55,14 +57,17 @@ void register_frames(std::span<const FrameToRegister> functions) {
   }
 }
 
-void deregister_frames(std::uintptr_t address, std::size_t size) {
-  unwind_table_remove(address, size);
+void deregister_frames(std::span<const code_events::ReleasedCode> ranges) {
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
-  auto it = r.blocks.lower_bound(address);
-  while (it != r.blocks.end() && it->first - address < size) {
-    __deregister_frame(it->second.get());
-    it = r.blocks.erase(it);
+  if (r.blocks.empty()) return;
+  unwind_table_remove(ranges);
+  for (const auto& range : ranges) {
+    auto it = r.blocks.lower_bound(range.address);
+    while (it != r.blocks.end() && it->first - range.address < range.size) {
+      __deregister_frame(it->second.get());
+      it = r.blocks.erase(it);
+    }
   }
 }
 
@@ -72,4 +77,33 @@ std::size_t registered_frame_count() {
   return r.blocks.size();
 }
 
+const FrameDescription* frame_of(const code_events::AddedCode& code, FrameDescription& scratch) {
+  if (code.info && code.info->frame) return &*code.info->frame;
+  if (code.kind == CodeKind::kTrampoline) {
+    scratch = describe_copied_prologue(code.bytes);
+    return &scratch;
+  }
+  if (code.kind == CodeKind::kRelay) {
+    scratch = FrameDescription{};
+    return &scratch;
+  }
+  return nullptr;
+}
+
 }  // namespace punch::runtime::detail
+
+namespace punch::runtime::code_events {
+
+const Sink kUnwindSink = {
+    [](std::span<const AddedCode> batch) {
+      std::vector<FrameDescription> scratch(batch.size());
+      std::vector<detail::FrameToRegister> frames;
+      for (std::size_t i = 0; i < batch.size(); ++i)
+        if (const FrameDescription* frame = detail::frame_of(batch[i], scratch[i]))
+          frames.push_back({batch[i].address, batch[i].size, frame});
+      detail::register_frames(frames);
+    },
+    [](std::span<const ReleasedCode> batch) { detail::deregister_frames(batch); },
+};
+
+}  // namespace punch::runtime::code_events

@@ -58,11 +58,12 @@ void unwind_table_add(std::vector<UnwindTableEntry> added) {
   w.publish();
 }
 
-void unwind_table_remove(std::uintptr_t address, std::size_t size) {
+void unwind_table_remove(std::span<const code_events::ReleasedCode> ranges) {
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
   auto gone = std::stable_partition(w.entries.begin(), w.entries.end(), [&](const auto& e) {
-    return e->start < address || e->start - address >= size;
+    return std::none_of(ranges.begin(), ranges.end(),
+                        [&](const auto& r) { return e->start >= r.address && e->start - r.address < r.size; });
   });
   if (gone == w.entries.end()) return;
   std::vector<std::unique_ptr<UnwindTableEntry>> removed(std::make_move_iterator(gone),

@@ -14,6 +14,7 @@
 #include <span>
 #include <vector>
 
+#include "code_events.hpp"
 #include "frame_rows.hpp"
 
 namespace punch::runtime::detail {
@@ -27,9 +28,9 @@ struct UnwindTableEntry {
 //! Adds functions (their rows are moved in). Ranges must not overlap entries in the table.
 void unwind_table_add(std::vector<UnwindTableEntry> entries);
 
-//! Removes every function starting in [address, address + size); returns once
-//! no reader can still see them.
-void unwind_table_remove(std::uintptr_t address, std::size_t size);
+//! Removes every function starting in one of the ranges; returns once no
+//! reader can still see them.
+void unwind_table_remove(std::span<const code_events::ReleasedCode> ranges);
 
 //! The row in force at `pc` in a registered function, and the function's start.
 //! Async-signal-safe. False when no registered function holds `pc`.

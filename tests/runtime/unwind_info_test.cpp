@@ -178,7 +178,8 @@ TEST(RegisteredFrames, ReleasedThenReusedRangeIsNeverFoundWithStaleInfo) {
   EXPECT_TRUE(row.cfa_on_rbp);
 
   // Released: no FDE, no row. Reused by shorter, frameless code: the late pc has none either.
-  detail::deregister_frames(start, 256);
+  const code_events::ReleasedCode old_range{start, 256};
+  detail::deregister_frames(std::span(&old_range, 1));
   EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
   EXPECT_FALSE(detail::unwind_table_find(start + 200, row, found));
   const FrameDescription frameless = FrameDescription::frameless(16, 4);
@@ -190,8 +191,153 @@ TEST(RegisteredFrames, ReleasedThenReusedRangeIsNeverFoundWithStaleInfo) {
   ASSERT_TRUE(detail::unwind_table_find(start + 100, row, found));
   EXPECT_FALSE(row.cfa_on_rbp);
   EXPECT_EQ(row.cfa_offset, 24);
-  detail::deregister_frames(start, 128);
+  const code_events::ReleasedCode new_range{start, 128};
+  detail::deregister_frames(std::span(&new_range, 1));
   EXPECT_EQ(_Unwind_Find_FDE(reinterpret_cast<void*>(start + 100), &bases), nullptr);
+}
+
+}  // namespace
+}  // namespace punch::runtime
+
+// Through Jit: exceptions, _Unwind_Backtrace and release.
+#include <punch/runtime/jit.hpp>
+#include <unwind.h>
+
+#include <stdexcept>
+
+#include "own_heap_fixture.hpp"
+
+namespace punch::runtime {
+namespace {
+
+[[gnu::noinline]] void throw_if(int yes) {
+  asm volatile("");
+  if (yes) throw std::runtime_error("from below a JIT frame");
+}
+
+// Addresses _Unwind_Backtrace sees from inside a callee of the JIT function.
+std::vector<std::uintptr_t> g_unwound;
+[[gnu::noinline]] void record_backtrace(int) {
+  g_unwound.clear();
+  _Unwind_Backtrace(
+      [](_Unwind_Context* ctx, void*) {
+        g_unwound.push_back(_Unwind_GetIP(ctx));
+        return g_unwound.size() < 64 ? _URC_NO_REASON : _URC_END_OF_STACK;
+      },
+      nullptr);
+  asm volatile("");
+}
+
+// void f(int x) { rbx = garbage; callee(x); } with asmjit's prologue/epilogue, rbx saved.
+struct Emitted {
+  asmjit::CodeHolder code;
+  FrameDescription frame;
+};
+void emit_caller_of(Emitted& e, void (*callee)(int)) {
+  using namespace asmjit;
+  e.code.init(Jit::environment());
+  x86::Assembler a(&e.code);
+  FuncDetail func;
+  func.init(FuncSignatureT<void, int>(CallConvId::kHost), Environment::host());
+  FuncFrame frame;
+  frame.init(func);
+  frame.setPreservedFP();
+  frame.setFuncCalls();
+  frame.addDirtyRegs(x86::rbx);
+  frame.finalize();
+  const auto prolog = static_cast<std::uint32_t>(a.offset());
+  a.emitProlog(frame);
+  a.mov(x86::rbx, 0x0bad'0bad);
+  a.mov(x86::rax, imm(reinterpret_cast<std::uint64_t>(callee)));
+  a.call(x86::rax);
+  const auto epilog = static_cast<std::uint32_t>(a.offset());
+  a.emitEpilog(frame);
+  auto d = FrameDescription::from_func_frame(frame, prolog, std::span(&epilog, 1));
+  ASSERT_TRUE(d) << d.error().describe();
+  e.frame = std::move(*d);
+}
+
+class JitUnwindTest : public test::OwnHeapTest {
+ protected:
+  void SetUp() override {
+    ASSERT_NO_FATAL_FAILURE(make_heap(64 * 1024));
+    jit = std::make_unique<Jit>(*heap);
+  }
+  std::unique_ptr<Jit> jit;
+};
+
+TEST_F(JitUnwindTest, CxxExceptionThrownBelowAJitFrameIsCaughtAboveIt) {
+  Emitted e;
+  ASSERT_NO_FATAL_FAILURE(emit_caller_of(e, &throw_if));
+  auto fn = jit->add_as<void (*)(int)>(e.code, {"jit_calls_thrower", e.frame});
+  ASSERT_TRUE(fn) << fn.error().describe();
+  (*fn)(0);
+  bool caught = false;
+  try {
+    (*fn)(1);
+  } catch (const std::runtime_error& err) {
+    caught = std::string(err.what()) == "from below a JIT frame";
+  }
+  EXPECT_TRUE(caught);
+  ASSERT_TRUE(jit->release(reinterpret_cast<void*>(*fn)));
+}
+
+TEST_F(JitUnwindTest, UnwindBacktraceContinuesPastTheJitFrameToItsCaller) {
+  Emitted e;
+  ASSERT_NO_FATAL_FAILURE(emit_caller_of(e, &record_backtrace));
+  auto fn = jit->add_as<void (*)(int)>(e.code, {"jit_calls_recorder", e.frame});
+  ASSERT_TRUE(fn) << fn.error().describe();
+  (*fn)(0);
+  const auto start = reinterpret_cast<std::uintptr_t>(*fn);
+  std::size_t jit_frame = g_unwound.size();
+  for (std::size_t i = 0; i < g_unwound.size(); ++i)
+    if (g_unwound[i] > start && g_unwound[i] < start + e.code.codeSize()) jit_frame = i;
+  ASSERT_LT(jit_frame, g_unwound.size()) << "the JIT frame is not in the backtrace";
+  EXPECT_GT(g_unwound.size(), jit_frame + 2) << "the backtrace stops at the JIT frame";
+  ASSERT_TRUE(jit->release(reinterpret_cast<void*>(*fn)));
+}
+
+TEST_F(JitUnwindTest, ReleasedFunctionsUnwindInfoIsGoneBeforeItsMemoryIsReused) {
+  Emitted e;
+  ASSERT_NO_FATAL_FAILURE(emit_caller_of(e, &throw_if));
+  const std::size_t before = detail::registered_frame_count();
+  auto fn = jit->add(e.code, {"long_one", e.frame});
+  ASSERT_TRUE(fn);
+  EXPECT_EQ(detail::registered_frame_count(), before + 1);
+  const auto start = reinterpret_cast<std::uintptr_t>(*fn);
+  auto* late_pc = reinterpret_cast<void*>(start + e.code.codeSize() - 1);
+  UnwindBases bases{};
+  ASSERT_NE(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+  ASSERT_TRUE(jit->release(*fn));
+  EXPECT_EQ(detail::registered_frame_count(), before);
+  EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+
+  // The same memory, now a 3-byte frameless function: the late pc has no FDE.
+  asmjit::CodeHolder small;
+  small.init(Jit::environment());
+  asmjit::x86::Assembler a(&small);
+  a.xor_(asmjit::x86::eax, asmjit::x86::eax);
+  a.ret();
+  auto reused = jit->add(small, {"short_one", FrameDescription::frameless()});
+  ASSERT_TRUE(reused);
+  ASSERT_EQ(*reused, *fn) << "the heap did not reuse the range; the test proves nothing";
+  EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
+  ASSERT_NE(_Unwind_Find_FDE(*reused, &bases), nullptr);
+  EXPECT_EQ(bases.func, *reused);
+  ASSERT_TRUE(jit->release(*reused));
+}
+
+TEST_F(JitUnwindTest, AFrameDescriptionPastTheCodeIsRefusedBeforeAnythingIsWritten) {
+  asmjit::CodeHolder code;
+  code.init(Jit::environment());
+  asmjit::x86::Assembler a(&code);
+  a.ret();
+  const std::size_t before = detail::registered_frame_count();
+  auto fn = jit->add(code, {"bad_frame", FrameDescription::frameless(8, 100)});
+  ASSERT_FALSE(fn);
+  EXPECT_EQ(fn.error().code, ErrorCode::kInvalidArgument);
+  EXPECT_NE(fn.error().message.find("past the end"), std::string::npos) << fn.error().describe();
+  EXPECT_EQ(detail::registered_frame_count(), before);
 }
 
 }  // namespace
