@@ -136,11 +136,14 @@ void gdb_jit_added(std::span<const GdbFunction> added) {
   link(s, s.batches.emplace_back(std::move(batch)));
 }
 
-void gdb_jit_released(std::uintptr_t address, std::size_t size) {
+void gdb_jit_released(std::span<const code_events::ReleasedCode> ranges) {
   State& s = state();
   if (s.count.load(std::memory_order_relaxed) == 0) return;
   std::lock_guard lock(s.mutex);
-  auto released = [&](const Function& f) { return f.start >= address && f.start - address < size; };
+  auto released = [&](const Function& f) {
+    return std::any_of(ranges.begin(), ranges.end(),
+                       [&](const auto& r) { return f.start >= r.address && f.start - r.address < r.size; });
+  };
   for (auto it = s.batches.begin(); it != s.batches.end();) {
     if (std::none_of(it->functions.begin(), it->functions.end(), released)) {
       ++it;
@@ -176,9 +179,7 @@ const Sink kGdbSink = {
         functions.push_back({batch[i].address, batch[i].size, batch[i].name, detail::frame_of(batch[i], scratch[i])});
       detail::gdb_jit_added(functions);
     },
-    [](std::span<const ReleasedCode> batch) {
-      for (const ReleasedCode& code : batch) detail::gdb_jit_released(code.address, code.size);
-    },
+    [](std::span<const ReleasedCode> batch) { detail::gdb_jit_released(batch); },
 };
 
 }  // namespace punch::runtime::code_events

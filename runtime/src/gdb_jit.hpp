@@ -8,6 +8,8 @@
 
 #include <punch/runtime/frame_description.hpp>
 
+#include "code_events.hpp"
+
 namespace punch::runtime::detail {
 
 struct GdbFunction {
@@ -20,8 +22,8 @@ struct GdbFunction {
 //! Registers one object naming `batch` (when the interface is on).
 void gdb_jit_added(std::span<const GdbFunction> batch);
 
-//! Unregisters every function starting in [address, address + size); a
-//! batch that keeps other live functions is registered again without them.
-void gdb_jit_released(std::uintptr_t address, std::size_t size);
+//! Unregisters every function starting in one of the ranges; a batch that
+//! keeps other live functions is registered again, once, without them.
+void gdb_jit_released(std::span<const code_events::ReleasedCode> ranges);
 
 }  // namespace punch::runtime::detail
