@@ -6,6 +6,7 @@
 #include <vector>
 
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/code_registry.hpp>
 #include <punch/runtime/sync.hpp>
 
 namespace punch_trace {
@@ -92,7 +93,12 @@ punch::Status emit_detours(std::span<TracedFunction* const> functions) {
   }
   // New code at addresses no thread has run: one sync before anything can jump there.
   if (auto s = punch::runtime::sync_all_threads(); !s) return s;
-  for (std::size_t i = 0; i < functions.size(); ++i) functions[i]->detour = reinterpret_cast<void*>((*addresses)[i]);
+  for (std::size_t i = 0; i < functions.size(); ++i) {
+    functions[i]->detour = reinterpret_cast<void*>((*addresses)[i]);
+    // perf and crash reports show "punch_trace:detour:write", not an address.
+    punch::runtime::register_code((*addresses)[i], sizes[i], "punch_trace:detour:" + functions[i]->spec,
+                                  punch::runtime::CodeKind::kDetour);
+  }
   return {};
 }
 

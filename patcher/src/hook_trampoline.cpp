@@ -9,18 +9,23 @@
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/code_writer.hpp>
 
+#include "code_names.hpp"
+
 namespace punch::patcher::detail {
 namespace {
 
 constexpr std::size_t kAbsoluteJumpSize = 14;  // jmp [rip+0]; .quad
 
-// Allocates, writes `bytes`, and frees again if the write fails.
+
+// Writes `bytes` and names the block after `target`; frees it again if the write fails.
 Result<CodeBlock> place(runtime::CodeHeap& heap, std::uintptr_t address, std::size_t size,
-                        const std::vector<std::uint8_t>& bytes) {
+                        const std::vector<std::uint8_t>& bytes, std::string_view role, std::uintptr_t target,
+                        runtime::CodeKind kind) {
   if (auto written = heap.writer().write(address, bytes); !written) {
     (void)heap.free(address);  // Never handed out: nothing can run it.
     return tl::unexpected<Error>(std::move(written).error());
   }
+  register_punch_code(address, size, role, target, kind);
   return CodeBlock{address, size};
 }
 
@@ -75,13 +80,14 @@ Result<CodeBlock> build_trampoline(const EntryPlan& plan, bool real_final_call, 
     const auto back = jump(*address + bytes.size(), plan.resume());
     bytes.insert(bytes.end(), back.begin(), back.end());
   }
-  return place(heap, *address, bound, bytes);
+  return place(heap, *address, bound, bytes, "trampoline", plan.target, runtime::CodeKind::kTrampoline);
 }
 
 Result<CodeBlock> build_relay(std::uintptr_t jump_end, std::uintptr_t to, runtime::CodeHeap& heap) {
   auto address = heap.allocate(kAbsoluteJumpSize, 16, runtime::AddressWindow::rel32_reach(jump_end));
   if (!address) return tl::unexpected<Error>(std::move(address).error());
-  return place(heap, *address, kAbsoluteJumpSize, disasm::encode_jmp_absolute(to));
+  return place(heap, *address, kAbsoluteJumpSize, disasm::encode_jmp_absolute(to), "relay", to,
+               runtime::CodeKind::kRelay);
 }
 
 Result<CodeBlock> build_link_stub(std::uintptr_t to, runtime::CodeHeap& heap) {
@@ -95,7 +101,7 @@ Result<CodeBlock> build_link_stub(std::uintptr_t to, runtime::CodeHeap& heap) {
     return tl::unexpected<Error>(std::move(link).error());
   }
   bytes.insert(bytes.end(), link->begin(), link->end());
-  return place(heap, *address, size, bytes);
+  return place(heap, *address, size, bytes, "link", to, runtime::CodeKind::kTrampoline);
 }
 
 std::vector<std::uint8_t> encode_absolute_entry(std::uintptr_t to) {

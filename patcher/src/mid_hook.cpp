@@ -14,6 +14,7 @@
 
 #include <punch/runtime/code_heap.hpp>
 
+#include "code_names.hpp"
 #include "function_extent.hpp"
 #include "hook_planner.hpp"
 #include "hook_registry.hpp"
@@ -70,6 +71,7 @@ Result<std::pair<std::uint64_t, std::uintptr_t>> install_stub(void* address, Mid
   auto bytes = detail::emit_mid_stub(spec, *stub);
   if (bytes && bytes->size() > *size) bytes = fail(ErrorCode::kInvalidArgument, at(*stub) + ": stub outgrew its bound");
   Status ready = bytes ? (*heap)->writer().write(*stub, *bytes) : Status(tl::unexpected<Error>(bytes.error()));
+  if (ready) detail::register_punch_code(*stub, *size, "mid_hook", site, runtime::CodeKind::kMidHookStub);
   if (ready && options.enabled) ready = detail::registry_set_enabled(*id, true);
   if (!ready) {
     (void)detail::registry_remove(*id);  // Disabled: nothing changes in the function's bytes.

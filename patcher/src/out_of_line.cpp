@@ -19,6 +19,8 @@
 #include <punch/runtime/sync.hpp>
 #include <punch/runtime/threads.hpp>
 
+#include "code_names.hpp"
+
 namespace punch::patcher::live {
 namespace {
 
@@ -292,6 +294,9 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
           " (nothing at the sites changed)"));
     }
   }
+  for (std::size_t i = 0; i < sites.size(); ++i)
+    if (slot_size(i) > 0 && slot_address[i] != 0)
+      detail::register_punch_code(slot_address[i], slot_size(i), "copy", sites[i].address, runtime::CodeKind::kOutOfLineCopy);
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;
 }

@@ -294,6 +294,11 @@ Status CodeHeap::free_batch(std::span<const std::uintptr_t> addresses) {
       return ok;
     }
   }
+  // Every tool forgets the code before the space can be handed out again.
+  std::vector<code_events::ReleasedCode> released;
+  released.reserve(blocks.size());
+  for (const CodeRange& block : blocks) released.push_back({block.begin, block.end - block.begin});
+  code_events::code_released(released);
   state_->live.remove(sorted);
   for (const Run& run : runs) state_->give_back(*state_->arena_of(run.start), run.start, run.end - run.start);
   return {};

@@ -131,30 +131,13 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
   return out;
 }
 
-Status Jit::release(void* function) {
-  void* one[] = {function};
-  return release_batch(one);
-}
+Status Jit::release(void* function) { return heap_.free(reinterpret_cast<std::uintptr_t>(function)); }
 
 Status Jit::release_batch(std::span<void* const> functions) {
-  // Every tool forgets the code before the heap may hand the memory out
-  // again; so first make sure the heap will take all of it back.
-  std::vector<code_events::ReleasedCode> released;
   std::vector<std::uintptr_t> addresses;
-  released.reserve(functions.size());
   addresses.reserve(functions.size());
-  for (void* fn : functions) {
-    const auto address = reinterpret_cast<std::uintptr_t>(fn);
-    auto size = heap_.allocation_size(address);
-    if (!size) return tl::unexpected(std::move(size).error());
-    released.push_back({address, *size});
-    addresses.push_back(address);
-  }
-  std::vector<std::uintptr_t> sorted = addresses;
-  std::sort(sorted.begin(), sorted.end());
-  if (std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end()) return heap_.free_batch(addresses);
-  code_events::code_released(released);
-  return heap_.free_batch(addresses);
+  for (void* fn : functions) addresses.push_back(reinterpret_cast<std::uintptr_t>(fn));
+  return heap_.free_batch(addresses);  // Tells every tool before the space can be reused.
 }
 
 }  // namespace punch::runtime

@@ -64,7 +64,9 @@ class CodeHeap {
   Status has_room(std::size_t size, std::size_t align, AddressWindow window);
 
   //! Frees an allocation. Freeing an address this heap did not hand out, or a
-  //! double free, is a kNotOwned error and changes nothing.
+  //! double free, is a kNotOwned error and changes nothing. Code registered
+  //! in the space (see code_registry.hpp) is unregistered from every tool
+  //! first, as it is when the heap is destroyed.
   Status free(std::uintptr_t address);
 
   //! Frees several allocations, filling each contiguous run of them with int3
