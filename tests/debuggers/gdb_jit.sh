@@ -17,10 +17,13 @@ else
             -ex run -ex bt -ex continue -ex 'info symbol g_released_address' -ex continue
             -ex 'info symbol g_released_address' -ex continue)
 fi
+# LeakSanitizer cannot run under ptrace: without this an ASan build exits 1 at the end.
+export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 out=$(PUNCH_GDB=1 timeout 120 gdb -nx -batch -ex 'set debuginfod enabled off' -ex 'set confirm off' \
       -ex 'set startup-with-shell off' "${commands[@]}" "${run[@]}" 2>&1)
 echo "$out"
 fail() { echo "gdb_jit.sh: FAIL: $1"; exit 1; }
+grep -q 'exited normally' <<<"$out" || fail "the program did not run to a normal exit under gdb"
 if [ "$mode" = stripped ]; then
   grep -qE '^#0 .*jit_calls_back' <<<"$out" || fail "gdb did not stop in jit_calls_back (JIT symbols not seen)"
   echo "gdb_jit.sh: ok"; exit 0
