@@ -7,6 +7,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libunicorn-dev
   xz-utils git python3 sqlite3 zstd pigz coreutils
   valgrind gdb
+  linux-perf  # /usr/bin/perf (a wrapper running perf_6.1): tests/profiling
 )
 missing=()
 for p in "${packages[@]}"; do

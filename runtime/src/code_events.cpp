@@ -8,6 +8,8 @@ const Sink* const kSinks[] = {
     &kRegistrySink,
     &kUnwindSink,
     &kGdbSink,
+    &kPerfMapSink,
+    &kJitdumpSink,
 };
 
 }  // namespace

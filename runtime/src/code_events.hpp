@@ -52,6 +52,8 @@ struct Sink {
 extern const Sink kRegistrySink;  // code_registry.cpp
 extern const Sink kUnwindSink;    // registered_frames.cpp (libgcc and walk_stack)
 extern const Sink kGdbSink;       // gdb_jit.cpp
+extern const Sink kPerfMapSink;   // perf_map.cpp
+extern const Sink kJitdumpSink;   // jitdump.cpp
 
 //! Tells every sink about a batch of new code.
 void code_added(std::span<const AddedCode> batch) noexcept;

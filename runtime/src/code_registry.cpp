@@ -35,16 +35,28 @@
 namespace punch::runtime {
 namespace {
 
+// One registered piece of code, its name stored inline (one allocation).
 struct Record {
   std::uintptr_t start;
   std::size_t size;
   CodeKind kind;
-  std::string name;
+  std::size_t name_size;  // The name's bytes follow the record (the allocation is sized for them).
+
   std::uintptr_t end() const noexcept { return start + size; }
+  const char* name() const noexcept { return reinterpret_cast<const char*>(this + 1); }
+
+  static const Record* make(std::uintptr_t start, std::size_t size, CodeKind kind, std::string_view name) {
+    void* memory = ::operator new(sizeof(Record) + name.size());
+    auto* r = new (memory) Record{start, size, kind, name.size()};
+    std::memcpy(r + 1, name.data(), name.size());
+    return r;
+  }
+  static void destroy(const Record* r) noexcept { ::operator delete(const_cast<Record*>(r)); }
 };
 
 struct Table {
   std::vector<const Record*> records;  // Sorted by start, never overlapping.
+  std::vector<std::uintptr_t> starts;  // records[i]->start: a lookup searches these, touching one record.
 };
 
 constexpr unsigned kRegionShift = 16;
@@ -114,10 +126,9 @@ Writer& writer() {
 
 const Record* find_in(const Table* table, std::uintptr_t address) noexcept {
   if (!table) return nullptr;
-  auto it = std::upper_bound(table->records.begin(), table->records.end(), address,
-                             [](std::uintptr_t a, const Record* r) { return a < r->start; });
-  if (it == table->records.begin()) return nullptr;
-  const Record* r = *(it - 1);
+  auto it = std::upper_bound(table->starts.begin(), table->starts.end(), address);
+  if (it == table->starts.begin()) return nullptr;
+  const Record* r = table->records[static_cast<std::size_t>(it - table->starts.begin()) - 1];
   return address - r->start < r->size ? r : nullptr;
 }
 
@@ -125,56 +136,108 @@ void copy_out(const Record& r, CodeInfo& out) noexcept {
   out.start = r.start;
   out.size = r.size;
   out.kind = r.kind;
-  const std::size_t n = std::min(r.name.size(), CodeInfo::kNameCapacity - 1);
-  std::memcpy(out.name, r.name.data(), n);
+  const std::size_t n = std::min(r.name_size, CodeInfo::kNameCapacity - 1);
+  std::memcpy(out.name, r.name(), n);
   out.name[n] = '\0';
 }
 
-// Replaces, in every shard it touches, the records overlapping any of
-// `removed_ranges` by nothing and adds `added`. Caller holds the writer lock.
-// Returns the tables and records to free once readers have left.
+// Tables and records a change unpublished: freed once readers have left.
 struct Garbage {
   std::vector<const Table*> tables;
   std::vector<const Record*> records;
   ~Garbage() {
     for (const Table* t : tables) delete t;
-    for (const Record* r : records) delete r;
+    std::sort(records.begin(), records.end());  // A record listed in several shards is dropped from each.
+    records.erase(std::unique(records.begin(), records.end()), records.end());
+    for (const Record* r : records) Record::destroy(r);
   }
 };
 
 struct Range {
   std::uintptr_t start, size;
-  bool overlaps(const Record& r) const noexcept { return r.start < start + size && start < r.end(); }
-  bool holds_start(const Record& r) const noexcept { return r.start - start < size; }
+  std::uintptr_t end() const noexcept { return start + size; }
 };
 
-// Applies one change under the writer lock: drop records matching `drop`, add `added`.
+// A set of address ranges, merged and sorted: "does a record overlap any of
+// them" and "does a record start in one of them" cost O(log n).
+class RangeSet {
+ public:
+  explicit RangeSet(std::vector<Range> ranges) : ranges_(std::move(ranges)) {
+    const auto by_start = [](const Range& a, const Range& b) { return a.start < b.start; };
+    if (!std::is_sorted(ranges_.begin(), ranges_.end(), by_start)) std::sort(ranges_.begin(), ranges_.end(), by_start);
+    std::vector<Range> merged;
+    for (const Range& r : ranges_) {
+      if (!merged.empty() && r.start <= merged.back().end())
+        merged.back().size = std::max(merged.back().end(), r.end()) - merged.back().start;
+      else
+        merged.push_back(r);
+    }
+    ranges_ = std::move(merged);
+  }
+  const std::vector<Range>& ranges() const noexcept { return ranges_; }
+  bool overlaps(const Record& r) const noexcept {
+    const Range* x = last_starting_before(r.end());
+    return x && x->end() > r.start;
+  }
+  bool holds_start(const Record& r) const noexcept {
+    const Range* x = last_starting_before(r.start + 1);
+    return x && r.start < x->end();
+  }
+
+ private:
+  const Range* last_starting_before(std::uintptr_t a) const noexcept {
+    auto it = std::partition_point(ranges_.begin(), ranges_.end(), [a](const Range& x) { return x.start < a; });
+    return it == ranges_.begin() ? nullptr : &*(it - 1);
+  }
+  std::vector<Range> ranges_;
+};
+
+// Applies one change under the writer lock: in every shard of `touched`,
+// drops the records `drop` says, and lists each of `added` in the shards of
+// its regions. Old tables and dropped records go to `garbage`.
 template <class Drop>
 void update(std::span<const Range> touched, Drop&& drop, std::span<const Record* const> added, Garbage& garbage) {
+  std::vector<std::pair<std::size_t, const Record*>> listed;  // (shard, record) for every added record.
+  for (const Record* r : added) for_each_shard(r->start, r->size, [&](std::size_t s) { listed.emplace_back(s, r); });
   std::vector<std::size_t> shards;
   for (const Range& range : touched) for_each_shard(range.start, range.size, [&](std::size_t s) { shards.push_back(s); });
+  for (const auto& [s, r] : listed) shards.push_back(s);
   std::sort(shards.begin(), shards.end());
   shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
+  // By shard, then by start: each shard's new records come sorted, to merge with the kept ones.
+  std::sort(listed.begin(), listed.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first < b.first : a.second->start < b.second->start;
+  });
+  const auto by_start = [](const Record* a, const Record* b) { return a->start < b->start; };
+  std::vector<const Record*> fresh;
   for (std::size_t s : shards) {
     const Table* old = g_shards[s].load();
     auto* table = new Table;
+    bool changed = false;
     if (old) {
-      table->records.reserve(old->records.size() + added.size());
+      table->records.reserve(old->records.size() + listed.size());
       for (const Record* r : old->records) {
         if (!drop(*r)) {
           table->records.push_back(r);
-        } else if (std::find(garbage.records.begin(), garbage.records.end(), r) == garbage.records.end()) {
-          garbage.records.push_back(r);
+          continue;
         }
+        changed = true;
+        garbage.records.push_back(r);
       }
     }
-    for (const Record* r : added) {
-      bool listed = false;
-      for_each_shard(r->start, r->size, [&](std::size_t rs) { listed |= rs == s; });
-      if (listed) table->records.push_back(r);
+    fresh.clear();
+    auto first = std::partition_point(listed.begin(), listed.end(), [s](const auto& x) { return x.first < s; });
+    for (auto it = first; it != listed.end() && it->first == s; ++it) fresh.push_back(it->second);
+    if (!changed && fresh.empty()) {  // Nothing of this change lives here: keep the published table.
+      delete table;
+      continue;
     }
-    std::sort(table->records.begin(), table->records.end(),
-              [](const Record* a, const Record* b) { return a->start < b->start; });
+    const std::size_t kept = table->records.size();
+    table->records.insert(table->records.end(), fresh.begin(), fresh.end());
+    std::inplace_merge(table->records.begin(), table->records.begin() + static_cast<std::ptrdiff_t>(kept),
+                       table->records.end(), by_start);
+    table->starts.reserve(table->records.size());
+    for (const Record* r : table->records) table->starts.push_back(r->start);
     if (table->records.empty()) {
       delete table;
       table = nullptr;
@@ -191,18 +254,15 @@ void registry_added(std::span<const code_events::AddedCode> batch) {
     added.reserve(batch.size());
     for (const auto& code : batch) {
       if (code.size == 0) continue;
-      added.push_back(new Record{code.address, code.size, code.kind, std::string(code.name)});
+      added.push_back(Record::make(code.address, code.size, code.kind, code.name));
       ranges.push_back({code.address, code.size});
     }
-    Garbage garbage;
-    {
-      std::lock_guard lock(writer().mutex);
-      // New code replaces whatever stale entry it overlaps (an owner that never released it).
-      update(ranges, [&](const Record& r) {
-        return std::any_of(ranges.begin(), ranges.end(), [&](const Range& x) { return x.overlaps(r); });
-      }, added, garbage);
-      wait_for_readers();
-    }
+    const RangeSet set(std::move(ranges));
+    Garbage garbage;  // Freed after the lock is released, once readers have left.
+    std::lock_guard lock(writer().mutex);
+    // New code replaces whatever stale entry it overlaps (an owner that never released it).
+    update(set.ranges(), [&](const Record& r) { return set.overlaps(r); }, added, garbage);
+    wait_for_readers();
   } catch (const std::bad_alloc&) {
     // Best effort: without memory the code stays unnamed.
   }
@@ -212,21 +272,23 @@ void registry_released(std::span<const code_events::ReleasedCode> batch) {
   try {
     std::vector<Range> ranges;
     for (const auto& code : batch) ranges.push_back({code.address, code.size});
+    const RangeSet set(std::move(ranges));
     Garbage garbage;
     std::lock_guard lock(writer().mutex);
-    // Entries start inside the range; they may extend past it (a record spans shards of its whole extent).
-    std::vector<Range> touched;
-    for (const Range& range : ranges) {
-      touched.push_back(range);
+    // Entries that start in a range may extend past it, into shards of their own.
+    std::vector<Range> touched = set.ranges();
+    for (const Range& range : set.ranges()) {
       for_each_shard(range.start, range.size, [&](std::size_t s) {
-        if (const Table* t = g_shards[s].load())
-          for (const Record* r : t->records)
-            if (range.holds_start(*r)) touched.push_back({r->start, r->size});
+        const Table* t = g_shards[s].load();
+        if (!t) return;
+        auto it = std::lower_bound(t->starts.begin(), t->starts.end(), range.start);
+        for (; it != t->starts.end() && *it < range.end(); ++it) {
+          const Record* r = t->records[static_cast<std::size_t>(it - t->starts.begin())];
+          if (r->end() > range.end()) touched.push_back({r->start, r->size});
+        }
       });
     }
-    update(touched, [&](const Record& r) {
-      return std::any_of(ranges.begin(), ranges.end(), [&](const Range& x) { return x.holds_start(r); });
-    }, {}, garbage);
+    update(touched, [&](const Record& r) { return set.holds_start(r); }, {}, garbage);
     wait_for_readers();  // Before returning: then the caller may free and reuse the memory.
   } catch (const std::bad_alloc&) {
   }
