@@ -8,6 +8,7 @@
 #include <punch/runtime/jit.hpp>
 
 #include "eh_frame_writer.hpp"
+#include "prologue_reader.hpp"
 #include "unwind_table.hpp"
 
 // libgcc (unwind-dw2-fde.c): `begin` is the start of a .eh_frame-like list of

@@ -36,12 +36,6 @@ void deregister_frames(std::span<const code_events::ReleasedCode> ranges);
 //! How many functions are registered with libgcc (for tests).
 std::size_t registered_frame_count();
 
-//! The frame of a copy of a function's first instructions (a hook's
-//! trampoline: the displaced instructions, then a jump back): the pushes,
-//! `mov rbp, rsp` and `sub rsp, n` of a prologue, read up to the first other
-//! instruction (assumed to leave rsp alone; the copy ends in a jump).
-FrameDescription describe_copied_prologue(std::span<const std::uint8_t> code);
-
 //! The frame description tools use for a piece of code: the Jit caller's, the
 //! copied prologue's for a trampoline (in `scratch`), a constant CFA = rsp + 8
 //! for a relay (a lone jump), else none.

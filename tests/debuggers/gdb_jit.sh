@@ -19,7 +19,7 @@ elif [ "$mode" = example ]; then
   commands=(-ex 'set breakpoint pending on' -ex 'break jit_debug_callee' -ex run -ex bt -ex kill)
 else
   commands=(-ex 'set breakpoint pending on' -ex 'break jit_debug_callee' -ex 'break checkpoint_before_release' -ex 'break checkpoint_after_release'
-            -ex run -ex bt -ex continue -ex 'info symbol g_released_address' -ex continue
+            -ex run -ex bt -ex continue -ex bt -ex continue -ex 'info symbol g_released_address' -ex continue
             -ex 'info symbol g_released_address' -ex continue)
 fi
 # LeakSanitizer cannot run under ptrace: without this an ASan build exits 1 at the end.
@@ -36,6 +36,8 @@ fi
 grep -qE '^#1 .* in jit_calls_back \(\)' <<<"$out" || fail "bt does not name the JIT frame jit_calls_back"
 grep -qE '^#2 .* in main \(' <<<"$out" || fail "bt does not continue past the JIT frame to main"
 [ "$mode" = example ] && { echo "gdb_jit.sh: ok"; exit 0; }
+grep -qE '^#1 .* in jit_frameless_calls_back \(\)' <<<"$out" || fail "bt does not name the frameless JIT frame"
+[ "$(grep -cE '^#2 .* in main \(' <<<"$out")" = 2 ] || fail "bt does not continue past the frameless JIT frame to main (its .eh_frame)"
 grep -qE 'jit_released_fn in section \.text' <<<"$out" || fail "live JIT code has no symbol in gdb"
 [ "$(grep -cE 'No symbol matches g_released_address' <<<"$out")" = 1 ] || fail "released JIT code is still named by gdb"
 echo "gdb_jit.sh: ok"

@@ -51,6 +51,25 @@ bool emit_calls_back(asmjit::CodeHolder& code, JitFunctionInfo& info) {
   return true;
 }
 
+// void jit_frameless_calls_back(int x) { jit_debug_callee(x); } without a frame
+// pointer: sub rsp, 8 / call / add rsp, 8. gdb cannot guess its frame; only
+// the .eh_frame in the object tells it the caller is at rsp + 16.
+void emit_frameless(asmjit::CodeHolder& code, JitFunctionInfo& info) {
+  using namespace asmjit;
+  code.init(Jit::environment());
+  x86::Assembler a(&code);
+  a.sub(x86::rsp, 8);
+  const auto adjusted = static_cast<std::uint32_t>(a.offset());
+  a.mov(x86::rax, imm(reinterpret_cast<std::uint64_t>(&jit_debug_callee)));
+  a.call(x86::rax);
+  a.add(x86::rsp, 8);
+  const auto restored = static_cast<std::uint32_t>(a.offset());
+  a.ret();
+  FrameDescription frame = FrameDescription::frameless(8, adjusted);
+  frame.steps.push_back({restored, FrameDescription::Step::Op::kAdjustStack, 0, -8});
+  info.frame = std::move(frame);
+}
+
 }  // namespace
 
 int main() {
@@ -60,20 +79,22 @@ int main() {
   if (!heap) return std::printf("gdb_jit_target: %s\n", heap.error().describe().c_str()), 1;
   Jit jit(**heap);
 
-  asmjit::CodeHolder calls_back, released;
-  JitFunctionInfo info{"jit_calls_back"};
+  asmjit::CodeHolder calls_back, frameless, released;
+  JitFunctionInfo info{"jit_calls_back"}, frameless_info{"jit_frameless_calls_back"};
   if (!emit_calls_back(calls_back, info)) return 1;
+  emit_frameless(frameless, frameless_info);
   released.init(Jit::environment());
   asmjit::x86::Assembler(&released).ret();
-  asmjit::CodeHolder* codes[] = {&calls_back, &released};
-  const JitFunctionInfo infos[] = {std::move(info), {"jit_released_fn"}};
+  asmjit::CodeHolder* codes[] = {&calls_back, &frameless, &released};
+  const JitFunctionInfo infos[] = {std::move(info), std::move(frameless_info), {"jit_released_fn"}};
   auto fns = jit.add_batch(codes, infos);
   if (!fns) return std::printf("gdb_jit_target: %s\n", fns.error().describe().c_str()), 1;
 
   reinterpret_cast<void (*)(int)>((*fns)[0])(41);
-  g_released_address = reinterpret_cast<std::uintptr_t>((*fns)[1]);
+  reinterpret_cast<void (*)(int)>((*fns)[1])(7);
+  g_released_address = reinterpret_cast<std::uintptr_t>((*fns)[2]);
   checkpoint_before_release();
-  if (!jit.release((*fns)[1])) return 1;
+  if (!jit.release((*fns)[2])) return 1;
   checkpoint_after_release();
   std::printf("gdb_jit_target: %zu object(s) registered with gdb\n", gdb_jit_object_count());
   return 0;
