@@ -1,7 +1,6 @@
 #include "registered_frames.hpp"
 
 #include <map>
-#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -22,7 +21,7 @@ namespace {
 
 struct Registry {
   std::mutex mutex;
-  std::map<std::uintptr_t, std::unique_ptr<std::uint8_t[]>> blocks;  // By function start.
+  std::map<std::uintptr_t, std::vector<std::uint8_t>> blocks;  // By function start; libgcc holds data().
 };
 
 Registry& registry() {
@@ -34,16 +33,13 @@ Registry& registry() {
 
 void register_frames(std::span<const FrameToRegister> functions) {
   std::vector<UnwindTableEntry> table;
-  std::vector<std::pair<std::uintptr_t, std::unique_ptr<std::uint8_t[]>>> blocks;
+  std::vector<std::pair<std::uintptr_t, std::vector<std::uint8_t>>> blocks;
   for (const FrameToRegister& fn : functions) {
     if (!fn.frame) continue;
     auto rows = frame_rows(*fn.frame, fn.size);
     if (!rows) continue;
     const FunctionFrame frame{fn.start, fn.size, *rows};
-    const std::vector<std::uint8_t> bytes = write_eh_frame(std::span(&frame, 1));
-    auto block = std::make_unique<std::uint8_t[]>(bytes.size());
-    std::copy(bytes.begin(), bytes.end(), block.get());
-    blocks.emplace_back(fn.start, std::move(block));
+    blocks.emplace_back(fn.start, write_eh_frame(std::span(&frame, 1)));
     table.push_back(UnwindTableEntry{fn.start, fn.size, std::move(*rows)});
   }
   if (blocks.empty()) return;
@@ -52,8 +48,8 @@ void register_frames(std::span<const FrameToRegister> functions) {
   std::lock_guard lock(r.mutex);
   for (auto& [start, block] : blocks) {
     auto& slot = r.blocks[start];
-    if (slot) __deregister_frame(slot.get());  // Registered twice without a release: the new one wins.
-    __register_frame(block.get());
+    if (!slot.empty()) __deregister_frame(slot.data());  // Registered twice without a release: the new one wins.
+    __register_frame(block.data());
     slot = std::move(block);
   }
 }
@@ -66,7 +62,7 @@ void deregister_frames(std::span<const code_events::ReleasedCode> ranges) {
   for (const auto& range : ranges) {
     auto it = r.blocks.lower_bound(range.address);
     while (it != r.blocks.end() && it->first - range.address < range.size) {
-      __deregister_frame(it->second.get());
+      __deregister_frame(it->second.data());
       it = r.blocks.erase(it);
     }
   }

@@ -53,7 +53,16 @@ void unwind_table_add(std::vector<UnwindTableEntry> added) {
   if (added.empty()) return;
   Writer& w = writer();
   std::lock_guard lock(w.mutex);
-  for (auto& e : added) w.entries.push_back(std::make_unique<UnwindTableEntry>(std::move(e)));
+  // A start registered again (code renamed without a release) replaces its entry.
+  std::vector<std::unique_ptr<UnwindTableEntry>> replaced;
+  for (auto& e : added) {
+    auto same = std::find_if(w.entries.begin(), w.entries.end(), [&](const auto& x) { return x->start == e.start; });
+    if (same != w.entries.end()) {
+      replaced.push_back(std::move(*same));
+      w.entries.erase(same);
+    }
+    w.entries.push_back(std::make_unique<UnwindTableEntry>(std::move(e)));
+  }
   std::sort(w.entries.begin(), w.entries.end(), [](const auto& a, const auto& b) { return a->start < b->start; });
   w.publish();
 }
