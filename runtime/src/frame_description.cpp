@@ -11,13 +11,9 @@ namespace punch::runtime {
 namespace {
 
 using detail::PrologReader;
-using Step = FrameDescription::Step;
-using Op = Step::Op;
+using Op = FrameDescription::Step::Op;
 constexpr std::uint8_t kRbp = 5;
-
-Step step(std::uint32_t offset, Op op, std::uint8_t reg = 0, std::int32_t amount = 0) {
-  return Step{offset, op, reg, amount};
-}
+using detail::make_step;
 
 // Emits asmjit's prologue or epilogue for `frame` into a scratch buffer.
 Result<std::vector<std::uint8_t>> scratch(const asmjit::FuncFrame& frame, bool epilog) {
@@ -37,18 +33,18 @@ Result<std::vector<std::uint8_t>> scratch(const asmjit::FuncFrame& frame, bool e
 
 FrameDescription FrameDescription::frameless(std::uint32_t stack_adjust, std::uint32_t adjusted_at) {
   FrameDescription d;
-  if (stack_adjust != 0) d.steps.push_back(step(adjusted_at, Op::kAdjustStack, 0, static_cast<std::int32_t>(stack_adjust)));
+  if (stack_adjust != 0) d.steps.push_back(make_step(adjusted_at, Op::kAdjustStack, 0, static_cast<std::int32_t>(stack_adjust)));
   return d;
 }
 
 FrameDescription FrameDescription::frame_pointer(std::uint32_t prolog_at, std::span<const std::uint32_t> rbp_popped_at) {
   FrameDescription d;
-  d.steps.push_back(step(prolog_at + 1, Op::kPush, kRbp));         // push rbp
-  d.steps.push_back(step(prolog_at + 4, Op::kSetFramePointer));    // mov rbp, rsp
+  d.steps.push_back(make_step(prolog_at + 1, Op::kPush, kRbp));         // push rbp
+  d.steps.push_back(make_step(prolog_at + 4, Op::kSetFramePointer));    // mov rbp, rsp
   for (std::uint32_t popped : rbp_popped_at) {
-    d.steps.push_back(step(popped, Op::kRemember));
-    d.steps.push_back(step(popped, Op::kPop, kRbp));
-    d.steps.push_back(step(popped + 1, Op::kRestore));  // after the ret
+    d.steps.push_back(make_step(popped, Op::kRemember));
+    d.steps.push_back(make_step(popped, Op::kPop, kRbp));
+    d.steps.push_back(make_step(popped + 1, Op::kRestore));  // after the ret
   }
   return d;
 }
@@ -69,9 +65,9 @@ Result<FrameDescription> FrameDescription::from_func_frame(const asmjit::FuncFra
     if (at < prolog_at) return fail(ErrorCode::kInvalidArgument, "an epilogue at +" + std::to_string(at) +
                                                                       " comes before the prologue at +" +
                                                                       std::to_string(prolog_at));
-    d.steps.push_back(step(at, Op::kRemember));
+    d.steps.push_back(make_step(at, Op::kRemember));
     if (Status ok = PrologReader(*epilog, at, d.steps).read(true); !ok) return tl::unexpected(ok.error());
-    d.steps.push_back(step(at + static_cast<std::uint32_t>(epilog->size()), Op::kRestore));
+    d.steps.push_back(make_step(at + static_cast<std::uint32_t>(epilog->size()), Op::kRestore));
   }
   return d;
 }
