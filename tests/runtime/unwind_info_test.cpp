@@ -342,3 +342,60 @@ TEST_F(JitUnwindTest, AFrameDescriptionPastTheCodeIsRefusedBeforeAnythingIsWritt
 
 }  // namespace
 }  // namespace punch::runtime
+
+// The object gdb reads: an x86-64 ET_REL whose .text is NOBITS at the code's
+// address, one FUNC symbol per function (relative to .text), and the .eh_frame bytes.
+#include <elf.h>
+
+#include "gdb_elf.hpp"
+
+namespace punch::runtime {
+namespace {
+
+TEST(GdbObject, TextSectionSitsAtTheCodeAndEachFunctionHasASymbol) {
+  const std::uintptr_t base = 0x7f00'1234'0000;
+  const detail::GdbSymbol symbols[] = {{base, 0x40, "first"}, {base + 0x40, 0x20, "punch:trampoline:puts"}};
+  const std::vector<std::uint8_t> eh_frame = {1, 2, 3, 4, 5, 6, 7, 8};
+  const auto object = detail::build_gdb_object(base, 0x60, symbols, eh_frame);
+
+  Elf64_Ehdr header;
+  ASSERT_GE(object.size(), sizeof header);
+  std::memcpy(&header, object.data(), sizeof header);
+  EXPECT_EQ(std::memcmp(header.e_ident, ELFMAG, SELFMAG), 0);
+  EXPECT_EQ(header.e_ident[EI_CLASS], ELFCLASS64);
+  EXPECT_EQ(header.e_type, ET_REL);
+  EXPECT_EQ(header.e_machine, EM_X86_64);
+  ASSERT_LE(header.e_shoff + header.e_shnum * sizeof(Elf64_Shdr), object.size());
+  std::vector<Elf64_Shdr> sections(header.e_shnum);
+  std::memcpy(sections.data(), object.data() + header.e_shoff, header.e_shnum * sizeof(Elf64_Shdr));
+  const char* names = reinterpret_cast<const char*>(object.data() + sections[header.e_shstrndx].sh_offset);
+  auto find = [&](std::string_view name) -> const Elf64_Shdr* {
+    for (const auto& s : sections)
+      if (name == names + s.sh_name) return &s;
+    return nullptr;
+  };
+  const Elf64_Shdr* text = find(".text");
+  const Elf64_Shdr* eh = find(".eh_frame");
+  const Elf64_Shdr* symtab = find(".symtab");
+  ASSERT_TRUE(text && eh && symtab);
+  EXPECT_EQ(text->sh_type, SHT_NOBITS);
+  EXPECT_EQ(text->sh_addr, base);
+  EXPECT_EQ(text->sh_size, 0x60u);
+  ASSERT_EQ(eh->sh_size, eh_frame.size());
+  EXPECT_EQ(std::memcmp(object.data() + eh->sh_offset, eh_frame.data(), eh_frame.size()), 0);
+
+  const char* strings = reinterpret_cast<const char*>(object.data() + sections[symtab->sh_link].sh_offset);
+  ASSERT_EQ(symtab->sh_size / sizeof(Elf64_Sym), 3u);  // The null symbol, then one per function.
+  for (std::size_t i = 0; i < 2; ++i) {
+    Elf64_Sym sym;
+    std::memcpy(&sym, object.data() + symtab->sh_offset + (i + 1) * sizeof sym, sizeof sym);
+    EXPECT_EQ(std::string_view(strings + sym.st_name), symbols[i].name);
+    EXPECT_EQ(ELF64_ST_TYPE(sym.st_info), STT_FUNC);
+    EXPECT_EQ(sym.st_value, symbols[i].start - base);
+    EXPECT_EQ(sym.st_size, symbols[i].size);
+    EXPECT_EQ(&sections[sym.st_shndx], text);
+  }
+}
+
+}  // namespace
+}  // namespace punch::runtime
