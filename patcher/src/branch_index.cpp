@@ -19,6 +19,8 @@
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/safe_read.hpp>
 
+#include "lock_ranks.hpp"
+
 namespace punch::patcher::detail {
 namespace {
 
@@ -130,7 +132,7 @@ bool same_object(const LoadedObject& a, const LoadedObject& b) {
 // Every index built since the last unload. Built while the program loads (a
 // fork during the first use would leave the child's initialization guard taken).
 struct Cache {
-  runtime::ForkSafeMutex mutex{runtime::LockRank::kBranchIndex};
+  runtime::ForkSafeMutex mutex{detail::kBranchIndexRank};
   unsigned long long unloads = 0;  // dlpi_subs when the indexes were built.
   std::vector<std::unique_ptr<ObjectIndex>> objects;
 };

@@ -27,6 +27,7 @@
 #include "function_extent.hpp"
 #include "hook_planner.hpp"
 #include "hook_trampoline.hpp"
+#include "lock_ranks.hpp"
 #include "out_of_line.hpp"
 
 namespace punch::patcher::detail {
@@ -79,7 +80,7 @@ struct Retired {
 };
 
 struct Registry {
-  runtime::ForkSafeMutex mutex{runtime::LockRank::kHooks};  // A child after fork can hook too.
+  runtime::ForkSafeMutex mutex{detail::kHooksRank};  // A child after fork can hook too.
   std::map<std::uintptr_t, std::unique_ptr<Chain>> chains;  // By target.
   std::map<std::uint64_t, std::uintptr_t> targets;           // Hook id -> target.
   std::vector<Retired> retired;

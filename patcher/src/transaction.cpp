@@ -14,6 +14,7 @@
 
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
+#include "lock_ranks.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 #include "site_validation.hpp"
@@ -25,7 +26,7 @@ namespace {
 // (the atfork handler takes it before fork, so the state it guards is whole).
 runtime::ForkSafeMutex& live_mutex() {
   // Never destroyed: commits may run during static destruction.
-  static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTransactions);
+  static auto* m = new runtime::ForkSafeMutex(detail::kTransactionsRank);
   return *m;
 }
 // Built while the program loads: a fork during the first live_mutex() call

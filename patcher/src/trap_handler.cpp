@@ -40,6 +40,7 @@
 #include <punch/runtime/sync.hpp>
 
 #include "flight_table.hpp"
+#include "lock_ranks.hpp"
 
 namespace punch::patcher::live {
 namespace {
@@ -51,7 +52,7 @@ bool g_installed_segv = false;
 
 // Fork-safe, so a child forked during an install can still install. Never destroyed.
 runtime::ForkSafeMutex& install_mutex() {
-  static auto* m = new runtime::ForkSafeMutex(runtime::LockRank::kTrapHandler);
+  static auto* m = new runtime::ForkSafeMutex(detail::kTrapHandlerRank);
   return *m;
 }
 // Built while the program loads: a fork during the first install_mutex() call

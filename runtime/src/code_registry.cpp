@@ -16,8 +16,8 @@
 // record holding an address is the last one starting at or before it.
 #include <punch/runtime/code_registry.hpp>
 
-#include <pthread.h>
 #include <sched.h>
+#include <sys/types.h>
 
 #include <algorithm>
 #include <array>
@@ -31,6 +31,7 @@
 #include <punch/runtime/fork_safe_mutex.hpp>
 
 #include "code_events.hpp"
+#include "proc_self_fd.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -98,31 +99,32 @@ class ReadSection {
   std::uint64_t parity_;
 };
 
-// Waits until no reader can still hold a table or record unpublished before the call.
+// The process whose readers the counters count (written under the writer lock).
+pid_t g_counters_pid = detail::current_pid();
+
+// Waits until no reader can still hold a table or record unpublished before
+// the call. Caller holds the writer lock.
 void wait_for_readers() noexcept {
+  // In a child (fork, or a raw clone() that runs no atfork handler) the
+  // counters may count readers of the parent's other threads, which do not
+  // exist here: only this thread does, and it is not reading.
+  if (const pid_t me = detail::current_pid(); me != g_counters_pid) {
+    g_readers[0].store(0);
+    g_readers[1].store(0);
+    g_counters_pid = me;
+  }
   const std::uint64_t old_parity = g_epoch.fetch_add(1) & 1;
   while (g_readers[old_parity].load() != 0) sched_yield();
 }
 
-struct Writer {
-  ForkSafeMutex mutex{LockRank::kCodeNames};
-  Writer() {
-    // A reader of another thread at fork() does not exist in the child: its count must not stay.
-    pthread_atfork(nullptr, nullptr, [] {
-      g_readers[0].store(0);
-      g_readers[1].store(0);
-    });
-  }
-};
-
-// Built while the program loads, not on first use under a function-local
-// static's guard (see CodeWriter::global); never destroyed, so code can be
-// released during exit.
-Writer& writer() {
-  static Writer* w = new Writer;
-  return *w;
+// The writers' lock. Built while the program loads, not on first use under
+// a function-local static's guard (see CodeWriter::global); never destroyed,
+// so code can be released during exit.
+ForkSafeMutex& writer_mutex() {
+  static auto* m = new ForkSafeMutex(LockRank::kCodeNames);
+  return *m;
 }
-[[maybe_unused]] const bool g_writer_built = (static_cast<void>(writer()), true);
+[[maybe_unused]] const bool g_writer_mutex_built = (static_cast<void>(writer_mutex()), true);
 
 const Record* find_in(const Table* table, std::uintptr_t address) noexcept {
   if (!table) return nullptr;
@@ -259,7 +261,7 @@ void registry_added(std::span<const code_events::AddedCode> batch) {
     }
     const RangeSet set(std::move(ranges));
     Garbage garbage;  // Freed after the lock is released, once readers have left.
-    std::lock_guard lock(writer().mutex);
+    std::lock_guard lock(writer_mutex());
     // New code replaces whatever stale entry it overlaps (an owner that never released it).
     update(set.ranges(), [&](const Record& r) { return set.overlaps(r); }, added, garbage);
     wait_for_readers();
@@ -274,7 +276,7 @@ void registry_released(std::span<const code_events::ReleasedCode> batch) {
     for (const auto& code : batch) ranges.push_back({code.address, code.size});
     const RangeSet set(std::move(ranges));
     Garbage garbage;
-    std::lock_guard lock(writer().mutex);
+    std::lock_guard lock(writer_mutex());
     // Entries that start in a range may extend past it, into shards of their own.
     std::vector<Range> touched = set.ranges();
     for (const Range& range : set.ranges()) {

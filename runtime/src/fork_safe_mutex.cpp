@@ -97,7 +97,7 @@ ForkRegistry& registry() {
 
 }  // namespace
 
-ForkSafeMutex::ForkSafeMutex(Unregistered) noexcept : rank_(LockRank::kHooks), unregistered_(true) {}
+ForkSafeMutex::ForkSafeMutex(Unregistered) noexcept : rank_(LockRank{}), unregistered_(true) {}
 
 ForkSafeMutex::ForkSafeMutex(LockRank rank) : rank_(rank) {
   ForkRegistry& reg = registry();

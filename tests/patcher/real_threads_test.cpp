@@ -32,6 +32,7 @@
 #include <punch/patcher/transaction.hpp>
 #include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/jit.hpp>
+#include <punch/runtime/threads.hpp>
 
 #include "child_process.hpp"
 #include "hook_targets.hpp"

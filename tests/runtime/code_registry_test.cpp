@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -214,6 +216,38 @@ TEST_F(CodeRegistryTest, ConcurrentLookupsSeeWholeEntriesWhileCodeComesAndGoes) 
   reader.join();
   EXPECT_EQ(torn.load(), 0);
   EXPECT_GT(found.load(), 0) << "the reader found code at least once";
+}
+
+// fork() copies the reader counters while another thread may be inside a
+// lookup; that thread does not exist in the child, so the child's writes must
+// not wait for it. Many forks while a thread looks up without pause: each
+// child registers and unregisters (an alarm kills a child that hangs).
+TEST(CodeRegistry, ForkChildWritesWhileTheParentsReaderWasMidLookup) {
+  const auto base = reinterpret_cast<std::uintptr_t>(kOutsideCode);
+  register_code(base, 64, "looked_up_by_the_parent", CodeKind::kOther);
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    CodeInfo info;
+    while (!stop.load()) (void)find_code(base, info);
+  });
+  int hung = 0;
+  for (int i = 0; i < 20; ++i) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      alarm(10);
+      register_code(base + 128, 64, "child_code", CodeKind::kOther);
+      unregister_code(base + 128, 64);
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    hung += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop.store(true);
+  reader.join();
+  unregister_code(base, 64);
+  EXPECT_EQ(hung, 0) << "children that waited for a reader that does not exist in them";
 }
 
 // A profiler's signal handler looks up code while the interrupted thread may

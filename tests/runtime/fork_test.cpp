@@ -245,7 +245,7 @@ TEST(Fork, ChildCanEmitWhileParentThreadsHeldTheLocksAtFork) {
 TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
   auto outcome = test::run_in_child([]() -> int {
     ::alarm(20);
-    ForkSafeMutex held(LockRank::kHooks);
+    ForkSafeMutex held(LockRank{0});
     held.lock();
     std::atomic<bool> forking{false};
     int child_status = -1;
@@ -276,7 +276,7 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
 TEST(Fork, AThreadForkingWithSignalsBlockedCountsAsHeldWhileItWaitsForPunch) {
   auto outcome = test::run_in_child([]() -> int {
     ::alarm(20);
-    ForkSafeMutex taken(LockRank::kHooks);
+    ForkSafeMutex taken(LockRank{0});
     taken.lock();
     std::atomic<pid_t> forker_tid{0};
     std::atomic<bool> forked{false};

@@ -8,8 +8,8 @@
 #include <vector>
 
 #include <punch/result.hpp>
+#include <punch/runtime/code_range.hpp>
 #include <punch/runtime/code_writer.hpp>
-#include <punch/runtime/threads.hpp>
 
 namespace punch::runtime {
 

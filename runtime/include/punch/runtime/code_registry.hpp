@@ -38,7 +38,8 @@ std::vector<CodeInfo> registered_code();
 
 //! Registers code written outside Jit (Jit registers its own), telling every
 //! tool that names code (the registry, the perf map, jitdump): call it once
-//! the bytes are written and synced. An empty name becomes "code:0x<start>".
+//! the bytes are written and synced ([start, start + size) must be mapped and
+//! readable: jitdump copies it). An empty name becomes "code:0x<start>".
 //! Registering over live entries replaces every entry it overlaps.
 void register_code(std::uintptr_t start, std::size_t size, std::string_view name, CodeKind kind) noexcept;
 

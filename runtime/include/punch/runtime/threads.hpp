@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <punch/result.hpp>
+#include <punch/runtime/code_range.hpp>
 
 namespace punch::runtime {
 
@@ -138,13 +139,6 @@ class ThreadHold {
   std::vector<pid_t> woke_;        // recheck_sleepers' lists, reserved before any thread is held.
   std::vector<pid_t> unanswered_;
   bool holding_ = false;
-};
-
-//! An address range [begin, end).
-struct CodeRange {
-  std::uintptr_t begin = 0;
-  std::uintptr_t end = 0;
-  bool contains(std::uintptr_t address) const noexcept { return address >= begin && address < end; }
 };
 
 //! Which of `ranges` another thread may be executing right now, one flag per

@@ -17,17 +17,18 @@
 namespace punch::runtime {
 
 //! Nesting order of punch's process-wide locks: a lock of a lower rank may be
-//! held while taking one of a higher rank, never the other way round.
-enum class LockRank {
-  kHooks = 0,         //!< The hook registry (patcher).
-  kTransactions = 1,  //!< Commits and reverts of live transactions (patcher).
-  kTrapHandler = 2,   //!< Installing the trap handler (patcher).
-  kHeap = 3,          //!< A CodeHeap.
-  kWriter = 4,        //!< A CodeWriter and the /proc/self/mem descriptor.
-  kRendezvous = 5,    //!< visit_other_threads.
-  kBranchIndex = 6,   //!< The per-object index of direct branch targets (patcher); nests nothing.
-  kSymbols = 7,       //!< The cache of object files read for their symbol tables (function_bounds).
-  kCodeNames = 8,     //!< The code registry and the files of tools that name code (perf map, jitdump).
+//! held while taking one of a higher rank, never the other way round. The
+//! runtime names only its own; each layer above names its locks in its own
+//! code (the patcher's: patcher/src/lock_ranks.hpp) within these bands:
+//!   0-9    outer locks of the layers above, taken before any runtime lock;
+//!   10-19  the runtime's locks, below;
+//!   20-29  leaf locks of any layer, which nest nothing.
+enum class LockRank : std::uint8_t {
+  kHeap = 10,        //!< A CodeHeap.
+  kWriter = 11,      //!< A CodeWriter and the /proc/self/mem descriptor.
+  kRendezvous = 12,  //!< visit_other_threads.
+  kSymbols = 21,     //!< The cache of object files read for their symbol tables (function_bounds); a leaf.
+  kCodeNames = 22,   //!< The code registry and the files of tools that name code (perf map, jitdump); leaves.
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork

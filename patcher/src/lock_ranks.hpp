@@ -1,0 +1,14 @@
+// The patcher's process-wide locks in punch's lock order (see LockRank in
+// runtime/internal/punch/runtime/fork_safe_mutex.hpp for the bands).
+#pragma once
+
+#include <punch/runtime/fork_safe_mutex.hpp>
+
+namespace punch::patcher::detail {
+
+inline constexpr runtime::LockRank kHooksRank{0};         // The hook registry; outermost.
+inline constexpr runtime::LockRank kTransactionsRank{1};  // Commits and reverts of live transactions.
+inline constexpr runtime::LockRank kTrapHandlerRank{2};   // Installing the trap handler.
+inline constexpr runtime::LockRank kBranchIndexRank{20};  // The per-object index of direct branch targets; a leaf.
+
+}  // namespace punch::patcher::detail
