@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <punch/runtime/fork_safe_mutex.hpp>
+
 #include "eh_frame_writer.hpp"
 #include "gdb_elf.hpp"
 #include "gdb_jit.hpp"
@@ -67,7 +69,7 @@ struct Batch {
 };
 
 struct State {
-  std::mutex mutex;
+  ForkSafeMutex mutex{LockRank::kDebugInfo};
   std::list<Batch> batches;  // Stable addresses: gdb holds pointers to the entries.
   std::atomic<bool> enabled{false};
   std::atomic<std::size_t> count{0};

@@ -2,6 +2,8 @@
 
 #include <map>
 #include <mutex>
+
+#include <punch/runtime/fork_safe_mutex.hpp>
 #include <vector>
 
 #include <punch/runtime/jit.hpp>
@@ -20,7 +22,7 @@ namespace punch::runtime::detail {
 namespace {
 
 struct Registry {
-  std::mutex mutex;
+  ForkSafeMutex mutex{LockRank::kDebugInfo};
   std::map<std::uintptr_t, std::vector<std::uint8_t>> blocks;  // By function start; libgcc holds data().
 };
 
@@ -55,10 +57,9 @@ void register_frames(std::span<const FrameToRegister> functions) {
 }
 
 void deregister_frames(std::span<const code_events::ReleasedCode> ranges) {
+  unwind_table_remove(ranges);  // Its lock and ours are leaves: never held together.
   Registry& r = registry();
   std::lock_guard lock(r.mutex);
-  if (r.blocks.empty()) return;
-  unwind_table_remove(ranges);
   for (const auto& range : ranges) {
     auto it = r.blocks.lower_bound(range.address);
     while (it != r.blocks.end() && it->first - range.address < range.size) {

@@ -7,6 +7,10 @@
 #include <memory>
 #include <mutex>
 
+#include <punch/runtime/fork_safe_mutex.hpp>
+
+#include "proc_self_fd.hpp"
+
 namespace punch::runtime::detail {
 namespace {
 
@@ -25,7 +29,8 @@ std::atomic<const Snapshot*> g_current{nullptr};
 std::atomic<int> g_readers{0};
 
 struct Writer {
-  std::mutex mutex;
+  ForkSafeMutex mutex{LockRank::kDebugInfo};
+  pid_t readers_pid = detail::current_pid();  // The process whose readers g_readers counts.
   std::vector<std::unique_ptr<UnwindTableEntry>> entries;  // Sorted by start; owns the rows.
   std::unique_ptr<Snapshot> current;
 
@@ -36,6 +41,12 @@ struct Writer {
     for (const auto& e : entries) next->views.push_back(View{e->start, e->start + e->size, e->rows.data(), e->rows.size()});
     g_current.store(next.get(), std::memory_order_seq_cst);
     std::unique_ptr<Snapshot> old = std::exchange(current, std::move(next));
+    // In a child (fork, or a raw clone() without atfork handlers) the count may
+    // include readers of the parent's other threads, which do not exist here.
+    if (const pid_t me = detail::current_pid(); me != readers_pid) {
+      g_readers.store(0);
+      readers_pid = me;
+    }
     // A reader that counted itself in before the store may hold the old snapshot.
     while (g_readers.load(std::memory_order_seq_cst) != 0) ::sched_yield();
     return old;

@@ -6,6 +6,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstring>
@@ -15,6 +17,8 @@
 #include <punch/runtime/jit.hpp>
 
 #include "own_heap_fixture.hpp"
+#include "registered_frames.hpp"
+#include "unwind_table.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -174,6 +178,44 @@ TEST_F(WalkStackJitTest, FromTheCurrentFrameThroughAJitFrameToItsCaller) {
   ASSERT_TRUE(caller) << caller.error().describe();
   EXPECT_EQ(caller->start, reinterpret_cast<std::uintptr_t>(&run_jit));
   ASSERT_TRUE(jit->release(reinterpret_cast<void*>(*fn)));
+}
+
+// fork() copies walk_stack's reader count while another thread may be inside
+// a lookup; that thread does not exist in the child, so the child's changes to
+// the table must not wait for it (an alarm kills a child that hangs).
+TEST(WalkStack, ForkChildChangesTheTableWhileTheParentsReaderWasMidLookup) {
+  alignas(16) static std::uint8_t fake_code[256];
+  const auto base = reinterpret_cast<std::uintptr_t>(fake_code);
+  const FrameDescription frameless = FrameDescription::frameless();
+  const detail::FrameToRegister looked_up{base, 64, &frameless};
+  detail::register_frames(std::span(&looked_up, 1));
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {  // walk_stack's lookup, without the reads around it: always inside.
+    detail::FrameRow row;
+    std::uintptr_t start = 0;
+    while (!stop.load()) (void)detail::unwind_table_find(base + 8, row, start);
+  });
+  int hung = 0;
+  for (int i = 0; i < 20; ++i) {
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      alarm(10);
+      const detail::FrameToRegister added{base + 128, 64, &frameless};
+      detail::register_frames(std::span(&added, 1));
+      const code_events::ReleasedCode range{base + 128, 64};
+      detail::deregister_frames(std::span(&range, 1));
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    hung += !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+  stop.store(true);
+  reader.join();
+  const code_events::ReleasedCode range{base, 64};
+  detail::deregister_frames(std::span(&range, 1));
+  EXPECT_EQ(hung, 0) << "children that waited for a reader that does not exist in them";
 }
 
 }  // namespace
