@@ -183,12 +183,14 @@ TEST(CodeRegistry, EntriesLargerThanAShardRegionAreFoundEverywhereAndRemovedWhol
 TEST_F(CodeRegistryTest, ConcurrentLookupsSeeWholeEntriesWhileCodeComesAndGoes) {
   std::atomic<std::uintptr_t> target{0};
   std::atomic<bool> stop{false};
-  std::atomic<long> found{0}, torn{0};
+  std::atomic<long> lookups{0}, found{0}, torn{0};
   std::thread reader([&] {
     CodeInfo info;
     while (!stop.load()) {
       std::uintptr_t a = target.load();
-      if (a == 0 || !find_code(a, info)) continue;
+      const bool hit = a != 0 && find_code(a, info);
+      lookups.fetch_add(1);
+      if (!hit) continue;
       // Either Jit's own name or the test's rename, both derived from this very entry.
       char jit_name[64], renamed[64];
       std::snprintf(jit_name, sizeof jit_name, "jit:0x%lx", static_cast<unsigned long>(info.start));
@@ -208,14 +210,17 @@ TEST_F(CodeRegistryTest, ConcurrentLookupsSeeWholeEntriesWhileCodeComesAndGoes) 
     char name[64];
     std::snprintf(name, sizeof name, "gen_%lx_%zu_%d", static_cast<unsigned long>(addr(*fn)), size, i);
     register_code(addr(*fn), size, name, CodeKind::kJit);  // Renames it (replaces the jit:0x entry).
+    // At least one whole lookup of the live function, then release it (the
+    // reader may be inside a lookup meanwhile: that is the point).
+    const long before = lookups.load();
     target.store(addr(*fn) + size / 2);
-    for (int spin = 0; spin < 10; ++spin) std::this_thread::yield();
+    while (lookups.load() < before + 2) std::this_thread::yield();
     ASSERT_TRUE(jit->release(*fn));
   }
   stop.store(true);
   reader.join();
   EXPECT_EQ(torn.load(), 0);
-  EXPECT_GT(found.load(), 0) << "the reader found code at least once";
+  EXPECT_GE(found.load(), 150) << "each function was found while it lived";
 }
 
 // fork() copies the reader counters while another thread may be inside a
