@@ -6,7 +6,7 @@ packages=(
   libasmjit-dev libzydis-dev libzycore-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev libunicorn-dev
   xz-utils git python3 sqlite3 zstd pigz coreutils
-  valgrind
+  valgrind gdb
   linux-perf  # /usr/bin/perf (a wrapper running perf_6.1): tests/profiling
 )
 missing=()

@@ -6,6 +6,8 @@ namespace {
 // The registry first, so a tool that looks names up already finds the new code.
 const Sink* const kSinks[] = {
     &kRegistrySink,
+    &kUnwindSink,
+    &kGdbSink,
     &kPerfMapSink,
     &kJitdumpSink,
 };

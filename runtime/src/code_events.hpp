@@ -50,6 +50,8 @@ struct Sink {
 
 // The sinks (each defined in its tool's .cpp; listed in kSinks in code_events.cpp).
 extern const Sink kRegistrySink;  // code_registry.cpp
+extern const Sink kUnwindSink;    // registered_frames.cpp (libgcc and walk_stack)
+extern const Sink kGdbSink;       // gdb_jit.cpp
 extern const Sink kPerfMapSink;   // perf_map.cpp
 extern const Sink kJitdumpSink;   // jitdump.cpp
 

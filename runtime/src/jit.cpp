@@ -7,6 +7,7 @@
 #include <punch/runtime/sync.hpp>
 
 #include "code_events.hpp"
+#include "frame_rows.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -103,6 +104,14 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
     if (Status ok = relocate_into(*codes[i], a, std::span(staging).subspan(a - base, sizes[i])); !ok) {
       release_all();
       return tl::unexpected(std::move(ok).error());
+    }
+  }
+  // A frame description that cannot be followed fails the add before any code is written.
+  for (std::size_t i = 0; i < infos.size(); ++i) {
+    if (!infos[i].frame) continue;
+    if (auto rows = detail::frame_rows(*infos[i].frame, codes[i]->codeSize()); !rows) {
+      release_all();
+      return fail(ErrorCode::kInvalidArgument, (*addresses)[i], "function " + std::to_string(i) + ": " + rows.error().message);
     }
   }
   if (Status ok = heap_.writer().write(base, staging); !ok) {

@@ -20,6 +20,8 @@ constinit ProcSelfFd g_proc_mem{"/proc/self/mem", O_RDWR};
 
 }  // namespace
 
+int proc_mem_fd_raw() noexcept { return g_proc_mem.get(); }
+
 Result<int> proc_mem_fd() {
   const int fd = g_proc_mem.get();
   if (fd >= 0) return fd;

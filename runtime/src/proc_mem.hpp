@@ -13,4 +13,7 @@ namespace punch::runtime::detail {
 //! kUnsupported when the file is missing or cannot be opened, with errno text.
 Result<int> proc_mem_fd();
 
+//! The same descriptor, or -errno: no allocation, async-signal-safe.
+int proc_mem_fd_raw() noexcept;
+
 }  // namespace punch::runtime::detail

@@ -13,7 +13,7 @@ namespace {
 
 // process_vm_readv on ourselves, one page per iovec so a fault stops at the
 // first unreadable page and still returns the readable prefix.
-std::size_t read_vm(std::uintptr_t address, std::span<std::uint8_t> out) {
+std::size_t read_vm(std::uintptr_t address, std::span<std::uint8_t> out) noexcept {
   const std::uintptr_t page = detail::page_size();
   std::size_t done = 0;
   while (done < out.size()) {
@@ -38,12 +38,12 @@ std::size_t read_vm(std::uintptr_t address, std::span<std::uint8_t> out) {
 }
 
 // pread on /proc/self/mem; false when the file cannot be used at all.
-bool read_proc_mem(std::uintptr_t address, std::span<std::uint8_t> out, std::size_t& done) {
-  auto fd = detail::proc_mem_fd();
-  if (!fd) return false;
+bool read_proc_mem(std::uintptr_t address, std::span<std::uint8_t> out, std::size_t& done) noexcept {
+  const int fd = detail::proc_mem_fd_raw();
+  if (fd < 0) return false;
   done = 0;
   while (done < out.size()) {
-    ssize_t n = ::pread(*fd, out.data() + done, out.size() - done, static_cast<off_t>(address + done));
+    ssize_t n = ::pread(fd, out.data() + done, out.size() - done, static_cast<off_t>(address + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;  // EIO or 0: the next byte is not readable.
     done += static_cast<std::size_t>(n);
@@ -57,9 +57,15 @@ Result<std::size_t> safe_read(std::uintptr_t address, std::span<std::uint8_t> ou
   if (out.empty()) return std::size_t{0};
   if (out.size() > UINTPTR_MAX - address)
     return fail(ErrorCode::kInvalidArgument, address, "read of " + std::to_string(out.size()) + " bytes overflows");
+  const std::size_t done = safe_read_some(address, out);
+  if (done == 0) return fail(ErrorCode::kNotMapped, address, "not readable");
+  return done;
+}
+
+std::size_t safe_read_some(std::uintptr_t address, std::span<std::uint8_t> out) noexcept {
+  if (out.empty() || out.size() > UINTPTR_MAX - address) return 0;
   std::size_t done = 0;
   if (!read_proc_mem(address, out, done)) done = read_vm(address, out);
-  if (done == 0) return fail(ErrorCode::kNotMapped, address, "not readable");
   return done;
 }
 

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -15,6 +16,7 @@
 
 #include <punch/result.hpp>
 #include <punch/runtime/code_heap.hpp>
+#include <punch/runtime/frame_description.hpp>
 
 namespace punch::runtime {
 
@@ -24,6 +26,12 @@ struct JitFunctionInfo {
   //! The function's name in perf, gdb and crash reports; copied (need not
   //! outlive the call). Empty: tools show "jit:0x<address>".
   std::string_view name;
+  //! How the function's frame changes along its code: from asmjit's FuncFrame
+  //! (FrameDescription::from_func_frame) when it was emitted with emitProlog/
+  //! emitEpilog, or FrameDescription::frame_pointer / frameless. With one,
+  //! C++ exceptions, backtrace(), gdb and walk_stack unwind through the
+  //! function; without, they stop at it (walk_stack follows rbp instead).
+  std::optional<FrameDescription> frame = std::nullopt;
 };
 
 //! Turns asmjit CodeHolders into callable code.

@@ -19,6 +19,11 @@ namespace punch::runtime {
 //! readable at all is a kNotMapped error naming the address.
 Result<std::size_t> safe_read(std::uintptr_t address, std::span<std::uint8_t> out);
 
+//! The same read for signal handlers: no allocation, no lock, no error value;
+//! returns the length of the readable prefix (0: nothing readable, or a range
+//! that overflows).
+std::size_t safe_read_some(std::uintptr_t address, std::span<std::uint8_t> out) noexcept;
+
 //! Reads exactly `size` bytes at `address`, or fails naming the first unreadable address.
 Result<std::vector<std::uint8_t>> safe_read_exact(std::uintptr_t address, std::size_t size);
 

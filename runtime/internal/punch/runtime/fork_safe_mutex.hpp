@@ -29,6 +29,7 @@ enum class LockRank : std::uint8_t {
   kRendezvous = 12,  //!< visit_other_threads.
   kSymbols = 21,     //!< The cache of object files read for their symbol tables (function_bounds); a leaf.
   kCodeNames = 22,   //!< The code registry and the files of tools that name code (perf map, jitdump); leaves.
+  kDebugInfo = 23,   //!< Unwind info (libgcc registrations, walk_stack's table) and the gdb JIT interface; leaves.
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork

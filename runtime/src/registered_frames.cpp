@@ -1,0 +1,107 @@
+#include "registered_frames.hpp"
+
+#include <map>
+#include <mutex>
+
+#include <punch/runtime/fork_safe_mutex.hpp>
+#include <vector>
+
+#include <punch/runtime/jit.hpp>
+
+#include "eh_frame_writer.hpp"
+#include "prologue_reader.hpp"
+#include "unwind_table.hpp"
+
+// libgcc (unwind-dw2-fde.c): `begin` is the start of a .eh_frame-like list of
+// CIEs and FDEs ending in a zero word. (LLVM's libunwind takes one FDE instead;
+// punch links against libgcc_s, as g++ and Debian's clang do.)
+extern "C" void __register_frame(void* begin);
+extern "C" void __deregister_frame(void* begin);
+
+namespace punch::runtime::detail {
+namespace {
+
+struct Registry {
+  ForkSafeMutex mutex{LockRank::kDebugInfo};
+  std::map<std::uintptr_t, std::vector<std::uint8_t>> blocks;  // By function start; libgcc holds data().
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // Never destroyed: libgcc may hold blocks until exit.
+  return *r;
+}
+
+}  // namespace
+
+void register_frames(std::span<const FrameToRegister> functions) {
+  std::vector<UnwindTableEntry> table;
+  std::vector<std::pair<std::uintptr_t, std::vector<std::uint8_t>>> blocks;
+  for (const FrameToRegister& fn : functions) {
+    if (!fn.frame) continue;
+    auto rows = frame_rows(*fn.frame, fn.size);
+    if (!rows) continue;
+    const FunctionFrame frame{fn.start, fn.size, *rows};
+    blocks.emplace_back(fn.start, write_eh_frame(std::span(&frame, 1)));
+    table.push_back(UnwindTableEntry{fn.start, fn.size, std::move(*rows)});
+  }
+  if (blocks.empty()) return;
+  unwind_table_add(std::move(table));
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (auto& [start, block] : blocks) {
+    auto& slot = r.blocks[start];
+    if (!slot.empty()) __deregister_frame(slot.data());  // Registered twice without a release: the new one wins.
+    __register_frame(block.data());
+    slot = std::move(block);
+  }
+}
+
+void deregister_frames(std::span<const code_events::ReleasedCode> ranges) {
+  unwind_table_remove(ranges);  // Its lock and ours are leaves: never held together.
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  for (const auto& range : ranges) {
+    auto it = r.blocks.lower_bound(range.address);
+    while (it != r.blocks.end() && it->first - range.address < range.size) {
+      __deregister_frame(it->second.data());
+      it = r.blocks.erase(it);
+    }
+  }
+}
+
+std::size_t registered_frame_count() {
+  Registry& r = registry();
+  std::lock_guard lock(r.mutex);
+  return r.blocks.size();
+}
+
+const FrameDescription* frame_of(const code_events::AddedCode& code, FrameDescription& scratch) {
+  if (code.info && code.info->frame) return &*code.info->frame;
+  if (code.kind == CodeKind::kTrampoline) {
+    scratch = describe_copied_prologue(code.bytes);
+    return &scratch;
+  }
+  if (code.kind == CodeKind::kRelay) {
+    scratch = FrameDescription{};
+    return &scratch;
+  }
+  return nullptr;
+}
+
+}  // namespace punch::runtime::detail
+
+namespace punch::runtime::code_events {
+
+const Sink kUnwindSink = {
+    [](std::span<const AddedCode> batch) {
+      std::vector<FrameDescription> scratch(batch.size());
+      std::vector<detail::FrameToRegister> frames;
+      for (std::size_t i = 0; i < batch.size(); ++i)
+        if (const FrameDescription* frame = detail::frame_of(batch[i], scratch[i]))
+          frames.push_back({batch[i].address, batch[i].size, frame});
+      detail::register_frames(frames);
+    },
+    [](std::span<const ReleasedCode> batch) { detail::deregister_frames(batch); },
+};
+
+}  // namespace punch::runtime::code_events
