@@ -4,10 +4,10 @@
 // Every change replaces one whole instruction with one whole instruction of
 // the same length, so the live protocol never needs the fix-up round, and the
 // trap handler carries out the old instruction itself for calls, jumps, nops
-// and constant loads (no out-of-line copy). Each site names its own
-// instruction as its extent: the JIT emitted it to be changed and binds no
-// label inside it, and the branch scan of the whole function at every change
-// would cost as much as the function is long.
+// and constant loads (no out-of-line copy). A site's container is the global
+// heap allocation that holds it (one read and decode per function, and
+// neighbouring points share writes), or, for code elsewhere, its own
+// instruction (see State::add).
 #include <punch/patcher/patch_point.hpp>
 
 #include <algorithm>
