@@ -155,6 +155,8 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         const FlightSite* s = g->site_at(site);
         if (!s) continue;
         if (wait_for_run(*g, slept) != kDraining) {
+          // Counted before the thread is sent there, under the guard: reclamation looks after unpublishing.
+          if (s->emulation == Emulation::kNone) g->copies_entered.fetch_add(1, std::memory_order_seq_cst);
           run_old_code(uc, *s);  // Under the guard: the generation cannot be freed meanwhile.
           in_flight = true;
         } else {
@@ -162,6 +164,12 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         }
       }
     }
+    // A site of a generation already reclaimed without a rendezvous (see
+    // flight_table.hpp): its change has landed when the byte there is no
+    // longer the trap (a trap byte still there is someone else's int3).
+    if (!in_flight && !finished && is_retired_site(site, kind) &&
+        *reinterpret_cast<const volatile std::uint8_t*>(site) != trap_byte(kind))
+      finished = true;
     if (in_flight || finished) {
       if (!in_flight) {  // Re-run the site: its change landed (while we slept, or before the trap was delivered).
         rip = static_cast<greg_t>(site);

@@ -68,15 +68,15 @@ void announce(std::span<const std::uintptr_t> addresses, std::span<const std::si
 
 }  // namespace
 
-Result<void*> Jit::add(asmjit::CodeHolder& code, const JitFunctionInfo& info) {
+Result<void*> Jit::add(asmjit::CodeHolder& code, const JitFunctionInfo& info, AddressWindow window) {
   asmjit::CodeHolder* one[] = {&code};
-  auto batch = add_batch(one, std::span(&info, 1));
+  auto batch = add_batch(one, std::span(&info, 1), window);
   if (!batch) return tl::unexpected(std::move(batch).error());
   return batch->front();
 }
 
 Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes,
-                                          std::span<const JitFunctionInfo> infos) {
+                                          std::span<const JitFunctionInfo> infos, AddressWindow window) {
   if (codes.empty()) return std::vector<void*>{};
   if (!infos.empty() && infos.size() != codes.size())
     return fail(ErrorCode::kInvalidArgument, "Jit::add_batch: " + std::to_string(infos.size()) + " infos for " +
@@ -93,7 +93,7 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
   }
 
   // One run of consecutive blocks: one staging buffer, one write, one sync.
-  auto addresses = heap_.allocate_run(sizes, align);
+  auto addresses = heap_.allocate_run(sizes, align, window);
   if (!addresses) return tl::unexpected(std::move(addresses).error());
   auto release_all = [&] { (void)heap_.free_batch(*addresses); };
   const std::uintptr_t base = addresses->front();

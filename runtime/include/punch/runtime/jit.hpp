@@ -44,14 +44,17 @@ class Jit {
 
   //! Adds one function: allocate, relocate, write once, sync, then register it
   //! (code registry, and perf map / jitdump when on) under `info.name`.
+  //! `window`: where the code may lie (e.g. within rel32 reach of the targets
+  //! it calls, see patcher::code_window); kOutOfMemory when no room there.
   //! Returns its address.
-  Result<void*> add(asmjit::CodeHolder& code, const JitFunctionInfo& info = {});
+  Result<void*> add(asmjit::CodeHolder& code, const JitFunctionInfo& info = {}, AddressWindow window = {});
 
   //! Adds several functions with one write per arena touched and one sync in all.
   //! `infos` is empty (every function unnamed) or holds one entry per code.
   //! All or nothing: on error nothing stays allocated.
+  //! `window` as for add, for all of them.
   Result<std::vector<void*>> add_batch(std::span<asmjit::CodeHolder* const> codes,
-                                       std::span<const JitFunctionInfo> infos = {});
+                                       std::span<const JitFunctionInfo> infos = {}, AddressWindow window = {});
 
   //! Releases code returned by add/add_batch: unregisters it from every tool,
   //! then frees it. The caller guarantees no thread runs it any more.
