@@ -158,6 +158,7 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
   out.is_padding = insn.mnemonic == ZYDIS_MNEMONIC_NOP || insn.meta.category == ZYDIS_CATEGORY_NOP ||
                    insn.mnemonic == ZYDIS_MNEMONIC_INT3;
   out.is_endbr64 = insn.mnemonic == ZYDIS_MNEMONIC_ENDBR64;
+  out.is_mov = insn.mnemonic == ZYDIS_MNEMONIC_MOV;
   return {};
 }
 

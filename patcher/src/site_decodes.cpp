@@ -34,7 +34,7 @@ std::uint32_t append_decoded(std::uintptr_t address, std::span<const std::uint8_
 // saves a decode per site. Nothing when the difference lies elsewhere.
 std::optional<disasm::Instruction> derived_replacement(const Site& site, const disasm::Instruction& old) {
   if (old.length != site.expected.size() || site.replacement.size() != site.expected.size()) return std::nullopt;
-  const bool mov = old.mnemonic == ZYDIS_MNEMONIC_MOV;
+  const bool mov = old.is_mov;
   bool in_rel = false;
   for (std::size_t b = 0; b < site.expected.size(); ++b) {
     if (site.expected[b] == site.replacement[b]) continue;

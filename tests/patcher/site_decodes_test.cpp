@@ -16,7 +16,7 @@ namespace {
 void expect_same(const disasm::Instruction& a, const disasm::Instruction& b) {
   EXPECT_EQ(a.address, b.address);
   EXPECT_EQ(a.length, b.length);
-  EXPECT_EQ(a.mnemonic, b.mnemonic);
+  EXPECT_EQ(a.is_mov, b.is_mov);
   EXPECT_EQ(a.flow, b.flow);
   EXPECT_EQ(a.has_branch_target, b.has_branch_target);
   EXPECT_EQ(a.branch_target, b.branch_target);
@@ -27,6 +27,7 @@ void expect_same(const disasm::Instruction& a, const disasm::Instruction& b) {
   EXPECT_EQ(a.imm_offset, b.imm_offset);
   EXPECT_EQ(a.imm_size, b.imm_size);
   EXPECT_EQ(a.is_padding, b.is_padding);
+  EXPECT_EQ(a.is_endbr64, b.is_endbr64);
 }
 
 TEST(SiteDecodes, DerivedReplacementsDecodeAsZydisDoes) {

@@ -54,6 +54,7 @@ struct Instruction {
   std::uint8_t imm_size = 0;        //!< Its size in bytes, 0 when none.
   bool is_padding = false;          //!< nop (any form) or int3.
   bool is_endbr64 = false;
+  bool is_mov = false;              //!< A mov: its immediate, if any, is a value that changes nothing else.
 
   std::uintptr_t end() const noexcept { return address + length; }
 };
