@@ -44,14 +44,14 @@ Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span
 
 }  // namespace
 
-Result<void*> Jit::add(asmjit::CodeHolder& code) {
+Result<void*> Jit::add(asmjit::CodeHolder& code, AddressWindow window) {
   asmjit::CodeHolder* one[] = {&code};
-  auto batch = add_batch(one);
+  auto batch = add_batch(one, window);
   if (!batch) return tl::unexpected(std::move(batch).error());
   return batch->front();
 }
 
-Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes) {
+Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> codes, AddressWindow window) {
   if (codes.empty()) return std::vector<void*>{};
   std::vector<std::size_t> sizes;
   sizes.reserve(codes.size());
@@ -65,7 +65,7 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
   }
 
   // One run of consecutive blocks: one staging buffer, one write, one sync.
-  auto addresses = heap_.allocate_run(sizes, align);
+  auto addresses = heap_.allocate_run(sizes, align, window);
   if (!addresses) return tl::unexpected(std::move(addresses).error());
   auto release_all = [&] { (void)heap_.free_batch(*addresses); };
   const std::uintptr_t base = addresses->front();

@@ -19,14 +19,15 @@ namespace punch::runtime {
 //! Nesting order of punch's process-wide locks: a lock of a lower rank may be
 //! held while taking one of a higher rank, never the other way round.
 enum class LockRank {
-  kHooks = 0,         //!< The hook registry (patcher).
-  kTransactions = 1,  //!< Commits and reverts of live transactions (patcher).
-  kTrapHandler = 2,   //!< Installing the trap handler (patcher).
-  kHeap = 3,          //!< A CodeHeap.
-  kWriter = 4,        //!< A CodeWriter and the /proc/self/mem descriptor.
-  kRendezvous = 5,    //!< visit_other_threads.
-  kBranchIndex = 6,   //!< The per-object index of direct branch targets (patcher); nests nothing.
-  kSymbols = 7,       //!< The cache of object files read for their symbol tables (function_bounds).
+  kRetiredCode = 0,   //!< Retired JIT code and the patch point changes checked against it (patcher).
+  kHooks = 1,         //!< The hook registry (patcher).
+  kTransactions = 2,  //!< Commits and reverts of live transactions (patcher).
+  kTrapHandler = 3,   //!< Installing the trap handler (patcher).
+  kHeap = 4,          //!< A CodeHeap.
+  kWriter = 5,        //!< A CodeWriter and the /proc/self/mem descriptor.
+  kRendezvous = 6,    //!< visit_other_threads.
+  kBranchIndex = 7,   //!< The per-object index of direct branch targets (patcher); nests nothing.
+  kSymbols = 8,       //!< The cache of object files read for their symbol tables (function_bounds).
 };
 
 //! A std::mutex-compatible lock that is registered with a pthread_atfork

@@ -26,11 +26,13 @@ class Jit {
   static asmjit::Environment environment() noexcept { return asmjit::Environment::host(); }
 
   //! Adds one function: allocate, relocate, write once, sync. Returns its address.
-  Result<void*> add(asmjit::CodeHolder& code);
+  //! `window`: where the code may lie (e.g. within rel32 reach of the targets
+  //! it calls, see patcher::code_window); kOutOfMemory when no room there.
+  Result<void*> add(asmjit::CodeHolder& code, AddressWindow window = {});
 
   //! Adds several functions with one write per arena touched and one sync in all.
   //! All or nothing: on error nothing stays allocated.
-  Result<std::vector<void*>> add_batch(std::span<asmjit::CodeHolder* const> codes);
+  Result<std::vector<void*>> add_batch(std::span<asmjit::CodeHolder* const> codes, AddressWindow window = {});
 
   //! Releases code returned by add/add_batch. The caller guarantees no thread runs it any more.
   Status release(void* function);
