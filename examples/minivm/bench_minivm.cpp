@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "assembler.hpp"
+#include "patch_sites.hpp"
 #include "vm.hpp"
 
 namespace minivm {
@@ -52,13 +53,13 @@ void BM_Minivm_ic_update(benchmark::State& state) {
   std::uint32_t shape = 0, offset = 0;
   for (auto _ : state) {
     const std::uint32_t next_shape = shape ? 0 : 12345, next_offset = offset ? 0 : 23;
-    if (!patch::set_imm32(work->code(), cache.offset_site[way], offset, next_offset) ||
-        !patch::set_imm32(work->code(), cache.shape_site[way], shape, next_shape))
+    if (!patch::set_imm32(cache.offset_site[way], offset, next_offset) ||
+        !patch::set_imm32(cache.shape_site[way], shape, next_shape))
       return state.SkipWithError("patch failed");
     shape = next_shape;
     offset = next_offset;
   }
-  if (shape && !patch::set_imm32(work->code(), cache.shape_site[way], shape, 0)) state.SkipWithError("restore failed");
+  if (shape && !patch::set_imm32(cache.shape_site[way], shape, 0)) state.SkipWithError("restore failed");
 }
 
 void BM_Minivm_recompile(benchmark::State& state) {

@@ -4,6 +4,7 @@
 #include <mutex>
 
 #include "jit_compiler.hpp"
+#include "patch_sites.hpp"
 #include "vm.hpp"
 
 namespace minivm {
@@ -39,9 +40,9 @@ punch::Status Vm::invalidate(FunctionState& f) {
 punch::Status Vm::invalidate_locked(CodeVersion& version) {
   if (version.retired) return {};
   FunctionState& f = *version.function;
-  std::vector<patch::Trip> trips{{version.code(), version.entry_guard, f.stub}};
+  std::vector<patch::Trip> trips{{version.begin, f.stub}};
   for (auto& guard : version.guards)
-    if (!guard->tripped) trips.push_back({version.code(), guard->site, guard->exit});
+    if (!guard->tripped) trips.push_back({guard->site, guard->exit});
   if (auto ok = patch::trip_guards(trips); !ok) return ok;
   for (auto& guard : version.guards) guard->tripped = true;
   counters_.guards_tripped.fetch_add(trips.size() - 1, std::memory_order_relaxed);
@@ -65,7 +66,7 @@ void Vm::register_sites_locked(CodeVersion& version) {
 punch::Status Vm::point_callers_at(FunctionState& f, std::uintptr_t target) {
   std::vector<patch::Retarget> batch;
   for (CallSite* call : f.callers)
-    if (call->target != target) batch.push_back({call->owner->code(), call->site, call->target, target});
+    if (call->target != target) batch.push_back({call->site, call->target, target});
   if (auto ok = patch::retarget_calls(batch); !ok) return ok;
   for (CallSite* call : f.callers) call->target = target;
   counters_.call_retargets.fetch_add(batch.size(), std::memory_order_relaxed);
@@ -81,8 +82,7 @@ void Vm::retire_locked(CodeVersion& version, bool entry_tripped) {
   for (auto& call : version.calls) std::erase(call->callee->callers, call.get());
   for (auto& guard : version.guards)
     if (guard->global >= 0) std::erase(globals_[guard->global].guards, guard.get());
-  const patch::Trip entry{version.code(), version.entry_guard, version.function->stub};
-  if (!entry_tripped && patch::trip_guards(std::span<const patch::Trip>(&entry, 1)))
+  if (!entry_tripped && patch::invalidate_entry(version.begin, version.function->stub))
     counters_.entries_invalidated.fetch_add(1, std::memory_order_relaxed);
   version.retired = true;
   version.retired_epoch = epoch_.fetch_add(1) + 1;
@@ -97,15 +97,21 @@ std::size_t Vm::reclaim() {
     for (ThreadState* t : threads_)
       if (t->running.load()) oldest = std::min(oldest, t->entered_epoch.load());
   }
-  std::vector<void*> code;
   std::size_t left = 0;
+  bool any = false;
   std::erase_if(versions_, [&](const std::unique_ptr<CodeVersion>& v) {
     if (!v->retired) return false;
-    if (v->retired_epoch > oldest) return ++left, false;
-    code.push_back(reinterpret_cast<void*>(v->begin));
+    if (v->retired_epoch > oldest || !punch::patcher::retire_code(jit_, reinterpret_cast<void*>(v->begin)))
+      return ++left, false;
+    any = true;
     return true;
   });
-  if (!code.empty() && jit_.release_batch(code)) counters_.versions_freed.fetch_add(code.size());
+  // No run can be inside these versions (not even deeper in its stack):
+  // punch frees them once it has also seen no thread executing there.
+  if (any) {
+    if (auto stats = punch::patcher::free_retired_code())
+      counters_.versions_freed.fetch_add(stats->freed, std::memory_order_relaxed);
+  }
   return left;
 }
 

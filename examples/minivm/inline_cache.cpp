@@ -3,6 +3,7 @@
 // thread that sees the new shape id also finds the right offset).
 #include <mutex>
 
+#include "patch_sites.hpp"
 #include "vm.hpp"
 
 namespace minivm {
@@ -15,12 +16,11 @@ void fill_way(InlineCache& cache, std::uint32_t shape, int slot, Counters& count
   for (int i = 0; i < way; ++i)
     if (cache.shape[i] == shape) return;  // Another thread filled it meanwhile.
   const std::int32_t offset = slot_offset_from_tagged(slot);
-  const patch::Code code = cache.owner->code();
-  if (!patch::set_imm32(code, cache.offset_site[way], static_cast<std::uint32_t>(cache.offset[way]),
+  if (!patch::set_imm32(cache.offset_site[way], static_cast<std::uint32_t>(cache.offset[way]),
                         static_cast<std::uint32_t>(offset)))
     return;  // Nothing changed: the site stays a miss.
   cache.offset[way] = offset;
-  if (!patch::set_imm32(code, cache.shape_site[way], cache.shape[way], shape)) return;  // Shape 0 never matches.
+  if (!patch::set_imm32(cache.shape_site[way], cache.shape[way], shape)) return;  // Shape 0 never matches.
   cache.shape[way] = shape;
   cache.used.store(way + 1);
   counters.ic_patches.fetch_add(2, std::memory_order_relaxed);

@@ -6,6 +6,7 @@
 #include <asmjit/x86.h>
 
 #include "jit_helpers.hpp"
+#include "patch_sites.hpp"
 #include "vm.hpp"
 
 namespace minivm {
@@ -26,15 +27,16 @@ std::uint64_t address_of(Fn* fn) {
 // Labels of patch points, turned into addresses once the code has its place.
 struct PendingCache {
   InlineCache* cache;
-  Label shape[InlineCache::kWays], offset[InlineCache::kWays];
+  patch::Mark shape[InlineCache::kWays], offset[InlineCache::kWays];
 };
 struct PendingCall {
   CallSite* call;
-  Label at;
+  patch::Mark at;
 };
 struct PendingGuard {
   GuardSite* guard;
-  Label at, exit;
+  patch::Mark at;
+  Label exit;
 };
 
 class Compiler {
@@ -43,8 +45,10 @@ class Compiler {
       : vm_(vm), f_(f), fn_(*f.code), version_(version), a_(&code) {}
 
   void emit();
-  //! Turns the labels into addresses, the code being at `base`.
-  void place(const asmjit::CodeHolder& code, std::uintptr_t base);
+  //! Turns the marks and labels into addresses, the code being at `base`.
+  punch::Status place(const asmjit::CodeHolder& code, std::uintptr_t base);
+  //! Where the code may go for every call to reach its callee.
+  punch::runtime::AddressWindow window() const;
 
  private:
   void instruction(const Instr& in, int pc);
@@ -76,8 +80,6 @@ class Compiler {
   std::vector<Label> at_pc_;
   std::map<int, Label> exits_;
   Label epilogue_;
-  Label entry_guard_;
-  Label end_;
   std::vector<PendingCache> caches_;
   std::vector<PendingCall> calls_;
   std::vector<PendingGuard> guards_;
@@ -92,9 +94,8 @@ Label Compiler::exit_at(int pc) {
 void Compiler::emit() {
   for (std::size_t i = 0; i < fn_.code.size(); ++i) at_pc_.push_back(a_.newLabel());
   epilogue_ = a_.newLabel();
-  end_ = a_.newLabel();
 
-  entry_guard_ = patch::emit_guard(a_);
+  patch::emit_entry(a_);
   a_.push(x86::rbx);
   a_.push(x86::r12);
   a_.push(x86::rbp);  // Keeps the stack 16-byte aligned at calls.
@@ -120,7 +121,6 @@ void Compiler::emit() {
   a_.pop(x86::rbx);
   a_.ret();
   emit_exits();
-  a_.bind(end_);  // asmjit's address table, if any, comes after: not code.
 }
 
 // Each exit finishes the function in the interpreter and returns its value.
@@ -305,20 +305,31 @@ void Compiler::read_global(const Instr& in, int pc) {
   a_.mov(reg(in.a), x86::rax);
 }
 
-void Compiler::place(const asmjit::CodeHolder& code, std::uintptr_t base) {
-  auto at = [&](Label l) { return base + code.labelOffsetFromBase(l); };
-  version_.end = at(end_);
-  version_.entry_guard = at(entry_guard_);
+punch::Status Compiler::place(const asmjit::CodeHolder& code, std::uintptr_t base) {
+  auto at = [&](const patch::Mark& mark, std::uintptr_t& out) -> punch::Status {
+    auto address = patch::resolve(mark, code, base);
+    if (!address) return tl::unexpected(std::move(address).error());
+    out = *address;
+    return {};
+  };
   for (const PendingCache& p : caches_)
     for (int way = 0; way < InlineCache::kWays; ++way) {
-      p.cache->shape_site[way] = at(p.shape[way]);
-      p.cache->offset_site[way] = at(p.offset[way]);
+      if (auto ok = at(p.shape[way], p.cache->shape_site[way]); !ok) return ok;
+      if (auto ok = at(p.offset[way], p.cache->offset_site[way]); !ok) return ok;
     }
-  for (const PendingCall& p : calls_) p.call->site = at(p.at);
+  for (const PendingCall& p : calls_)
+    if (auto ok = at(p.at, p.call->site); !ok) return ok;
   for (const PendingGuard& p : guards_) {
-    p.guard->site = at(p.at);
-    p.guard->exit = at(p.exit);
+    if (auto ok = at(p.at, p.guard->site); !ok) return ok;
+    p.guard->exit = base + code.labelOffsetFromBase(p.exit);
   }
+  return {};
+}
+
+punch::runtime::AddressWindow Compiler::window() const {
+  std::vector<patch::Mark> marks;
+  for (const PendingCall& p : calls_) marks.push_back(p.at);
+  return punch::patcher::code_window(marks);
 }
 
 }  // namespace
@@ -330,15 +341,12 @@ punch::Result<std::unique_ptr<CodeVersion>> compile_function(Vm& vm, FunctionSta
   code.init(punch::runtime::Jit::environment());
   Compiler compiler(vm, f, *version, code);
   compiler.emit();
-  auto added = jit.add(code);
+  auto added = jit.add(code, compiler.window());
   if (!added) return tl::unexpected(std::move(added).error());
   version->begin = reinterpret_cast<std::uintptr_t>(*added);
-  compiler.place(code, version->begin);
-  for (const auto& call : version->calls) {
-    if (!patch::is_call_site(call->site)) {
-      (void)jit.release(*added);
-      return punch::fail(punch::ErrorCode::kOutOfRange, call->site, "a call site is not a `call rel32`: its callee is out of reach");
-    }
+  if (auto ok = compiler.place(code, version->begin); !ok) {
+    (void)jit.release(*added);  // No thread has seen it.
+    return tl::unexpected(std::move(ok).error());
   }
   return version;
 }

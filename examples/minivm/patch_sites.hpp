@@ -1,5 +1,6 @@
-// The few instructions minivm's JIT emits to be changed later (patch points),
-// and the writes that change them while other threads run the code.
+// The few instructions minivm's JIT emits to be changed later (patch points,
+// punch/patcher/patch_point.hpp), and the changes the VM makes to them while
+// other threads run the code.
 //
 // Every patchable spot of the JIT goes through this file: an inline cache's
 // shape id and slot offset (`mov r32, imm32`), a call site (`call rel32`), a
@@ -13,28 +14,32 @@
 
 #include <asmjit/x86.h>
 
+#include <punch/patcher/patch_point.hpp>
 #include <punch/result.hpp>
 
 namespace minivm::patch {
 
-//! Extent of the code that holds a site (one code version).
-struct Code {
-  std::uintptr_t begin = 0, end = 0;
-};
+using Mark = punch::patcher::PatchPointMark;
 
-// Emitters: each returns a label bound at the patch point's first byte.
-asmjit::Label emit_imm32(asmjit::x86::Assembler& a, asmjit::x86::Gp reg, std::uint32_t value);
-asmjit::Label emit_call(asmjit::x86::Assembler& a, std::uint64_t target);
-asmjit::Label emit_guard(asmjit::x86::Assembler& a);  // Passes through until tripped.
-//! Whether the code at `site` is a call emit_call made that can be retargeted
-//! (asmjit falls back to an indirect call when the target is out of reach).
-bool is_call_site(std::uintptr_t site);
+// Emitters: each returns the mark of one patch point.
+inline Mark emit_imm32(asmjit::x86::Assembler& a, asmjit::x86::Gp reg, std::uint32_t value) {
+  return punch::patcher::emit_imm32_point(a, reg, value);
+}
+inline Mark emit_call(asmjit::x86::Assembler& a, std::uintptr_t target) {
+  return punch::patcher::emit_call_point(a, target);
+}
+//! Passes through until tripped.
+inline Mark emit_guard(asmjit::x86::Assembler& a) { return punch::patcher::emit_guard_point(a); }
+//! A function's first instruction, for invalidate_entry.
+inline Mark emit_entry(asmjit::x86::Assembler& a) { return punch::patcher::emit_patchable_entry(a); }
 
-//! Changes the immediate of an emit_imm32 site from `expected` to `value`.
-punch::Status set_imm32(Code code, std::uintptr_t site, std::uint32_t expected, std::uint32_t value);
+//! The address `mark` became in `code` placed at `base`, checked.
+punch::Result<std::uintptr_t> resolve(const Mark& mark, const asmjit::CodeHolder& code, std::uintptr_t base);
+
+//! Changes the immediate of an emit_imm32 point from `expected` to `value`.
+punch::Status set_imm32(std::uintptr_t site, std::uint32_t expected, std::uint32_t value);
 
 struct Retarget {
-  Code code;
   std::uintptr_t site;
   std::uintptr_t from, to;
 };
@@ -42,11 +47,13 @@ struct Retarget {
 punch::Status retarget_calls(std::span<const Retarget> sites);
 
 struct Trip {
-  Code code;
   std::uintptr_t site;
   std::uintptr_t exit;
 };
 //! Makes every guard jump to its exit, as one batch.
 punch::Status trip_guards(std::span<const Trip> guards);
+
+//! Later calls of the code at `function` (emitted with emit_entry) go to `stub`.
+punch::Status invalidate_entry(std::uintptr_t function, std::uintptr_t stub);
 
 }  // namespace minivm::patch

@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "bytecode.hpp"
-#include "patch_sites.hpp"
 #include "shapes.hpp"
 #include "value.hpp"
 
@@ -82,14 +81,12 @@ struct GuardSite {
 //! One compiled copy of a function.
 struct CodeVersion {
   FunctionState* function = nullptr;
-  std::uintptr_t begin = 0, end = 0;
-  std::uintptr_t entry_guard = 0;  // A guard at the entry: tripped, it jumps to the interpreter stub.
+  std::uintptr_t begin = 0;  // Its first instruction is a guard: tripped, it jumps to the interpreter stub.
   bool retired = false;
   std::uint64_t retired_epoch = 0;
   std::vector<std::unique_ptr<InlineCache>> caches;
   std::vector<std::unique_ptr<CallSite>> calls;
   std::vector<std::unique_ptr<GuardSite>> guards;
-  patch::Code code() const { return {begin, end}; }
 };
 
 struct FunctionState {

@@ -6,6 +6,7 @@
 
 #include "interpreter.hpp"
 #include "jit_helpers.hpp"
+#include "patch_sites.hpp"
 
 namespace minivm {
 
@@ -40,6 +41,7 @@ punch::Result<std::unique_ptr<Vm>> Vm::create(Program program, Tier tier, std::u
 }
 
 Vm::~Vm() {
+  (void)punch::patcher::free_retired_code();  // What reclaim() handed to punch and it could not free yet.
   std::vector<void*> code(stubs_);
   for (auto& v : versions_) code.push_back(reinterpret_cast<void*>(v->begin));
   (void)jit_.release_batch(code);  // Nothing to do about a failure while tearing down.
