@@ -5,9 +5,15 @@
 namespace minivm {
 namespace {
 
+// Fails the run at `in`; returns the value a failed call returns.
+Value fail_at(ThreadState& t, const Instr& in, const char* what) {
+  t.fail("line " + std::to_string(in.line) + ": " + what);
+  return 0;
+}
+
 bool both_ints(ThreadState& t, Value a, Value b, const Instr& in) {
   if (is_int(a) && is_int(b)) return true;
-  t.fail("line " + std::to_string(in.line) + ": arithmetic on an object");
+  fail_at(t, in, "arithmetic on an object");
   return false;
 }
 
@@ -45,11 +51,11 @@ Value interpret(ThreadState& t, FunctionState& f, Value* regs, int pc) {
       case Op::kEq: r[in.a] = from_int(r[in.b] == r[in.c]); break;
       case Op::kNew: r[in.a] = from_object(t.objects.allocate(vm.shapes().empty().id)); break;
       case Op::kGet:
-        if (!is_object(r[in.b])) return t.fail("line " + std::to_string(in.line) + ": `get` on an integer"), 0;
+        if (!is_object(r[in.b])) return fail_at(t, in, "`get` on an integer");
         r[in.a] = vm.get_property(r[in.b], in.c);
         break;
       case Op::kSet:
-        if (!is_object(r[in.a])) return t.fail("line " + std::to_string(in.line) + ": `set` on an integer"), 0;
+        if (!is_object(r[in.a])) return fail_at(t, in, "`set` on an integer");
         vm.set_property(t, r[in.a], in.b, r[in.c]);
         if (t.jit.error) return 0;
         break;
@@ -58,7 +64,7 @@ Value interpret(ThreadState& t, FunctionState& f, Value* regs, int pc) {
       case Op::kCall: {
         FunctionState& callee = vm.function(in.b);
         Value* callee_regs = regs + f.code->frame_size();
-        if (callee_regs >= t.jit.stack_limit) return t.fail("line " + std::to_string(in.line) + ": stack overflow"), 0;
+        if (callee_regs >= t.jit.stack_limit) return fail_at(t, in, "stack overflow");
         for (int i = 0; i < in.nargs; ++i) callee_regs[i] = r[in.args[i]];
         Value v = vm.call(t, callee, callee_regs);
         if (t.jit.error) return 0;
