@@ -23,16 +23,29 @@ punch::Result<std::string> expected_result(const Program& program) {
   return describe(*v);
 }
 
-// Recompiles or invalidates a random function every millisecond or so, and
-// frees the code no thread can be in any more.
+// Whether invalidating `f` can send a thread running it to the interpreter:
+// its code has guards (at loop heads and global reads).
+bool has_guards(const Function& f) {
+  for (std::size_t pc = 0; pc < f.code.size(); ++pc) {
+    const Instr& in = f.code[pc];
+    const bool jump = in.op == Op::kJmp || in.op == Op::kJz || in.op == Op::kJnz;
+    if (in.op == Op::kGget || (jump && in.target <= static_cast<int>(pc))) return true;
+  }
+  return false;
+}
+
+// Every millisecond or so, recompiles a random function or invalidates one
+// that has guards, and frees the code no thread can be in any more.
 void chaos(Vm& vm, const std::atomic<bool>& stop) {
   std::mt19937 random(12345);
+  std::vector<FunctionState*> guarded;
+  for (std::size_t i = 0; i < vm.function_count(); ++i)
+    if (has_guards(*vm.function(static_cast<int>(i)).code)) guarded.push_back(&vm.function(static_cast<int>(i)));
   while (!stop.load()) {
-    FunctionState& f = vm.function(static_cast<int>(random() % vm.function_count()));
-    if (random() % 2)
-      (void)vm.compile(f);  // A failure leaves the old code, which stays correct.
+    if (random() % 2 || guarded.empty())
+      (void)vm.compile(vm.function(static_cast<int>(random() % vm.function_count())));  // A failure keeps the old code.
     else
-      (void)vm.invalidate(f);
+      (void)vm.invalidate(*guarded[random() % guarded.size()]);
     vm.reclaim();
     std::this_thread::sleep_for(std::chrono::microseconds(500 + random() % 1000));
   }

@@ -24,7 +24,7 @@ std::uint64_t address_of(Fn* fn) {
   return reinterpret_cast<std::uint64_t>(fn);
 }
 
-// Labels of patch points, turned into addresses once the code has its place.
+// Marks of patch points, turned into addresses once the code has its place.
 struct PendingCache {
   InlineCache* cache;
   patch::Mark shape[InlineCache::kWays], offset[InlineCache::kWays];

@@ -34,7 +34,7 @@ struct ThreadState {
   ThreadState& operator=(const ThreadState&) = delete;
   Vm& vm;
   JitThread jit;
-  std::vector<Value> stack;  // Registers of every frame, callers first.
+  std::vector<Value> stack;  // Registers of every frame, callers first: 16 Ki values, at most 1 Ki calls deep.
   ObjectArena objects;
   std::string error_message;
   // Quiescent-state reclamation: code retired at epoch E is freed once every
@@ -107,14 +107,15 @@ struct GlobalState {
   bool foldable() const { return changes < 2; }
 };
 
+//! What the JIT's patch paths did, for the driver's last line and the tests.
 struct Counters {
-  std::atomic<std::uint64_t> compiles{0};
-  std::atomic<std::uint64_t> ic_patches{0};
-  std::atomic<std::uint64_t> call_retargets{0};
-  std::atomic<std::uint64_t> guards_tripped{0};
-  std::atomic<std::uint64_t> entries_invalidated{0};
-  std::atomic<std::uint64_t> deopts{0};
-  std::atomic<std::uint64_t> versions_freed{0};
+  std::atomic<std::uint64_t> compiles{0};             // Code versions made.
+  std::atomic<std::uint64_t> ic_patches{0};           // Inline-cache immediates written (two per way filled).
+  std::atomic<std::uint64_t> call_retargets{0};       // Call sites pointed at a new target.
+  std::atomic<std::uint64_t> guards_tripped{0};       // Loop-head and global guards turned into exits.
+  std::atomic<std::uint64_t> entries_invalidated{0};  // Version entries sent to the interpreter stub.
+  std::atomic<std::uint64_t> deopts{0};               // Exits taken: the interpreter finished a JIT frame.
+  std::atomic<std::uint64_t> versions_freed{0};       // Retired versions whose code punch freed.
 };
 
 }  // namespace minivm

@@ -14,7 +14,7 @@ using JitFunction = Value (*)(Value* regs, JitThread* t);
 
 std::string describe(Value v) { return is_int(v) ? std::to_string(to_int(v)) : "object"; }
 
-ThreadState::ThreadState(Vm& owner_vm) : vm(owner_vm), stack(1 << 16) {
+ThreadState::ThreadState(Vm& owner_vm) : vm(owner_vm), stack(1 << 14) {
   jit.stack_limit = stack.data() + stack.size() - vm.program().max_regs;
   jit.owner = this;
   vm.add_thread(this);
