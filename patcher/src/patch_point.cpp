@@ -17,6 +17,7 @@
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
+#include <punch/runtime/code_heap.hpp>
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/safe_read.hpp>
 #include <punch/runtime/threads.hpp>
@@ -110,83 +111,116 @@ std::int32_t read_i32(const std::uint8_t* p) {
   return v;
 }
 
-// Decodes the instruction at `address` from `bytes` (read there) and checks
-// that it is a point of `kind`.
-Result<PointState> decode_point(std::uintptr_t address, std::span<const std::uint8_t> bytes, PatchPointKind kind) {
-  auto refuse = [&](std::string what) -> Result<PointState> {
-    return fail(ErrorCode::kBytesMismatch, address,
-                "not a " + std::string(to_string(kind)) + " patch point: found " + what + ", expected " +
-                    std::string(expected_form(kind)));
+// The point of `kind` that `bytes` (read at `address`) hold, matched by its
+// encoding alone, or nothing. Each kind has exactly one encoding per
+// register, so the bytes decide it; that the point starts on an instruction
+// boundary is what the Zydis decode (check) and every change's validation add.
+std::optional<PointState> match_point(std::uintptr_t address, std::span<const std::uint8_t> bytes,
+                                      PatchPointKind kind) {
+  const std::uint8_t* p = bytes.data();
+  const std::size_t have = bytes.size();
+  PointState out;
+  auto take = [&](std::size_t n) -> std::optional<PointState> {
+    if (have < n) return std::nullopt;
+    out.bytes.assign(p, p + n);
+    return std::move(out);
   };
+  auto rel_target = [&](std::size_t n) {
+    return static_cast<std::uint64_t>(address + n + static_cast<std::int64_t>(read_i32(p + n - 4)));
+  };
+  if (have == 0) return std::nullopt;
+  switch (kind) {
+    case PatchPointKind::kCall:
+    case PatchPointKind::kJump:
+      if (have < 5 || p[0] != (kind == PatchPointKind::kCall ? 0xE8 : 0xE9)) return std::nullopt;
+      out.value = rel_target(5);
+      return take(5);
+    case PatchPointKind::kGuard:
+      if (have >= 5 && p[0] == 0xE9) {
+        out.value = rel_target(5);
+        return take(5);
+      }
+      if (have < 5 || !std::equal(p, p + 5, kNop5)) return std::nullopt;
+      return take(5);
+    case PatchPointKind::kBranch:
+      if (have < 6 || p[0] != 0x0F || (p[1] & 0xF0) != 0x80) return std::nullopt;
+      out.value = rel_target(6);
+      return take(6);
+    case PatchPointKind::kImm32: {
+      const std::size_t n = p[0] == 0x41 ? 6 : 5;  // REX.B for r8d-r15d, nothing else.
+      if (have < n || (p[n - 5] & 0xF8) != 0xB8) return std::nullopt;
+      out.value = static_cast<std::uint32_t>(read_i32(p + n - 4));
+      return take(n);
+    }
+    case PatchPointKind::kImm64:
+    case PatchPointKind::kFarCall: {
+      if (have < 10 || (p[0] & 0xFE) != 0x48 || (p[1] & 0xF8) != 0xB8) return std::nullopt;
+      std::memcpy(&out.value, p + 2, 8);
+      if (kind == PatchPointKind::kFarCall) {
+        // The call through the same register must follow: FF /2, mod 11.
+        const std::uint8_t reg = static_cast<std::uint8_t>(((p[0] & 1) << 3) | (p[1] & 7));
+        const std::uint8_t call[] = {0x41, 0xFF, static_cast<std::uint8_t>(0xD0 | (reg & 7))};
+        const std::span<const std::uint8_t> want = reg >= 8 ? std::span(call) : std::span(call).subspan(1);
+        if (have < 10 + want.size() || !std::equal(want.begin(), want.end(), p + 10)) return std::nullopt;
+      }
+      return take(10);
+    }
+    case PatchPointKind::kRipData:
+      if (have < 7 || (p[0] & 0xFB) != 0x48 || (p[1] != 0x8D && p[1] != 0x8B) || (p[2] & 0xC7) != 0x05)
+        return std::nullopt;
+      out.value = rel_target(7);
+      return take(7);
+  }
+  return std::nullopt;
+}
+
+// Decodes the instruction at `address` with Zydis and checks that it is a
+// point of `kind`, or says what is there instead.
+Result<PointState> decode_point(std::uintptr_t address, std::span<const std::uint8_t> bytes, PatchPointKind kind) {
   const disasm::CodeSpan span{address, bytes};
   auto insn = disasm::decode(span, address);
   if (!insn)
     return fail(ErrorCode::kDecodeFailed, address,
                 "not a " + std::string(to_string(kind)) + " patch point: the bytes there (" +
                     bytes_text(bytes.first(std::min<std::size_t>(bytes.size(), 8))) + ") do not decode");
-  const std::uint8_t* p = bytes.data();
-  const std::size_t n = insn->length;
-  const std::string found = "`" + disasm::format(span, address) + "` (" + bytes_text(bytes.first(n)) + ")";
-  PointState out;
-  out.bytes.assign(p, p + n);
-  auto rel_target = [&] { return static_cast<std::uint64_t>(address + n + static_cast<std::int64_t>(read_i32(p + n - 4))); };
-  switch (kind) {
-    case PatchPointKind::kCall:
-      if (n != 5 || p[0] != 0xE8) return refuse(found);
-      out.value = rel_target();
-      return out;
-    case PatchPointKind::kJump:
-      if (n != 5 || p[0] != 0xE9) return refuse(found);
-      out.value = rel_target();
-      return out;
-    case PatchPointKind::kGuard:
-      if (n == 5 && p[0] == 0xE9) {
-        out.value = rel_target();
-        return out;
-      }
-      if (n != 5 || !std::equal(p, p + 5, kNop5)) return refuse(found);
-      return out;
-    case PatchPointKind::kBranch:
-      if (n != 6 || p[0] != 0x0F || (p[1] & 0xF0) != 0x80) return refuse(found);
-      out.value = rel_target();
-      return out;
-    case PatchPointKind::kImm32: {
-      const bool rex_b = n == 6 && p[0] == 0x41;
-      const std::uint8_t op = p[rex_b ? 1 : 0];
-      if (!(n == 5 || rex_b) || (op & 0xF8) != 0xB8 || !disasm::immediate_load(out.bytes)) return refuse(found);
-      out.value = static_cast<std::uint32_t>(read_i32(p + n - 4));
-      return out;
-    }
-    case PatchPointKind::kImm64:
-    case PatchPointKind::kFarCall: {
-      if (n != 10 || (p[0] & 0xFE) != 0x48 || (p[1] & 0xF8) != 0xB8 || !disasm::immediate_load(out.bytes))
-        return refuse(found);
-      std::memcpy(&out.value, p + 2, 8);
-      if (kind == PatchPointKind::kImm64) return out;
-      // The call through the same register must follow: FF /2, mod 11.
-      const std::uint8_t reg = static_cast<std::uint8_t>(((p[0] & 1) << 3) | (p[1] & 7));
-      const std::uint8_t call_rex[] = {0x41, 0xFF, static_cast<std::uint8_t>(0xD0 | (reg & 7))};
-      const std::span<const std::uint8_t> call = bytes.subspan(10);
-      const std::span<const std::uint8_t> want = reg >= 8 ? std::span(call_rex) : std::span(call_rex).subspan(1);
-      if (call.size() < want.size() || !std::equal(want.begin(), want.end(), call.begin()))
-        return refuse(found + " not followed by `call` through its register");
-      return out;
-    }
-    case PatchPointKind::kRipData:
-      if (n != 7 || (p[0] & 0xFB) != 0x48 || (p[1] != 0x8D && p[1] != 0x8B) || (p[2] & 0xC7) != 0x05 ||
-          !insn->has_memory_target)
-        return refuse(found);
-      out.value = insn->memory_target;
-      return out;
-  }
-  return refuse(found);
+  std::optional<PointState> point = match_point(address, bytes, kind);
+  if (point && point->bytes.size() == insn->length) return std::move(*point);
+  const bool far_call_without_call = kind == PatchPointKind::kFarCall && match_point(address, bytes, PatchPointKind::kImm64);
+  return fail(ErrorCode::kBytesMismatch, address,
+              "not a " + std::string(to_string(kind)) + " patch point: found `" + disasm::format(span, address) +
+                  "` (" + bytes_text(bytes.first(insn->length)) + ")" +
+                  (far_call_without_call ? " not followed by `call` through its register" : "") + ", expected " +
+                  std::string(expected_form(kind)));
 }
 
-// Reads the point at `address` (up to kMaxPointSize bytes, fewer at the end of a mapping) and decodes it.
-Result<PointState> read_point(std::uintptr_t address, PatchPointKind kind) {
+// Reads the point at `address` (up to kMaxPointSize bytes, fewer at the end
+// of its allocation or mapping) and decodes it with Zydis, or, when `quick`,
+// matches its encoding alone (Zydis then only explains a refusal: a change's
+// validation decodes the code around every site anyway). Inside a live
+// allocation of the global heap the bytes are read directly (its arenas are
+// never unmapped, so the read cannot fault); anywhere else through safe_read.
+// `cache`: the last allocation found, so points of one function cost one lookup.
+Result<PointState> read_point(std::uintptr_t address, PatchPointKind kind, bool quick = false,
+                              runtime::CodeRange* cache = nullptr) {
   std::uint8_t buf[kMaxPointSize];
-  PUNCH_TRY_ASSIGN(const std::size_t got, runtime::safe_read(address, buf));
-  return decode_point(address, std::span<const std::uint8_t>(buf, got), kind);
+  std::size_t got = 0;
+  runtime::CodeRange block;
+  if (cache && cache->contains(address)) {
+    block = *cache;
+  } else if (auto heap = runtime::CodeHeap::global()) {
+    if (auto found = (*heap)->allocation_holding(address)) block = *found;
+    if (cache) *cache = block;
+  }
+  if (block.contains(address)) {
+    got = std::min<std::size_t>(sizeof buf, block.end - address);
+    std::memcpy(buf, reinterpret_cast<const void*>(address), got);
+  } else {
+    PUNCH_TRY_ASSIGN(got, runtime::safe_read(address, buf));
+  }
+  const std::span<const std::uint8_t> bytes(buf, got);
+  if (quick)
+    if (std::optional<PointState> point = match_point(address, bytes, kind)) return std::move(*point);
+  return decode_point(address, bytes, kind);
 }
 
 // ---- Retired code -------------------------------------------------------
@@ -366,6 +400,7 @@ struct PatchPointBatch::State {
   PatchPointOptions options;
   Transaction transaction;
   std::vector<PatchPoint> points;  // For the retired-code check at commit.
+  runtime::CodeRange last_block;   // The heap allocation of the point added last.
   bool committed = false;
 
   explicit State(PatchPointOptions o) : options(o), transaction(o.transaction) {}
@@ -381,15 +416,13 @@ struct PatchPointBatch::State {
         return fail(ErrorCode::kNotOwned, point.address,
                     std::string(to_string(point.kind)) + " patch point lies in retired code (being freed)");
     }
-    PUNCH_TRY_ASSIGN(PointState state, read_point(point.address, point.kind));
+    PUNCH_TRY_ASSIGN(PointState state, read_point(point.address, point.kind, true, &last_block));
     if (expected && *expected != state.value)
       return fail(ErrorCode::kConflict, point.address,
                   std::string(to_string(point.kind)) + " patch point holds " + hex(state.value) + ", not the expected " +
                       hex(*expected));
     PUNCH_TRY_ASSIGN(std::vector<std::uint8_t> replacement, make(state));
-    const std::uintptr_t end = point.address + state.bytes.size();
-    Site site{point.address, std::move(state.bytes), std::move(replacement),
-              disasm::FunctionExtent{point.address, end, disasm::FunctionExtent::Source::kCaller}};
+    Site site{point.address, std::move(state.bytes), std::move(replacement), std::nullopt};
     PUNCH_TRY(transaction.add(std::move(site)));
     points.push_back(point);
     return {};
