@@ -10,6 +10,7 @@
 #include "assembler.hpp"
 #include "driver.hpp"
 #include "generator.hpp"
+#include "patch_sites.hpp"
 #include "vm.hpp"
 
 namespace minivm {
@@ -155,6 +156,25 @@ TEST(MinivmJit, InvalidatedFunctionsRunInTheInterpreterThenTierUpAgain) {
   }
   EXPECT_EQ(run_times(*vm, 2)[1], expected);
   for (std::size_t i = 0; i < vm->function_count(); ++i) EXPECT_NE(vm->function(static_cast<int>(i)).entry.load(), nullptr);
+}
+
+TEST(MinivmJit, ACacheUpdateWithAStaleExpectedValueIsRefusedAndChangesNothing) {
+  auto vm = must_create(must_assemble(read_program("properties")), Tier::kEager);
+  ASSERT_TRUE(vm);
+  const std::string expected = run_times(*vm, 1)[0];
+  int work = -1;
+  for (std::size_t i = 0; i < vm->function_count(); ++i)
+    if (vm->function(static_cast<int>(i)).code->name == "work") work = static_cast<int>(i);
+  ASSERT_GE(work, 0);
+  const InlineCache& cache = *vm->function(work).current->caches.front();
+  ASSERT_GE(cache.used.load(), 1);
+  const auto* site = reinterpret_cast<const std::uint8_t*>(cache.shape_site[0]);
+  const std::vector<std::uint8_t> before(site, site + 5);
+  auto refused = patch::set_imm32(cache.shape_site[0], cache.shape[0] + 1, 12345);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().address, cache.shape_site[0]) << refused.error().describe();
+  EXPECT_EQ(std::vector<std::uint8_t>(site, site + 5), before);
+  EXPECT_EQ(run_times(*vm, 1)[0], expected);
 }
 
 TEST(MinivmDriver, ThreadsAgreeWhileAnotherThreadRecompilesAndInvalidates) {
