@@ -24,12 +24,6 @@ Program load(const char* name) {
   return program ? std::move(*program) : Program{};
 }
 
-FunctionState* find(Vm& vm, const char* name) {
-  for (std::size_t i = 0; i < vm.function_count(); ++i)
-    if (vm.function(static_cast<int>(i)).code->name == name) return &vm.function(static_cast<int>(i));
-  return nullptr;
-}
-
 void run_properties(benchmark::State& state, Tier tier) {
   auto vm = Vm::create(load("properties"), tier);
   if (!vm) return state.SkipWithError(vm.error().describe().c_str());
@@ -46,7 +40,7 @@ void BM_Minivm_ic_update(benchmark::State& state) {
   if (!vm) return state.SkipWithError(vm.error().describe().c_str());
   ThreadState t(**vm);
   if (!(*vm)->run(t)) return state.SkipWithError("the program failed");
-  const CodeVersion* work = find(**vm, "work")->current;
+  const CodeVersion* work = (*vm)->find_function("work")->current;
   const InlineCache& cache = *work->caches.front();
   // The last way is free (the program shows two shapes): fill it, then empty it, alternately.
   const int way = InlineCache::kWays - 1;
@@ -67,7 +61,7 @@ void BM_Minivm_recompile(benchmark::State& state) {
   if (!vm) return state.SkipWithError(vm.error().describe().c_str());
   ThreadState t(**vm);
   if (!(*vm)->run(t)) return state.SkipWithError("the program failed");
-  FunctionState& work = *find(**vm, "work");
+  FunctionState& work = *(*vm)->find_function("work");
   for (auto _ : state) {
     if (!(*vm)->compile(work)) return state.SkipWithError("compile failed");
     (*vm)->reclaim();

@@ -45,6 +45,11 @@ struct Instr {
   int line = 0;              // In the source text, for messages.
 };
 
+//! Whether `in`, at index `pc`, is a jump back to `in.target`, a loop head.
+inline bool jumps_back(const Instr& in, int pc) {
+  return (in.op == Op::kJmp || in.op == Op::kJz || in.op == Op::kJnz) && in.target <= pc;
+}
+
 struct Function {
   std::string name;
   int params = 0;

@@ -26,11 +26,8 @@ punch::Result<std::string> expected_result(const Program& program) {
 // Whether invalidating `f` can send a thread running it to the interpreter:
 // its code has guards (at loop heads and global reads).
 bool has_guards(const Function& f) {
-  for (std::size_t pc = 0; pc < f.code.size(); ++pc) {
-    const Instr& in = f.code[pc];
-    const bool jump = in.op == Op::kJmp || in.op == Op::kJz || in.op == Op::kJnz;
-    if (in.op == Op::kGget || (jump && in.target <= static_cast<int>(pc))) return true;
-  }
+  for (std::size_t pc = 0; pc < f.code.size(); ++pc)
+    if (f.code[pc].op == Op::kGget || jumps_back(f.code[pc], static_cast<int>(pc))) return true;
   return false;
 }
 

@@ -105,11 +105,8 @@ void Compiler::emit() {
   for (int r = fn_.params; r < fn_.regs; ++r) a_.mov(reg(r), x86::rax);
 
   std::vector<bool> loop_head(fn_.code.size());
-  for (std::size_t pc = 0; pc < fn_.code.size(); ++pc) {
-    const Instr& in = fn_.code[pc];
-    const bool jump = in.op == Op::kJmp || in.op == Op::kJz || in.op == Op::kJnz;
-    if (jump && in.target <= static_cast<int>(pc)) loop_head[in.target] = true;
-  }
+  for (std::size_t pc = 0; pc < fn_.code.size(); ++pc)
+    if (jumps_back(fn_.code[pc], static_cast<int>(pc))) loop_head[fn_.code[pc].target] = true;
   for (std::size_t pc = 0; pc < fn_.code.size(); ++pc) {
     a_.bind(at_pc_[pc]);
     if (loop_head[pc]) guard(-1, static_cast<int>(pc));  // Where an invalidated version lets go of a loop.

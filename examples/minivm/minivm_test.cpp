@@ -119,11 +119,9 @@ TEST(MinivmJit, PolymorphicCacheFillsOneWayPerShapeAndStopsAtFour) {
   auto vm = must_create(must_assemble(read_program("shapes")), Tier::kEager);
   ASSERT_TRUE(vm);
   run_times(*vm, 1);
-  int sum_ab = -1;
-  for (std::size_t i = 0; i < vm->function_count(); ++i)
-    if (vm->function(static_cast<int>(i)).code->name == "sum_ab") sum_ab = static_cast<int>(i);
-  ASSERT_GE(sum_ab, 0);
-  const CodeVersion* version = vm->function(sum_ab).current;
+  FunctionState* sum_ab = vm->find_function("sum_ab");
+  ASSERT_NE(sum_ab, nullptr);
+  const CodeVersion* version = sum_ab->current;
   ASSERT_NE(version, nullptr);
   ASSERT_EQ(version->caches.size(), 2u);
   for (const auto& cache : version->caches) {
@@ -162,11 +160,9 @@ TEST(MinivmJit, ACacheUpdateWithAStaleExpectedValueIsRefusedAndChangesNothing) {
   auto vm = must_create(must_assemble(read_program("properties")), Tier::kEager);
   ASSERT_TRUE(vm);
   const std::string expected = run_times(*vm, 1)[0];
-  int work = -1;
-  for (std::size_t i = 0; i < vm->function_count(); ++i)
-    if (vm->function(static_cast<int>(i)).code->name == "work") work = static_cast<int>(i);
-  ASSERT_GE(work, 0);
-  const InlineCache& cache = *vm->function(work).current->caches.front();
+  FunctionState* work = vm->find_function("work");
+  ASSERT_NE(work, nullptr);
+  const InlineCache& cache = *work->current->caches.front();
   ASSERT_GE(cache.used.load(), 1);
   const auto* site = reinterpret_cast<const std::uint8_t*>(cache.shape_site[0]);
   const std::vector<std::uint8_t> before(site, site + 5);

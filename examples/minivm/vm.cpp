@@ -79,6 +79,12 @@ punch::Result<Value> Vm::run(ThreadState& t) {
   return v;
 }
 
+FunctionState* Vm::find_function(std::string_view name) {
+  for (FunctionState& f : functions_)
+    if (f.code->name == name) return &f;
+  return nullptr;
+}
+
 Value Vm::call(ThreadState& t, FunctionState& f, Value* regs) {
   if (void* entry = f.entry.load(std::memory_order_acquire)) return reinterpret_cast<JitFunction>(entry)(regs, &t.jit);
   return call_interpreted(t, f, regs);

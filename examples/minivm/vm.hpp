@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <punch/result.hpp>
@@ -44,6 +45,8 @@ class Vm {
   ShapeTable& shapes() { return shapes_; }
   Counters& counters() { return counters_; }
   FunctionState& function(int index) { return functions_[index]; }
+  //! The function called `name`, or null.
+  FunctionState* find_function(std::string_view name);
   std::size_t function_count() const { return functions_.size(); }
   Tier tier() const { return tier_; }
 
