@@ -1,7 +1,7 @@
 // minivm benchmarks, side by side in one run:
 //   BM_Minivm/properties/{interpreter,jit}: one run of programs/properties.mvm;
-//   BM_Minivm/ic_update: filling one inline-cache way (its offset and shape
-//     immediates patched live) against BM_Minivm/recompile: compiling the
+//   BM_Minivm/ic_update: filling one inline-cache way (its immediate patched
+//     live) against BM_Minivm/recompile: compiling the
 //     function that holds the cache again (new code, callers retargeted, the
 //     old version's entry tripped and the old code freed).
 #include <benchmark/benchmark.h>
@@ -43,17 +43,15 @@ void BM_Minivm_ic_update(benchmark::State& state) {
   const CodeVersion* work = (*vm)->find_function("work")->current;
   const InlineCache& cache = *work->caches.front();
   // The last way is free (the program shows two shapes): fill it, then empty it, alternately.
-  const int way = InlineCache::kWays - 1;
-  std::uint32_t shape = 0, offset = 0;
+  const std::uintptr_t site = cache.site[InlineCache::kWays - 1];
+  const std::uint64_t filled = InlineCache::way_value(12345, slot_offset_from_tagged(1));
+  std::uint64_t now = 0;
   for (auto _ : state) {
-    const std::uint32_t next_shape = shape ? 0 : 12345, next_offset = offset ? 0 : 23;
-    if (!patch::set_imm32(cache.offset_site[way], offset, next_offset) ||
-        !patch::set_imm32(cache.shape_site[way], shape, next_shape))
-      return state.SkipWithError("patch failed");
-    shape = next_shape;
-    offset = next_offset;
+    const std::uint64_t next = now ? 0 : filled;
+    if (!patch::set_imm64(site, now, next)) return state.SkipWithError("patch failed");
+    now = next;
   }
-  if (shape && !patch::set_imm32(cache.shape_site[way], shape, 0)) state.SkipWithError("restore failed");
+  if (now && !patch::set_imm64(site, now, 0)) state.SkipWithError("restore failed");
 }
 
 void BM_Minivm_recompile(benchmark::State& state) {

@@ -1,6 +1,5 @@
 // Inline-cache misses: the generic property access, then one more way of the
-// cache filled by patching its two immediates (slot offset first, so a
-// thread that sees the new shape id also finds the right offset).
+// cache filled by patching its immediate (shape id and slot offset at once).
 #include <mutex>
 
 #include "patch_sites.hpp"
@@ -14,16 +13,12 @@ void fill_way(InlineCache& cache, std::uint32_t shape, int slot, Counters& count
   const int way = cache.used.load();
   if (way == InlineCache::kWays || cache.owner->retired) return;
   for (int i = 0; i < way; ++i)
-    if (cache.shape[i] == shape) return;  // Another thread filled it meanwhile.
-  const std::int32_t offset = slot_offset_from_tagged(slot);
-  if (!patch::set_imm32(cache.offset_site[way], static_cast<std::uint32_t>(cache.offset[way]),
-                        static_cast<std::uint32_t>(offset)))
-    return;  // Nothing changed: the site stays a miss.
-  cache.offset[way] = offset;
-  if (!patch::set_imm32(cache.shape_site[way], cache.shape[way], shape)) return;  // Shape 0 never matches.
-  cache.shape[way] = shape;
+    if (static_cast<std::uint32_t>(cache.way[i]) == shape) return;  // Another thread filled it meanwhile.
+  const std::uint64_t value = InlineCache::way_value(shape, slot_offset_from_tagged(slot));
+  if (!patch::set_imm64(cache.site[way], cache.way[way], value)) return;  // Nothing changed: the site stays a miss.
+  cache.way[way] = value;
   cache.used.store(way + 1);
-  counters.ic_patches.fetch_add(2, std::memory_order_relaxed);
+  counters.ic_patches.fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace

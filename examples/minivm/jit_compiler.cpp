@@ -27,7 +27,7 @@ std::uint64_t address_of(Fn* fn) {
 // Marks of patch points, turned into addresses once the code has its place.
 struct PendingCache {
   InlineCache* cache;
-  patch::Mark shape[InlineCache::kWays], offset[InlineCache::kWays];
+  patch::Mark way[InlineCache::kWays];
 };
 struct PendingCall {
   CallSite* call;
@@ -218,13 +218,13 @@ void Compiler::arithmetic(const Instr& in, int pc) {
 }
 
 // get a b name / set a name c: the object's shape id against each way's
-// immediate; a match loads or stores at the way's offset immediate.
+// immediate's low half; a match loads or stores at its high half's offset.
 void Compiler::property(const Instr& in, int pc) {
   const bool is_get = in.op == Op::kGet;
   auto& cache = version_.caches.emplace_back(std::make_unique<InlineCache>());
   cache->name = is_get ? in.c : in.b;
   cache->owner = &version_;
-  PendingCache pending{cache.get(), {}, {}};
+  PendingCache pending{cache.get(), {}};
 
   a_.mov(x86::rax, reg(is_get ? in.b : in.a));
   a_.test(x86::al, 1);
@@ -234,10 +234,10 @@ void Compiler::property(const Instr& in, int pc) {
   Label done = a_.newLabel();
   for (int way = 0; way < InlineCache::kWays; ++way) {
     Label next = a_.newLabel();
-    pending.shape[way] = patch::emit_imm32(a_, x86::ecx, 0);
+    pending.way[way] = patch::emit_imm64(a_, x86::rcx, 0);
     a_.cmp(x86::edx, x86::ecx);
     a_.jne(next);
-    pending.offset[way] = patch::emit_imm32(a_, x86::ecx, 0);
+    a_.shr(x86::rcx, 32);
     if (is_get)
       a_.mov(x86::rax, x86::qword_ptr(x86::rax, x86::rcx));
     else
@@ -311,8 +311,7 @@ punch::Status Compiler::place(const asmjit::CodeHolder& code, std::uintptr_t bas
   };
   for (const PendingCache& p : caches_)
     for (int way = 0; way < InlineCache::kWays; ++way) {
-      if (auto ok = at(p.shape[way], p.cache->shape_site[way]); !ok) return ok;
-      if (auto ok = at(p.offset[way], p.cache->offset_site[way]); !ok) return ok;
+      if (auto ok = at(p.way[way], p.cache->site[way]); !ok) return ok;
     }
   for (const PendingCall& p : calls_)
     if (auto ok = at(p.at, p.call->site); !ok) return ok;

@@ -126,7 +126,7 @@ TEST(MinivmJit, PolymorphicCacheFillsOneWayPerShapeAndStopsAtFour) {
   ASSERT_EQ(version->caches.size(), 2u);
   for (const auto& cache : version->caches) {
     EXPECT_EQ(cache->used.load(), InlineCache::kWays);
-    for (int i = 0; i < InlineCache::kWays; ++i) EXPECT_NE(cache->shape[i], 0u);
+    for (int i = 0; i < InlineCache::kWays; ++i) EXPECT_NE(cache->way[i], 0u);
   }
 }
 
@@ -156,7 +156,7 @@ TEST(MinivmJit, InvalidatedFunctionsRunInTheInterpreterThenTierUpAgain) {
   for (std::size_t i = 0; i < vm->function_count(); ++i) EXPECT_NE(vm->function(static_cast<int>(i)).entry.load(), nullptr);
 }
 
-TEST(MinivmJit, ACacheUpdateWithAStaleExpectedValueIsRefusedAndChangesNothing) {
+TEST(MinivmJit, ACacheUpdateWithAStaleExpectedWayIsRefusedAndChangesNothing) {
   auto vm = must_create(must_assemble(read_program("properties")), Tier::kEager);
   ASSERT_TRUE(vm);
   const std::string expected = run_times(*vm, 1)[0];
@@ -164,12 +164,12 @@ TEST(MinivmJit, ACacheUpdateWithAStaleExpectedValueIsRefusedAndChangesNothing) {
   ASSERT_NE(work, nullptr);
   const InlineCache& cache = *work->current->caches.front();
   ASSERT_GE(cache.used.load(), 1);
-  const auto* site = reinterpret_cast<const std::uint8_t*>(cache.shape_site[0]);
-  const std::vector<std::uint8_t> before(site, site + 5);
-  auto refused = patch::set_imm32(cache.shape_site[0], cache.shape[0] + 1, 12345);
+  const auto* site = reinterpret_cast<const std::uint8_t*>(cache.site[0]);
+  const std::vector<std::uint8_t> before(site, site + 10);
+  auto refused = patch::set_imm64(cache.site[0], cache.way[0] + 1, 12345);
   ASSERT_FALSE(refused);
-  EXPECT_EQ(refused.error().address, cache.shape_site[0]) << refused.error().describe();
-  EXPECT_EQ(std::vector<std::uint8_t>(site, site + 5), before);
+  EXPECT_EQ(refused.error().address, cache.site[0]) << refused.error().describe();
+  EXPECT_EQ(std::vector<std::uint8_t>(site, site + 10), before);
   EXPECT_EQ(run_times(*vm, 1)[0], expected);
 }
 

@@ -10,8 +10,8 @@ punch::Result<std::uintptr_t> resolve(const Mark& mark, const asmjit::CodeHolder
   return point->address;
 }
 
-punch::Status set_imm32(std::uintptr_t site, std::uint32_t expected, std::uint32_t value) {
-  return pp::set_imm32({site, pp::PatchPointKind::kImm32}, value, expected);
+punch::Status set_imm64(std::uintptr_t site, std::uint64_t expected, std::uint64_t value) {
+  return pp::set_imm64({site, pp::PatchPointKind::kImm64}, value, expected);
 }
 
 punch::Status retarget_calls(std::span<const Retarget> sites) {

@@ -3,7 +3,7 @@
 // other threads run the code.
 //
 // Every patchable spot of the JIT goes through this file: an inline cache's
-// shape id and slot offset (`mov r32, imm32`), a call site (`call rel32`), a
+// way (`mov r64, imm64`: shape id and slot offset), a call site (`call rel32`), a
 // guard (a 5-byte nop that becomes `jmp rel32` to a deopt exit) and a code
 // version's entry (a guard whose target is the function's interpreter stub).
 // Each is one instruction, so a change never needs the thread fix-up round.
@@ -22,8 +22,8 @@ namespace minivm::patch {
 using Mark = punch::patcher::PatchPointMark;
 
 // Emitters: each returns the mark of one patch point.
-inline Mark emit_imm32(asmjit::x86::Assembler& a, asmjit::x86::Gp reg, std::uint32_t value) {
-  return punch::patcher::emit_imm32_point(a, reg, value);
+inline Mark emit_imm64(asmjit::x86::Assembler& a, asmjit::x86::Gp reg, std::uint64_t value) {
+  return punch::patcher::emit_imm64_point(a, reg, value);
 }
 inline Mark emit_call(asmjit::x86::Assembler& a, std::uintptr_t target) {
   return punch::patcher::emit_call_point(a, target);
@@ -36,8 +36,8 @@ inline Mark emit_entry(asmjit::x86::Assembler& a) { return punch::patcher::emit_
 //! The address `mark` became in `code` placed at `base`, checked.
 punch::Result<std::uintptr_t> resolve(const Mark& mark, const asmjit::CodeHolder& code, std::uintptr_t base);
 
-//! Changes the immediate of an emit_imm32 point from `expected` to `value`.
-punch::Status set_imm32(std::uintptr_t site, std::uint32_t expected, std::uint32_t value);
+//! Changes the immediate of an emit_imm64 point from `expected` to `value`.
+punch::Status set_imm64(std::uintptr_t site, std::uint64_t expected, std::uint64_t value);
 
 struct Retarget {
   std::uintptr_t site;

@@ -48,15 +48,18 @@ struct ThreadState {
   }
 };
 
-//! An inline cache of one get or set in one code version: up to kWays
-//! (shape id, slot offset) pairs, each a pair of patchable immediates.
+//! An inline cache of one get or set in one code version: up to kWays ways,
+//! each one patchable `mov rcx, imm64` holding a shape id (low half) and the
+//! slot's offset (high half), so a way changes in one instruction and no
+//! thread can see a shape id with another shape's offset.
 struct InlineCache {
   static constexpr int kWays = 4;
+  static std::uint64_t way_value(std::uint32_t shape, std::int32_t offset) {
+    return shape | std::uint64_t{static_cast<std::uint32_t>(offset)} << 32;
+  }
   int name = 0;
-  std::uintptr_t shape_site[kWays] = {};
-  std::uintptr_t offset_site[kWays] = {};
-  std::uint32_t shape[kWays] = {};
-  std::int32_t offset[kWays] = {};
+  std::uintptr_t site[kWays] = {};
+  std::uint64_t way[kWays] = {};  // What each way's immediate holds; 0 (shape 0) never matches.
   std::atomic<int> used{0};  // Filled ways (the first is the monomorphic state); grows under the patch lock.
   CodeVersion* owner = nullptr;
 };
