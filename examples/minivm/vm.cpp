@@ -23,7 +23,7 @@ ThreadState::ThreadState(Vm& owner_vm) : vm(owner_vm), stack(1 << 14) {
 ThreadState::~ThreadState() { vm.remove_thread(this); }
 
 Vm::Vm(Program program, Tier tier, std::uint32_t hot_calls, punch::runtime::CodeHeap& heap)
-    : program_(std::move(program)), tier_(tier), hot_calls_(hot_calls), heap_(heap), jit_(heap) {
+    : program_(std::move(program)), tier_(tier), hot_calls_(hot_calls), jit_(heap) {
   for (std::size_t i = 0; i < program_.functions.size(); ++i) {
     FunctionState& f = functions_.emplace_back();
     f.code = &program_.functions[i];

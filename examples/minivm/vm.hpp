@@ -94,7 +94,6 @@ class Vm {
   Program program_;
   Tier tier_;
   std::uint32_t hot_calls_;
-  punch::runtime::CodeHeap& heap_;
   punch::runtime::Jit jit_;
   ShapeTable shapes_;
   std::deque<FunctionState> functions_;
