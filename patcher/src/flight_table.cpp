@@ -19,6 +19,15 @@ std::atomic<std::uint64_t> g_readers{0};
 std::atomic<std::size_t> g_published{0};
 std::atomic<std::size_t> g_published_copy_bytes{0};
 
+// Remembered sites: address << 1 | (trap is hlt). Entries [0, count) are
+// valid; written only under the live lock, read by trap handlers.
+std::atomic<std::uintptr_t> g_retired_sites[kMaxRetiredSites];
+std::atomic<std::size_t> g_retired_count{0};
+
+std::uintptr_t retired_entry(std::uintptr_t site, TrapInstruction trap) noexcept {
+  return site << 1 | (trap == TrapInstruction::kHlt ? 1 : 0);
+}
+
 static_assert(std::atomic<Generation*>::is_always_lock_free);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -101,6 +110,27 @@ std::vector<Generation*> published_generations() {
     if (Generation* g = slot.load(std::memory_order_acquire)) out.push_back(g);
   return out;
 }
+
+bool remember_retired_sites(const Generation& generation) noexcept {
+  const std::size_t count = g_retired_count.load(std::memory_order_relaxed);
+  if (generation.sites.size() > kMaxRetiredSites - count) return false;
+  for (std::size_t i = 0; i < generation.sites.size(); ++i)
+    g_retired_sites[count + i].store(retired_entry(generation.sites[i].address, generation.trap),
+                                     std::memory_order_relaxed);
+  // Published before the generation leaves its slot (unpublish is sequentially consistent).
+  g_retired_count.store(count + generation.sites.size(), std::memory_order_seq_cst);
+  return true;
+}
+
+bool is_retired_site(std::uintptr_t site, TrapInstruction trap) noexcept {
+  const std::uintptr_t entry = retired_entry(site, trap);
+  const std::size_t count = g_retired_count.load(std::memory_order_seq_cst);
+  for (std::size_t i = 0; i < count; ++i)
+    if (g_retired_sites[i].load(std::memory_order_relaxed) == entry) return true;
+  return false;
+}
+
+void forget_retired_sites() noexcept { g_retired_count.store(0, std::memory_order_seq_cst); }
 
 ReadGuard::ReadGuard() noexcept { g_readers.fetch_add(1, std::memory_order_seq_cst); }
 ReadGuard::~ReadGuard() { g_readers.fetch_sub(1, std::memory_order_seq_cst); }

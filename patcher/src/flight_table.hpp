@@ -121,6 +121,29 @@ struct PublishedTotals {
 };
 PublishedTotals published_totals() noexcept;
 
+//! Sites of generations that were unpublished without a rendezvous. A
+//! generation with no out-of-line copies (every old instruction emulated: the
+//! one-instruction changes of patch points) leaves nothing a thread can be
+//! inside, and its trap bytes are gone; all a thread can still have is a trap
+//! taken there whose signal is not yet handled (or a stale trap byte a core
+//! still sees). Its handler finds the site here, sees the byte there is no
+//! longer the trap, and re-runs it. So such generations are reclaimed at once,
+//! and a rendezvous (whose cost grows with the thread count) is needed only
+//! when this table is full: it proves no thread is between a trap and its
+//! handler, and the table is emptied.
+constexpr std::size_t kMaxRetiredSites = std::size_t{1} << 16;
+
+//! Records the first bytes of `generation`'s sites (under the live lock).
+//! False, recording nothing, when they do not fit.
+bool remember_retired_sites(const Generation& generation) noexcept;
+
+//! Whether `site` is a remembered site of a generation that used `trap`. Async-signal-safe.
+bool is_retired_site(std::uintptr_t site, TrapInstruction trap) noexcept;
+
+//! Forgets every remembered site (under the live lock, once a rendezvous
+//! proved that no thread is between a trap and its handler).
+void forget_retired_sites() noexcept;
+
 //! Holds off unpublish() while a signal handler reads the slots.
 class ReadGuard {
  public:

@@ -344,6 +344,15 @@ Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {
   std::vector<std::size_t> owner;  // Per range: its generation in `candidates`.
   for (Generation* g : published_generations()) {
     if (g->state.load(std::memory_order_acquire) != GenerationState::kDraining) continue;
+    // No copies, so no thread inside one: its sites are remembered for the
+    // trap handler, and it goes now, with no sync and no rendezvous (see
+    // remember_retired_sites). Only a full table needs the round below.
+    if (g->blocks.empty() && remember_retired_sites(*g)) {
+      unpublish(g);
+      delete g;
+      g_counters.generations_retired_early.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
     for (const CopyBlock& b : g->blocks) {
       ranges.push_back({b.address, b.address + b.size});
       owner.push_back(candidates.size());
@@ -367,6 +376,9 @@ Result<std::size_t> reclaim_generations(std::chrono::milliseconds timeout) {
   auto in_use = runtime::ranges_in_use(ranges, timeout);
   if (!in_use) return tl::unexpected(std::move(in_use).error());
   if (in_use->back()) return candidates.size();  // Some thread may still be about to run a trap handler.
+  // Every thread answered: none is between a trap and its handler, so the
+  // sites remembered before this round are needed no more.
+  forget_retired_sites();
   std::vector<bool> busy(candidates.size(), false);
   for (std::size_t r = 0; r + 1 < ranges.size(); ++r)
     if ((*in_use)[r]) busy[owner[r]] = true;

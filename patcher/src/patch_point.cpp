@@ -422,7 +422,15 @@ struct PatchPointBatch::State {
                   std::string(to_string(point.kind)) + " patch point holds " + hex(state.value) + ", not the expected " +
                       hex(*expected));
     PUNCH_TRY_ASSIGN(std::vector<std::uint8_t> replacement, make(state));
-    Site site{point.address, std::move(state.bytes), std::move(replacement), std::nullopt};
+    // Its container: the global heap's allocation that holds it (found by the
+    // validation: one read and one decode per function, and neighbouring points
+    // share writes), or, for code elsewhere (a private CodeHeap), the point's
+    // own instruction, which the JIT emitted to be changed.
+    std::optional<disasm::FunctionExtent> extent;
+    if (!last_block.contains(point.address))
+      extent = disasm::FunctionExtent{point.address, point.address + state.bytes.size(),
+                                      disasm::FunctionExtent::Source::kCaller};
+    Site site{point.address, std::move(state.bytes), std::move(replacement), extent};
     PUNCH_TRY(transaction.add(std::move(site)));
     points.push_back(point);
     return {};

@@ -161,6 +161,12 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         }
       }
     }
+    // A site of a generation already reclaimed without a rendezvous (see
+    // flight_table.hpp): its change has landed when the byte there is no
+    // longer the trap (a trap byte still there is someone else's int3).
+    if (!in_flight && !finished && is_retired_site(site, kind) &&
+        *reinterpret_cast<const volatile std::uint8_t*>(site) != trap_byte(kind))
+      finished = true;
     if (in_flight || finished) {
       if (!in_flight) {  // Re-run the site: its change landed (while we slept, or before the trap was delivered).
         rip = static_cast<greg_t>(site);

@@ -437,7 +437,10 @@ TEST(PatchPoint, InvalidatedEntryGoesToTheStubAndTheCodeIsFreedAndReused) {
   ASSERT_EQ(f.points.size(), 2u);
   EXPECT_EQ(f.points[0].address, f.address);
   EXPECT_EQ(f.as<int (*)()>()(), 1);
-  ASSERT_TRUE(invalidate_entry(f.address, stub));
+  {
+    const Status invalidated = invalidate_entry(f.address, stub);
+    ASSERT_TRUE(invalidated) << invalidated.error().describe();
+  }
   EXPECT_EQ(f.as<int (*)()>()(), -1);
   EXPECT_TRUE(invalidate_entry(f.address, stub));  // Idempotent.
   auto other = invalidate_entry(f.address, stub + 16);
@@ -513,16 +516,19 @@ TEST(PatchPoint, RetiredCodeWaitsWhileAThreadRunsInsideIt) {
     (void)f.as<int (*)()>()();
   });
   while (!started) std::this_thread::yield();
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Inside the loop by now (or soon: checked below).
-  ASSERT_TRUE(invalidate_entry(f.address, stub));
-  EXPECT_EQ(f.as<int (*)()>()(), -1);  // New calls take the stub; the runner stays in the old code.
-  ASSERT_TRUE(retire_code(jit, reinterpret_cast<void*>(f.address)));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // Inside the loop by now.
+  const Status invalidated = invalidate_entry(f.address, stub);
+  const int now = f.as<int (*)()>()();  // New calls take the stub; the runner stays in the old code.
+  const Status retired = retire_code(jit, reinterpret_cast<void*>(f.address));
   auto first = free_retired_code();
+  spin = 0;
+  runner.join();
+  ASSERT_TRUE(invalidated) << invalidated.error().describe();
+  EXPECT_EQ(now, -1);
+  ASSERT_TRUE(retired) << retired.error().describe();
   ASSERT_TRUE(first) << first.error().describe();
   EXPECT_EQ(first->freed, 0u);
   EXPECT_EQ(first->waiting, 1u);
-  spin = 0;
-  runner.join();
   auto second = free_retired_code();
   ASSERT_TRUE(second) << second.error().describe();
   EXPECT_EQ(second->freed, 1u);
