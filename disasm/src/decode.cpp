@@ -114,6 +114,10 @@ Status decode_into(CodeSpan code, std::uintptr_t address, ZydisView& view, Instr
   // A relative immediate: a direct branch (jmp/jcc/call/jrcxz/loop) or xbegin's abort target.
   bool relative_branch = false;
   for (const auto& imm : insn.raw.imm) {
+    if (imm.size != 0 && !imm.is_relative && out.imm_size == 0) {
+      out.imm_offset = imm.offset;
+      out.imm_size = imm.size / 8;
+    }
     if (imm.size != 0 && imm.is_relative) {
       relative_branch = true;
       out.has_branch_target = true;

@@ -80,6 +80,9 @@ struct Generation {
   bool waitable = false;
   pid_t coordinator = 0;                   //!< The thread running the change: never waits for itself.
   mutable std::atomic<std::uint32_t> waiters{0};  //!< Threads asleep on `state` (the coordinator wakes them only then).
+  //! Threads the trap handler sent into its copies (Emulation::kNone). A
+  //! generation none entered is reclaimed without a rendezvous.
+  mutable std::atomic<std::uint32_t> copies_entered{0};
   //! Some copy can leave other than through the jump back to its site's end
   //! (a branch or call out of the site, an indirect jump or call): a thread
   //! inside it may reach code a caller frees after the run, so the run drains
@@ -122,9 +125,10 @@ struct PublishedTotals {
 PublishedTotals published_totals() noexcept;
 
 //! Sites of generations that were unpublished without a rendezvous. A
-//! generation with no out-of-line copies (every old instruction emulated: the
-//! one-instruction changes of patch points) leaves nothing a thread can be
-//! inside, and its trap bytes are gone; all a thread can still have is a trap
+//! generation whose out-of-line copies no thread entered (or that has none:
+//! every old instruction emulated, as in most one-instruction changes of
+//! patch points) leaves nothing a thread can be inside, and its trap bytes
+//! are gone; all a thread can still have is a trap
 //! taken there whose signal is not yet handled (or a stale trap byte a core
 //! still sees). Its handler finds the site here, sees the byte there is no
 //! longer the trap, and re-runs it. So such generations are reclaimed at once,

@@ -4,13 +4,14 @@
 // Every change replaces one whole instruction with one whole instruction of
 // the same length, so the live protocol never needs the fix-up round, and the
 // trap handler carries out the old instruction itself for calls, jumps, nops
-// and constant loads (no out-of-line copy). Each site names its own
-// instruction as its extent: the JIT emitted it to be changed and binds no
-// label inside it, and the branch scan of the whole function at every change
-// would cost as much as the function is long.
+// and constant loads (no out-of-line copy). A site's container is the global
+// heap allocation that holds it (one read and decode per function, and
+// neighbouring points share writes), or, for code elsewhere, its own
+// instruction (see State::add).
 #include <punch/patcher/patch_point.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -232,7 +233,8 @@ struct RetiredBlock {
 
 struct RetiredCode {
   runtime::ForkSafeMutex mutex{runtime::LockRank::kRetiredCode};
-  std::vector<RetiredBlock> blocks;  // Guarded by mutex.
+  std::vector<RetiredBlock> blocks;   // Guarded by mutex.
+  std::atomic<std::size_t> count{0};  // blocks.size(): a batch's add skips the lock when nothing is retired.
 
   const RetiredBlock* holding(std::uintptr_t address, std::size_t size) const {
     for (const RetiredBlock& b : blocks)
@@ -410,7 +412,7 @@ struct PatchPointBatch::State {
   template <class Make>
   Status add(PatchPoint point, std::optional<std::uint64_t> expected, Make make) {
     if (committed) return fail(ErrorCode::kInvalidArgument, point.address, "the patch point batch is committed");
-    {
+    if (retired().count.load(std::memory_order_acquire) != 0) {  // commit() checks again under the lock.
       std::lock_guard guard(retired().mutex);
       if (retired().holding(point.address, 1))
         return fail(ErrorCode::kNotOwned, point.address,
@@ -587,6 +589,7 @@ Status retire_code(runtime::Jit& jit, const void* function) {
   if (retired().holding(address, size))
     return fail(ErrorCode::kConflict, address, "retire_code: the code is already retired");
   retired().blocks.push_back({&jit.heap(), {address, address + size}});
+  retired().count.store(retired().blocks.size(), std::memory_order_release);
   return {};
 }
 
@@ -615,11 +618,13 @@ Result<RetiredCodeStats> free_retired_code(std::chrono::milliseconds timeout) {
       // Keep what is left retired: nothing was lost, the caller may retry.
       for (std::size_t k = i; k < blocks.size(); ++k) waiting.push_back(blocks[k]);
       blocks = std::move(waiting);
+      retired().count.store(blocks.size(), std::memory_order_release);
       return tl::unexpected(std::move(freed).error().with_context("free_retired_code"));
     }
     ++stats.freed;
   }
   blocks = std::move(waiting);
+  retired().count.store(blocks.size(), std::memory_order_release);
   stats.waiting = blocks.size();
   return stats;
 }

@@ -154,6 +154,8 @@ void on_trap(int sig, siginfo_t* info, void* context) {
         const FlightSite* s = g->site_at(site);
         if (!s) continue;
         if (wait_for_run(*g, slept) != kDraining) {
+          // Counted before the thread is sent there, under the guard: reclamation looks after unpublishing.
+          if (s->emulation == Emulation::kNone) g->copies_entered.fetch_add(1, std::memory_order_seq_cst);
           run_old_code(uc, *s);  // Under the guard: the generation cannot be freed meanwhile.
           in_flight = true;
         } else {

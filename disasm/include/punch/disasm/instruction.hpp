@@ -53,6 +53,8 @@ struct Instruction {
   std::uintptr_t memory_target = 0; //!< Its absolute address.
   std::uint8_t rel_offset = 0;      //!< Offset of the relative field (branch immediate or RIP displacement).
   std::uint8_t rel_size = 0;        //!< 0 when none, else 1 or 4 bytes.
+  std::uint8_t imm_offset = 0;      //!< Offset of the first immediate that is not relative.
+  std::uint8_t imm_size = 0;        //!< Its size in bytes, 0 when none.
   bool is_padding = false;          //!< nop (any form) or int3.
   bool is_endbr64 = false;
 

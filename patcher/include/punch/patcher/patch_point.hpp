@@ -33,7 +33,8 @@
 // out of reach of where the code lands fails in Jit::add (asmjit's
 // relocation); pass code_window(marks) to Jit::add so the code is placed
 // where every target is in reach (CodeHeap allocates inside the window, or
-// fails with kOutOfMemory), and an update to a target out of reach is refused
+// fails: kInvalidArgument when the window is empty, no place reaching every
+// target, kOutOfMemory when it has no room), and an update to a target out of reach is refused
 // with kOutOfRange naming the point and the target. For any target anywhere,
 // use emit_far_call_point (`mov r11, imm64; call r11`): its point is the
 // 10-byte move, retargeted with set_call_target like a `call rel32`.
