@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <map>
+#include <string>
 
 #include <asmjit/x86.h>
 
@@ -337,7 +338,8 @@ punch::Result<std::unique_ptr<CodeVersion>> compile_function(Vm& vm, FunctionSta
   code.init(punch::runtime::Jit::environment());
   Compiler compiler(vm, f, *version, code);
   compiler.emit();
-  auto added = jit.add(code, compiler.window());
+  const std::string name = "minivm:" + f.code->name;  // What perf, gdb and walk_stack call it.
+  auto added = jit.add(code, {name}, compiler.window());
   if (!added) return tl::unexpected(std::move(added).error());
   version->begin = reinterpret_cast<std::uintptr_t>(*added);
   if (auto ok = compiler.place(code, version->begin); !ok) {

@@ -1,6 +1,8 @@
 #include "vm.hpp"
 
 #include <algorithm>
+#include <string>
+#include <vector>
 
 #include <asmjit/x86.h>
 
@@ -52,6 +54,7 @@ Vm::~Vm() {
 punch::Status Vm::make_stubs() {
   std::vector<asmjit::CodeHolder> holders(functions_.size());
   std::vector<asmjit::CodeHolder*> all;
+  std::vector<std::string> names;
   for (std::size_t i = 0; i < functions_.size(); ++i) {
     holders[i].init(punch::runtime::Jit::environment());
     asmjit::x86::Assembler a(&holders[i]);
@@ -59,8 +62,11 @@ punch::Status Vm::make_stubs() {
     a.mov(asmjit::x86::rax, reinterpret_cast<std::uint64_t>(&jit_helpers::call_interpreted));
     a.jmp(asmjit::x86::rax);
     all.push_back(&holders[i]);
+    names.push_back("minivm:interpret:" + functions_[i].code->name);
   }
-  auto added = jit_.add_batch(all);
+  std::vector<punch::runtime::JitFunctionInfo> infos;
+  for (const std::string& name : names) infos.push_back({name});
+  auto added = jit_.add_batch(all, infos);
   if (!added) return tl::unexpected(std::move(added).error());
   stubs_ = *added;
   for (std::size_t i = 0; i < functions_.size(); ++i) functions_[i].stub = reinterpret_cast<std::uintptr_t>(stubs_[i]);
