@@ -93,5 +93,36 @@ TEST(BranchSweep, EmptySpanFindsNothing) {
   EXPECT_EQ(counts.instructions, 0u);
 }
 
+// clang's -fsanitize=function signatures are data among code: decoded as
+// code, the type bytes of `eb 06 76 32 e0 f1 00 01` read as `loopne` back
+// into the function before (a hook on it was refused, found under ASan). The
+// sweep steps over both forms whole; the signature's own jump is still a branch.
+TEST(BranchSweep, StepsOverClangFunctionSignatures) {
+  const std::vector<std::uint8_t> before_clang_17 = {
+      0x48, 0x83, 0xc0, 0x01,                          // 0x00 add rax, 1 (the function before)
+      0xc3,                                            // 0x04 ret
+      0xcc, 0xcc, 0xcc,                                // 0x05 padding
+      0xeb, 0x06, 0x76, 0x32, 0xe0, 0xf1, 0x00, 0x01,  // 0x08 jmp .+8; "v2"; type offset
+      0x55,                                            // 0x10 push rbp
+      0xc3,                                            // 0x11 ret
+  };
+  SweepCounts counts;
+  EXPECT_EQ(sweep(before_clang_17, &counts), (std::vector<DirectBranch>{{kBase + 0x08, kBase + 0x10}}));
+  EXPECT_EQ(counts.signatures, 1u);
+
+  const std::vector<std::uint8_t> from_clang_17 = {
+      0xc3,                                            // 0x00 ret
+      0xfe, 0xca, 0x05, 0xc1, 0x12, 0x74, 0xf0, 0x00,  // 0x01 0xc105cafe, a hash with `je` in it
+      0x55, 0xc3,                                      // 0x09 push rbp; ret
+  };
+  EXPECT_TRUE(sweep(from_clang_17, &counts).empty());
+  EXPECT_EQ(counts.signatures, 1u);
+
+  // The same bytes anywhere they are not a whole signature are decoded as usual.
+  const std::vector<std::uint8_t> cut = {0xeb, 0x06, 0x76, 0x32};  // Too short to hold one.
+  EXPECT_EQ(sweep(cut, &counts), (std::vector<DirectBranch>{{kBase, kBase + 8}, {kBase + 2, kBase + 0x36}}));
+  EXPECT_EQ(counts.signatures, 0u);
+}
+
 }  // namespace
 }  // namespace punch::disasm

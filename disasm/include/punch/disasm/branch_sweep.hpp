@@ -20,6 +20,7 @@ struct DirectBranch {
 struct SweepCounts {
   std::size_t instructions = 0;  //!< Instructions decoded.
   std::size_t skipped = 0;       //!< Undecodable bytes stepped over one at a time.
+  std::size_t signatures = 0;    //!< Compiler data among code stepped over whole (clang's -fsanitize=function).
 };
 
 //! Appends to `out` every direct relative branch of `code` (jmp, jcc, call
@@ -28,7 +29,9 @@ struct SweepCounts {
 //! span's first byte. An undecodable byte is stepped over alone, and the
 //! sweep goes on from the next one, which soon falls back into step with
 //! real instructions. Data among the code decodes as whatever it looks like,
-//! so some of what it finds may be no branch at all: the result answers
+//! so some of what it finds may be no branch at all (except the data
+//! compilers put there on purpose, clang's -fsanitize=function signatures,
+//! which it steps over whole): the result answers
 //! "might something branch here?", for a check that must not miss a real one.
 //! Targets are reported wherever they land, inside the span or not.
 SweepCounts sweep_direct_branches(CodeSpan code, std::vector<DirectBranch>& out);
