@@ -1,16 +1,8 @@
 // Entries that other hooking libraries' tests hook, for hook_entry_test.cpp.
 // Global, typed and sized so that function_containing() finds them.
+#include "asm_function.inc"
         .intel_syntax noprefix
         .text
-        .macro TARGET name
-        .p2align 4, 0xcc
-        .globl \name
-        .type \name, @function
-\name:
-        .endm
-        .macro END name
-        .size \name, . - \name
-        .endm
 
 // `movabs rax, imm64; ret` (11 bytes, then int3 padding): the 16-byte absolute
 // entry steals all of it and the padding.

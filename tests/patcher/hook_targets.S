@@ -1,16 +1,8 @@
 // Functions with known entries for the hook tests. Global, typed and sized
 // so that function_containing() finds them. SysV ABI: long f(long x).
+#include "asm_function.inc"
         .intel_syntax noprefix
         .text
-        .macro TARGET name
-        .p2align 4, 0xcc
-        .globl \name
-        .type \name, @function
-\name:
-        .endm
-        .macro END name
-        .size \name, . - \name
-        .endm
 
 // A multi-instruction prologue after endbr64 (push/mov/lea stolen): returns 3x + 7.
 TARGET hook_target_prologue

@@ -1,16 +1,8 @@
 // Functions for the mid hook tests. Each has a local label `.Lname_site`, an
 // instruction inside it, whose address mid_sites.name (below) exports.
+#include "asm_function.inc"
         .intel_syntax noprefix
         .text
-        .macro TARGET name
-        .p2align 4, 0xcc
-        .globl \name
-        .type \name, @function
-\name:
-        .endm
-        .macro END name
-        .size \name, . - \name
-        .endm
 
 // (x + 1) * 3 + 5. At the site rax == x + 1.
 TARGET mid_target_add
