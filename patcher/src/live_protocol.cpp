@@ -405,7 +405,15 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
   // (posix_spawn) runs in this memory with default handlers. Held threads
   // meet no trap byte at all. Only with membarrier: the signal method of
   // sync needs every thread to answer, which a held thread cannot.
+  //
+  // Threads asleep in poll, nanosleep and the like are left asleep (a signal
+  // would make their call fail with EINTR), and the hold puts a tripwire over
+  // the instruction each resumes at: one that wakes during the change is held
+  // before it runs anything, so it cannot start a vfork child either.
   if (any_code && options.hold_threads && runtime::sync_method() == runtime::SyncMethod::kMembarrier) {
+    std::vector<runtime::CodeRange> changing;  // Built before the hold: no allocation while threads are held.
+    changing.reserve(sites.size());
+    for (const CheckedSite& s : sites) changing.push_back({s.address, s.address + s.from.size()});
     auto held = runtime::ThreadHold::hold_other_threads(options.thread_timeout);
     if (!held) {
       free_unused_copies();
@@ -413,6 +421,12 @@ Status run_protocol(const CheckedBatch& batch, const TransactionOptions& options
                                                        ": nothing changed, the other threads could not be held still"));
     }
     hold.emplace(std::move(*held));
+    if (auto guarded = hold->guard_sleepers(**writer, trap_byte(options.trap), changing, options.thread_timeout);
+        !guarded) {
+      free_unused_copies();  // Releases the threads (and takes the tripwires away) first.
+      return fail(std::move(guarded).error().with_context(
+          std::string(what) + ": nothing changed, a sleeper woke and could not be held still"));
+    }
     protocol.hold(&*hold);
   }
 

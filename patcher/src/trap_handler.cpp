@@ -11,6 +11,10 @@
 // byte after it was replaced) re-runs the site, which now holds the new code
 // in full.
 //
+// A trap at a tripwire that a hold put over a sleeper's resume address
+// (runtime::ThreadHold::guard_sleepers) is the hold's, not a site's: that
+// thread woke while the others are held, and is held with them.
+//
 // Where the run allows it (Generation::waitable), a thread that traps while
 // the coordinator is still changing the sites first sleeps until the change
 // has landed, then re-runs the site: a user-space trap costs a signal
@@ -38,6 +42,7 @@
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/sync.hpp>
+#include <punch/runtime/woken_sleepers.hpp>
 
 #include "flight_table.hpp"
 #include "lock_ranks.hpp"
@@ -146,6 +151,13 @@ void on_trap(int sig, siginfo_t* info, void* context) {
   if (info->si_code == SI_KERNEL) {
     const TrapInstruction kind = sig == SIGTRAP ? TrapInstruction::kInt3 : TrapInstruction::kHlt;
     const std::uintptr_t site = static_cast<std::uintptr_t>(rip) - (sig == SIGTRAP ? 1 : 0);
+    // A sleeper the hold left asleep, woken while code changes: held until the change is done.
+    if (const auto caught = runtime::catch_woken_sleeper(site, trap_byte(kind), uc);
+        caught != runtime::SleeperCatch::kNotATripwire) {
+      if (caught == runtime::SleeperCatch::kHeld) g_counters.sleepers_caught.fetch_add(1, std::memory_order_relaxed);
+      errno = saved_errno;
+      return;
+    }
     bool in_flight = false, finished = false, slept = false;
     {
       ReadGuard guard;

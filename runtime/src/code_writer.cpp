@@ -159,8 +159,9 @@ Status CodeWriter::write_each(std::span<const Piece> pieces, std::size_t& writte
   for (written = 0; written < pieces.size(); ++written) {
     const Piece& piece = pieces[written];
     if (fd >= 0 && piece.address != 0 && within_one_page(piece.address, piece.bytes.size()) &&
-        ::pwrite(fd, piece.bytes.data(), piece.bytes.size(), static_cast<off_t>(piece.address)) ==
-            static_cast<ssize_t>(piece.bytes.size())) {
+        raw_syscall(SYS_pwrite64, fd, reinterpret_cast<long>(piece.bytes.data()),
+                    static_cast<long>(piece.bytes.size()), static_cast<long>(piece.address)) ==
+            static_cast<long>(piece.bytes.size())) {
       detail::discard_stale_translations(piece.address, piece.bytes.size());
       continue;
     }

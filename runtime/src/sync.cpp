@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/threads.hpp>
 
 #include "fault_seam.hpp"
@@ -22,7 +23,8 @@ namespace {
 enum : int { kUndecided = -1, kUseMembarrier = 0, kUseSignals = 1 };
 std::atomic<int> g_method{kUndecided};
 
-long membarrier(int cmd) { return ::syscall(SYS_membarrier, cmd, 0, 0); }
+// Raw: a change may be under way, with a tripwire over libc's syscall() (threads.cpp).
+long membarrier(int cmd) { return raw_syscall(SYS_membarrier, cmd, 0, 0); }
 
 bool register_membarrier() {
   long supported = membarrier(MEMBARRIER_CMD_QUERY);
@@ -60,9 +62,10 @@ std::atomic<int> g_serializes_caller{0};
 bool membarrier_sync_core() {
   bool reregistered = false;
   for (;;) {
-    if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE) == 0) return true;
-    if (errno == EINTR) continue;
-    if (errno == EPERM && !reregistered && register_membarrier()) {
+    const long result = membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE);
+    if (result == 0) return true;
+    if (result == -EINTR) continue;
+    if (result == -EPERM && !reregistered && register_membarrier()) {
       reregistered = true;
       continue;
     }

@@ -40,10 +40,13 @@
 #include <punch/runtime/fork_safe_mutex.hpp>
 #include <punch/runtime/raw_syscall.hpp>
 #include <punch/runtime/safe_read.hpp>
+#include <punch/runtime/serialize.hpp>
 #include <punch/runtime/sync.hpp>
+#include <punch/runtime/woken_sleepers.hpp>
 
 #include "parked_threads.hpp"
 #include "proc_self_fd.hpp"
+#include "sleeper_tripwires.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -62,6 +65,10 @@ std::atomic<pid_t> g_hold_owner{0};       // The thread that holds the others, w
 std::atomic<std::uint32_t> g_released{0};  // Futex word of held threads: 1 once they may go on.
 std::atomic<std::uint32_t> g_answers{0};  // Futex word: bumped by every answer.
 std::atomic<bool> g_coordinator_sleeps{false};  // Answers wake the futex only then (a wake is a syscall).
+// Sleepers caught by their tripwire (catch_woken_sleeper) and held outside the slots.
+std::atomic<pid_t> g_caught[kMaxThreads];
+std::atomic<std::size_t> g_caught_count{0};
+std::atomic<std::uint32_t> g_catching{0};  // Threads inside catch_woken_sleeper: release() waits for them.
 
 constexpr std::uint64_t slot_word(pid_t tid, SlotState state) {
   return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(tid)) << 32) | state;
@@ -219,19 +226,21 @@ Result<std::vector<pid_t>> other_threads() {
 // Reads /proc/self/task/<tid>/<file> (through the kept task directory) into
 // `text`, NUL-terminated: 0, or the errno (ENODATA when empty). Allocates
 // nothing: it runs while threads are held, and a held thread may be inside
-// malloc holding the lock of an arena this thread shares.
+// malloc holding the lock of an arena this thread shares. Its system calls
+// are raw, as are all the holder's while it holds: a libc wrapper may be
+// where a sleeper resumes, under a tripwire (sleeper_tripwires.hpp).
 int read_task_text(pid_t tid, const char* file, char* text, std::size_t size) noexcept {
   const int dir = g_task_dir.get();
   if (dir < 0) return -dir;
   char relative[64];
   std::snprintf(relative, sizeof relative, "%d/%s", static_cast<int>(tid), file);
-  const int fd = ::openat(dir, relative, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  ssize_t n;
-  do n = ::read(fd, text, size - 1);
-  while (n < 0 && errno == EINTR);
-  const int error = n < 0 ? errno : ENODATA;
-  ::close(fd);
+  const long fd = raw_syscall(SYS_openat, dir, reinterpret_cast<long>(relative), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return static_cast<int>(-fd);
+  long n;
+  do n = raw_syscall(SYS_read, fd, reinterpret_cast<long>(text), static_cast<long>(size - 1));
+  while (n == -EINTR);
+  const int error = n < 0 ? static_cast<int>(-n) : ENODATA;
+  raw_syscall(SYS_close, fd);
   if (n <= 0) return error;
   text[n] = '\0';
   return 0;
@@ -268,7 +277,7 @@ CallState read_blocked_syscall(pid_t tid, BlockedSyscall& call, char (&line)[512
   return CallState::kBlocked;
 }
 
-bool thread_alive(pid_t tid) { return ::syscall(SYS_tgkill, detail::current_pid(), tid, 0) == 0 || errno != ESRCH; }
+bool thread_alive(pid_t tid) { return raw_syscall(SYS_tgkill, detail::current_pid(), tid, 0) != -ESRCH; }
 
 // Publishes slots [first, first+tids.size()) as pending and signals each
 // thread; a thread that cannot be signalled is abandoned at once (and listed
@@ -281,8 +290,9 @@ void signal_threads(std::span<const pid_t> tids, std::size_t first, int sig, std
   g_slot_count.store(first + tids.size(), std::memory_order_release);
   const pid_t pid = detail::current_pid();
   for (std::size_t i = 0; i < tids.size(); ++i) {
-    if (::syscall(SYS_tgkill, pid, tids[i], sig) == 0) continue;
-    const int err = errno;
+    const long sent = raw_syscall(SYS_tgkill, pid, tids[i], sig);
+    if (sent == 0) continue;
+    const int err = static_cast<int>(-sent);
     std::uint64_t expected = slot_word(tids[i], kPending);
     if (g_slots[first + i].compare_exchange_strong(expected, slot_word(tids[i], kAbandoned)) && err != ESRCH)
       unanswered.push_back(tids[i]);  // Alive but cannot be signalled (queue full).
@@ -456,6 +466,67 @@ bool may_stay_asleep(const BlockedSyscall& call) {
   }
 }
 
+// Whether a thread was caught by its tripwire in this hold (catch_woken_sleeper).
+bool caught(pid_t tid) noexcept {
+  const std::size_t count = std::min(g_caught_count.load(std::memory_order_seq_cst), kMaxThreads);
+  for (std::size_t i = 0; i < count; ++i) {
+    pid_t t;
+    while ((t = g_caught[i].load(std::memory_order_acquire)) == 0) ::sched_yield();  // Counted, tid on its way.
+    if (t == tid) return true;
+  }
+  return false;
+}
+
+// Whether `call` swaps in a signal mask of its own for its duration: the mask
+// it returns to is then unknown (/proc shows the temporary one).
+bool swaps_signal_mask(const BlockedSyscall& call) {
+  switch (call.number) {
+    case SYS_rt_sigsuspend: return true;
+    case SYS_ppoll: return call.args[3] != 0;
+    case SYS_pselect6: return call.args[5] != 0;
+    case SYS_epoll_pwait: return call.args[4] != 0;
+#ifdef SYS_epoll_pwait2
+    case SYS_epoll_pwait2: return call.args[4] != 0;
+#endif
+    case SYS_io_pgetevents: return call.args[5] != 0;
+    default: return false;
+  }
+}
+
+// Whether sleeper `tid` can be guarded by a tripwire at `pc`: it sleeps there
+// right after a `syscall` instruction, in a call it returns from with
+// `trap_signal` deliverable (a trap it blocked would kill it), and `pc` is
+// outside every range being changed.
+bool may_guard(pid_t tid, std::uintptr_t pc, int trap_signal, std::span<const CodeRange> avoid) noexcept {
+  for (const CodeRange& r : avoid)
+    if (r.contains(pc)) return false;
+  std::uint8_t before[2] = {};
+  if (safe_read_some(pc - 2, before) != 2 || before[0] != 0x0f || before[1] != 0x05) return false;
+  BlockedSyscall call;
+  char line[512];
+  if (read_blocked_syscall(tid, call, line) != CallState::kBlocked || call.pc != pc) return false;
+  return may_stay_asleep(call) && !swaps_signal_mask(call) && !blocks_signal(tid, trap_signal);
+}
+
+// Holds a thread that met a tripwire: it answers a slot of the round under
+// way if one waits for it, else it is held outside the slots, listed in g_caught.
+void hold_caught_thread(pid_t me, ucontext_t* context) noexcept {
+  const std::size_t count = g_slot_count.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint64_t expected = slot_word(me, kPending);
+    if (g_slots[i].compare_exchange_strong(expected, slot_word(me, kRunning), std::memory_order_acq_rel)) {
+      stay_held(i, me, context);
+      g_slots[i].store(slot_word(me, kDone), std::memory_order_release);
+      answer();
+      return;
+    }
+  }
+  const std::size_t index = g_caught_count.fetch_add(1, std::memory_order_seq_cst);
+  if (index < kMaxThreads) g_caught[index].store(me, std::memory_order_release);
+  while (g_released.load(std::memory_order_acquire) == 0) futex_wait(g_released, 0, 100'000'000);
+  serialize_this_thread();  // Code changed while we were held.
+}
+
 }  // namespace
 
 Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chrono::milliseconds timeout,
@@ -540,6 +611,7 @@ ThreadHold::ThreadHold(ThreadHold&& other) noexcept
       sleeping_(std::move(other.sleeping_)),
       woke_(std::move(other.woke_)),
       unanswered_(std::move(other.unanswered_)),
+      tripwire_writer_(std::exchange(other.tripwire_writer_, nullptr)),
       holding_(other.holding_) {
   other.holding_ = false;
 }
@@ -551,6 +623,7 @@ ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
     sleeping_ = std::move(other.sleeping_);
     woke_ = std::move(other.woke_);
     unanswered_ = std::move(other.unanswered_);
+    tripwire_writer_ = std::exchange(other.tripwire_writer_, nullptr);
     holding_ = other.holding_;
     other.holding_ = false;
   }
@@ -627,9 +700,10 @@ Result<ThreadHold> ThreadHold::hold_other_threads(std::chrono::milliseconds time
     g_released.store(0, std::memory_order_relaxed);
     g_holding.store(true, std::memory_order_release);
     g_slot_count.store(0, std::memory_order_release);
+    g_caught_count.store(0, std::memory_order_seq_cst);
     Status held = hold.try_hold(*sig, grace, deadline);
     if (held) {
-      g_hold_owner.store(raw_gettid(), std::memory_order_relaxed);
+      g_hold_owner.store(raw_gettid(), std::memory_order_seq_cst);
       return hold;
     }
     hold.release();
@@ -647,15 +721,19 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   auto sig = rendezvous_signal();
   if (!sig) return tl::unexpected(sig.error());
   // The other threads are held: no allocation here but for an error (the
-  // vectors were reserved in try_hold).
+  // vectors were reserved in try_hold). A sleeper counts as still asleep
+  // only in a call it could have been left asleep in; one caught by its
+  // tripwire is held already (read after /proc: it lists itself before it
+  // sleeps in the catch).
   woke_.clear();
   std::size_t still = 0;
   for (const SleepingThread& s : sleeping_) {
     BlockedSyscall call;
     char line[512];
-    if (read_blocked_syscall(s.tid, call, line) == CallState::kBlocked && !waits_for_vfork_child(call)) {
+    if (read_blocked_syscall(s.tid, call, line) == CallState::kBlocked && may_stay_asleep(call) &&
+        !waits_for_vfork_child(call)) {
       sleeping_[still++] = {s.tid, call.pc};
-    } else if (thread_alive(s.tid)) {
+    } else if (!caught(s.tid) && thread_alive(s.tid)) {
       woke_.push_back(s.tid);
     }
   }
@@ -671,6 +749,37 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
   return {};
 }
 
+Status ThreadHold::guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::span<const CodeRange> avoid,
+                                  std::chrono::milliseconds timeout) {
+  if (!holding_) return fail(ErrorCode::kInvalidArgument, "ThreadHold::guard_sleepers: nothing is held");
+  // A thread that meets a tripwire and must not wait puts its byte back with
+  // a raw write to /proc/self/mem (woken_sleepers.hpp): no other method.
+  if (writer.method() != WriteMethod::kProcMem) return {};
+  const int trap_signal = trap == 0xF4 ? SIGSEGV : SIGTRAP;
+  tripwire_writer_ = &writer;
+  // A sleeper that woke before its tripwire stood is held by a signal
+  // (recheck_sleepers); one that went back to sleep elsewhere gets a
+  // tripwire in the next round. Three rounds, then it stays unguarded.
+  // Always looked at again at least once: a sleeper that woke before its
+  // tripwire could be armed runs on, and must be held like any other.
+  for (int round = 0; round < 3 && !sleeping_.empty(); ++round) {
+    bool armed = false;
+    for (const SleepingThread& s : sleeping_)
+      if (!detail::tripwire_armed_at(s.pc) && may_guard(s.tid, s.pc, trap_signal, avoid))
+        armed = detail::arm_tripwire(writer, s.pc, trap) || armed;
+    if (armed) PUNCH_TRY(sync_all_threads());  // Every sleeper's CPU sees its tripwire before we look again.
+    PUNCH_TRY(recheck_sleepers(timeout));
+    if (!armed) break;
+  }
+  return {};
+}
+
+std::size_t ThreadHold::unguarded_sleepers() const noexcept {
+  return static_cast<std::size_t>(std::count_if(sleeping_.begin(), sleeping_.end(), [](const SleepingThread& s) {
+    return !detail::tripwire_armed_at(s.pc);
+  }));
+}
+
 bool ThreadHold::held_by_this_thread() noexcept {
   return g_hold_owner.load(std::memory_order_relaxed) == raw_gettid();
 }
@@ -678,8 +787,10 @@ bool ThreadHold::held_by_this_thread() noexcept {
 void ThreadHold::release() noexcept {
   if (!holding_) return;
   holding_ = false;
-  g_hold_owner.store(0, std::memory_order_relaxed);
-  g_released.store(1, std::memory_order_release);
+  // Tripwires go before anyone is released: a thread caught by one resumes at its byte.
+  if (tripwire_writer_) detail::disarm_tripwires(*std::exchange(tripwire_writer_, nullptr));
+  g_hold_owner.store(0, std::memory_order_seq_cst);
+  g_released.store(1, std::memory_order_seq_cst);
   futex_wake_all(g_released);
   detail::release_parked_threads();
   // Wait until every held thread has left its slot: the next round reuses them.
@@ -688,11 +799,46 @@ void ThreadHold::release() noexcept {
     while (slot_state(g_slots[i].load(std::memory_order_acquire)) == kHeld ||
            slot_state(g_slots[i].load(std::memory_order_acquire)) == kRunning)
       ::sched_yield();
+  // And until every thread caught by a tripwire has left its catch: the next hold resets g_released.
+  while (g_catching.load(std::memory_order_seq_cst) != 0) ::sched_yield();
   g_slot_count.store(0, std::memory_order_release);
   g_holding.store(false, std::memory_order_release);
   held_.clear();
   sleeping_.clear();
   rendezvous_mutex().unlock();
+}
+
+SleeperCatch catch_woken_sleeper(std::uintptr_t address, std::uint8_t trap, ucontext_t* context) noexcept {
+  SleeperCatch outcome = SleeperCatch::kPassed;
+  switch (detail::tripwire_at(address, trap)) {
+    case detail::Tripwire::kNone:
+      return SleeperCatch::kNotATripwire;
+    case detail::Tripwire::kRemoved:
+      break;  // Its byte is back: run it.
+    case detail::Tripwire::kArmed: {
+      // Counted in before looking at the hold: release() puts the bytes back,
+      // then releases, then waits until no thread is in here (all seq_cst).
+      const pid_t me = raw_gettid();
+      g_catching.fetch_add(1, std::memory_order_seq_cst);
+      const pid_t owner = g_hold_owner.load(std::memory_order_seq_cst);
+      bool restored = true;
+      if (detail::tripwire_armed_at(address)) {
+        if (owner != 0 && owner != me) {
+          context->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(address);  // As the fix-up sees it.
+          hold_caught_thread(me, context);
+          outcome = SleeperCatch::kHeld;
+        } else {  // The holder met its own tripwire, or one outlived its hold: nobody to wait for.
+          restored = detail::restore_tripwire(address);
+        }
+      }
+      g_catching.fetch_sub(1, std::memory_order_seq_cst);
+      if (!restored) return SleeperCatch::kNotATripwire;
+      break;
+    }
+  }
+  context->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(address);
+  serialize_this_thread();
+  return outcome;
 }
 
 }  // namespace punch::runtime

@@ -5,6 +5,8 @@
 // it would wait for itself until the bound ran out.
 #include <unistd.h>
 
+#include <ctime>
+
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -71,12 +73,13 @@ TEST(LiveWait, WithWaitingOffThreadsRunTheOldCodeFromTheHandler) {
   EXPECT_EQ(after.trap_waits_expired, before.trap_waits_expired);
 }
 
-// The coordinator's own sync calls libc's syscall(): with a trap byte over
-// syscall()'s first instruction, the coordinator meets its own site in flight.
-// It must run the old instruction at once, not sleep until the bound runs out
-// waiting for itself. (The site keeps its bytes: the protocol still runs.)
+// The coordinator's own system calls are raw, but a slowed sync sleeps
+// through libc's nanosleep(): with a trap byte over nanosleep()'s first
+// instruction, the coordinator meets its own site in flight. It must run the
+// old instruction at once, not sleep until the bound runs out waiting for
+// itself. (The site keeps its bytes: the protocol still runs.)
 TEST(LiveWait, TheCoordinatorNeverSleepsOnItsOwnChange) {
-  const auto target = reinterpret_cast<std::uintptr_t>(&::syscall);
+  const auto target = reinterpret_cast<std::uintptr_t>(&::nanosleep);
   auto head = runtime::safe_read_exact(target, 16);
   ASSERT_TRUE(head) << head.error().describe();
   auto first = disasm::decode(disasm::CodeSpan{target, *head}, target);
@@ -85,10 +88,11 @@ TEST(LiveWait, TheCoordinatorNeverSleepsOnItsOwnChange) {
   ASSERT_NE(bytes.front(), 0xCC);
 
   TransactionOptions options;
-  options.hold_threads = false;  // Unheld, its syncs call syscall(): it meets its own site.
+  options.hold_threads = false;  // Unheld, its slowed syncs call nanosleep(): it meets its own site.
   Transaction tx(options);
   ASSERT_TRUE(tx.add(Site{target, bytes, bytes, std::nullopt}));
   const LiveStats before = live_stats();
+  test::SlowSyncs slow;
   auto committed = tx.commit();
   ASSERT_TRUE(committed) << committed.error().describe();
   auto reverted = tx.revert();
@@ -96,7 +100,7 @@ TEST(LiveWait, TheCoordinatorNeverSleepsOnItsOwnChange) {
   const LiveStats after = live_stats();
 
   EXPECT_GE(after.traps_redirected + after.traps_emulated, before.traps_redirected + before.traps_emulated + 2)
-      << "the coordinator did not meet its own site (does sync_all_threads still call libc's syscall()?)";
+      << "the coordinator did not meet its own site (does a slowed sync still sleep through nanosleep()?)";
   EXPECT_EQ(after.trap_waits_expired, before.trap_waits_expired) << "the coordinator slept waiting for itself";
   EXPECT_EQ(after.traps_waited, before.traps_waited);
   EXPECT_EQ(*runtime::safe_read_exact(target, bytes.size()), bytes);

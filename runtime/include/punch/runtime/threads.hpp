@@ -16,6 +16,7 @@
 
 #include <punch/result.hpp>
 #include <punch/runtime/code_range.hpp>
+#include <punch/runtime/code_writer.hpp>
 
 namespace punch::runtime {
 
@@ -125,6 +126,21 @@ class ThreadHold {
   //! after writing trap bytes: a thread that woke before them may be anywhere.
   Status recheck_sleepers(std::chrono::milliseconds timeout);
 
+  //! Puts the trap byte `trap` (0xCC int3, 0xF4 hlt) over the instruction
+  //! each sleeper resumes at, outside `avoid`, so that a sleeper woken while
+  //! code changes traps before it runs anything and is held until release()
+  //! (which puts the bytes back); then holds those that woke meanwhile.
+  //! Needs punch's trap handler installed. A sleeper stays unguarded (as
+  //! before: it may wake and run unheld) when it sleeps in a call that swaps
+  //! its signal mask, has the trap signal blocked, resumes inside `avoid` or
+  //! not right after a `syscall`, or when `writer` does not write through
+  //! /proc/self/mem.
+  Status guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::span<const CodeRange> avoid,
+                        std::chrono::milliseconds timeout);
+
+  //! Sleepers that no tripwire guards now.
+  std::size_t unguarded_sleepers() const noexcept;
+
   //! Whether the calling thread holds the others now.
   static bool held_by_this_thread() noexcept;
 
@@ -138,6 +154,7 @@ class ThreadHold {
   std::vector<SleepingThread> sleeping_;
   std::vector<pid_t> woke_;        // recheck_sleepers' lists, reserved before any thread is held.
   std::vector<pid_t> unanswered_;
+  CodeWriter* tripwire_writer_ = nullptr;  // Set while tripwires stand: release() puts their bytes back.
   bool holding_ = false;
 };
 
