@@ -430,6 +430,52 @@ TEST(SleepingThreads, NoSleepingCallFailsWithEintrAcrossHookCycles) {
   EXPECT_CHILD_OK(outcome);
 }
 
+// Threads with every signal blocked, asleep in poll, or in ppoll with a mask
+// that lets signals in while it waits: a tripwire over the resume address
+// would kill either when it wakes (a trap it has blocked then), so both are
+// left unguarded, as before tripwires. One that wakes during a change is held
+// by a signal it cannot take, and that change fails cleanly instead.
+TEST(SleepingThreads, ASleeperThatReturnsWithTheTrapSignalBlockedGetsNoTripwire) {
+  auto outcome = run_in_child([]() -> int {
+    int pipe_fds[2];
+    CHILD_CHECK(::pipe(pipe_fds) == 0);
+    std::atomic<bool> stop{false};
+    std::atomic<int> woke{0};
+    std::vector<std::thread> sleepers;
+    sleepers.emplace_back([&] {
+      block_every_signal();
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      while (!stop.load()) {
+        ::poll(&p, 1, 1);
+        woke.fetch_add(1);
+      }
+    });
+    sleepers.emplace_back([&] {
+      block_every_signal();
+      pollfd p{pipe_fds[0], POLLIN, 0};
+      sigset_t none;
+      sigemptyset(&none);
+      while (!stop.load()) {
+        timespec ms{0, 1'000'000};
+        ::ppoll(&p, 1, &ms, &none);
+        woke.fetch_add(1);
+      }
+    });
+    while (woke.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    int installed = 0;
+    const bool ok = cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                               &g_square_original, 30, installed);
+    stop = true;
+    for (auto& t : sleepers) t.join();
+    std::printf("installed=%d woke=%d\n", installed, woke.load());
+    CHILD_CHECK(ok);
+    CHILD_CHECK(installed > 0, "the hook never installed");
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
 // Python's subprocess in miniature: a thread left asleep in poll wakes while
 // a hook changes (its 1 ms timeout), blocks every signal and vforks; the
 // child resets its handlers to the default, as _posixsubprocess does, and
