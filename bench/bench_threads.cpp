@@ -6,15 +6,19 @@
 // BM_Threads/<site>/<how>/sleepers:N: a commit plus a revert of one site
 // while N threads sleep. `site`: one_insn (`mov eax, imm32`) or multi_insn (a
 // 5-byte jmp over a three-instruction prologue, which needs the fix-up).
-// `how`: `futex` sleepers wait on a condition variable (left asleep, their
-// position read from /proc), `read` sleepers block on a pipe (held: signalled,
-// their read resumes), `unheld` is the futex case with hold_threads = false.
+// `how`: `futex` sleepers wait on a condition variable and `read` sleepers
+// block on a pipe (both held: signalled, their call resumes); `poll` sleepers
+// wait in poll() on a pipe (left asleep, their position read from /proc, a
+// tripwire over where they resume); `unheld` is the futex case with
+// hold_threads = false.
 #include <benchmark/benchmark.h>
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <asmjit/x86.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -29,16 +33,22 @@ namespace {
 
 using namespace punch;
 
-// N threads asleep on a condition variable or in read() on a pipe until destroyed.
+// N threads asleep on a condition variable, in read() or in poll() on a pipe until destroyed.
 class Sleepers {
  public:
-  Sleepers(int n, bool in_read) : in_read_(in_read) {
+  enum How { kFutex, kRead, kPoll };
+  Sleepers(int n, How how) : how_(how) {
     if (::pipe(pipe_) != 0) return;
     for (int i = 0; i < n; ++i)
       threads_.emplace_back([this] {
-        if (in_read_) {
+        if (how_ == kRead) {
           char c;
           (void)::read(pipe_[0], &c, 1);
+          return;
+        }
+        if (how_ == kPoll) {
+          pollfd p{pipe_[0], POLLIN, 0};
+          while (!stopping_.load()) (void)::poll(&p, 1, -1);
           return;
         }
         std::unique_lock lock(m_);
@@ -47,6 +57,7 @@ class Sleepers {
     std::this_thread::sleep_for(std::chrono::milliseconds(20 + n / 10));  // All asleep.
   }
   ~Sleepers() {
+    stopping_ = true;
     {
       std::lock_guard lock(m_);
       stop_ = true;
@@ -59,7 +70,8 @@ class Sleepers {
   }
 
  private:
-  bool in_read_;
+  How how_;
+  std::atomic<bool> stopping_{false};
   int pipe_[2] = {-1, -1};
   std::mutex m_;
   std::condition_variable cv_;
@@ -88,7 +100,9 @@ std::uintptr_t emit(bool multi) {
   return fn ? reinterpret_cast<std::uintptr_t>(*fn) : 0;
 }
 
-void BM_Threads(benchmark::State& state, bool multi, int how) {
+enum How { kFutex, kRead, kUnheld, kPoll };
+
+void BM_Threads(benchmark::State& state, bool multi, How how) {
   const int n = static_cast<int>(state.range(0));
   const std::uintptr_t f = emit(multi);
   const std::uintptr_t other = emit(multi);
@@ -101,10 +115,10 @@ void BM_Threads(benchmark::State& state, bool multi, int how) {
     std::memcpy(to.data() + 1, &rel, 4);
   }
   patcher::TransactionOptions options;
-  options.hold_threads = how != 2;
+  options.hold_threads = how != kUnheld;
   patcher::Transaction tx(options);
   if (!tx.add({f, from, to, std::nullopt})) return state.SkipWithError("add failed");
-  Sleepers sleepers(n, how == 1);
+  Sleepers sleepers(n, how == kRead ? Sleepers::kRead : how == kPoll ? Sleepers::kPoll : Sleepers::kFutex);
   for (auto _ : state) {
     auto committed = tx.commit();
     auto reverted = committed ? tx.revert() : committed;
@@ -112,20 +126,24 @@ void BM_Threads(benchmark::State& state, bool multi, int how) {
   }
 }
 
-void BM_Threads_one_futex(benchmark::State& s) { BM_Threads(s, false, 0); }
-void BM_Threads_one_read(benchmark::State& s) { BM_Threads(s, false, 1); }
-void BM_Threads_one_unheld(benchmark::State& s) { BM_Threads(s, false, 2); }
-void BM_Threads_multi_futex(benchmark::State& s) { BM_Threads(s, true, 0); }
-void BM_Threads_multi_read(benchmark::State& s) { BM_Threads(s, true, 1); }
-void BM_Threads_multi_unheld(benchmark::State& s) { BM_Threads(s, true, 2); }
+void BM_Threads_one_futex(benchmark::State& s) { BM_Threads(s, false, kFutex); }
+void BM_Threads_one_read(benchmark::State& s) { BM_Threads(s, false, kRead); }
+void BM_Threads_one_poll(benchmark::State& s) { BM_Threads(s, false, kPoll); }
+void BM_Threads_one_unheld(benchmark::State& s) { BM_Threads(s, false, kUnheld); }
+void BM_Threads_multi_futex(benchmark::State& s) { BM_Threads(s, true, kFutex); }
+void BM_Threads_multi_read(benchmark::State& s) { BM_Threads(s, true, kRead); }
+void BM_Threads_multi_poll(benchmark::State& s) { BM_Threads(s, true, kPoll); }
+void BM_Threads_multi_unheld(benchmark::State& s) { BM_Threads(s, true, kUnheld); }
 
 #define PUNCH_THREADS_ROW(fn, name) \
   BENCHMARK(fn)->Name(name)->ArgName("sleepers")->Arg(0)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond)
 PUNCH_THREADS_ROW(BM_Threads_one_futex, "BM_Threads/one_insn/futex");
 PUNCH_THREADS_ROW(BM_Threads_one_read, "BM_Threads/one_insn/read");
+PUNCH_THREADS_ROW(BM_Threads_one_poll, "BM_Threads/one_insn/poll");
 PUNCH_THREADS_ROW(BM_Threads_one_unheld, "BM_Threads/one_insn/unheld");
 PUNCH_THREADS_ROW(BM_Threads_multi_futex, "BM_Threads/multi_insn/futex");
 PUNCH_THREADS_ROW(BM_Threads_multi_read, "BM_Threads/multi_insn/read");
+PUNCH_THREADS_ROW(BM_Threads_multi_poll, "BM_Threads/multi_insn/poll");
 PUNCH_THREADS_ROW(BM_Threads_multi_unheld, "BM_Threads/multi_insn/unheld");
 
 }  // namespace

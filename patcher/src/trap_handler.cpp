@@ -155,6 +155,8 @@ void on_trap(int sig, siginfo_t* info, void* context) {
     if (const auto caught = runtime::catch_woken_sleeper(site, trap_byte(kind), uc);
         caught != runtime::SleeperCatch::kNotATripwire) {
       if (caught == runtime::SleeperCatch::kHeld) g_counters.sleepers_caught.fetch_add(1, std::memory_order_relaxed);
+      if (caught == runtime::SleeperCatch::kTakenAway)
+        g_counters.tripwires_taken_away.fetch_add(1, std::memory_order_relaxed);
       errno = saved_errno;
       return;
     }

@@ -414,12 +414,15 @@ Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig, s
   return {};
 }
 
+bool tripwire_fits(const BlockedSyscall& call) noexcept;
+
 // Splits `tids` into threads asleep in a system call that `leave_asleep`
 // accepts (not to be signalled) and the rest. Sets `vfork_parent` to a
-// thread waiting for a vfork child.
+// thread waiting for a vfork child, and adds to `fits`, for each sleeper,
+// whether its call lets a tripwire stand where it resumes (tripwire_fits).
 template <class LeaveAsleep>
 void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, std::vector<SleepingThread>& sleeping,
-                   LeaveAsleep leave_asleep, pid_t* vfork_parent = nullptr) {
+                   LeaveAsleep leave_asleep, pid_t* vfork_parent = nullptr, std::vector<std::uint8_t>* fits = nullptr) {
   for (pid_t tid : tids) {
     BlockedSyscall call;
     char line[512];
@@ -427,6 +430,7 @@ void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, st
     if (blocked && vfork_parent && waits_for_vfork_child(call)) *vfork_parent = tid;
     if (blocked && leave_asleep(call)) {
       sleeping.push_back({tid, call.pc});
+      if (fits) fits->push_back(tripwire_fits(call));
     } else {
       awake.push_back(tid);
     }
@@ -493,19 +497,23 @@ bool swaps_signal_mask(const BlockedSyscall& call) {
   }
 }
 
-// Whether sleeper `tid` can be guarded by a tripwire at `pc`: it sleeps there
-// right after a `syscall` instruction, in a call it returns from with
-// `trap_signal` deliverable (a trap it blocked would kill it), and `pc` is
-// outside every range being changed.
-bool may_guard(pid_t tid, std::uintptr_t pc, int trap_signal, std::span<const CodeRange> avoid) noexcept {
+// Whether a tripwire may stand where a thread asleep in `call` resumes: right
+// after a `syscall` instruction, in a call it may be left asleep in and that
+// returns to the thread's own signal mask (which may_guard reads).
+bool tripwire_fits(const BlockedSyscall& call) noexcept {
+  std::uint8_t before[2] = {};
+  return may_stay_asleep(call) && !swaps_signal_mask(call) && safe_read_some(call.pc - 2, before) == 2 &&
+         before[0] == 0x0f && before[1] == 0x05;
+}
+
+// Whether sleeper `tid`, whose call lets a tripwire stand at `pc` (`fits`),
+// can be guarded by one: `pc` is outside every range being changed, and the
+// thread has `trap_signal` deliverable (a trap it blocked would kill it).
+bool may_guard(pid_t tid, std::uintptr_t pc, bool fits, int trap_signal, std::span<const CodeRange> avoid) noexcept {
+  if (!fits) return false;
   for (const CodeRange& r : avoid)
     if (r.contains(pc)) return false;
-  std::uint8_t before[2] = {};
-  if (safe_read_some(pc - 2, before) != 2 || before[0] != 0x0f || before[1] != 0x05) return false;
-  BlockedSyscall call;
-  char line[512];
-  if (read_blocked_syscall(tid, call, line) != CallState::kBlocked || call.pc != pc) return false;
-  return may_stay_asleep(call) && !swaps_signal_mask(call) && !blocks_signal(tid, trap_signal);
+  return !blocks_signal(tid, trap_signal);
 }
 
 // Holds a thread that met a tripwire: it answers a slot of the round under
@@ -611,6 +619,8 @@ ThreadHold::ThreadHold(ThreadHold&& other) noexcept
       sleeping_(std::move(other.sleeping_)),
       woke_(std::move(other.woke_)),
       unanswered_(std::move(other.unanswered_)),
+      guardable_(std::move(other.guardable_)),
+      tripwire_fits_(std::move(other.tripwire_fits_)),
       tripwire_writer_(std::exchange(other.tripwire_writer_, nullptr)),
       holding_(other.holding_) {
   other.holding_ = false;
@@ -623,6 +633,8 @@ ThreadHold& ThreadHold::operator=(ThreadHold&& other) noexcept {
     sleeping_ = std::move(other.sleeping_);
     woke_ = std::move(other.woke_);
     unanswered_ = std::move(other.unanswered_);
+    guardable_ = std::move(other.guardable_);
+    tripwire_fits_ = std::move(other.tripwire_fits_);
     tripwire_writer_ = std::exchange(other.tripwire_writer_, nullptr);
     holding_ = other.holding_;
     other.holding_ = false;
@@ -655,12 +667,14 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chron
     // handlers until it execs or exits; no signal can hold it.
     std::vector<pid_t> awake;
     pid_t vfork_parent = 0;
-    sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent);
+    sort_sleepers(*tids, awake, sleeping_, may_stay_asleep, &vfork_parent, &tripwire_fits_);
     // Room for every listed thread, before any is signalled: recheck_sleepers
     // runs with them held and must not allocate (see read_task_text).
     held_.reserve(held_.size() + tids->size());
     woke_.reserve(sleeping_.size());
     unanswered_.reserve(sleeping_.size());
+    guardable_.reserve(sleeping_.size());
+    tripwire_fits_.reserve(sleeping_.size());
     if (vfork_parent != 0)
       return fail(ErrorCode::kTimeout, "thread " + std::to_string(vfork_parent) +
                                            " waits for a vfork child (posix_spawn?) that runs in this process's "
@@ -732,12 +746,14 @@ Status ThreadHold::recheck_sleepers(std::chrono::milliseconds timeout) {
     char line[512];
     if (read_blocked_syscall(s.tid, call, line) == CallState::kBlocked && may_stay_asleep(call) &&
         !waits_for_vfork_child(call)) {
+      tripwire_fits_[still] = tripwire_fits(call);
       sleeping_[still++] = {s.tid, call.pc};
     } else if (!caught(s.tid) && thread_alive(s.tid)) {
       woke_.push_back(s.tid);
     }
   }
   sleeping_.resize(still);
+  tripwire_fits_.resize(still);
   if (woke_.empty()) return {};
   unanswered_.clear();
   PUNCH_TRY(hold_signalled(woke_, g_slot_count.load(std::memory_order_acquire), *sig, timeout,
@@ -763,10 +779,24 @@ Status ThreadHold::guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::sp
   // Always looked at again at least once: a sleeper that woke before its
   // tripwire could be armed runs on, and must be held like any other.
   for (int round = 0; round < 3 && !sleeping_.empty(); ++round) {
+    // A resume address gets a tripwire only if every sleeper there can take one.
+    guardable_.clear();
+    for (std::size_t i = 0; i < sleeping_.size(); ++i)
+      guardable_.push_back(may_guard(sleeping_[i].tid, sleeping_[i].pc, tripwire_fits_[i], trap_signal, avoid));
     bool armed = false;
-    for (const SleepingThread& s : sleeping_)
-      if (!detail::tripwire_armed_at(s.pc) && may_guard(s.tid, s.pc, trap_signal, avoid))
-        armed = detail::arm_tripwire(writer, s.pc, trap) || armed;
+    for (std::size_t i = 0; i < sleeping_.size(); ++i) {
+      const std::uintptr_t pc = sleeping_[i].pc;
+      if (detail::tripwire_armed_at(pc)) {
+        if (!guardable_[i])  // It went to sleep under a tripwire armed for another: it would die there.
+          return fail(ErrorCode::kTimeout, pc,
+                      "thread " + std::to_string(sleeping_[i].tid) +
+                          " sleeps here with the trap signal blocked, under a tripwire armed for another sleeper");
+        continue;
+      }
+      bool all = true;
+      for (std::size_t j = i; j < sleeping_.size() && all; ++j) all = sleeping_[j].pc != pc || guardable_[j];
+      if (all) armed = detail::arm_tripwire(writer, pc, trap) || armed;
+    }
     if (armed) PUNCH_TRY(sync_all_threads());  // Every sleeper's CPU sees its tripwire before we look again.
     PUNCH_TRY(recheck_sleepers(timeout));
     if (!armed) break;
@@ -805,11 +835,12 @@ void ThreadHold::release() noexcept {
   g_holding.store(false, std::memory_order_release);
   held_.clear();
   sleeping_.clear();
+  tripwire_fits_.clear();
   rendezvous_mutex().unlock();
 }
 
 SleeperCatch catch_woken_sleeper(std::uintptr_t address, std::uint8_t trap, ucontext_t* context) noexcept {
-  SleeperCatch outcome = SleeperCatch::kPassed;
+  SleeperCatch outcome = SleeperCatch::kLate;
   switch (detail::tripwire_at(address, trap)) {
     case detail::Tripwire::kNone:
       return SleeperCatch::kNotATripwire;
@@ -829,6 +860,7 @@ SleeperCatch catch_woken_sleeper(std::uintptr_t address, std::uint8_t trap, ucon
           outcome = SleeperCatch::kHeld;
         } else {  // The holder met its own tripwire, or one outlived its hold: nobody to wait for.
           restored = detail::restore_tripwire(address);
+          outcome = SleeperCatch::kTakenAway;
         }
       }
       g_catching.fetch_sub(1, std::memory_order_seq_cst);

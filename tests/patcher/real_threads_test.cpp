@@ -476,6 +476,46 @@ TEST(SleepingThreads, ASleeperThatReturnsWithTheTrapSignalBlockedGetsNoTripwire)
   EXPECT_EQ(outcome.signal, 0) << outcome.describe();
 }
 
+// The holder may meet a tripwire itself: here a sleeper sleeps in nanosleep
+// and the holder's slowed syncs sleep through the same libc code. It must
+// not wait for its own release: it takes that tripwire away and goes on
+// (the sleeper is unguarded for the rest of that change, as before tripwires).
+TEST(SleepingThreads, TheHolderMeetingATripwireTakesItAwayAndGoesOn) {
+  auto outcome = run_in_child([]() -> int {
+    std::atomic<bool> stop{false};
+    std::atomic<int> eintr{0}, woke{0};
+    std::thread sleeper([&] {
+      while (!stop.load()) {
+        timespec ms{0, 1'000'000};
+        if (::nanosleep(&ms, nullptr) < 0 && errno == EINTR) eintr.fetch_add(1);
+        woke.fetch_add(1);
+      }
+    });
+    while (woke.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const patcher::LiveStats before = patcher::live_stats();
+    int installed = 0;
+    bool ok = true;
+    {
+      SlowSyncs slow;
+      for (int i = 0; i < 200 && ok; ++i) {
+        ok = cycle_hook(reinterpret_cast<void*>(&hook_target_square), reinterpret_cast<void*>(&square_detour),
+                        &g_square_original, 1, installed);
+        if (patcher::live_stats().tripwires_taken_away - before.tripwires_taken_away >= 5) break;
+      }
+    }
+    const std::uint64_t taken = patcher::live_stats().tripwires_taken_away - before.tripwires_taken_away;
+    stop = true;
+    sleeper.join();
+    std::printf("installed=%d taken_away=%llu eintr=%d\n", installed, static_cast<unsigned long long>(taken),
+                eintr.load());
+    CHILD_CHECK(ok);
+    CHILD_CHECK(taken > 0, "the holder never met a tripwire: the test did not test it");
+    return 0;
+  });
+  EXPECT_CHILD_OK(outcome);
+  EXPECT_EQ(outcome.signal, 0) << outcome.describe();
+}
+
 // Python's subprocess in miniature: a thread left asleep in poll wakes while
 // a hook changes (its 1 ms timeout), blocks every signal and vforks; the
 // child resets its handlers to the default, as _posixsubprocess does, and

@@ -90,6 +90,7 @@ struct TransactionOptions {
   X(threads_moved)            /* Threads found strictly inside a site and moved to its copy. */                       \
   X(blocked_threads_accepted) /* Unanswering threads proven blocked in a syscall outside the sites. */                \
   X(sleepers_caught)          /* Threads left asleep by a hold that woke during the change: held at a tripwire. */    \
+  X(tripwires_taken_away)     /* Tripwires the holder met itself: put back, their sleepers unguarded for the change. */\
   X(reclaim_rounds)           /* Rendezvous that freed out-of-line copies. */                                         \
   X(generations_retired_early) /* Generations without copies reclaimed with no rendezvous (sites remembered). */     \
   X(copies_freed)             /* Out-of-line copy blocks freed. */

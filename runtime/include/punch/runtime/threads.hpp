@@ -154,6 +154,8 @@ class ThreadHold {
   std::vector<SleepingThread> sleeping_;
   std::vector<pid_t> woke_;        // recheck_sleepers' lists, reserved before any thread is held.
   std::vector<pid_t> unanswered_;
+  std::vector<std::uint8_t> tripwire_fits_;  // Per sleeper: its call lets a tripwire stand where it resumes.
+  std::vector<std::uint8_t> guardable_;      // guard_sleepers': may each sleeper take a tripwire (reserved likewise).
   CodeWriter* tripwire_writer_ = nullptr;  // Set while tripwires stand: release() puts their bytes back.
   bool holding_ = false;
 };

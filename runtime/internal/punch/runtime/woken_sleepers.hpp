@@ -11,7 +11,8 @@ namespace punch::runtime {
 enum class SleeperCatch {
   kNotATripwire,  //!< Not a tripwire's trap: someone else's.
   kHeld,          //!< A woken sleeper, held until the hold was released.
-  kPassed,        //!< A tripwire gone since (or taken away by a thread that must not wait): runs on.
+  kTakenAway,     //!< Met by a thread that must not wait (the holder itself): its byte was put back.
+  kLate,          //!< A tripwire gone since the trap: the thread runs on.
 };
 
 //! For punch's trap handler (async-signal-safe): when the trap byte `trap`
