@@ -619,8 +619,8 @@ ThreadHold::ThreadHold(ThreadHold&& other) noexcept
       sleeping_(std::move(other.sleeping_)),
       woke_(std::move(other.woke_)),
       unanswered_(std::move(other.unanswered_)),
-      guardable_(std::move(other.guardable_)),
       tripwire_fits_(std::move(other.tripwire_fits_)),
+      guardable_(std::move(other.guardable_)),
       tripwire_writer_(std::exchange(other.tripwire_writer_, nullptr)),
       holding_(other.holding_) {
   other.holding_ = false;
