@@ -163,9 +163,11 @@ TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
   ASSERT_TRUE(tx.revert());
 }
 
-// An indirect jump inside the range being replaced disappears with the patch,
-// so it proves nothing either way: no allow_unprovable needed, in either direction.
-TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
+// An indirect jump inside a site of several instructions may aim at a later
+// one of them, and the site's out-of-line copy still runs it for a thread in
+// flight: unprovable like any other (disasm::scan_branches). Until the one
+// branch scan, validation dropped indirect jumps inside a site and committed this.
+TEST(TransactionValidation, IndirectJumpInsideASiteOfSeveralInstructionsIsUnprovableUnlessAllowed) {
   using namespace asmjit;
   const std::uintptr_t f = test::emit([](x86::Assembler& a) {
     Label out = a.newLabel();
@@ -179,7 +181,14 @@ TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
   const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 5, 6);
   ASSERT_EQ(old_bytes[4], 0xFF) << "expected test; jz rel8; jmp rsi";
   const std::vector<std::uint8_t> nop6{0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00};
-  Transaction tx;  // Default options: allow_unprovable is off.
+  {
+    Transaction tx;  // Default options: allow_unprovable is off.
+    ASSERT_TRUE(tx.add(site(f + 5, old_bytes, nop6)));
+    expect_refused(tx, ErrorCode::kUnprovable, f, 12, "indirect jump at " + at(f + 9));
+  }
+  TransactionOptions options;
+  options.allow_unprovable = true;
+  Transaction tx(options);
   ASSERT_TRUE(tx.add(site(f + 5, old_bytes, nop6)));
   auto committed = tx.commit();
   ASSERT_TRUE(committed) << committed.error().describe();
@@ -187,6 +196,31 @@ TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
   auto reverted = tx.revert();
   ASSERT_TRUE(reverted) << reverted.error().describe();
   EXPECT_EQ(test::bytes_at(f + 5, 6), old_bytes);
+}
+
+// A site that is one indirect jump has no instruction boundary inside it for
+// the jump to reach: replaced without allow_unprovable, in either direction.
+TEST(TransactionValidation, AnIndirectJumpThatIsTheWholeSiteIsNotUnprovable) {
+  using namespace asmjit;
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    Label out = a.newLabel();
+    a.mov(x86::eax, 1);
+    a.test(x86::edi, x86::edi);
+    a.short_().jz(out);
+    a.jmp(x86::rsi);  // f+9: the site.
+    a.bind(out);
+    a.ret();
+  });
+  const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 9, 2);
+  ASSERT_EQ(old_bytes[0], 0xFF) << "expected jmp rsi";
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 9, old_bytes, {0x66, 0x90})));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)(int, void*)>(f)(1, nullptr), 1);
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  EXPECT_EQ(test::bytes_at(f + 9, 2), old_bytes);
 }
 
 // A branch between two sites of one container, landing inside one of them,
