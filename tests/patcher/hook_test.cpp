@@ -349,6 +349,15 @@ TEST(Hook, IfuncStrlenIsRefusedWithoutAnExtentAndHookedWithOne) {
   EXPECT_EQ(before.differences(), "");
 }
 
+// Installs a disabled hook on JIT code at `f`, whose extent is `size` bytes.
+Result<Hook> install_disabled_in_jit_code(std::uintptr_t f, std::size_t size, bool allow_unprovable) {
+  HookOptions options;
+  options.enabled = false;
+  options.function = disasm::FunctionExtent{f, f + size, disasm::FunctionExtent::Source::kCaller};
+  options.transaction.allow_unprovable = allow_unprovable;
+  return Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+}
+
 // JIT code `jmp rsi; case0: mov eax, 7; ret`: a 5-byte jump steals both
 // instructions, and the indirect jump, copied into the trampoline, may land on
 // the case in the middle of the stolen bytes (a jump table's first case
@@ -363,25 +372,20 @@ TEST(Hook, IndirectJumpAmongSeveralStolenInstructionsIsUnprovableUnlessAllowed) 
   });
   ASSERT_NE(f, 0u);
   test::MemorySnapshot before(f, 8);
-  HookOptions options;
-  options.enabled = false;
-  options.function = disasm::FunctionExtent{f, f + 8, disasm::FunctionExtent::Source::kCaller};
-  auto refused = Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+  auto refused = install_disabled_in_jit_code(f, 8, false);
   ASSERT_FALSE(refused) << "hooked over an indirect jump among the stolen bytes";
   EXPECT_EQ(refused.error().code, ErrorCode::kUnprovable) << refused.error().describe();
   EXPECT_NE(refused.error().message.find("indirect jump"), std::string::npos) << refused.error().describe();
   EXPECT_EQ(before.differences(), "");
 
-  options.transaction.allow_unprovable = true;
-  auto hook = Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+  auto hook = install_disabled_in_jit_code(f, 8, true);
   ASSERT_TRUE(hook) << hook.error().describe();
   ASSERT_TRUE(hook->remove());
   EXPECT_EQ(before.differences(), "");
 }
 
 // A stolen run that is one indirect jump (`jmp [rsi+disp32]`, 6 bytes) has no
-// boundary inside it to land on: hooked without allow_unprovable, and the
-// trampoline jumps where the original does.
+// boundary inside it to land on: hooked without allow_unprovable.
 TEST(Hook, AnIndirectJumpThatIsTheWholeStolenRunIsHooked) {
   namespace x86 = asmjit::x86;
   const std::uintptr_t f = test::emit([](x86::Assembler& a) {
@@ -390,10 +394,7 @@ TEST(Hook, AnIndirectJumpThatIsTheWholeStolenRunIsHooked) {
   });
   ASSERT_NE(f, 0u);
   test::MemorySnapshot before(f, 7);
-  HookOptions options;
-  options.enabled = false;
-  options.function = disasm::FunctionExtent{f, f + 7, disasm::FunctionExtent::Source::kCaller};
-  auto hook = Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+  auto hook = install_disabled_in_jit_code(f, 7, false);
   ASSERT_TRUE(hook) << hook.error().describe();
   EXPECT_EQ(hook->info().stolen, 6u);
   ASSERT_TRUE(hook->remove());

@@ -136,22 +136,29 @@ TEST(TransactionValidation, BranchIntoTheSite) {
   expect_refused(tx, ErrorCode::kBranchInto, f, 15, at(f + 2));
 }
 
-// An indirect jump in the function cannot be proven not to land inside: refused unless allowed.
-TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
+// `int f(int x, void* to)`: 1 when x is 0, else jumps to `to`:
+// f+0 mov eax, 1; f+5 test edi, edi; f+7 jz f+11; f+9 jmp rsi; f+11 ret.
+std::uintptr_t emit_indirect_jump_unless_zero() {
   using namespace asmjit;
-  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+  return test::emit([](x86::Assembler& a) {
     Label out = a.newLabel();
     a.mov(x86::eax, 1);
     a.test(x86::edi, x86::edi);
-    a.jz(out);
+    a.short_().jz(out);
     a.jmp(x86::rsi);
     a.bind(out);
     a.ret();
   });
+}
+
+// An indirect jump in the function cannot be proven not to land inside: refused unless allowed.
+TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
+  using namespace asmjit;
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();
   {
     Transaction tx;
     ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
-    expect_refused(tx, ErrorCode::kUnprovable, f, 16, "indirect jump");
+    expect_refused(tx, ErrorCode::kUnprovable, f, 12, "indirect jump");
   }
   TransactionOptions options;
   options.allow_unprovable = true;
@@ -169,15 +176,7 @@ TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
 // branch scan, validation dropped indirect jumps inside a site and committed this.
 TEST(TransactionValidation, IndirectJumpInsideASiteOfSeveralInstructionsIsUnprovableUnlessAllowed) {
   using namespace asmjit;
-  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
-    Label out = a.newLabel();
-    a.mov(x86::eax, 1);
-    a.test(x86::edi, x86::edi);  // f+5: the site starts here...
-    a.short_().jz(out);
-    a.jmp(x86::rsi);             // ...holds the indirect jump...
-    a.bind(out);                 // ...and ends here.
-    a.ret();
-  });
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();  // The site: f+5 to f+11, test; jz; jmp rsi.
   const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 5, 6);
   ASSERT_EQ(old_bytes[4], 0xFF) << "expected test; jz rel8; jmp rsi";
   const std::vector<std::uint8_t> nop6{0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00};
@@ -202,15 +201,7 @@ TEST(TransactionValidation, IndirectJumpInsideASiteOfSeveralInstructionsIsUnprov
 // the jump to reach: replaced without allow_unprovable, in either direction.
 TEST(TransactionValidation, AnIndirectJumpThatIsTheWholeSiteIsNotUnprovable) {
   using namespace asmjit;
-  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
-    Label out = a.newLabel();
-    a.mov(x86::eax, 1);
-    a.test(x86::edi, x86::edi);
-    a.short_().jz(out);
-    a.jmp(x86::rsi);  // f+9: the site.
-    a.bind(out);
-    a.ret();
-  });
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();  // The site: f+9, jmp rsi.
   const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 9, 2);
   ASSERT_EQ(old_bytes[0], 0xFF) << "expected jmp rsi";
   Transaction tx;
