@@ -7,6 +7,7 @@
 #include <cstring>
 #include <vector>
 
+#include <punch/disasm/branch_scan.hpp>
 #include <punch/disasm/branch_sweep.hpp>
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/function_bounds.hpp>

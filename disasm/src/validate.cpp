@@ -1,4 +1,4 @@
-// Patch validation: instruction boundaries, replacement bytes, branch scans.
+// Patch validation: instruction boundaries and replacement bytes.
 #include <punch/disasm/validate.hpp>
 
 #include <algorithm>
@@ -45,29 +45,6 @@ Result<std::vector<Instruction>> check_replacement(CodeSpan replacement) {
     return fail(std::move(all).error().with_context("replacement for [" + at(replacement.address) + ", " +
                                                     at(replacement.end()) + ")"));
   return all;
-}
-
-Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end) {
-  if (function.bytes.empty()) return fail(ErrorCode::kInvalidArgument, start, "no function bytes to scan (empty span)");
-  if (start >= end || start < function.address || end > function.end())
-    return fail(ErrorCode::kInvalidArgument, start,
-                "range [" + at(start) + ", " + at(end) + ") is empty or not inside the function [" +
-                    at(function.address) + ", " + at(function.end()) + ")");
-  BranchScan scan;
-  for (std::uintptr_t a = function.address; a < function.end();) {
-    auto insn = decode(function, a);
-    if (!insn) {
-      scan.complete = false;  // Data or junk after the code: what follows is unknown.
-      break;
-    }
-    // Branches inside the range itself disappear with the patch; only the rest of the function matters.
-    const bool outside = insn->end() <= start || insn->address >= end;
-    if (outside && insn->has_branch_target && insn->branch_target > start && insn->branch_target < end)
-      scan.branches_into.push_back(insn->address);
-    if (insn->flow == Flow::kIndirectJump) scan.indirect_jumps.push_back(insn->address);
-    a = insn->end();
-  }
-  return scan;
 }
 
 }  // namespace punch::disasm

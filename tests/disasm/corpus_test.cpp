@@ -6,6 +6,7 @@
 #include <cstring>
 #include <random>
 
+#include <punch/disasm/branch_scan.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/disasm/validate.hpp>
 #include <punch/runtime/function_bounds.hpp>

@@ -249,26 +249,6 @@ TEST(CheckReplacement, WholeInstructionsEndingAtTheEnd) {
   EXPECT_EQ(check_replacement(CodeSpan{kBase, {}}).error().code, ErrorCode::kInvalidArgument);
 }
 
-TEST(ScanBranches, FindsBranchesIntoTheRangeAndIndirectJumps) {
-  // jne at 0x1e targets 0x23, strictly inside [0x20, 0x25); jrcxz targets itself (0x25) — the range's end.
-  auto scan = scan_branches(kSpan, kBase + 0x20, kBase + 0x25);
-  ASSERT_TRUE(scan) << scan.error().describe();
-  EXPECT_EQ(scan->branches_into, std::vector<std::uintptr_t>{kBase + 0x1e});
-  EXPECT_EQ(scan->indirect_jumps, std::vector<std::uintptr_t>{kBase + 0x2c});
-  EXPECT_TRUE(scan->complete);
-
-  auto at_start = scan_branches(kSpan, kBase + 0x23, kBase + 0x25);  // a branch to the start is fine
-  ASSERT_TRUE(at_start);
-  EXPECT_TRUE(at_start->branches_into.empty());
-
-  std::vector<std::uint8_t> junk = kCode;
-  junk.push_back(0x06);
-  auto partial = scan_branches(CodeSpan{kBase, junk}, kBase, kBase + 4);
-  ASSERT_TRUE(partial);
-  EXPECT_FALSE(partial->complete);
-  EXPECT_EQ(scan_branches(kSpan, kBase + 0x20, kBase + 0x100).error().code, ErrorCode::kInvalidArgument);
-}
-
 TEST(EncodeJmp, Rel32AndAbsoluteDecodeToTheirTargets) {
   auto near = encode_jmp_rel32(kBase, kBase - 0x1000);
   ASSERT_TRUE(near);

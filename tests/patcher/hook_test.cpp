@@ -33,6 +33,7 @@
 #define PR_MDWE_REFUSE_EXEC_GAIN 1
 #endif
 #include "disasm_corpus.hpp"
+#include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
 namespace punch::patcher {
@@ -344,6 +345,58 @@ TEST(Hook, IfuncStrlenIsRefusedWithoutAnExtentAndHookedWithOne) {
   const std::string text = "the quick brown fox jumps over the lazy dog";
   for (std::size_t n = 0; n <= text.size(); ++n) EXPECT_EQ(call_strlen(text.c_str() + n), text.size() - n);
   EXPECT_GE(g_strlen_calls.load(), static_cast<int>(text.size() + 1));  // Other code calls strlen too.
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
+// Installs a disabled hook on JIT code at `f`, whose extent is `size` bytes.
+Result<Hook> install_disabled_in_jit_code(std::uintptr_t f, std::size_t size, bool allow_unprovable) {
+  HookOptions options;
+  options.enabled = false;
+  options.function = disasm::FunctionExtent{f, f + size, disasm::FunctionExtent::Source::kCaller};
+  options.transaction.allow_unprovable = allow_unprovable;
+  return Hook::install(reinterpret_cast<void*>(f), reinterpret_cast<void*>(plus_1000), options);
+}
+
+// JIT code `jmp rsi; case0: mov eax, 7; ret`: a 5-byte jump steals both
+// instructions, and the indirect jump, copied into the trampoline, may land on
+// the case in the middle of the stolen bytes (a jump table's first case
+// follows its jmp). Unprovable unless allowed; until the one branch scan the
+// planner dropped indirect jumps inside the stolen bytes and hooked this.
+TEST(Hook, IndirectJumpAmongSeveralStolenInstructionsIsUnprovableUnlessAllowed) {
+  namespace x86 = asmjit::x86;
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    a.jmp(x86::rsi);
+    a.mov(x86::eax, 7);
+    a.ret();
+  });
+  ASSERT_NE(f, 0u);
+  test::MemorySnapshot before(f, 8);
+  auto refused = install_disabled_in_jit_code(f, 8, false);
+  ASSERT_FALSE(refused) << "hooked over an indirect jump among the stolen bytes";
+  EXPECT_EQ(refused.error().code, ErrorCode::kUnprovable) << refused.error().describe();
+  EXPECT_NE(refused.error().message.find("indirect jump"), std::string::npos) << refused.error().describe();
+  EXPECT_EQ(before.differences(), "");
+
+  auto hook = install_disabled_in_jit_code(f, 8, true);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  ASSERT_TRUE(hook->remove());
+  EXPECT_EQ(before.differences(), "");
+}
+
+// A stolen run that is one indirect jump (`jmp [rsi+disp32]`, 6 bytes) has no
+// boundary inside it to land on: hooked without allow_unprovable.
+TEST(Hook, AnIndirectJumpThatIsTheWholeStolenRunIsHooked) {
+  namespace x86 = asmjit::x86;
+  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+    a.jmp(x86::qword_ptr(x86::rsi, 0x1000));
+    a.ret();
+  });
+  ASSERT_NE(f, 0u);
+  test::MemorySnapshot before(f, 7);
+  auto hook = install_disabled_in_jit_code(f, 7, false);
+  ASSERT_TRUE(hook) << hook.error().describe();
+  EXPECT_EQ(hook->info().stolen, 6u);
   ASSERT_TRUE(hook->remove());
   EXPECT_EQ(before.differences(), "");
 }

@@ -179,6 +179,28 @@ TARGET mid_target_syscall
         add rax, rdi
         ret
 END mid_target_syscall
+// A jump table (x & 1): the site is its `jmp rax`, and the first case right
+// after it would be stolen with it (the jump could land inside the hook's
+// jump): refused as unprovable. Never called.
+TARGET mid_target_switch
+        and edi, 1
+        lea rdx, [rip + .Lswitch_table]
+        movsxd rax, dword ptr [rdx + rdi * 4]
+        add rax, rdx
+.Lswitch_site:
+        jmp rax
+.Lswitch_case0:
+        mov eax, 10
+        ret
+.Lswitch_case1:
+        mov eax, 20
+        ret
+END mid_target_switch
+        .section .rodata
+        .p2align 2
+.Lswitch_table:
+        .long .Lswitch_case0 - .Lswitch_table, .Lswitch_case1 - .Lswitch_table
+        .text
         .p2align 4, 0xcc
 
         .section .data.rel.ro, "aw"
@@ -187,5 +209,6 @@ END mid_target_syscall
 mid_sites:
         .quad .Ladd_site, .Lflags_site, .Lregisters_site, .Lentry_site, .Lpushed_site, .Lred_zone_site
         .quad .Lxmm_site, .Lymm_site, .Lstack_site, .Lloop_site, .Lentered_site, .Lloop_head, .Lsyscall_site
+        .quad .Lswitch_site
 
         .section .note.GNU-stack, "", @progbits

@@ -55,6 +55,7 @@ struct MidSites {
   void* entered;
   void* loop_head;
   void* syscall;
+  void* switch_jump;
 };
 extern const MidSites mid_sites;
 }
@@ -386,6 +387,19 @@ TEST(MidHook, RefusesInstructionsThatCannotBeRelocated) {
   EXPECT_NE(hook.error().message.find(at(mid_sites.syscall)), std::string::npos) << hook.error().message;
   EXPECT_EQ(snapshot.differences(), "");
   EXPECT_EQ(call(mid_target_syscall, 1), getpid() + 1);
+}
+
+// The stolen bytes would be a jump table's `jmp rax` and the first case after
+// it: the jump, run from the trampoline, could land in the middle of the
+// hook's jump. Unprovable (disasm::scan_branches); until the one branch scan
+// the planner dropped an indirect jump among the stolen bytes and hooked it.
+TEST(MidHook, RefusesAJumpTablesJumpStolenWithItsFirstCase) {
+  auto snapshot = function_snapshot(mid_sites.switch_jump);
+  auto hook = MidHook::install(mid_sites.switch_jump, count_hit);
+  ASSERT_FALSE(hook) << "hooked a jump table's jmp with the case after it";
+  EXPECT_EQ(hook.error().code, ErrorCode::kUnprovable) << hook.error().describe();
+  EXPECT_NE(hook.error().message.find("indirect jump"), std::string::npos) << hook.error().message;
+  EXPECT_EQ(snapshot.differences(), "");
 }
 
 TEST(MidHook, RefusesBytesThatHoldAnotherHooksJump) {

@@ -136,22 +136,29 @@ TEST(TransactionValidation, BranchIntoTheSite) {
   expect_refused(tx, ErrorCode::kBranchInto, f, 15, at(f + 2));
 }
 
-// An indirect jump in the function cannot be proven not to land inside: refused unless allowed.
-TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
+// `int f(int x, void* to)`: 1 when x is 0, else jumps to `to`:
+// f+0 mov eax, 1; f+5 test edi, edi; f+7 jz f+11; f+9 jmp rsi; f+11 ret.
+std::uintptr_t emit_indirect_jump_unless_zero() {
   using namespace asmjit;
-  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
+  return test::emit([](x86::Assembler& a) {
     Label out = a.newLabel();
     a.mov(x86::eax, 1);
     a.test(x86::edi, x86::edi);
-    a.jz(out);
+    a.short_().jz(out);
     a.jmp(x86::rsi);
     a.bind(out);
     a.ret();
   });
+}
+
+// An indirect jump in the function cannot be proven not to land inside: refused unless allowed.
+TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
+  using namespace asmjit;
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();
   {
     Transaction tx;
     ASSERT_TRUE(tx.add(site(f, mov_eax(1), mov_eax(2))));
-    expect_refused(tx, ErrorCode::kUnprovable, f, 16, "indirect jump");
+    expect_refused(tx, ErrorCode::kUnprovable, f, 12, "indirect jump");
   }
   TransactionOptions options;
   options.allow_unprovable = true;
@@ -163,23 +170,24 @@ TEST(TransactionValidation, IndirectJumpIsUnprovableUnlessAllowed) {
   ASSERT_TRUE(tx.revert());
 }
 
-// An indirect jump inside the range being replaced disappears with the patch,
-// so it proves nothing either way: no allow_unprovable needed, in either direction.
-TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
+// An indirect jump inside a site of several instructions may aim at a later
+// one of them, and the site's out-of-line copy still runs it for a thread in
+// flight: unprovable like any other (disasm::scan_branches). Until the one
+// branch scan, validation dropped indirect jumps inside a site and committed this.
+TEST(TransactionValidation, IndirectJumpInsideASiteOfSeveralInstructionsIsUnprovableUnlessAllowed) {
   using namespace asmjit;
-  const std::uintptr_t f = test::emit([](x86::Assembler& a) {
-    Label out = a.newLabel();
-    a.mov(x86::eax, 1);
-    a.test(x86::edi, x86::edi);  // f+5: the site starts here...
-    a.short_().jz(out);
-    a.jmp(x86::rsi);             // ...holds the indirect jump...
-    a.bind(out);                 // ...and ends here.
-    a.ret();
-  });
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();  // The site: f+5 to f+11, test; jz; jmp rsi.
   const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 5, 6);
   ASSERT_EQ(old_bytes[4], 0xFF) << "expected test; jz rel8; jmp rsi";
   const std::vector<std::uint8_t> nop6{0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00};
-  Transaction tx;  // Default options: allow_unprovable is off.
+  {
+    Transaction tx;  // Default options: allow_unprovable is off.
+    ASSERT_TRUE(tx.add(site(f + 5, old_bytes, nop6)));
+    expect_refused(tx, ErrorCode::kUnprovable, f, 12, "indirect jump at " + at(f + 9));
+  }
+  TransactionOptions options;
+  options.allow_unprovable = true;
+  Transaction tx(options);
   ASSERT_TRUE(tx.add(site(f + 5, old_bytes, nop6)));
   auto committed = tx.commit();
   ASSERT_TRUE(committed) << committed.error().describe();
@@ -187,6 +195,23 @@ TEST(TransactionValidation, IndirectJumpInsideTheReplacedRangeIsNotUnprovable) {
   auto reverted = tx.revert();
   ASSERT_TRUE(reverted) << reverted.error().describe();
   EXPECT_EQ(test::bytes_at(f + 5, 6), old_bytes);
+}
+
+// A site that is one indirect jump has no instruction boundary inside it for
+// the jump to reach: replaced without allow_unprovable, in either direction.
+TEST(TransactionValidation, AnIndirectJumpThatIsTheWholeSiteIsNotUnprovable) {
+  using namespace asmjit;
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();  // The site: f+9, jmp rsi.
+  const std::vector<std::uint8_t> old_bytes = test::bytes_at(f + 9, 2);
+  ASSERT_EQ(old_bytes[0], 0xFF) << "expected jmp rsi";
+  Transaction tx;
+  ASSERT_TRUE(tx.add(site(f + 9, old_bytes, {0x66, 0x90})));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  EXPECT_EQ(test::as<int (*)(int, void*)>(f)(1, nullptr), 1);
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  EXPECT_EQ(test::bytes_at(f + 9, 2), old_bytes);
 }
 
 // A branch between two sites of one container, landing inside one of them,

@@ -1,4 +1,5 @@
 // punch::disasm validation — is a patch safe against the code as it stands?
+// (Branches into the patched ranges: branch_scan.hpp.)
 #pragma once
 
 #include <cstddef>
@@ -34,16 +35,5 @@ struct FunctionExtent {
   std::uintptr_t end = 0;
   enum class Source { kSymbol, kCaller, kBoundedScan } source = Source::kSymbol;
 };
-
-//! What a branch scan found.
-struct BranchScan {
-  std::vector<std::uintptr_t> branches_into;   //!< Addresses of direct branches landing strictly inside the range.
-  std::vector<std::uintptr_t> indirect_jumps;  //!< Addresses of indirect jumps in the scanned code (cannot prove safe).
-  bool complete = true;                        //!< false when the scan stopped at undecodable bytes.
-};
-
-//! Scans `function` (its bytes, from its entry) for branches landing strictly
-//! inside (start, end) — a branch to `start` itself is fine — and for indirect jumps.
-Result<BranchScan> scan_branches(CodeSpan function, std::uintptr_t start, std::uintptr_t end);
 
 }  // namespace punch::disasm

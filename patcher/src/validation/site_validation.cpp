@@ -17,6 +17,7 @@
 #include <tuple>
 #include <utility>
 
+#include <punch/disasm/branch_scan.hpp>
 #include <punch/disasm/instruction_facts.hpp>
 #include <punch/disasm/relocate.hpp>
 #include <punch/runtime/safe_read.hpp>
@@ -35,10 +36,10 @@ using disasm::FunctionExtent;
 
 // Boundaries of every site of one container against its decoded instructions,
 // then the branch scan over the same list. `members` are the container's
-// sites, by address.
+// sites, by address; `decoded` and `ranges` are scratch space.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       const Known& known, std::vector<disasm::Instruction>& decoded, const TransactionOptions& options,
-                       CopyRoom room) {
+                       const Known& known, std::vector<disasm::Instruction>& decoded,
+                       std::vector<disasm::PatchRange>& ranges, const TransactionOptions& options, CopyRoom room) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
   const Members sites{members, batch.sites};
@@ -76,26 +77,23 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
     return site_error(ErrorCode::kBranchInto, b.into->index, b.into->address,
                       "the new code of " + site_name(b.from->index, b.from->address) + " branches from " +
                           at(b.branch) + " to " + at(b.target) + ", inside the site");
-  // ... and as it is. Instructions inside a site being replaced disappear with
-  // the patch: an indirect jump there proves nothing either way, and a branch
-  // from a site into its own range is relocated along with it.
-  std::uintptr_t indirect = 0;
-  SiteCursor cursor{sites};
-  for (const disasm::Instruction& insn : decoded) {
-    const CheckedSite* home = cursor.holding(insn.address);
-    if (insn.flow == disasm::Flow::kIndirectJump && !home && !indirect) indirect = insn.address;
-    if (!insn.has_branch_target) continue;
-    const CheckedSite* into = sites.holding(insn.branch_target);
-    if (into && insn.branch_target != into->address && into != home)
-      return site_error(ErrorCode::kBranchInto, into->index, into->address,
-                        "the branch `" + disasm::format(code, insn.address) + "` at " + at(insn.address) +
-                            " lands at " + at(insn.branch_target) + ", inside the site");
+  // ... and as it is (disasm::scan_branches: the rule, indirect jumps included).
+  ranges.clear();
+  for (std::size_t k = 0; k < sites.size(); ++k) ranges.push_back({sites[k].address, sites[k].end()});
+  const disasm::BranchScan found = disasm::scan_branches(code, decoded, ranges, complete);
+  if (!found.branches_into.empty()) {
+    const disasm::BranchInto& b = found.branches_into.front();
+    const CheckedSite& into = sites[b.range];
+    return site_error(ErrorCode::kBranchInto, into.index, into.address,
+                      "the branch `" + disasm::format(code, b.branch) + "` at " + at(b.branch) + " lands at " +
+                          at(b.target) + ", inside the site");
   }
   if (options.allow_unprovable) return {};
   const CheckedSite& front = batch.sites[members.front()];
-  if (indirect)
+  if (!found.indirect_jumps.empty())
     return site_error(ErrorCode::kUnprovable, front.index, front.address,
-                      "the code [" + at(box.start) + ", " + at(box.end) + ") has an indirect jump at " + at(indirect) +
+                      "the code [" + at(box.start) + ", " + at(box.end) + ") has an indirect jump at " +
+                          at(found.indirect_jumps.front()) +
                           " whose targets cannot be checked; set allow_unprovable to accept");
   if (!complete)
     return site_error(ErrorCode::kUnprovable, front.index, front.address,
@@ -248,12 +246,13 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     std::stable_sort(by_container.begin(), by_container.end(), by_box);
   batch.instructions.reserve(by_container.size());
   std::vector<disasm::Instruction> decoded;
+  std::vector<disasm::PatchRange> ranges;
   for (std::size_t lo = 0; lo < by_container.size();) {
     const std::uint32_t g = batch.sites[by_container[lo]].container;
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
-                              decoded, options, room));
+                              decoded, ranges, options, room));
     lo = hi;
   }
   // No branch from the rest of the loaded object may land inside a site

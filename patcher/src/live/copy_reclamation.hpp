@@ -1,35 +1,15 @@
-// Out-of-line copies: where a thread goes when it meets a site in flight, and
-// where the thread fix-up moves a thread found inside a multi-instruction site.
+// Reclaiming out-of-line copies: waiting for threads to leave them, and
+// freeing the generations no thread can still be using.
 #pragma once
 
 #include <chrono>
-#include <memory>
-#include <span>
+#include <cstddef>
 
 #include <punch/result.hpp>
 
 #include "flight_table.hpp"
-#include "checked_site.hpp"
 
 namespace punch::patcher::live {
-
-//! Bytes a copy may add after the relocated instructions: an absolute jmp back
-//! (a final call's push and jump are in disasm::relocated_size_bound).
-constexpr std::size_t kCopyTailBound = 14;
-
-//! Builds the generation for moving `sites` from their `from` to their `to`
-//! bytes: relocates each code site's old instructions (or, for a one-
-//! instruction site whose old code cannot move, its new instruction) into one
-//! heap block near the sites, each copy ending in a jump back to the site's
-//! end; writes the block with one write. Instructions that run anywhere are
-//! copied as they are (no relocation). Nothing is published yet.
-Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, TrapInstruction trap);
-
-//! Whether a commit of `sites` (as memory is now) would pass validation and
-//! find out-of-line copies for them: validates, builds the copies, frees them.
-//! Writes no site. Lets an operation that only prepares a later commit (a hook
-//! installed disabled) refuse now what that commit would refuse.
-Status check_copies(std::span<const Site> sites, const TransactionOptions& options);
 
 //! Waits, up to `timeout`, until no thread is inside `generation`'s copies.
 //! A run that sent threads into its copies (a trap while in flight, the

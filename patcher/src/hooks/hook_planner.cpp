@@ -10,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include <punch/disasm/branch_scan.hpp>
 #include <punch/disasm/instruction.hpp>
 #include <punch/disasm/instruction_facts.hpp>
 #include <punch/disasm/relocate.hpp>
@@ -199,22 +200,19 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   // No branch from the rest of the function may land inside the stolen bytes.
   const std::uintptr_t scan_end = std::max(plan.extent.end, a);
   disasm::CodeSpan function{code->address, std::span<const std::uint8_t>(code->bytes).first(scan_end - code->address)};
-  auto scan = disasm::scan_branches(function, plan.entry, a);
-  if (!scan) return tl::unexpected<Error>(std::move(scan).error());
-  if (!scan->branches_into.empty())
-    return fail(ErrorCode::kBranchInto, at(scan->branches_into.front()) + ": `" +
-                                            disasm::format(function, scan->branches_into.front()) +
+  PUNCH_TRY_ASSIGN(const disasm::BranchScan scan, disasm::scan_branches(function, plan.entry, a));
+  if (!scan.branches_into.empty())
+    return fail(ErrorCode::kBranchInto, at(scan.branches_into.front().branch) + ": `" +
+                                            disasm::format(function, scan.branches_into.front().branch) +
                                             "` branches into the stolen bytes [" + at(plan.entry) + ", " + at(a) + ")");
-  if (!policy.allow_unprovable) {
-    for (std::uintptr_t jump : scan->indirect_jumps)
-      if (jump < plan.entry || jump >= a)
-        return fail(ErrorCode::kUnprovable, at(jump) + ": indirect jump `" + disasm::format(function, jump) +
-                                                "` in the function of " + at(target) +
-                                                " may land in the stolen bytes (set allow_unprovable to accept)");
-    if (!scan->complete)
-      return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
-                                                       "no branch lands in the stolen bytes");
-  }
+  if (!policy.allow_unprovable && !scan.indirect_jumps.empty())
+    return fail(ErrorCode::kUnprovable, at(scan.indirect_jumps.front()) + ": indirect jump `" +
+                                            disasm::format(function, scan.indirect_jumps.front()) +
+                                            "` in the function of " + at(target) +
+                                            " may land in the stolen bytes (set allow_unprovable to accept)");
+  if (!policy.allow_unprovable && !scan.complete)
+    return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
+                                                     "no branch lands in the stolen bytes");
   PUNCH_TRY(check_object_branches(plan, policy.allow_unprovable));
   return plan;
 }
