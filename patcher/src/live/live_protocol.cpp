@@ -21,7 +21,7 @@
 // CPU can still meet a trap byte once its handler data is gone. Here that
 // data, the generation, stays published after the run until reclamation has
 // synced every thread and seen each one outside its trap handler (see
-// out_of_line.cpp); until then a core that still sees a stale trap byte
+// copy_reclamation.cpp); until then a core that still sees a stale trap byte
 // traps, and the handler re-runs the site, which holds the new code in full.
 // No core can see the old code any more: the first sync took the old first
 // bytes away, the second put every new byte [1,n) in place. So the run ends
@@ -42,6 +42,7 @@
 #include <punch/runtime/threads.hpp>
 
 #include "flight_table.hpp"
+#include "copy_reclamation.hpp"
 #include "out_of_line.hpp"
 #include "site_messages.hpp"
 #include "thread_fixup.hpp"

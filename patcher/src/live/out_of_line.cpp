@@ -7,6 +7,7 @@
 // then the only way it can be inside one: copy_reclamation.cpp). RIP-relative
 // operands that read the site's own bytes read the copy's (the site's code
 // works as a unit at the copy's address).
+#include "copy_reclamation.hpp"
 #include "out_of_line.hpp"
 
 #include <algorithm>

@@ -10,7 +10,6 @@
 #include <punch/result.hpp>
 
 #include "checked_site.hpp"
-#include "copy_reclamation.hpp"  // Freeing copies; the live protocol uses both.
 #include "flight_table.hpp"
 
 namespace punch::patcher::live {

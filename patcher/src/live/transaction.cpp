@@ -15,6 +15,7 @@
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
 #include "lock_ranks.hpp"
+#include "copy_reclamation.hpp"
 #include "out_of_line.hpp"
 #include "site_decodes.hpp"
 #include "site_messages.hpp"
