@@ -12,6 +12,7 @@
 
 #include <punch/runtime/fork_safe_mutex.hpp>
 
+#include "container_memo.hpp"
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
 #include "lock_ranks.hpp"
@@ -75,14 +76,16 @@ struct Transaction::State {
   mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
   mutable std::vector<std::uint32_t> order;  // by_address's indexes in its order (validation need not sort).
 
-  // Validates the sites for `direction` (see live::check_sites), with what the transaction knows of them.
-  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch, live::CopyRoom room) const {
+  // Validates the sites for `direction` (see live::check_sites), with what the
+  // transaction knows of them, and `memo` when under the live lock.
+  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch, live::CopyRoom room,
+                                   live::ContainerMemo* memo = nullptr) const {
     decodes.cover(sites);
     if (order.size() != sites.size()) {  // add() only appends: a size that differs means sites were added.
       order.clear();
       for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
     }
-    return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order});
+    return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order, memo});
   }
 };
 
@@ -124,11 +127,12 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
                    state_->check(live::Direction::kApply,
                                  state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
-                                 live::CopyRoom::kReserve));
+                                 live::CopyRoom::kReserve, &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "commit"));
+  live::container_memo().keep(std::move(checked.after));
   state_->committed = true;
   live::g_counters.commits.fetch_add(1, std::memory_order_relaxed);
   return {};
@@ -139,9 +143,11 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
-                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve));
+  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
+                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve,
+                                 &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "revert"));
+  live::container_memo().keep(std::move(checked.after));
   state_->committed = false;
   state_->validated = false;
   live::g_counters.reverts.fetch_add(1, std::memory_order_relaxed);
