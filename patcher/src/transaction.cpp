@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
@@ -70,11 +71,15 @@ Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout) {
 struct Transaction::State {
   TransactionOptions options;
   std::vector<Site> sites;
-  std::map<std::uintptr_t, std::size_t> by_address;  // Site start -> index: add() checks overlap in O(log n).
+  // While sites come in address order (a batch's usual order), `sites` is
+  // sorted and add() compares a site with the last one only. From the first
+  // that does not, by_address (site start -> index) finds its neighbours in O(log n).
+  bool in_order = true;
+  std::map<std::uintptr_t, std::size_t> by_address;
   bool committed = false;
   mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
   mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
-  mutable std::vector<std::uint32_t> order;  // by_address's indexes in its order (validation need not sort).
+  mutable std::vector<std::uint32_t> order;  // The sites' indexes by address (validation need not sort).
 
   // Validates the sites for `direction` (see live::check_sites), with what the
   // transaction knows of them, and `memo` when under the live lock.
@@ -83,9 +88,31 @@ struct Transaction::State {
     decodes.cover(sites);
     if (order.size() != sites.size()) {  // add() only appends: a size that differs means sites were added.
       order.clear();
-      for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
+      order.reserve(sites.size());
+      if (in_order)
+        for (std::uint32_t i = 0; i < sites.size(); ++i) order.push_back(i);
+      else
+        for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
     }
     return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order, memo});
+  }
+
+  // The index of a site already added that overlaps [address, end), if any.
+  // Sites added so far are disjoint: only the neighbours by address can.
+  std::optional<std::size_t> overlapping(std::uintptr_t address, std::uintptr_t end) {
+    const auto overlaps = [&](std::size_t i) { return address < sites[i].address + sites[i].expected.size() && sites[i].address < end; };
+    if (in_order && (sites.empty() || address >= sites.back().address)) {
+      if (!sites.empty() && overlaps(sites.size() - 1)) return sites.size() - 1;
+      return std::nullopt;
+    }
+    if (in_order) {  // The first out of order: index them all.
+      for (std::size_t i = 0; i < sites.size(); ++i) by_address.emplace(sites[i].address, i);
+      in_order = false;
+    }
+    auto next = by_address.lower_bound(address);
+    if (next != by_address.end() && overlaps(next->second)) return next->second;
+    if (next != by_address.begin() && overlaps(std::prev(next)->second)) return std::prev(next)->second;
+    return std::nullopt;
   }
 };
 
@@ -100,16 +127,10 @@ Status Transaction::add(Site site) {
   if (state_->committed)
     return fail(ErrorCode::kInvalidArgument, site.address, "the transaction is committed; revert it first");
   PUNCH_TRY(live::check_site_shape(site));
-  // Only the neighbours by address can overlap it (sites added so far are disjoint).
-  auto next = state_->by_address.lower_bound(site.address);
-  for (auto it : {next, next == state_->by_address.begin() ? state_->by_address.end() : std::prev(next)}) {
-    if (it == state_->by_address.end()) continue;
-    const Site& other = state_->sites[it->second];
-    if (site.address < other.address + other.expected.size() && other.address < site.address + site.expected.size())
-      return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
-                                           " bytes) overlaps " + live::site_name(it->second, other.address));
-  }
-  state_->by_address.emplace(site.address, state_->sites.size());
+  if (auto other = state_->overlapping(site.address, site.address + site.expected.size()))
+    return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
+                                         " bytes) overlaps " + live::site_name(*other, state_->sites[*other].address));
+  if (!state_->in_order) state_->by_address.emplace(site.address, state_->sites.size());
   state_->sites.push_back(std::move(site));
   return {};
 }

@@ -299,6 +299,29 @@ TEST(PatchPoint, BatchChangesManyPointsAtOnce) {
   }
 }
 
+TEST(PatchPoint, BatchAddedInAnyOrderChangesEveryPoint) {
+  constexpr int kPoints = 30;
+  Emitted f = emit([&](x86::Assembler& a) {
+    std::vector<PatchPointMark> marks;
+    a.xor_(x86::eax, x86::eax);
+    for (int i = 0; i < kPoints; ++i) {
+      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+      a.add(x86::eax, x86::ecx);
+    }
+    a.ret();
+    return marks;
+  });
+  ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints));
+  PatchPointBatch batch;
+  for (int i = kPoints - 1; i >= 0; i -= 2) ASSERT_TRUE(batch.set_imm32(f.points[i], 3));  // Downwards,
+  for (int i = 0; i < kPoints; i += 2) ASSERT_TRUE(batch.set_imm32(f.points[i], 2));       // then upwards.
+  auto twice = batch.set_imm32(f.points[kPoints / 2], 5);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, ErrorCode::kOverlap) << twice.error().describe();
+  ASSERT_TRUE(batch.commit());
+  EXPECT_EQ(f.as<int (*)()>()(), kPoints / 2 * 3 + kPoints / 2 * 2);
+}
+
 // ---- Repeated batches over one function ----
 // A commit reuses the function's decode from the commit before (the
 // container memo) when the function's bytes are the same: every refusal must
