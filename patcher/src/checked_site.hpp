@@ -5,7 +5,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-#include <utility>
 #include <vector>
 
 #include <punch/disasm/instruction.hpp>
@@ -46,15 +45,13 @@ struct CheckedSite {
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };
 
-//! What decode_container gave for one container with one set of sites: a
-//! function of the container's address, its bytes and its sites' ranges
-//! alone, so an entry of the ContainerMemo whose three equal a later
-//! validation's holds exactly what that validation would decode.
+//! What decode_container gave for one container: a function of the
+//! container's address and bytes alone, so a ContainerMemo entry whose two
+//! equal a later validation's holds exactly what that validation would decode.
 struct ContainerDecode {
   std::uintptr_t start = 0;
   std::vector<std::uint8_t> bytes;
-  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> sites;  //!< Each site's [address, end), by address.
-  std::vector<disasm::Instruction> instructions;                 //!< decode_container's list (it reached the end).
+  std::vector<disasm::Instruction> instructions;  //!< decode_container's list (it reached the end).
 };
 
 //! The outcome of a validation: the sites by address, and what was read and

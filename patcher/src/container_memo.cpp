@@ -6,14 +6,11 @@
 
 namespace punch::patcher::live {
 
-bool ContainerMemo::take(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out) {
+bool ContainerMemo::take(disasm::CodeSpan code, std::vector<disasm::Instruction>& out) {
   for (auto it = entries_.begin(); it != entries_.end(); ++it) {
-    const ContainerDecode& e = *it;
-    if (e.start != code.address || e.bytes.size() != code.bytes.size() || e.sites.size() != sites.size()) continue;
-    bool same_sites = true;
-    for (std::size_t k = 0; k < sites.size() && same_sites; ++k)
-      same_sites = e.sites[k].first == sites[k].address && e.sites[k].second == sites[k].end();
-    if (!same_sites || std::memcmp(e.bytes.data(), code.bytes.data(), code.bytes.size()) != 0) continue;
+    if (it->start != code.address || it->bytes.size() != code.bytes.size() ||
+        std::memcmp(it->bytes.data(), code.bytes.data(), code.bytes.size()) != 0)
+      continue;
     out = std::move(it->instructions);
     entries_.erase(it);
     return true;
@@ -44,7 +41,9 @@ std::optional<ContainerDecode> after_change(disasm::CodeSpan code, const Members
                                             std::vector<disasm::Instruction>& decoded) {
   // Where each site's old instructions start in `decoded`: at its address,
   // as many as its new ones, the last ending at its end (addresses and ends
-  // only grow along the list, so that makes them exactly its old ones).
+  // only grow along the list, so those are all the list holds of the site).
+  // The new ones must all be in a fresh decode's list too: none of them a
+  // one-byte int3, ret or nop, which decode_container leaves out.
   std::vector<std::size_t> first(sites.size());
   std::size_t next = 0;
   for (std::size_t k = 0; k < sites.size(); ++k) {
@@ -54,19 +53,19 @@ std::optional<ContainerDecode> after_change(disasm::CodeSpan code, const Members
     if (now.empty() || now.back().end() != c.end() || next + now.size() > decoded.size() ||
         decoded[next].address != c.address || decoded[next + now.size() - 1].end() != c.end())
       return std::nullopt;
+    for (const disasm::Instruction& insn : now)
+      if (insn.length == 1 && branchless_one_byte(c.to[insn.address - c.address])) return std::nullopt;
     first[k] = next;
     next += now.size();
   }
   ContainerDecode out;
   out.start = code.address;
   out.bytes.assign(code.bytes.begin(), code.bytes.end());
-  out.sites.reserve(sites.size());
   for (std::size_t k = 0; k < sites.size(); ++k) {
     const CheckedSite& c = sites[k];
     const auto now = known.of(c, true);
     std::copy(now.begin(), now.end(), decoded.begin() + static_cast<std::ptrdiff_t>(first[k]));
     std::memcpy(out.bytes.data() + (c.address - code.address), c.to.data(), c.to.size());
-    out.sites.emplace_back(c.address, c.end());
   }
   out.instructions = std::move(decoded);
   return out;

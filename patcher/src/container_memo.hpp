@@ -18,8 +18,8 @@ namespace punch::patcher::live {
 //! (commit and revert): validate() runs without it and passes none.
 class ContainerMemo {
  public:
-  //! Moves the entry for `code` and `sites` into `out` and forgets it; false when none has that key.
-  bool take(disasm::CodeSpan code, const Members& sites, std::vector<disasm::Instruction>& out);
+  //! Moves the entry for `code` (its address and bytes) into `out` and forgets it; false when none has them.
+  bool take(disasm::CodeSpan code, std::vector<disasm::Instruction>& out);
 
   //! Keeps `decodes` (the containers as a successful run left them),
   //! replacing any entry of the same start, and forgetting the oldest beyond
@@ -41,7 +41,8 @@ ContainerMemo& container_memo();
 //! the code between sites is unchanged, and decoding resumes at each site's
 //! end whatever the site holds, so only each site's instructions change, to
 //! its new ones (`known`). Nothing when a site's new instructions are not
-//! known, or are not as many as its old ones (`decoded` is then untouched).
+//! known, are not as many as its old ones in the list, or include a one-byte
+//! int3, ret or nop (`decoded` is then untouched).
 std::optional<ContainerDecode> after_change(disasm::CodeSpan code, const Members& sites, const Known& known,
                                             std::vector<disasm::Instruction>& decoded);
 

@@ -37,8 +37,8 @@ using disasm::FunctionExtent;
 // Boundaries of every site of one container against its decoded instructions,
 // then the branch scan over the same list. `members` are the container's
 // sites, by address. With a `memo`, the list is taken from it when it holds
-// this very code and sites, and the list for the code as the change will
-// leave it goes to batch.after.
+// this very code (address and bytes), and the list for the code as the
+// change will leave it goes to batch.after.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
                        const Known& known, ContainerMemo* memo, std::vector<disasm::Instruction>& decoded,
                        const TransactionOptions& options, CopyRoom room) {
@@ -47,7 +47,7 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
   const Members sites{members, batch.sites};
   const bool scan = box.source != FunctionExtent::Source::kBoundedScan;  // A bounded scan has no branch scan.
   // The memo keeps only lists that reached the end (complete).
-  const bool complete = (memo && scan && memo->take(code, sites, decoded)) || decode_container(code, sites, known, decoded);
+  const bool complete = (memo && scan && memo->take(code, decoded)) || decode_container(code, sites, known, decoded);
 
   BranchIntoSite new_into;
   auto first = decoded.begin();

@@ -1,6 +1,6 @@
 // The container memo: the decode it keeps for a container as a change leaves
 // it must be exactly what decoding the changed bytes gives, and it hands an
-// entry back only for the very same bytes and sites.
+// entry back only for the very same address and bytes, whatever the sites.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -26,10 +26,11 @@ struct Fixture {
   std::vector<CheckedSite> checked;
   std::vector<std::uint32_t> members;
 
-  // Sites as (offset, new bytes), by address.
-  explicit Fixture(const std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>>& changes) {
+  // Sites as (offset, new bytes), by address, in `code` (their old bytes).
+  explicit Fixture(const std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>>& changes,
+                   const std::vector<std::uint8_t>& code = kCode) {
     for (const auto& [offset, to] : changes)
-      sites.push_back(Site{kAt + offset, std::vector<std::uint8_t>(kCode.begin() + offset, kCode.begin() + offset + to.size()),
+      sites.push_back(Site{kAt + offset, std::vector<std::uint8_t>(code.begin() + offset, code.begin() + offset + to.size()),
                            to, std::nullopt});
     decodes.cover(sites);
     for (std::size_t i = 0; i < sites.size(); ++i) {
@@ -80,31 +81,47 @@ TEST(ContainerMemo, TheDecodeAfterAChangeIsTheDecodeOfTheChangedBytes) {
   ASSERT_TRUE(decode_container(disasm::CodeSpan{kAt, changed}, f.view(), Known{}, fresh));
   expect_same(after->instructions, fresh);
 
-  // Handed back for the same bytes and sites only.
+  // Handed back for the same address and bytes only, whatever the sites.
   ContainerMemo memo;
   std::vector<ContainerDecode> kept;
   kept.push_back(*after);
   memo.keep(std::move(kept));
   std::vector<disasm::Instruction> out;
-  EXPECT_FALSE(memo.take(code, f.view(), out));  // The old bytes.
+  EXPECT_FALSE(memo.take(code, out));  // The old bytes.
   std::vector<std::uint8_t> other = changed;
   other[7] = 0x29;  // add -> sub
-  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt, other}, f.view(), out));
-  Fixture fewer({{2, {0xB9, 9, 0, 0, 0}}});
-  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt, changed}, fewer.view(), out));
-  ASSERT_TRUE(memo.take(disasm::CodeSpan{kAt, changed}, f.view(), out));
+  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt, other}, out));
+  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt + 1, changed}, out));  // Elsewhere.
+  ASSERT_TRUE(memo.take(disasm::CodeSpan{kAt, changed}, out));
   expect_same(out, fresh);
-  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt, changed}, f.view(), out));  // Taken.
+  EXPECT_FALSE(memo.take(disasm::CodeSpan{kAt, changed}, out));  // Taken.
+
+  // The list does not depend on the sites: one site, or none.
+  Fixture fewer({{9, {0xE8, 0, 0, 0x20, 0}}}, changed);
+  std::vector<disasm::Instruction> with_fewer;
+  ASSERT_TRUE(decode_container(disasm::CodeSpan{kAt, changed}, fewer.view(), fewer.known(), with_fewer));
+  expect_same(with_fewer, fresh);
+  Fixture none({});
+  std::vector<disasm::Instruction> with_none;
+  ASSERT_TRUE(decode_container(disasm::CodeSpan{kAt, changed}, none.view(), Known{}, with_none));
+  expect_same(with_none, fresh);
 }
 
-TEST(ContainerMemo, NothingWhenASiteChangesItsNumberOfInstructions) {
-  Fixture f({{19, {0x66, 0x90}}});  // nop; nop -> one 2-byte nop
+TEST(ContainerMemo, NothingWhenTheListCannotBeSwappedOneForOne) {
   const disasm::CodeSpan code{kAt, kCode};
-  std::vector<disasm::Instruction> decoded;
-  ASSERT_TRUE(decode_container(code, f.view(), f.known(), decoded));
-  const std::vector<disasm::Instruction> copy = decoded;
-  EXPECT_FALSE(after_change(code, f.view(), f.known(), decoded));
-  expect_same(decoded, copy);  // Untouched.
+  for (const auto& [offset, to] : std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>>{
+           {19, {0x66, 0x90}},                    // nop; nop (left out of the list) -> one 2-byte nop
+           {2, {0x31, 0xC0, 0x0F, 0x1F, 0x00}},   // mov -> xor; 3-byte nop: two for one
+           {2, {0x90, 0x90, 0x90, 0x90, 0x90}},   // mov -> one-byte nops (a fresh list leaves them out)
+           {9, {0xC3, 0xCC, 0xCC, 0xCC, 0xCC}}}) {  // call -> ret; int3s
+    SCOPED_TRACE(offset);
+    Fixture f({{offset, to}});
+    std::vector<disasm::Instruction> decoded;
+    ASSERT_TRUE(decode_container(code, f.view(), f.known(), decoded));
+    const std::vector<disasm::Instruction> copy = decoded;
+    EXPECT_FALSE(after_change(code, f.view(), f.known(), decoded));
+    expect_same(decoded, copy);  // Untouched.
+  }
 }
 
 }  // namespace
