@@ -46,6 +46,7 @@ Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
 bool decode_container(disasm::CodeSpan code, const Members& sites, const Known& known,
                       std::vector<disasm::Instruction>& out) {
   out.clear();
+  out.reserve(code.bytes.size() / 4);  // Instructions average 3-4 bytes: a realloc or none.
   SiteCursor cursor{sites};
   for (std::uintptr_t a = code.address; a < code.end();) {
     if (branchless_one_byte(code.bytes[a - code.address])) {  // The whole run.
