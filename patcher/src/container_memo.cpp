@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <span>
 
 namespace punch::patcher::live {
 
@@ -19,7 +20,8 @@ bool ContainerMemo::take(disasm::CodeSpan code, std::vector<disasm::Instruction>
 }
 
 void ContainerMemo::keep(std::vector<ContainerDecode>&& decodes) {
-  for (ContainerDecode& d : decodes) {
+  const std::size_t skip = decodes.size() > kMaxEntries ? decodes.size() - kMaxEntries : 0;  // Forgotten at once.
+  for (ContainerDecode& d : std::span(decodes).subspan(skip)) {
     if (d.bytes.size() > kMaxBytes) continue;
     std::erase_if(entries_, [&](const ContainerDecode& e) { return e.start == d.start; });
     entries_.push_back(std::move(d));

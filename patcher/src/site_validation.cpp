@@ -95,7 +95,9 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
                         "the branch `" + disasm::format(code, insn.address) + "` at " + at(insn.address) +
                             " lands at " + at(insn.branch_target) + ", inside the site");
   }
-  if (memo && complete)
+  // For the last containers only (the memo would forget the others at once:
+  // a batch over 1,000 functions must not copy them all).
+  if (memo && complete && container + ContainerMemo::kMaxEntries >= batch.containers.size())
     if (auto after = after_change(code, sites, known, decoded)) batch.after.push_back(std::move(*after));
   if (options.allow_unprovable) return {};
   const CheckedSite& front = batch.sites[members.front()];
