@@ -88,7 +88,8 @@ void SiteDecodes::cover(std::span<const Site> sites) {
     // The replacement: derived from the expected bytes' decode when it can be, else decoded.
     begin = static_cast<std::uint32_t>(instructions_.size());
     std::optional<disasm::Instruction> replacement;
-    if (count == 1) replacement = derived(instructions_[expected_.back().begin], site.expected, site.address, site.replacement);
+    if (count == 1)
+      replacement = derived(instructions_[expected_.back().begin], site.expected, site.address, site.replacement);
     if (replacement) {
       instructions_.push_back(*replacement);
       replacement_.push_back({begin, 1});

@@ -100,7 +100,9 @@ struct Transaction::State {
   // The index of a site already added that overlaps [address, end), if any.
   // Sites added so far are disjoint: only the neighbours by address can.
   std::optional<std::size_t> overlapping(std::uintptr_t address, std::uintptr_t end) {
-    const auto overlaps = [&](std::size_t i) { return address < sites[i].address + sites[i].expected.size() && sites[i].address < end; };
+    const auto overlaps = [&](std::size_t i) {
+      return address < sites[i].address + sites[i].expected.size() && sites[i].address < end;
+    };
     if (in_order && (sites.empty() || address >= sites.back().address)) {
       if (!sites.empty() && overlaps(sites.size() - 1)) return sites.size() - 1;
       return std::nullopt;

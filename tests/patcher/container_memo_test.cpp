@@ -30,8 +30,9 @@ struct Fixture {
   explicit Fixture(const std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>>& changes,
                    const std::vector<std::uint8_t>& code = kCode) {
     for (const auto& [offset, to] : changes)
-      sites.push_back(Site{kAt + offset, std::vector<std::uint8_t>(code.begin() + offset, code.begin() + offset + to.size()),
-                           to, std::nullopt});
+      sites.push_back(Site{kAt + offset,
+                           std::vector<std::uint8_t>(code.begin() + offset, code.begin() + offset + to.size()), to,
+                           std::nullopt});
     decodes.cover(sites);
     for (std::size_t i = 0; i < sites.size(); ++i) {
       CheckedSite c;
@@ -74,7 +75,8 @@ TEST(ContainerMemo, TheDecodeAfterAChangeIsTheDecodeOfTheChangedBytes) {
   ASSERT_TRUE(after);
 
   std::vector<std::uint8_t> changed = kCode;
-  for (const Site& s : f.sites) std::memcpy(changed.data() + (s.address - kAt), s.replacement.data(), s.replacement.size());
+  for (const Site& s : f.sites)
+    std::memcpy(changed.data() + (s.address - kAt), s.replacement.data(), s.replacement.size());
   EXPECT_EQ(after->bytes, changed);
   EXPECT_EQ(after->start, kAt);
   std::vector<disasm::Instruction> fresh;  // Decoded from the bytes alone, nothing known.

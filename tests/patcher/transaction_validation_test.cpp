@@ -65,7 +65,8 @@ TEST(TransactionValidation, OverlapIsFoundWhateverOrderSitesComeIn) {
   ASSERT_TRUE(add(any_order, 20));  // site 0
   ASSERT_TRUE(add(any_order, 10));  // site 1: out of order
   ASSERT_TRUE(add(any_order, 30));  // site 2
-  for (const auto& [offset, overlapped] : {std::pair{12, "site #1"}, {18, "site #0"}, {8, "site #1"}, {34, "site #2"}}) {
+  for (const auto& [offset, overlapped] :
+       {std::pair{12, "site #1"}, {18, "site #0"}, {8, "site #1"}, {34, "site #2"}}) {
     SCOPED_TRACE(offset);
     auto s = add(any_order, static_cast<std::uintptr_t>(offset));
     ASSERT_FALSE(s);
