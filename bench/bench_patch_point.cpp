@@ -9,8 +9,9 @@
 // BM_PatchPoint/batch/<n>: one PatchPointBatch changing n `mov r32, imm32`
 // points packed in one function (a JIT's inline caches): time per point
 // (counter ns_per_point) against BM_Pwrite/small of the same run
-// (bench_patch.cpp), and the `pwrites_per_point` counter, against a small
-// pwrite measured between the timed commits.
+// (bench_patch.cpp), and the `pwrite_ns` counter, a small pwrite measured
+// between the timed commits. BM_PatchPoint/batch/1000/cold: the same over 9
+// functions in turn, so that no commit finds its function's decode kept.
 #include <benchmark/benchmark.h>
 
 #include <fcntl.h>
@@ -192,22 +193,32 @@ class InterleavedPwrite {
   std::uint64_t writes_ = 0;
 };
 
-void BM_PatchPointBatch(benchmark::State& state, int n) {
-  std::vector<PatchPoint> points = emit([&](x86::Assembler& a) {
-    std::vector<PatchPointMark> marks;
-    a.xor_(x86::eax, x86::eax);
-    for (int i = 0; i < n; ++i) {
-      marks.push_back(emit_imm32_point(a, x86::ecx, 0));
-      a.add(x86::eax, x86::ecx);
-    }
-    a.ret();
-    return marks;
-  });
-  if (points.size() != static_cast<std::size_t>(n)) return state.SkipWithError("emitting the points failed");
+// `functions` copies of the function, changed in turn: with more than the
+// container memo keeps (8, patcher/src/container_memo.hpp), every commit
+// decodes its function afresh (the first change of a function, or one
+// changed by other means since).
+void BM_PatchPointBatch(benchmark::State& state, int n, int functions) {
+  std::vector<std::vector<PatchPoint>> copies;
+  for (int f = 0; f < functions; ++f) {
+    copies.push_back(emit([&](x86::Assembler& a) {
+      std::vector<PatchPointMark> marks;
+      a.xor_(x86::eax, x86::eax);
+      for (int i = 0; i < n; ++i) {
+        marks.push_back(emit_imm32_point(a, x86::ecx, 0));
+        a.add(x86::eax, x86::ecx);
+      }
+      a.ret();
+      return marks;
+    }));
+    if (copies.back().size() != static_cast<std::size_t>(n)) return state.SkipWithError("emitting the points failed");
+  }
   InterleavedPwrite reference;
   std::uint32_t value = 0;
+  std::size_t next = 0;
   for (auto _ : state) {
     ++value;
+    const std::vector<PatchPoint>& points = copies[next];
+    next = (next + 1) % copies.size();
     PatchPointBatch batch;
     for (const PatchPoint& p : points)
       if (Status added = batch.set_imm32(p, value); !added) return state.SkipWithError(added.error().describe().c_str());
@@ -237,9 +248,13 @@ void register_all() {
           ->Unit(benchmark::kMicrosecond);
   for (int n : {10, 100, 1000, 10000})
     benchmark::RegisterBenchmark(("BM_PatchPoint/batch/" + std::to_string(n)).c_str(),
-                                 [n](benchmark::State& s) { BM_PatchPointBatch(s, n); })
+                                 [n](benchmark::State& s) { BM_PatchPointBatch(s, n, 1); })
         ->UseRealTime()
         ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("BM_PatchPoint/batch/1000/cold",
+                               [](benchmark::State& s) { BM_PatchPointBatch(s, 1000, 9); })
+      ->UseRealTime()
+      ->Unit(benchmark::kMicrosecond);
 }
 
 const bool g_registered = (register_all(), true);

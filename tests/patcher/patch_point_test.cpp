@@ -299,6 +299,173 @@ TEST(PatchPoint, BatchChangesManyPointsAtOnce) {
   }
 }
 
+TEST(PatchPoint, BatchAddedInAnyOrderChangesEveryPoint) {
+  constexpr int kPoints = 30;
+  Emitted f = emit([&](x86::Assembler& a) {
+    std::vector<PatchPointMark> marks;
+    a.xor_(x86::eax, x86::eax);
+    for (int i = 0; i < kPoints; ++i) {
+      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+      a.add(x86::eax, x86::ecx);
+    }
+    a.ret();
+    return marks;
+  });
+  ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints));
+  PatchPointBatch batch;
+  for (int i = kPoints - 1; i >= 0; i -= 2) ASSERT_TRUE(batch.set_imm32(f.points[i], 3));  // Downwards,
+  for (int i = 0; i < kPoints; i += 2) ASSERT_TRUE(batch.set_imm32(f.points[i], 2));       // then upwards.
+  auto twice = batch.set_imm32(f.points[kPoints / 2], 5);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().code, ErrorCode::kOverlap) << twice.error().describe();
+  ASSERT_TRUE(batch.commit());
+  EXPECT_EQ(f.as<int (*)()>()(), kPoints / 2 * 3 + kPoints / 2 * 2);
+}
+
+// ---- Repeated batches over one function ----
+// A commit reuses the function's decode from the commit before (the
+// container memo) when the function's bytes are the same: every refusal must
+// still happen after batches have run over the same points, and a change made
+// to the function by other means between two batches must be seen.
+
+// `kPoints` imm32 points in one function (`mov ecx, v; add eax, ecx` each) and a call point; returns the sum.
+Emitted points_and_call(int points, std::uintptr_t callee) {
+  return emit([&](x86::Assembler& a) {
+    std::vector<PatchPointMark> marks;
+    a.push(x86::rbx);
+    a.xor_(x86::ebx, x86::ebx);
+    for (int i = 0; i < points; ++i) {
+      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+      a.add(x86::ebx, x86::ecx);
+    }
+    marks.push_back(emit_call_point(a, callee));
+    a.add(x86::eax, x86::ebx);
+    a.pop(x86::rbx);
+    a.ret();
+    return marks;
+  });
+}
+
+// A batch setting every imm32 point of `f` to `value` (the call point, last, stays).
+Status set_all(const Emitted& f, std::uint32_t value, std::optional<std::uint32_t> expected = {}) {
+  PatchPointBatch batch;
+  for (std::size_t i = 0; i + 1 < f.points.size(); ++i) PUNCH_TRY(batch.set_imm32(f.points[i], value, expected));
+  return batch.commit();
+}
+
+TEST(PatchPointRepeated, BatchesOverTheSamePointsStillRefuseWhatIsWrong) {
+  constexpr int kPoints = 50;
+  const std::uintptr_t zero = returning(0);
+  Emitted f = points_and_call(kPoints, zero);
+  ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints + 1));
+  const std::size_t size = f.points.back().address + 5 - f.address;
+  for (std::uint32_t v = 2; v < 5; ++v) ASSERT_TRUE(set_all(f, v));  // The memo holds the function now.
+  ASSERT_EQ(f.as<int (*)()>()(), kPoints * 4);
+
+  {  // A stale expected value.
+    const test::MemorySnapshot before(f.address, size);
+    auto s = set_all(f, 7, 3);
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().code, ErrorCode::kConflict) << s.error().describe();
+    EXPECT_EQ(s.error().address, f.points[0].address);
+    EXPECT_TRUE(before.unchanged()) << before.differences();
+  }
+  {  // A target out of rel32 reach, in a batch with the other points.
+    const test::MemorySnapshot before(f.address, size);
+    PatchPointBatch batch;
+    for (int i = 0; i < kPoints; ++i) ASSERT_TRUE(batch.set_imm32(f.points[i], 8));
+    auto s = batch.set_call_target(f.points.back(), f.address + (std::uintptr_t{3} << 30));
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().code, ErrorCode::kOutOfRange) << s.error().describe();
+    EXPECT_EQ(batch.size(), static_cast<std::size_t>(kPoints));  // The other changes stay in the batch.
+    EXPECT_TRUE(before.unchanged()) << before.differences();
+  }
+  {  // A point changed by someone else between add and commit.
+    PatchPointBatch batch;
+    for (int i = 0; i < kPoints; ++i) ASSERT_TRUE(batch.set_imm32(f.points[i], 9));
+    ASSERT_TRUE(set_imm32(f.points[kPoints / 2], 5));
+    const test::MemorySnapshot before(f.address, size);
+    auto s = batch.commit();
+    ASSERT_FALSE(s);
+    EXPECT_TRUE(s.error().code == ErrorCode::kConflict || s.error().code == ErrorCode::kBytesMismatch)
+        << s.error().describe();
+    EXPECT_TRUE(before.unchanged()) << before.differences();
+    ASSERT_TRUE(set_imm32(f.points[kPoints / 2], 4));
+  }
+  ASSERT_TRUE(set_all(f, 4));
+  EXPECT_EQ(f.as<int (*)()>()(), kPoints * 4);
+}
+
+TEST(PatchPointRepeated, ACodeChangeBetweenBatchesIsSeen) {
+  constexpr int kPoints = 20;
+  Emitted f = points_and_call(kPoints, returning(0));
+  ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints + 1));
+  const std::size_t size = f.points.back().address + 5 - f.address;
+  for (std::uint32_t v = 2; v < 5; ++v) ASSERT_TRUE(set_all(f, v));
+  // The `add ebx, ecx` after point 3 becomes `jmp .+4`: into point 4's
+  // immediate. Written directly (not a transaction), as a JIT may rewrite its code.
+  const std::uintptr_t add = f.points[3].address + 5;
+  ASSERT_EQ(add + 2, f.points[4].address);
+  const test::MemorySnapshot original(add, 2);
+  const std::uint8_t jump[] = {0xEB, 0x02};
+  ASSERT_TRUE(heap().writer().write(add, jump));
+  {
+    const test::MemorySnapshot before(f.address, size);
+    auto s = set_all(f, 6);
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().code, ErrorCode::kBranchInto) << s.error().describe();
+    EXPECT_EQ(s.error().address, f.points[4].address);
+    EXPECT_TRUE(before.unchanged()) << before.differences();
+  }
+  ASSERT_TRUE(heap().writer().write(add, original.bytes()));
+  ASSERT_TRUE(set_all(f, 6));
+  EXPECT_EQ(f.as<int (*)()>()(), kPoints * 6);
+  // Another set of sites in the same function: half the points.
+  PatchPointBatch half;
+  for (int i = 0; i < kPoints; i += 2) ASSERT_TRUE(half.set_imm32(f.points[i], 7));
+  ASSERT_TRUE(half.commit());
+  EXPECT_EQ(f.as<int (*)()>()(), kPoints / 2 * 7 + kPoints / 2 * 6);
+}
+
+TEST(PatchPointRepeated, RetiredCodeIsRefusedAfterBatches) {
+  auto writer = runtime::CodeWriter::global();
+  ASSERT_TRUE(writer);
+  runtime::CodeHeap own_heap(**writer);
+  runtime::Jit jit(own_heap);
+  Emitted f = emit([&](x86::Assembler& a) {
+    std::vector<PatchPointMark> marks;
+    a.xor_(x86::eax, x86::eax);
+    for (int i = 0; i < 10; ++i) {
+      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+      a.add(x86::eax, x86::ecx);
+    }
+    a.ret();
+    return marks;
+  }, own_heap);
+  ASSERT_EQ(f.points.size(), 10u);
+  auto all = [&](std::uint32_t v) -> Status {
+    PatchPointBatch batch;
+    for (const PatchPoint& p : f.points) PUNCH_TRY(batch.set_imm32(p, v));
+    return batch.commit();
+  };
+  for (std::uint32_t v = 2; v < 5; ++v) ASSERT_TRUE(all(v));
+  // Added before the code is retired, committed after: refused at commit.
+  PatchPointBatch late;
+  for (const PatchPoint& p : f.points) ASSERT_TRUE(late.set_imm32(p, 9));
+  ASSERT_TRUE(retire_code(jit, reinterpret_cast<void*>(f.address)));
+  const test::MemorySnapshot before(f.address, 10 * 7 + 3);
+  auto s = late.commit();
+  ASSERT_FALSE(s);
+  EXPECT_EQ(s.error().code, ErrorCode::kNotOwned) << s.error().describe();
+  auto again = all(9);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().code, ErrorCode::kNotOwned) << again.error().describe();
+  EXPECT_TRUE(before.unchanged()) << before.differences();
+  auto freed = free_retired_code();
+  ASSERT_TRUE(freed) << freed.error().describe();
+  EXPECT_EQ(freed->freed, 1u);
+}
+
 // ---- Bad input: refused, memory unchanged byte for byte. ----
 
 TEST(PatchPoint, NotAPatchPointIsRefused) {

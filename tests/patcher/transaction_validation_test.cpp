@@ -46,6 +46,38 @@ TEST(TransactionValidation, OverlappingSitesAreRefusedByAdd) {
   EXPECT_TRUE(before.unchanged()) << before.differences();
 }
 
+// add() compares a site with the last one while sites come in address
+// order, and with its neighbours by address from the first that does not:
+// an overlap is found either way. (Nothing is read: add's checks are cheap.)
+TEST(TransactionValidation, OverlapIsFoundWhateverOrderSitesComeIn) {
+  const std::uintptr_t base = 0x10000;
+  const std::vector<std::uint8_t> five(5, 0x90);
+  auto add = [&](Transaction& tx, std::uintptr_t offset) { return tx.add(site(base + offset, five, five)); };
+  Transaction in_order;
+  ASSERT_TRUE(add(in_order, 0));
+  ASSERT_TRUE(add(in_order, 5));
+  auto last = add(in_order, 9);
+  ASSERT_FALSE(last);
+  EXPECT_EQ(last.error().code, ErrorCode::kOverlap);
+  EXPECT_NE(last.error().message.find("site #1"), std::string::npos) << last.error().describe();
+
+  Transaction any_order;
+  ASSERT_TRUE(add(any_order, 20));  // site 0
+  ASSERT_TRUE(add(any_order, 10));  // site 1: out of order
+  ASSERT_TRUE(add(any_order, 30));  // site 2
+  for (const auto& [offset, overlapped] :
+       {std::pair{12, "site #1"}, {18, "site #0"}, {8, "site #1"}, {34, "site #2"}}) {
+    SCOPED_TRACE(offset);
+    auto s = add(any_order, static_cast<std::uintptr_t>(offset));
+    ASSERT_FALSE(s);
+    EXPECT_EQ(s.error().code, ErrorCode::kOverlap);
+    EXPECT_NE(s.error().message.find(overlapped), std::string::npos) << s.error().describe();
+  }
+  EXPECT_TRUE(add(any_order, 15));  // Fits between sites 1 and 0 exactly.
+  EXPECT_TRUE(add(any_order, 25));
+  EXPECT_EQ(any_order.sites().size(), 5u);
+}
+
 TEST(TransactionValidation, StaleExpectedBytes) {
   const std::uintptr_t f = emit_return(1);
   Transaction tx;

@@ -17,7 +17,9 @@ namespace punch::patcher::live {
 //! revert of the same transaction decode nothing again.
 class SiteDecodes {
  public:
-  //! Decodes the sites not covered yet (Transaction::add only appends).
+  //! Decodes the sites not covered yet (Transaction::add only appends); a
+  //! decode that differs from one already made only in an instruction's
+  //! relative field or a mov's immediate is derived from it, not decoded.
   void cover(std::span<const Site> sites);
 
   //! The instructions of site `index`'s replacement (or expected) bytes, or

@@ -8,10 +8,12 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <punch/runtime/fork_safe_mutex.hpp>
 
+#include "container_memo.hpp"
 #include "flight_table.hpp"
 #include "live_protocol.hpp"
 #include "lock_ranks.hpp"
@@ -70,20 +72,50 @@ Result<std::size_t> reclaim_retired_copies(std::chrono::milliseconds timeout) {
 struct Transaction::State {
   TransactionOptions options;
   std::vector<Site> sites;
-  std::map<std::uintptr_t, std::size_t> by_address;  // Site start -> index: add() checks overlap in O(log n).
+  // While sites come in address order (a batch's usual order), `sites` is
+  // sorted and add() compares a site with the last one only. From the first
+  // that does not, by_address (site start -> index) finds its neighbours in O(log n).
+  bool in_order = true;
+  std::map<std::uintptr_t, std::size_t> by_address;
   bool committed = false;
   mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
   mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
-  mutable std::vector<std::uint32_t> order;  // by_address's indexes in its order (validation need not sort).
+  mutable std::vector<std::uint32_t> order;  // The sites' indexes by address (validation need not sort).
 
-  // Validates the sites for `direction` (see live::check_sites), with what the transaction knows of them.
-  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch, live::CopyRoom room) const {
+  // Validates the sites for `direction` (see live::check_sites), with what the
+  // transaction knows of them, and `memo` when under the live lock.
+  Result<live::CheckedBatch> check(live::Direction direction, ErrorCode mismatch, live::CopyRoom room,
+                                   live::ContainerMemo* memo = nullptr) const {
     decodes.cover(sites);
     if (order.size() != sites.size()) {  // add() only appends: a size that differs means sites were added.
       order.clear();
-      for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
+      order.reserve(sites.size());
+      if (in_order)
+        for (std::uint32_t i = 0; i < sites.size(); ++i) order.push_back(i);
+      else
+        for (const auto& entry : by_address) order.push_back(static_cast<std::uint32_t>(entry.second));
     }
-    return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order});
+    return live::check_sites(sites, options, direction, mismatch, room, live::SiteFacts{&decodes, order, memo});
+  }
+
+  // The index of a site already added that overlaps [address, end), if any.
+  // Sites added so far are disjoint: only the neighbours by address can.
+  std::optional<std::size_t> overlapping(std::uintptr_t address, std::uintptr_t end) {
+    const auto overlaps = [&](std::size_t i) {
+      return address < sites[i].address + sites[i].expected.size() && sites[i].address < end;
+    };
+    if (in_order && (sites.empty() || address >= sites.back().address)) {
+      if (!sites.empty() && overlaps(sites.size() - 1)) return sites.size() - 1;
+      return std::nullopt;
+    }
+    if (in_order) {  // The first out of order: index them all.
+      for (std::size_t i = 0; i < sites.size(); ++i) by_address.emplace(sites[i].address, i);
+      in_order = false;
+    }
+    auto next = by_address.lower_bound(address);
+    if (next != by_address.end() && overlaps(next->second)) return next->second;
+    if (next != by_address.begin() && overlaps(std::prev(next)->second)) return std::prev(next)->second;
+    return std::nullopt;
   }
 };
 
@@ -98,16 +130,10 @@ Status Transaction::add(Site site) {
   if (state_->committed)
     return fail(ErrorCode::kInvalidArgument, site.address, "the transaction is committed; revert it first");
   PUNCH_TRY(live::check_site_shape(site));
-  // Only the neighbours by address can overlap it (sites added so far are disjoint).
-  auto next = state_->by_address.lower_bound(site.address);
-  for (auto it : {next, next == state_->by_address.begin() ? state_->by_address.end() : std::prev(next)}) {
-    if (it == state_->by_address.end()) continue;
-    const Site& other = state_->sites[it->second];
-    if (site.address < other.address + other.expected.size() && other.address < site.address + site.expected.size())
-      return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
-                                           " bytes) overlaps " + live::site_name(it->second, other.address));
-  }
-  state_->by_address.emplace(site.address, state_->sites.size());
+  if (auto other = state_->overlapping(site.address, site.address + site.expected.size()))
+    return fail(ErrorCode::kOverlap, at(site.address) + " (" + std::to_string(site.expected.size()) +
+                                         " bytes) overlaps " + live::site_name(*other, state_->sites[*other].address));
+  if (!state_->in_order) state_->by_address.emplace(site.address, state_->sites.size());
   state_->sites.push_back(std::move(site));
   return {};
 }
@@ -125,11 +151,12 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
+  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
                    state_->check(live::Direction::kApply,
                                  state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
-                                 live::CopyRoom::kReserve));
+                                 live::CopyRoom::kReserve, &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "commit"));
+  live::container_memo().keep(std::move(checked.after));
   state_->committed = true;
   live::g_counters.commits.fetch_add(1, std::memory_order_relaxed);
   return {};
@@ -140,9 +167,11 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  PUNCH_TRY_ASSIGN(const live::CheckedBatch checked,
-                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve));
+  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
+                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve,
+                                 &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "revert"));
+  live::container_memo().keep(std::move(checked.after));
   state_->committed = false;
   state_->validated = false;
   live::g_counters.reverts.fetch_add(1, std::memory_order_relaxed);

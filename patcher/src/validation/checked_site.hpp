@@ -45,6 +45,15 @@ struct CheckedSite {
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };
 
+//! What decode_container gave for one container: a function of the
+//! container's address and bytes alone, so a ContainerMemo entry whose two
+//! equal a later validation's holds exactly what that validation would decode.
+struct ContainerDecode {
+  std::uintptr_t start = 0;
+  std::vector<std::uint8_t> bytes;
+  std::vector<disasm::Instruction> instructions;  //!< decode_container's list (it reached the end).
+};
+
 //! The outcome of a validation: the sites by address, and what was read and
 //! decoded for them (shared, so a batch costs a few allocations, not a few per site).
 struct CheckedBatch {
@@ -52,6 +61,11 @@ struct CheckedBatch {
   std::vector<Container> containers;
   std::vector<std::uint8_t> bytes;                //!< Every container's bytes, back to back.
   std::vector<disasm::Instruction> instructions;  //!< Every code site's old instructions, site after site.
+  //! The decodes of the containers as they will be once every site holds its
+  //! new bytes, for the ContainerMemo after a successful run (only when
+  //! validation was given a memo, and only where each site's instructions
+  //! are swapped one for one).
+  std::vector<ContainerDecode> after;
 
   std::span<const std::uint8_t> bytes_of(const Container& c) const noexcept {
     return std::span<const std::uint8_t>(bytes).subspan(c.bytes_begin, c.end - c.start);
@@ -68,12 +82,16 @@ enum class Direction {
 };
 
 class SiteDecodes;
+class ContainerMemo;
 
 //! What a caller already knows of the sites, derived from them alone (so
 //! never stale); each part left empty is worked out by check_sites.
 struct SiteFacts {
   const SiteDecodes* decodes = nullptr;       //!< Their bytes decoded; must cover every site.
   std::span<const std::uint32_t> by_address;  //!< Their indexes, ascending by address.
+  //! Decodes of containers kept from earlier commits (null: none). Only
+  //! under the live lock: commit and revert, never validate().
+  ContainerMemo* memo = nullptr;
 };
 
 //! How validation makes sure that new code of several instructions could be

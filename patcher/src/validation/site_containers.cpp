@@ -8,15 +8,6 @@
 #include <punch/runtime/safe_read.hpp>
 
 namespace punch::patcher::live {
-namespace {
-
-// Whether `byte`, at an instruction boundary, is a whole one-byte instruction
-// that branches nowhere the scan looks: int3, ret (a return goes back to a
-// caller, never into a range) or nop. No prefix can precede it there.
-bool branchless_one_byte(std::uint8_t byte) { return byte == 0xCC || byte == 0xC3 || byte == 0x90; }
-
-}  // namespace
-
 std::uint32_t find_container(const CheckedBatch& batch, const ContainerIndex& index, std::uintptr_t address,
                              std::uintptr_t end) {
   auto holds = [&](std::uint32_t c) {
@@ -55,14 +46,14 @@ Status read_container(CheckedBatch& batch, Container& box, bool in_heap) {
 bool decode_container(disasm::CodeSpan code, const Members& sites, const Known& known,
                       std::vector<disasm::Instruction>& out) {
   out.clear();
+  out.reserve(code.bytes.size() / 4);  // Instructions average 3-4 bytes: a realloc or none.
   SiteCursor cursor{sites};
   for (std::uintptr_t a = code.address; a < code.end();) {
-    const CheckedSite* site = cursor.holding(a);
-    if (!site && branchless_one_byte(code.bytes[a - code.address])) {  // The whole run, up to the next site.
-      const std::uintptr_t stop = cursor.next < sites.size() ? sites[cursor.next].address : code.end();
-      while (a < stop && branchless_one_byte(code.bytes[a - code.address])) ++a;
+    if (branchless_one_byte(code.bytes[a - code.address])) {  // The whole run.
+      while (a < code.end() && branchless_one_byte(code.bytes[a - code.address])) ++a;
       continue;
     }
+    const CheckedSite* site = cursor.holding(a);
     if (const auto own = site && a == site->address ? known.of(*site, false) : std::span<const disasm::Instruction>();
         !own.empty()) {
       out.insert(out.end(), own.begin(), own.end());

@@ -77,12 +77,22 @@ struct Known {
   }
 };
 
+// Whether `byte`, at an instruction boundary, is a whole one-byte instruction
+// that branches nowhere the scan looks: int3, ret (a return goes back to a
+// caller, never into a range) or nop. No prefix can precede it there, and no
+// longer instruction starts with it.
+inline bool branchless_one_byte(std::uint8_t byte) { return byte == 0xCC || byte == 0xC3 || byte == 0x90; }
+
 // Decodes `code` from its first byte until its end or the first undecodable
 // byte; returns whether it reached the end. One-byte instructions that branch
-// nowhere (int3, ret, nop) outside every site (`sites`) are stepped over
-// without decoding: heap allocations end in a ret and many int3s, and the
-// branch scan has nothing to look at in them. A site reached at its first
-// byte holds its old bytes (compared before), whose instructions may be known.
+// nowhere (int3, ret, nop) are stepped over without decoding and left out of
+// the list, wherever they are: heap allocations end in a ret and many int3s,
+// and the branch scan has nothing to look at in them (a site whose own
+// instructions are not all in the list gets an exact decode of its own, see
+// check_container). A site reached at its first byte holds its old bytes
+// (compared before), whose instructions may be known. So the list is a
+// function of the code's address and bytes alone, whatever the sites: what
+// lets the ContainerMemo keep it from one transaction to the next.
 bool decode_container(disasm::CodeSpan code, const Members& sites, const Known& known,
                       std::vector<disasm::Instruction>& out);
 

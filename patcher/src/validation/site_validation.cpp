@@ -23,6 +23,7 @@
 #include <punch/runtime/safe_read.hpp>
 
 #include "branch_index.hpp"
+#include "container_memo.hpp"
 #include "function_extent.hpp"
 #include "new_code_rules.hpp"
 #include "site_containers.hpp"
@@ -36,15 +37,19 @@ using disasm::FunctionExtent;
 
 // Boundaries of every site of one container against its decoded instructions,
 // then the branch scan over the same list. `members` are the container's
-// sites, by address; `decoded` and `ranges` are scratch space.
+// sites, by address; `decoded` and `ranges` are scratch space. With a
+// `memo`, the list is taken from it when it holds this very code (address and
+// bytes), and the list for the code as the change will leave it goes to
+// batch.after.
 Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<const std::uint32_t> members,
-                       const Known& known, std::vector<disasm::Instruction>& decoded,
+                       const Known& known, ContainerMemo* memo, std::vector<disasm::Instruction>& decoded,
                        std::vector<disasm::PatchRange>& ranges, const TransactionOptions& options, CopyRoom room) {
   const Container& box = batch.containers[container];
   const disasm::CodeSpan code{box.start, batch.bytes_of(box)};
   const Members sites{members, batch.sites};
   const bool scan = box.source != FunctionExtent::Source::kBoundedScan;  // A bounded scan has no branch scan.
-  const bool complete = decode_container(code, sites, known, decoded);
+  // The memo keeps only lists that reached the end (complete).
+  const bool complete = (memo && scan && memo->take(code, decoded)) || decode_container(code, sites, known, decoded);
 
   BranchIntoSite new_into;
   auto first = decoded.begin();
@@ -88,6 +93,10 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
                       "the branch `" + disasm::format(code, b.branch) + "` at " + at(b.branch) + " lands at " +
                           at(b.target) + ", inside the site");
   }
+  // For the last containers only (the memo would forget the others at once:
+  // a batch over 1,000 functions must not copy them all).
+  if (memo && complete && container + ContainerMemo::kMaxEntries >= batch.containers.size())
+    if (auto after = after_change(code, sites, known, decoded)) batch.after.push_back(std::move(*after));
   if (options.allow_unprovable) return {};
   const CheckedSite& front = batch.sites[members.front()];
   if (!found.indirect_jumps.empty())
@@ -252,7 +261,7 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
     std::size_t hi = lo;
     while (hi < by_container.size() && batch.sites[by_container[hi]].container == g) ++hi;
     PUNCH_TRY(check_container(batch, g, std::span(by_container).subspan(lo, hi - lo), Known{known.decodes, direction},
-                              decoded, ranges, options, room));
+                              known.memo, decoded, ranges, options, room));
     lo = hi;
   }
   // No branch from the rest of the loaded object may land inside a site
