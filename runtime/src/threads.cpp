@@ -773,11 +773,10 @@ Status ThreadHold::guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::sp
   if (writer.method() != WriteMethod::kProcMem) return {};
   const int trap_signal = trap == 0xF4 ? SIGSEGV : SIGTRAP;
   tripwire_writer_ = &writer;
-  // A sleeper that woke before its tripwire stood is held by a signal
-  // (recheck_sleepers); one that went back to sleep elsewhere gets a
-  // tripwire in the next round. Three rounds, then it stays unguarded.
-  // Always looked at again at least once: a sleeper that woke before its
-  // tripwire could be armed runs on, and must be held like any other.
+  // Every round looks at the sleepers again (recheck_sleepers), the first
+  // one too: a sleeper that woke before its tripwire stood runs on, and is
+  // held by a signal; one that went back to sleep elsewhere gets a tripwire
+  // in the next round. Three rounds, then it stays unguarded.
   for (int round = 0; round < 3 && !sleeping_.empty(); ++round) {
     // A resume address gets a tripwire only if every sleeper there can take one.
     guardable_.clear();
@@ -802,12 +801,6 @@ Status ThreadHold::guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::sp
     if (!armed) break;
   }
   return {};
-}
-
-std::size_t ThreadHold::unguarded_sleepers() const noexcept {
-  return static_cast<std::size_t>(std::count_if(sleeping_.begin(), sleeping_.end(), [](const SleepingThread& s) {
-    return !detail::tripwire_armed_at(s.pc);
-  }));
 }
 
 bool ThreadHold::held_by_this_thread() noexcept {

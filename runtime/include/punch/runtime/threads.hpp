@@ -138,9 +138,6 @@ class ThreadHold {
   Status guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::span<const CodeRange> avoid,
                         std::chrono::milliseconds timeout);
 
-  //! Sleepers that no tripwire guards now.
-  std::size_t unguarded_sleepers() const noexcept;
-
   //! Whether the calling thread holds the others now.
   static bool held_by_this_thread() noexcept;
 
