@@ -83,6 +83,9 @@ State& state() {
   }();
   return *s;
 }
+// Built while the program loads, not under a function-local static's guard a
+// fork could copy taken (see "Fork safety" in docs/design.md).
+[[maybe_unused]] const bool g_state_built = (static_cast<void>(state()), true);
 
 void notify(jit_code_entry* entry, jit_actions_t action) {
   __jit_debug_descriptor.relevant_entry = entry;

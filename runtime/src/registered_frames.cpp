@@ -28,6 +28,9 @@ Registry& registry() {
   static Registry* r = new Registry;  // Never destroyed: libgcc may hold blocks until exit.
   return *r;
 }
+// Built while the program loads, not under a function-local static's guard a
+// fork could copy taken (see "Fork safety" in docs/design.md).
+[[maybe_unused]] const bool g_registry_built = (static_cast<void>(registry()), true);
 
 }  // namespace
 
