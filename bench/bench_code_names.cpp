@@ -77,7 +77,7 @@ constexpr std::size_t kFakeSize = 128;
 void register_fakes(std::size_t live) {
   std::vector<code_events::AddedCode> batch;
   for (std::size_t i = 0; i < live; ++i)
-    batch.push_back({kFakeBase + i * kFakeSize, kFakeSize, "fake", CodeKind::kOther, {}, nullptr});
+    batch.push_back({kFakeBase + i * kFakeSize, kFakeSize, "fake", CodeKind::kOther, {}, {}});
   code_events::code_added(batch);
 }
 
@@ -119,7 +119,7 @@ void BM_RegistryBatch(benchmark::State& state, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) names.push_back("bench_function_" + std::to_string(i));
   std::vector<code_events::AddedCode> batch;
   for (std::size_t i = 0; i < n; ++i)
-    batch.push_back({kFakeBase + i * kFakeSize, kFakeSize, names[i], CodeKind::kJit, {}, nullptr});
+    batch.push_back({kFakeBase + i * kFakeSize, kFakeSize, names[i], CodeKind::kJit, {}, {}});
   for (auto _ : state) {
     code_events::code_added(batch);
     code_events::code_released(kFakeBase, n * kFakeSize);

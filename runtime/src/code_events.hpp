@@ -20,9 +20,7 @@
 
 #include <punch/runtime/code_kind.hpp>
 
-namespace punch::runtime {
-struct JitFunctionInfo;
-}
+#include "frame_rows.hpp"
 
 namespace punch::runtime::code_events {
 
@@ -33,7 +31,10 @@ struct AddedCode {
   std::string_view name;                 //!< Never empty; valid only during the call (copy it).
   CodeKind kind = CodeKind::kJit;
   std::span<const std::uint8_t> bytes;   //!< The code as written, `size` bytes (valid during the call).
-  const JitFunctionInfo* info = nullptr; //!< The caller's description when added through Jit, else null.
+  //! Where the CFA and saved registers are at each offset (frame_rows(), built
+  //! once by whoever announces the code); empty: no unwind info. Every tool
+  //! that describes frames (libgcc, walk_stack, gdb) uses these rows.
+  std::span<const detail::FrameRow> frame_rows;
 };
 
 //! One piece of code about to be freed: [address, address + size) is the whole allocation.
@@ -61,8 +62,9 @@ void code_added(std::span<const AddedCode> batch) noexcept;
 void code_released(std::span<const ReleasedCode> batch) noexcept;
 
 inline void code_added(std::uintptr_t address, std::size_t size, std::string_view name, CodeKind kind,
-                       std::span<const std::uint8_t> bytes) noexcept {
-  const AddedCode one{address, size, name, kind, bytes, nullptr};
+                       std::span<const std::uint8_t> bytes,
+                       std::span<const detail::FrameRow> frame_rows = {}) noexcept {
+  const AddedCode one{address, size, name, kind, bytes, frame_rows};
   code_added(std::span(&one, 1));
 }
 inline void code_released(std::uintptr_t address, std::size_t size) noexcept {

@@ -32,6 +32,7 @@
 
 #include "code_events.hpp"
 #include "proc_self_fd.hpp"
+#include "registered_frames.hpp"
 
 namespace punch::runtime {
 namespace {
@@ -330,8 +331,8 @@ void register_code(std::uintptr_t start, std::size_t size, std::string_view name
     std::snprintf(fallback, sizeof fallback, "code:0x%lx", static_cast<unsigned long>(start));
     name = fallback;
   }
-  code_events::code_added(start, size, name, kind,
-                          std::span(reinterpret_cast<const std::uint8_t*>(start), size));
+  const std::span bytes(reinterpret_cast<const std::uint8_t*>(start), size);
+  code_events::code_added(start, size, name, kind, bytes, detail::frame_rows_of(kind, bytes));
 }
 
 void unregister_code(std::uintptr_t start, std::size_t size) noexcept { code_events::code_released(start, size); }

@@ -82,6 +82,9 @@ struct ForkRegistry {
 
 namespace {
 
+// Filled in order, never emptied: a fork child reads them without a lock.
+std::atomic<void (*)()> g_fork_child_callbacks[kMaxForkChildCallbacks];
+
 ForkRegistry& registry() {
   static ForkRegistry* r = [] {
     auto* created = new ForkRegistry;  // Never destroyed: atfork handlers may run during exit.
@@ -89,6 +92,8 @@ ForkRegistry& registry() {
                    [] {
                      detail::forget_parked_threads();  // The parent's other threads are not here.
                      registry().unlock_everything();
+                     for (const auto& callback : g_fork_child_callbacks)
+                       if (auto* run = callback.load(std::memory_order_acquire)) run();
                    });
     return created;
   }();
@@ -96,6 +101,14 @@ ForkRegistry& registry() {
 }
 
 }  // namespace
+
+bool run_in_fork_children(void (*callback)()) noexcept {
+  for (auto& slot : g_fork_child_callbacks) {
+    void (*seen)() = nullptr;
+    if (slot.compare_exchange_strong(seen, callback, std::memory_order_acq_rel) || seen == callback) return true;
+  }
+  return false;
+}
 
 ForkSafeMutex::ForkSafeMutex(Unregistered) noexcept : rank_(LockRank{}), unregistered_(true) {}
 

@@ -14,7 +14,6 @@
 #include "eh_frame_writer.hpp"
 #include "gdb_elf.hpp"
 #include "gdb_jit.hpp"
-#include "registered_frames.hpp"
 
 // gdb's JIT interface (gdb manual, "JIT Compilation Interface"): gdb sets a
 // breakpoint in __jit_debug_register_code and, each time it is hit, reads the
@@ -84,6 +83,9 @@ State& state() {
   }();
   return *s;
 }
+// Built while the program loads, not under a function-local static's guard a
+// fork could copy taken (see "Fork safety" in docs/design.md).
+[[maybe_unused]] const bool g_state_built = (static_cast<void>(state()), true);
 
 void notify(jit_code_entry* entry, jit_actions_t action) {
   __jit_debug_descriptor.relevant_entry = entry;
@@ -124,16 +126,13 @@ void unlink(State& s, Batch& batch) {
 
 }  // namespace
 
-void gdb_jit_added(std::span<const GdbFunction> added) {
+void gdb_jit_added(std::span<const code_events::AddedCode> added) {
   State& s = state();
   if (added.empty() || !s.enabled.load(std::memory_order_relaxed)) return;
   Batch batch;
-  for (const GdbFunction& f : added) {
-    Function fn{f.start, f.size, std::string(f.name), {}};
-    if (f.frame)
-      if (auto rows = frame_rows(*f.frame, f.size)) fn.rows = std::move(*rows);
-    batch.functions.push_back(std::move(fn));
-  }
+  for (const code_events::AddedCode& code : added)
+    batch.functions.push_back(
+        Function{code.address, code.size, std::string(code.name), {code.frame_rows.begin(), code.frame_rows.end()}});
   std::lock_guard lock(s.mutex);
   link(s, s.batches.emplace_back(std::move(batch)));
 }
@@ -172,16 +171,6 @@ std::size_t gdb_jit_object_count() noexcept { return detail::state().count.load(
 
 namespace punch::runtime::code_events {
 
-const Sink kGdbSink = {
-    [](std::span<const AddedCode> batch) {
-      if (!gdb_jit_enabled()) return;
-      std::vector<FrameDescription> scratch(batch.size());
-      std::vector<detail::GdbFunction> functions;
-      for (std::size_t i = 0; i < batch.size(); ++i)
-        functions.push_back({batch[i].address, batch[i].size, batch[i].name, detail::frame_of(batch[i], scratch[i])});
-      detail::gdb_jit_added(functions);
-    },
-    [](std::span<const ReleasedCode> batch) { detail::gdb_jit_released(batch); },
-};
+const Sink kGdbSink = {&detail::gdb_jit_added, &detail::gdb_jit_released};
 
 }  // namespace punch::runtime::code_events

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <punch/runtime/sync.hpp>
 
@@ -49,7 +50,8 @@ Status relocate_into(asmjit::CodeHolder& code, std::uintptr_t address, std::span
 
 // Tells every tool about the new functions, naming unnamed ones "jit:0x<address>".
 void announce(std::span<const std::uintptr_t> addresses, std::span<const std::size_t> sizes,
-              std::span<const JitFunctionInfo> infos, std::span<const std::uint8_t> staging) {
+              std::span<const JitFunctionInfo> infos, std::span<const std::vector<detail::FrameRow>> rows,
+              std::span<const std::uint8_t> staging) {
   std::vector<std::string> generated(addresses.size());
   std::vector<code_events::AddedCode> added(addresses.size());
   for (std::size_t i = 0; i < addresses.size(); ++i) {
@@ -61,7 +63,7 @@ void announce(std::span<const std::uintptr_t> addresses, std::span<const std::si
       name = generated[i] = buf;
     }
     added[i] = {addresses[i], sizes[i], name, CodeKind::kJit,
-                staging.subspan(addresses[i] - addresses.front(), sizes[i]), info};
+                staging.subspan(addresses[i] - addresses.front(), sizes[i]), rows[i]};
   }
   code_events::code_added(added);
 }
@@ -106,13 +108,17 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
       return tl::unexpected(std::move(ok).error());
     }
   }
-  // A frame description that cannot be followed fails the add before any code is written.
+  // A frame description that cannot be followed fails the add before any code
+  // is written. The rows are built here once and every tool gets them.
+  std::vector<std::vector<detail::FrameRow>> rows(codes.size());
   for (std::size_t i = 0; i < infos.size(); ++i) {
     if (!infos[i].frame) continue;
-    if (auto rows = detail::frame_rows(*infos[i].frame, codes[i]->codeSize()); !rows) {
+    auto built = detail::frame_rows(*infos[i].frame, codes[i]->codeSize());
+    if (!built) {
       release_all();
-      return fail(ErrorCode::kInvalidArgument, (*addresses)[i], "function " + std::to_string(i) + ": " + rows.error().message);
+      return fail(ErrorCode::kInvalidArgument, (*addresses)[i], "function " + std::to_string(i) + ": " + built.error().message);
     }
+    rows[i] = std::move(*built);
   }
   if (Status ok = heap_.writer().write(base, staging); !ok) {
     release_all();
@@ -124,7 +130,7 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
   }
   // relocateToBase may have shrunk a function: tools see the bytes it really has.
   for (std::size_t i = 0; i < codes.size(); ++i) sizes[i] = codes[i]->codeSize();
-  announce(*addresses, sizes, infos, staging);
+  announce(*addresses, sizes, infos, rows, staging);
   std::vector<void*> out;
   out.reserve(addresses->size());
   for (std::uintptr_t a : *addresses) out.push_back(reinterpret_cast<void*>(a));

@@ -3,7 +3,6 @@
 
 #include <elf.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -224,10 +223,12 @@ void reopen_in_child() {
   }
 }
 
+// The exit handler is registered by the first enable (a program that never
+// turns jitdump on runs nothing at exit).
+bool g_exit_handler_registered = false;  // Under the dump's lock.
+
 [[maybe_unused]] const bool g_jitdump_ready = [] {
   (void)jitdump();
-  pthread_atfork(nullptr, nullptr, reopen_in_child);
-  std::atexit(disable_jitdump);
   if (detail::env_flag("PUNCH_JITDUMP")) (void)enable_jitdump();
   return true;
 }();
@@ -238,8 +239,14 @@ const code_events::Sink code_events::kJitdumpSink{&jitdump_added, &jitdump_relea
 
 Status enable_jitdump(const std::string& directory) {
   Jitdump& dump = jitdump();
+  // From the first enable on, a fork child opens its own file (a program that
+  // never turns jitdump on does nothing at fork). Lock-free: see docs/design.md.
+  (void)run_in_fork_children(reopen_in_child);
   try {
     std::lock_guard lock(dump.mutex);
+    // Under the dump's lock: no fork can start while atexit holds glibc's exit
+    // lock (which a fork child would inherit taken: its exit() would hang).
+    if (!g_exit_handler_registered) g_exit_handler_registered = std::atexit(disable_jitdump) == 0;
     if (dump.fd >= 0 && dump.pid == detail::current_pid()) return {};
     std::string dir = directory;
     if (dir.empty()) {

@@ -2,7 +2,6 @@
 #include <punch/runtime/perf_map.hpp>
 
 #include <fcntl.h>
-#include <pthread.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -103,7 +102,6 @@ void reopen_in_child() {
 
 [[maybe_unused]] const bool g_perf_map_ready = [] {
   (void)perf_map();
-  pthread_atfork(nullptr, nullptr, reopen_in_child);
   if (detail::env_flag("PUNCH_PERF_MAP")) (void)enable_perf_map();
   return true;
 }();
@@ -114,6 +112,9 @@ const code_events::Sink code_events::kPerfMapSink{&perf_map_added, &perf_map_rel
 
 Status enable_perf_map() {
   PerfMap& map = perf_map();
+  // From the first enable on, a fork child opens its own map (a program that
+  // never turns the map on does nothing at fork). Lock-free: see docs/design.md.
+  (void)run_in_fork_children(reopen_in_child);
   try {
     std::lock_guard lock(map.mutex);
     if (map.fd >= 0 && map.pid == detail::current_pid()) return {};

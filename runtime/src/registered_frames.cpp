@@ -2,11 +2,9 @@
 
 #include <map>
 #include <mutex>
-
-#include <punch/runtime/fork_safe_mutex.hpp>
 #include <vector>
 
-#include <punch/runtime/jit.hpp>
+#include <punch/runtime/fork_safe_mutex.hpp>
 
 #include "eh_frame_writer.hpp"
 #include "prologue_reader.hpp"
@@ -30,6 +28,9 @@ Registry& registry() {
   static Registry* r = new Registry;  // Never destroyed: libgcc may hold blocks until exit.
   return *r;
 }
+// Built while the program loads, not under a function-local static's guard a
+// fork could copy taken (see "Fork safety" in docs/design.md).
+[[maybe_unused]] const bool g_registry_built = (static_cast<void>(registry()), true);
 
 }  // namespace
 
@@ -37,12 +38,10 @@ void register_frames(std::span<const FrameToRegister> functions) {
   std::vector<UnwindTableEntry> table;
   std::vector<std::pair<std::uintptr_t, std::vector<std::uint8_t>>> blocks;
   for (const FrameToRegister& fn : functions) {
-    if (!fn.frame) continue;
-    auto rows = frame_rows(*fn.frame, fn.size);
-    if (!rows) continue;
-    const FunctionFrame frame{fn.start, fn.size, *rows};
+    if (fn.rows.empty()) continue;
+    const FunctionFrame frame{fn.start, fn.size, fn.rows};
     blocks.emplace_back(fn.start, write_eh_frame(std::span(&frame, 1)));
-    table.push_back(UnwindTableEntry{fn.start, fn.size, std::move(*rows)});
+    table.push_back(UnwindTableEntry{fn.start, fn.size, {fn.rows.begin(), fn.rows.end()}});
   }
   if (blocks.empty()) return;
   unwind_table_add(std::move(table));
@@ -75,17 +74,12 @@ std::size_t registered_frame_count() {
   return r.blocks.size();
 }
 
-const FrameDescription* frame_of(const code_events::AddedCode& code, FrameDescription& scratch) {
-  if (code.info && code.info->frame) return &*code.info->frame;
-  if (code.kind == CodeKind::kTrampoline) {
-    scratch = describe_copied_prologue(code.bytes);
-    return &scratch;
-  }
-  if (code.kind == CodeKind::kRelay) {
-    scratch = FrameDescription{};
-    return &scratch;
-  }
-  return nullptr;
+std::vector<FrameRow> frame_rows_of(CodeKind kind, std::span<const std::uint8_t> bytes) {
+  FrameDescription description;  // A relay: CFA = rsp + 8 throughout.
+  if (kind == CodeKind::kTrampoline) description = describe_copied_prologue(bytes);
+  else if (kind != CodeKind::kRelay) return {};
+  auto rows = frame_rows(description, bytes.size());
+  return rows ? std::move(*rows) : std::vector<FrameRow>{};
 }
 
 }  // namespace punch::runtime::detail
@@ -94,11 +88,9 @@ namespace punch::runtime::code_events {
 
 const Sink kUnwindSink = {
     [](std::span<const AddedCode> batch) {
-      std::vector<FrameDescription> scratch(batch.size());
       std::vector<detail::FrameToRegister> frames;
-      for (std::size_t i = 0; i < batch.size(); ++i)
-        if (const FrameDescription* frame = detail::frame_of(batch[i], scratch[i]))
-          frames.push_back({batch[i].address, batch[i].size, frame});
+      for (const AddedCode& code : batch)
+        if (!code.frame_rows.empty()) frames.push_back({code.address, code.size, code.frame_rows});
       detail::register_frames(frames);
     },
     [](std::span<const ReleasedCode> batch) { detail::deregister_frames(batch); },

@@ -13,21 +13,22 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
-#include <punch/runtime/frame_description.hpp>
+#include <punch/runtime/code_kind.hpp>
 
 #include "code_events.hpp"
+#include "frame_rows.hpp"
 
 namespace punch::runtime::detail {
 
 struct FrameToRegister {
   std::uintptr_t start = 0;
   std::size_t size = 0;
-  const FrameDescription* frame = nullptr;
+  std::span<const FrameRow> rows;  //!< From frame_rows(); empty: nothing to register.
 };
 
-//! Registers each function (descriptions that frame_rows refuses are skipped:
-//! Jit validates them before it writes any code).
+//! Registers each function that has rows.
 void register_frames(std::span<const FrameToRegister> functions);
 
 //! Deregisters every function starting in one of the ranges.
@@ -36,9 +37,9 @@ void deregister_frames(std::span<const code_events::ReleasedCode> ranges);
 //! How many functions are registered with libgcc (for tests).
 std::size_t registered_frame_count();
 
-//! The frame description tools use for a piece of code: the Jit caller's, the
-//! copied prologue's for a trampoline (in `scratch`), a constant CFA = rsp + 8
-//! for a relay (a lone jump), else none.
-const FrameDescription* frame_of(const code_events::AddedCode& code, FrameDescription& scratch);
+//! The frame rows of code punch writes itself, by its kind: the copied
+//! prologue's for a trampoline, a constant CFA = rsp + 8 for a relay (a lone
+//! jump), else none (Jit code has its caller's description).
+std::vector<FrameRow> frame_rows_of(CodeKind kind, std::span<const std::uint8_t> bytes);
 
 }  // namespace punch::runtime::detail

@@ -57,6 +57,9 @@ Writer& writer() {
   static Writer* w = new Writer;  // Never destroyed: signal handlers may read during exit.
   return *w;
 }
+// Built while the program loads, not under a function-local static's guard a
+// fork could copy taken (see "Fork safety" in docs/design.md).
+[[maybe_unused]] const bool g_writer_built = (static_cast<void>(writer()), true);
 
 }  // namespace
 

@@ -267,6 +267,36 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
   EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
 }
 
+// A tool asks, when it is first turned on, for a callback in every fork child
+// (its own file there): the child runs it once however often it was asked,
+// after the child's locks are free, and the parent never runs it.
+std::atomic<int> g_fork_child_callback_runs{0};
+ForkSafeMutex* g_fork_child_callback_lock = nullptr;
+
+void fork_child_callback() {
+  if (!g_fork_child_callback_lock->try_lock()) return;
+  g_fork_child_callback_lock->unlock();
+  ++g_fork_child_callback_runs;
+}
+
+TEST(Fork, AChildRunsEachForkCallbackOnceWithItsLocksFree) {
+  auto outcome = test::run_in_child([]() -> int {
+    ::alarm(20);
+    ForkSafeMutex lock(LockRank{25});
+    g_fork_child_callback_lock = &lock;
+    CHILD_CHECK(run_in_fork_children(fork_child_callback), "no slot for the callback");
+    CHILD_CHECK(run_in_fork_children(fork_child_callback), "asked again: refused");
+    int child_status = -1;
+    const pid_t pid = ::fork();  // The prepare handler takes `lock`; the child's callback finds it free.
+    if (pid == 0) ::_exit(g_fork_child_callback_runs == 1 ? 0 : 1);
+    CHILD_CHECK(pid > 0 && ::waitpid(pid, &child_status, 0) == pid, "fork failed");
+    CHILD_CHECK(WIFEXITED(child_status) && WEXITSTATUS(child_status) == 0, "fork child status %d", child_status);
+    CHILD_CHECK(g_fork_child_callback_runs == 0, "the parent ran a child callback");
+    return 0;
+  });
+  EXPECT_EQ(outcome.exit_code, 0) << outcome.describe();
+}
+
 // A thread that forks with every signal blocked, while a lock its fork
 // handler needs is taken, waits in punch's handler and cannot answer a hold
 // signal. It counts as held there: the hold succeeds at once, and the thread

@@ -186,8 +186,8 @@ TEST_F(WalkStackJitTest, FromTheCurrentFrameThroughAJitFrameToItsCaller) {
 TEST(WalkStack, ForkChildChangesTheTableWhileTheParentsReaderWasMidLookup) {
   alignas(16) static std::uint8_t fake_code[256];
   const auto base = reinterpret_cast<std::uintptr_t>(fake_code);
-  const FrameDescription frameless = FrameDescription::frameless();
-  const detail::FrameToRegister looked_up{base, 64, &frameless};
+  const std::vector<detail::FrameRow> frameless = *detail::frame_rows(FrameDescription::frameless(), 64);
+  const detail::FrameToRegister looked_up{base, 64, frameless};
   detail::register_frames(std::span(&looked_up, 1));
   std::atomic<bool> stop{false};
   std::thread reader([&] {  // walk_stack's lookup, without the reads around it: always inside.
@@ -201,7 +201,7 @@ TEST(WalkStack, ForkChildChangesTheTableWhileTheParentsReaderWasMidLookup) {
     ASSERT_GE(child, 0);
     if (child == 0) {
       alarm(10);
-      const detail::FrameToRegister added{base + 128, 64, &frameless};
+      const detail::FrameToRegister added{base + 128, 64, frameless};
       detail::register_frames(std::span(&added, 1));
       const code_events::ReleasedCode range{base + 128, 64};
       detail::deregister_frames(std::span(&range, 1));

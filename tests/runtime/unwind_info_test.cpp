@@ -166,8 +166,8 @@ alignas(64) std::uint8_t g_fake_code[256];
 TEST(RegisteredFrames, ReleasedThenReusedRangeIsNeverFoundWithStaleInfo) {
   const auto start = reinterpret_cast<std::uintptr_t>(g_fake_code);
   auto* late_pc = reinterpret_cast<void*>(start + 200);
-  const FrameDescription fp = FrameDescription::frame_pointer(0);
-  const detail::FrameToRegister old_code{start, 256, &fp};
+  const std::vector<detail::FrameRow> fp = *detail::frame_rows(FrameDescription::frame_pointer(0), 256);
+  const detail::FrameToRegister old_code{start, 256, fp};
   detail::register_frames(std::span(&old_code, 1));
   UnwindBases bases{};
   ASSERT_NE(_Unwind_Find_FDE(late_pc, &bases), nullptr);
@@ -182,8 +182,8 @@ TEST(RegisteredFrames, ReleasedThenReusedRangeIsNeverFoundWithStaleInfo) {
   detail::deregister_frames(std::span(&old_range, 1));
   EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
   EXPECT_FALSE(detail::unwind_table_find(start + 200, row, found));
-  const FrameDescription frameless = FrameDescription::frameless(16, 4);
-  const detail::FrameToRegister new_code{start, 128, &frameless};
+  const std::vector<detail::FrameRow> frameless = *detail::frame_rows(FrameDescription::frameless(16, 4), 128);
+  const detail::FrameToRegister new_code{start, 128, frameless};
   detail::register_frames(std::span(&new_code, 1));
   EXPECT_EQ(_Unwind_Find_FDE(late_pc, &bases), nullptr);
   ASSERT_NE(_Unwind_Find_FDE(reinterpret_cast<void*>(start + 100), &bases), nullptr);

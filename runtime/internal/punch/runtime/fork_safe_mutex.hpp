@@ -7,10 +7,12 @@
 // both parent and child afterwards, so the child's copies are free and the
 // state they protect is consistent. The lock is a futex word taken with raw
 // system calls: the fork handlers call nothing a user may have hooked, and
-// allocate nothing.
+// allocate nothing (until the child's callbacks, which run once every lock
+// is free).
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 
@@ -61,5 +63,15 @@ class ForkSafeMutex {
   bool unregistered_ = false;
   int awaited_ = 0;  // Fork handlers waiting for it without the registry's guard (read under the guard).
 };
+
+//! Has `callback` run in every fork child, after the child's ForkSafeMutexes
+//! are released (a tool that opens its own file in the child, say). It takes
+//! no lock and calls nothing, so a tool can ask when it is first turned on,
+//! even while another thread forks (whose child then runs the callback or
+//! not, and never hangs), rather than register a pthread_atfork handler of
+//! its own while the program loads. The same callback twice is kept once;
+//! false when all kMaxForkChildCallbacks slots hold others.
+inline constexpr std::size_t kMaxForkChildCallbacks = 4;
+bool run_in_fork_children(void (*callback)()) noexcept;
 
 }  // namespace punch::runtime
