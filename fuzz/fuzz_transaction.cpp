@@ -25,6 +25,7 @@ struct Region {
 // are free), in the middle of its own 4 KiB heap allocation, so the bytes
 // around it (int3 filler) belong to no other code and no out-of-line copy.
 Region make_region() {
+  // clang-format off
   static const std::uint8_t code[] = {
       0x53,                          // push rbx
       0xB8, 0x01, 0x00, 0x00, 0x00,  // mov eax, 1
@@ -37,6 +38,7 @@ Region make_region() {
       0x5B,                          // out: pop rbx
       0xC3,                          // ret
   };
+  // clang-format on
   auto heap = runtime::CodeHeap::global();
   if (!heap) std::abort();
   auto block = (*heap)->allocate(4096, 4096);

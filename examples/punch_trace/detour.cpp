@@ -14,6 +14,7 @@ namespace {
 
 // Encoded by hand rather than with asmjit: Debian's libasmjit.a is not
 // position-independent, so it cannot be linked into a shared object.
+// clang-format off
 constexpr std::array<std::uint8_t, 31> kCounting = {
     0xF3, 0x0F, 0x1E, 0xFA,                    // endbr64 (a chained hook may reach us indirectly)
     0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &calls
@@ -21,9 +22,11 @@ constexpr std::array<std::uint8_t, 31> kCounting = {
     0x49, 0xBB, 0, 0, 0, 0, 0, 0, 0, 0,        // mov r11, &original
     0x41, 0xFF, 0x23,                          // jmp qword [r11]
 };
+// clang-format on
 
 // At entry rsp is 8 past a multiple of 16; 24 bytes down it is aligned for the call.
 // [rsp] the start time, [rsp+8] and [rsp+16] rdx and rax (arguments, then results).
+// clang-format off
 constexpr std::array<std::uint8_t, 120> kTimed = {
     0xF3, 0x0F, 0x1E, 0xFA,                    // endbr64
     0x48, 0x83, 0xEC, 0x18,                    // sub rsp, 24
@@ -52,6 +55,7 @@ constexpr std::array<std::uint8_t, 120> kTimed = {
     0x48, 0x83, 0xC4, 0x18,                    // add rsp, 24
     0xC3,                                      // ret
 };
+// clang-format on
 
 // A detour's bytes and where its three immediates go (ticks: none when 0).
 struct Shape {

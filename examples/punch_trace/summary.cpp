@@ -22,7 +22,9 @@ class Text {
   void add_u64(std::uint64_t v, std::size_t width = 0) noexcept {
     char digits[24];
     std::size_t n = 0;
+    // clang-format off
     do digits[n++] = static_cast<char>('0' + v % 10), v /= 10; while (v != 0);
+    // clang-format on
     for (std::size_t i = n; i < width; ++i) add(" ");
     while (n != 0) add(std::string_view(&digits[--n], 1));
   }
@@ -30,7 +32,9 @@ class Text {
     add("0x");
     char digits[16];
     std::size_t n = 0;
+    // clang-format off
     do digits[n++] = "0123456789abcdef"[v & 15], v >>= 4; while (v != 0);
+    // clang-format on
     while (n != 0) add(std::string_view(&digits[--n], 1));
   }
   void pad_to(std::size_t line_start, std::size_t column) noexcept {

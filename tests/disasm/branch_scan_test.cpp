@@ -81,12 +81,14 @@ TEST(BranchScan, AnIndirectJumpThatIsItsRangesOnlyInstructionIsNotReported) {
 // `jmp [rip+x]` through a slot in the scanned bytes goes where the slot says:
 // checked like a direct branch, not unprovable (punch's absolute jumps).
 TEST(BranchScan, AnIndirectJumpThroughASlotInTheCodeIsADirectBranchToItsValue) {
+  // clang-format off
   std::vector<std::uint8_t> code = {
       0xff, 0x25, 0x02, 0x00, 0x00, 0x00,  // 0x00 jmp [rip+2] (the slot at 0x08)
       0x66, 0x90,                          // 0x06 xchg ax, ax
       0, 0, 0, 0, 0, 0, 0, 0,              // 0x08 the slot
       0x90, 0x90, 0xc3,                    // 0x10 nop; nop; ret
   };
+  // clang-format on
   const auto set_slot = [&](std::uintptr_t target) {
     for (int b = 0; b < 8; ++b) code[0x08 + b] = static_cast<std::uint8_t>(target >> (8 * b));
   };

@@ -26,6 +26,7 @@ inline GeneratedRun generate_run(std::mt19937_64& rng, std::uint64_t address, st
     std::size_t index = 0;
     std::uint64_t absolute = 0;
   };
+  // clang-format off
   auto pick = [&](std::uint64_t n) { return static_cast<int>(rng() % n); };
   auto reg = [&] {
     int r;
@@ -93,6 +94,7 @@ inline GeneratedRun generate_run(std::mt19937_64& rng, std::uint64_t address, st
         }
         break;
     }
+    // clang-format on
     insns.push_back(in);
   }
   // Lay out, then fill relative fields (a rel8 that cannot reach targets the next instruction).

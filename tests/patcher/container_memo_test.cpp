@@ -17,8 +17,10 @@ namespace {
 constexpr std::uintptr_t kAt = 0x7f0000004000;
 
 // xor eax,eax; mov ecx,1; add eax,ecx; call +0x100; jmp +0x20; nop; nop; int3 x3; ret
+// clang-format off
 const std::vector<std::uint8_t> kCode = {0x31, 0xC0, 0xB9, 1, 0, 0, 0, 0x01, 0xC8, 0xE8, 0, 1, 0, 0,
                                          0xE9, 0x20, 0, 0, 0, 0x90, 0x90, 0xCC, 0xCC, 0xCC, 0xC3};
+// clang-format on
 
 struct Fixture {
   std::vector<Site> sites;

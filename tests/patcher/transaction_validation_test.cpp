@@ -250,6 +250,7 @@ TEST(TransactionValidation, AnIndirectJumpThatIsTheWholeSiteIsNotUnprovable) {
 // is found like any other (it is outside every replaced range).
 TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
   const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    // clang-format off
     const std::uint8_t code[] = {
         0xB8, 1, 0, 0, 0,     // f+0:  mov eax, 1      (site #0)
         0xEB, 0x05,           // f+5:  jmp f+12        (inside site #1)
@@ -257,6 +258,7 @@ TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
         0xB8, 2, 0, 0, 0,     // f+10: mov eax, 2      (site #1)
         0xC3,                 // f+15: ret
     };
+    // clang-format on
     a.embed(code, sizeof code);
   });
   Transaction tx;
@@ -270,12 +272,14 @@ TEST(TransactionValidation, BranchBetweenTwoSitesIntoOneOfThemIsRefused) {
 // and finds the branch that follows.
 TEST(TransactionValidation, BranchAfterSkippedOneByteInstructionsIsFound) {
   const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    // clang-format off
     const std::uint8_t code[] = {
         0xC3, 0x90, 0xCC,     // f+0:  ret; nop; int3
         0xEB, 0x04,           // f+3:  jmp f+9         (inside the site)
         0xB8, 2, 0, 0, 0,     // f+5:  mov eax, 2      (the site)
         0xC3,                 // f+10: ret
     };
+    // clang-format on
     a.embed(code, sizeof code);
   });
   Transaction tx;
@@ -416,11 +420,13 @@ TEST(TransactionValidation, ChangedSinceValidationIsAConflict) {
 // known) must not switch off the branch scan ...
 TEST(TransactionValidation, CallerExtentClaimingABoundedScanStillFindsBranchesInto) {
   const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    // clang-format off
     const std::uint8_t code[] = {
         0xEB, 0x04,        // f+0: jmp f+6     (inside the site)
         0xB8, 2, 0, 0, 0,  // f+2: mov eax, 2  (the site)
         0xC3,              // f+7: ret
     };
+    // clang-format on
     a.embed(code, sizeof code);
   });
   Transaction tx;
@@ -432,11 +438,13 @@ TEST(TransactionValidation, CallerExtentClaimingABoundedScanStillFindsBranchesIn
 // ... nor the indirect-jump check, which only allow_unprovable waives.
 TEST(TransactionValidation, CallerExtentClaimingABoundedScanStillRefusesIndirectJumps) {
   const std::uintptr_t f = test::emit([](asmjit::x86::Assembler& a) {
+    // clang-format off
     const std::uint8_t code[] = {
         0xFF, 0xE0,        // f+0: jmp rax
         0xB8, 2, 0, 0, 0,  // f+2: mov eax, 2  (the site)
         0xC3,              // f+7: ret
     };
+    // clang-format on
     a.embed(code, sizeof code);
   });
   Transaction tx;

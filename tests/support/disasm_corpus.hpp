@@ -9,6 +9,7 @@
 #include <span>
 
 extern "C" {
+// clang-format off
 #define PUNCH_CORPUS_FUNCTIONS(X)                                                                     \
   X(corpus_endbr_frame) X(corpus_classic_frame) X(corpus_rip_load) X(corpus_rip_lea)                  \
   X(corpus_rip_cmp_imm8) X(corpus_rip_cmp_imm32) X(corpus_rip_store_imm) X(corpus_sse_rip)            \
@@ -20,6 +21,7 @@ extern "C" {
   X(corpus_call_next_pop) X(corpus_mov_imm64) X(corpus_back_edge) X(corpus_tiny_padded)               \
   X(corpus_tiny_ret) X(corpus_tiny_next) X(corpus_jump_table) X(corpus_syscall)                       \
   X(corpus_jmp_into_insn) X(corpus_page_cross)
+// clang-format on
 #define PUNCH_CORPUS_DECLARE(name) long name(long);
 PUNCH_CORPUS_FUNCTIONS(PUNCH_CORPUS_DECLARE)
 #undef PUNCH_CORPUS_DECLARE

@@ -76,6 +76,7 @@ struct TransactionOptions {
 
 //! The counters of the live protocol, each with what it counts: the one list
 //! that LiveStats and the process-wide counters behind it are made from.
+// clang-format off
 #define PUNCH_LIVE_STATS(X)                                                                                           \
   X(commits)                  /* Successful commits. */                                                               \
   X(reverts)                  /* Successful reverts. */                                                               \
@@ -94,6 +95,7 @@ struct TransactionOptions {
   X(reclaim_rounds)           /* Rendezvous that freed out-of-line copies. */                                         \
   X(generations_retired_early) /* Generations without copies reclaimed with no rendezvous (sites remembered). */     \
   X(copies_freed)             /* Out-of-line copy blocks freed. */
+// clang-format on
 
 //! Process-wide counters of the live protocol, for tests and monitoring
 //! (monotonic): one std::uint64_t per name of PUNCH_LIVE_STATS.

@@ -20,10 +20,12 @@ namespace punch::runtime {
 inline long raw_syscall(long number, long a = 0, long b = 0, long c = 0, long d = 0) noexcept {
   long result;
   register long r10 asm("r10") = d;
+  // clang-format off
   asm volatile("syscall"
                : "=a"(result)
                : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10)
                : "rcx", "r11", "memory");
+  // clang-format on
   return result;
 }
 
