@@ -452,6 +452,7 @@ void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, st
 // milliseconds in BlockedSignals.AWorker...: something woke it during the
 // change.)
 bool may_stay_asleep(const BlockedSyscall& call) {
+  // clang-format off: the calls, grouped as signal(7) lists them.
   switch (call.number) {
     case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6:
     case SYS_epoll_wait: case SYS_epoll_pwait:
@@ -468,6 +469,7 @@ bool may_stay_asleep(const BlockedSyscall& call) {
     default:
       return false;
   }
+  // clang-format on
 }
 
 // Whether a thread was caught by its tripwire in this hold (catch_woken_sleeper).
