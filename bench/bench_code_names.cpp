@@ -94,7 +94,8 @@ void BM_FindCode(benchmark::State& state, std::size_t live) {
     found += find_code(probes[i++ & 4095], info);
     benchmark::DoNotOptimize(info);
   }
-  if (static_cast<benchmark::IterationCount>(found) != state.iterations()) state.SkipWithError("a registered address was not found");
+  if (static_cast<benchmark::IterationCount>(found) != state.iterations())
+    state.SkipWithError("a registered address was not found");
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
   unregister_fakes(live);
 }

@@ -81,7 +81,8 @@ void BM_Decode_zydis_no_operands(benchmark::State& state) {
   std::int64_t items = 0;
   for (auto _ : state) {
     for (std::size_t off = 0; off < bytes.size();) {
-      if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&decoder, nullptr, bytes.data() + off, bytes.size() - off, &insn)))
+      if (!ZYAN_SUCCESS(
+              ZydisDecoderDecodeInstruction(&decoder, nullptr, bytes.data() + off, bytes.size() - off, &insn)))
         break;
       benchmark::DoNotOptimize(insn.length);
       off += insn.length;
@@ -103,16 +104,11 @@ void relocate_case(benchmark::State& state, std::vector<std::uint8_t> prologue, 
     benchmark::DoNotOptimize(relocation);
   }
 }
-BENCHMARK_CAPTURE(relocate_case, endbr_frame, {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xc3}, 5)
-    ->Name("BM_Relocate/endbr_frame");
-BENCHMARK_CAPTURE(relocate_case, frame_sub, {0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0xc3}, 8)
-    ->Name("BM_Relocate/frame_sub");
-BENCHMARK_CAPTURE(relocate_case, rip_load, {0x48, 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00, 0x48, 0x01, 0xf8, 0xc3}, 7)
-    ->Name("BM_Relocate/rip_load");
-BENCHMARK_CAPTURE(relocate_case, cmp_jcc, {0x48, 0x83, 0xff, 0x05, 0x74, 0x10, 0x31, 0xc0, 0xc3}, 6)
-    ->Name("BM_Relocate/cmp_jcc");
+BENCHMARK_CAPTURE(relocate_case, endbr_frame, {0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0xc3}, 5) ->Name("BM_Relocate/endbr_frame");
+BENCHMARK_CAPTURE(relocate_case, frame_sub, {0x55, 0x48, 0x89, 0xe5, 0x48, 0x83, 0xec, 0x10, 0xc3}, 8) ->Name("BM_Relocate/frame_sub");
+BENCHMARK_CAPTURE(relocate_case, rip_load, {0x48, 0x8b, 0x05, 0x10, 0x00, 0x00, 0x00, 0x48, 0x01, 0xf8, 0xc3}, 7) ->Name("BM_Relocate/rip_load");
+BENCHMARK_CAPTURE(relocate_case, cmp_jcc, {0x48, 0x83, 0xff, 0x05, 0x74, 0x10, 0x31, 0xc0, 0xc3}, 6) ->Name("BM_Relocate/cmp_jcc");
 BENCHMARK_CAPTURE(relocate_case, push_rip_cmp_jne,
-                  {0x55, 0x53, 0x83, 0x3d, 0x10, 0x00, 0x00, 0x00, 0x00, 0x75, 0x20, 0x5b, 0x5d, 0xc3}, 11)
-    ->Name("BM_Relocate/push_rip_cmp_jne");
+                  {0x55, 0x53, 0x83, 0x3d, 0x10, 0x00, 0x00, 0x00, 0x00, 0x75, 0x20, 0x5b, 0x5d, 0xc3}, 11) ->Name("BM_Relocate/push_rip_cmp_jne");
 
 }  // namespace

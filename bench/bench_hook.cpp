@@ -124,7 +124,8 @@ HookOptions options_for(Fn target, bool threads_wait = true, bool absolute = fal
 // absolute: HookOptions::force_absolute_entry (the 16-byte entry, as with no memory in reach).
 void hook_cycles(benchmark::State& state, Fn target, bool threads_wait = true, bool absolute = false) {
   const Fn called = state.range(0) == 2 ? bench_call_plain_target : target;
-  punch::bench::BusyCaller busy(state.range(0) > 0, [called, x = 0L]() mutable { benchmark::DoNotOptimize(called(++x)); });
+  punch::bench::BusyCaller busy(state.range(0) > 0,
+                                [called, x = 0L]() mutable { benchmark::DoNotOptimize(called(++x)); });
   const std::uint64_t before = busy.calls();
   const punch::patcher::LiveStats stats_before = punch::patcher::live_stats();
   for (auto _ : state) {
@@ -136,26 +137,48 @@ void hook_cycles(benchmark::State& state, Fn target, bool threads_wait = true, b
   busy.report(state, before);
   // How often the busy thread met a trap byte (and went through the handler), per cycle.
   const punch::patcher::LiveStats stats = punch::patcher::live_stats();
-  const auto traps = (stats.traps_waited - stats_before.traps_waited) +
-                     (stats.traps_emulated - stats_before.traps_emulated) +
-                     (stats.traps_redirected - stats_before.traps_redirected) + (stats.late_traps - stats_before.late_traps);
-  if (state.iterations() > 0) state.counters["traps"] = static_cast<double>(traps) / static_cast<double>(state.iterations());
+  const auto traps =
+      (stats.traps_waited - stats_before.traps_waited) + (stats.traps_emulated - stats_before.traps_emulated) +
+      (stats.traps_redirected - stats_before.traps_redirected) + (stats.late_traps - stats_before.late_traps);
+  if (state.iterations() > 0)
+    state.counters["traps"] = static_cast<double>(traps) / static_cast<double>(state.iterations());
 }
 
 void BM_HookInstallRemove(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target); }
 BENCHMARK(BM_HookInstallRemove)->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")->UseRealTime();
 
 void BM_HookInstallRemove_patchable(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target); }
-BENCHMARK(BM_HookInstallRemove_patchable)->Name("BM_HookInstallRemove/patchable_entry")->Arg(0)->Arg(1)->Arg(2)->ArgName("busy_threads")->UseRealTime();
+BENCHMARK(BM_HookInstallRemove_patchable)
+    ->Name("BM_HookInstallRemove/patchable_entry")
+    ->Arg(0)
+    ->Arg(1)
+    ->Arg(2)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
 void BM_HookInstallRemove_absolute(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target, true, true); }
-BENCHMARK(BM_HookInstallRemove_absolute)->Name("BM_HookInstallRemove/absolute_entry")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+BENCHMARK(BM_HookInstallRemove_absolute)
+    ->Name("BM_HookInstallRemove/absolute_entry")
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
 void BM_HookInstallRemove_no_wait(benchmark::State& state) { hook_cycles(state, bench_hook_cycle_target, false); }
-BENCHMARK(BM_HookInstallRemove_no_wait)->Name("BM_HookInstallRemove/no_wait")->Arg(1)->ArgName("busy_threads")->UseRealTime();
+BENCHMARK(BM_HookInstallRemove_no_wait)
+    ->Name("BM_HookInstallRemove/no_wait")
+    ->Arg(1)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
-void BM_HookInstallRemove_patchable_no_wait(benchmark::State& state) { hook_cycles(state, bench_hook_pad_target, false); }
-BENCHMARK(BM_HookInstallRemove_patchable_no_wait)->Name("BM_HookInstallRemove/patchable_entry/no_wait")->Arg(1)->ArgName("busy_threads")->UseRealTime();
+void BM_HookInstallRemove_patchable_no_wait(benchmark::State& state) {
+  hook_cycles(state, bench_hook_pad_target, false);
+}
+BENCHMARK(BM_HookInstallRemove_patchable_no_wait)
+    ->Name("BM_HookInstallRemove/patchable_entry/no_wait")
+    ->Arg(1)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
 // The way mprotect-based hooking libraries patch: RWX, memcpy, back to RX — on
 // a private copy of the function (bench only: punch itself never maps W+X).
@@ -188,7 +211,12 @@ void BM_HookInstallRemove_mprotect(benchmark::State& state) {
   busy.reset();
   munmap(copy, page);
 }
-BENCHMARK(BM_HookInstallRemove_mprotect)->Name("BM_HookInstallRemove/mprotect_reference")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+BENCHMARK(BM_HookInstallRemove_mprotect)
+    ->Name("BM_HookInstallRemove/mprotect_reference")
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
 void call_loop(benchmark::State& state, Fn f) {
   Fn volatile target = f;
@@ -203,7 +231,8 @@ BENCHMARK(BM_CallDirect);
 void BM_CallHooked(benchmark::State& state) {
   HookOptions options = options_for(bench_call_hooked_target);
   options.enabled = false;
-  auto hook = Hook::install(reinterpret_cast<void*>(bench_call_hooked_target), reinterpret_cast<void*>(detour), options);
+  auto hook =
+      Hook::install(reinterpret_cast<void*>(bench_call_hooked_target), reinterpret_cast<void*>(detour), options);
   if (!hook) return state.SkipWithError(hook.error().describe().c_str());
   g_original = hook->original<Fn>();
   if (!hook->enable()) return state.SkipWithError("enable failed");
@@ -264,7 +293,8 @@ BENCHMARK(BM_MidHook_call_no_state)->Name("BM_MidHook/call/hooked_without_vector
 
 // One install (disabled: no transaction; stub written; one to enable) and one remove.
 void BM_MidHook_install_remove(benchmark::State& state) {
-  punch::bench::BusyCaller busy(state.range(0) > 0, [x = 0L]() mutable { benchmark::DoNotOptimize(bench_mid_target(++x)); });
+  punch::bench::BusyCaller busy(state.range(0) > 0,
+                                [x = 0L]() mutable { benchmark::DoNotOptimize(bench_mid_target(++x)); });
   const std::uint64_t before = busy.calls();
   for (auto _ : state) {
     auto hook = punch::patcher::MidHook::install(mid_site(), mid_detour, mid_options());
@@ -274,6 +304,11 @@ void BM_MidHook_install_remove(benchmark::State& state) {
   busy.report(state, before);
   (void)punch::patcher::release_retired_hook_code();
 }
-BENCHMARK(BM_MidHook_install_remove)->Name("BM_MidHook/install_remove")->Arg(0)->Arg(1)->ArgName("busy_threads")->UseRealTime();
+BENCHMARK(BM_MidHook_install_remove)
+    ->Name("BM_MidHook/install_remove")
+    ->Arg(0)
+    ->Arg(1)
+    ->ArgName("busy_threads")
+    ->UseRealTime();
 
 }  // namespace

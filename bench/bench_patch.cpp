@@ -106,7 +106,9 @@ struct Code {
 class InterleavedPwrite {
  public:
   InterleavedPwrite() : fd_(::open("/proc/self/mem", O_RDWR | O_CLOEXEC)) {}
-  ~InterleavedPwrite() { if (fd_ >= 0) ::close(fd_); }
+  ~InterleavedPwrite() {
+    if (fd_ >= 0) ::close(fd_);
+  }
   bool ok() const { return fd_ >= 0 && !code_.sites.empty(); }
 
   // A burst of `count` writes of the 4 bytes already there, after 16 untimed
@@ -143,7 +145,8 @@ void run_patch(benchmark::State& state, std::size_t n, bool own_page, bool busy,
   for (std::size_t i = 0; i < n; ++i)
     (void)tx.add(patcher::Site{code.sites[i], mov_eax(static_cast<std::uint32_t>(i)),
                                mov_eax(static_cast<std::uint32_t>(i + 1)), std::nullopt});
-  punch::bench::BusyCaller thread(busy, [fn = code.sites[0]] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  punch::bench::BusyCaller thread(
+      busy, [fn = code.sites[0]] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t calls_before = thread.calls();
   const int burst = static_cast<int>(std::clamp<std::size_t>(n / 8, 8, 128));  // Small beside the operation.
   double measured_ns = 0;  // The timed operation alone, by our own clock.
@@ -194,7 +197,8 @@ void run_validate(benchmark::State& state, std::size_t n, bool own_page) {
 // protocol pays three per batch, the fix-up round standing in for one) ...
 void BM_Floor_sync(benchmark::State& state) {
   Code code(1, false);
-  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  punch::bench::BusyCaller thread(state.range(0) > 0,
+                                  [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t before = thread.calls();
   for (auto _ : state)
     if (!runtime::sync_all_threads()) state.SkipWithError("sync failed");
@@ -207,7 +211,8 @@ BENCHMARK(BM_Floor_sync)->Name("BM_Floor/sync")->Arg(0)->Arg(1)->ArgName("busy")
 void BM_Floor_membarrier_raw(benchmark::State& state) {
   Code code(1, false);
   if (runtime::sync_method() != runtime::SyncMethod::kMembarrier) return state.SkipWithError("membarrier refused here");
-  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  punch::bench::BusyCaller thread(state.range(0) > 0,
+                                  [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t before = thread.calls();
   for (auto _ : state)
     if (::syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) != 0)
@@ -231,7 +236,8 @@ BENCHMARK_CAPTURE(BM_Floor_serialize, cpuid, runtime::SerializeMethod::kCpuid)->
 // ... one rendezvous (the fix-up round, and every reclamation of copies or trampolines) ...
 void BM_Floor_rendezvous(benchmark::State& state) {
   Code code(1, false);
-  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  punch::bench::BusyCaller thread(state.range(0) > 0,
+                                  [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t before = thread.calls();
   for (auto _ : state)
     if (!runtime::visit_other_threads([](ucontext_t*, void*) {}, nullptr, std::chrono::milliseconds(1000)))
@@ -250,7 +256,8 @@ void BM_Floor_mprotect_pairs(benchmark::State& state) {
   Code code(1, false);
   void* page = mmap(nullptr, kPage, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (page == MAP_FAILED) return state.SkipWithError("mmap failed");
-  punch::bench::BusyCaller thread(state.range(0) > 0, [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
+  punch::bench::BusyCaller thread(state.range(0) > 0,
+                                  [fn = code.base] { benchmark::DoNotOptimize(reinterpret_cast<int (*)()>(fn)()); });
   const std::uint64_t before = thread.calls();
   const std::uint8_t jump[5] = {0xE9, 0, 0, 0, 0}, original[5] = {0x0F, 0x1F, 0x44, 0x00, 0x00};
   for (auto _ : state)
@@ -306,20 +313,20 @@ void register_all() {
         ->UseRealTime();
   for (int busy : {0, 1}) {
     const std::string b = "/busy:" + std::to_string(busy);
-    benchmark::RegisterBenchmark(("BM_LivePatch/single" + b).c_str(),
-                                 [=](benchmark::State& s) { run_patch(s, 1, false, busy, 0); })
-        ->UseRealTime();
+    benchmark::RegisterBenchmark(("BM_LivePatch/single" + b).c_str(), [=](benchmark::State& s) {
+      run_patch(s, 1, false, busy, 0);
+    })->UseRealTime();
     for (std::size_t n : {10, 100, 1000, 10000}) {
       for (bool own_page : {false, true}) {
         if (own_page && n > 1000) continue;  // 10,000 functions on 10,000 pages: 40 MiB of arenas.
         const std::string layout = own_page ? "/own_page" : "/packed";
         const std::string suffix = std::to_string(n) + layout + b;
-        benchmark::RegisterBenchmark(("BM_LivePatch/batch/" + suffix).c_str(),
-                                     [=](benchmark::State& s) { run_patch(s, n, own_page, busy, 0); })
-            ->UseRealTime();
-        benchmark::RegisterBenchmark(("BM_Revert/batch/" + suffix).c_str(),
-                                     [=](benchmark::State& s) { run_patch(s, n, own_page, busy, 1); })
-            ->UseRealTime();
+        benchmark::RegisterBenchmark(("BM_LivePatch/batch/" + suffix).c_str(), [=](benchmark::State& s) {
+          run_patch(s, n, own_page, busy, 0);
+        })->UseRealTime();
+        benchmark::RegisterBenchmark(("BM_Revert/batch/" + suffix).c_str(), [=](benchmark::State& s) {
+          run_patch(s, n, own_page, busy, 1);
+        })->UseRealTime();
       }
     }
   }

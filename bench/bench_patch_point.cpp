@@ -165,8 +165,8 @@ void BM_PatchPoint(benchmark::State& state, PatchPointKind kind, int threads) {
   }
   const LiveStats after = live_stats();
   state.counters["fixup_rounds"] = static_cast<double>(after.fixup_rounds - before.fixup_rounds);
-  state.counters["reclaim_rounds"] =
-      benchmark::Counter(static_cast<double>(after.reclaim_rounds - before.reclaim_rounds), benchmark::Counter::kAvgIterations);
+  state.counters["reclaim_rounds"] = benchmark::Counter(
+      static_cast<double>(after.reclaim_rounds - before.reclaim_rounds), benchmark::Counter::kAvgIterations);
 }
 
 // A small pwrite measured between timed batches (the ratio's reference, as in bench_patch.cpp).
@@ -221,14 +221,15 @@ void BM_PatchPointBatch(benchmark::State& state, int n, int functions) {
     next = (next + 1) % copies.size();
     PatchPointBatch batch;
     for (const PatchPoint& p : points)
-      if (Status added = batch.set_imm32(p, value); !added) return state.SkipWithError(added.error().describe().c_str());
+      if (Status added = batch.set_imm32(p, value); !added)
+        return state.SkipWithError(added.error().describe().c_str());
     if (Status done = batch.commit(); !done) return state.SkipWithError(done.error().describe().c_str());
     state.PauseTiming();
     reference.measure(16);
     state.ResumeTiming();
   }
-  state.counters["ns_per_point"] =
-      benchmark::Counter(static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_point"] = benchmark::Counter(
+      static_cast<double>(n), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
   state.counters["pwrite_ns"] = reference.ns_per_write();
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()) * n);
 }

@@ -157,7 +157,8 @@ void BM_EmitBatch_asmjit_jitruntime(benchmark::State& state, std::size_t n) {
   for (WriteMethod method : {WriteMethod::kProcMem, WriteMethod::kDualMap, WriteMethod::kMprotect}) {
     for (std::size_t bytes : {std::size_t{8}, std::size_t{65536}}) {
       for (bool busy : {false, true}) {
-        std::string name = "BM_Write/" + std::string(to_string(method)) + "/" + std::to_string(bytes) + (busy ? "/busy" : "");
+        std::string name =
+            "BM_Write/" + std::string(to_string(method)) + "/" + std::to_string(bytes) + (busy ? "/busy" : "");
         benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& s) { write_bytes(s, method, bytes, busy); });
       }
     }

@@ -107,9 +107,10 @@ void BM_Threads(benchmark::State& state, bool multi, How how) {
   const std::uintptr_t f = emit(multi);
   const std::uintptr_t other = emit(multi);
   if (!f || !other) return state.SkipWithError("emitting the site failed");
-  std::vector<std::uint8_t> from(reinterpret_cast<const std::uint8_t*>(f), reinterpret_cast<const std::uint8_t*>(f) + 5);
+  std::vector<std::uint8_t> from(reinterpret_cast<const std::uint8_t*>(f),
+                                 reinterpret_cast<const std::uint8_t*>(f) + 5);
   std::vector<std::uint8_t> to{0xB8, 2, 0, 0, 0};  // mov eax, 2
-  if (multi) {  // jmp other
+  if (multi) {                                     // jmp other
     const auto rel = static_cast<std::int32_t>(static_cast<std::int64_t>(other) - static_cast<std::int64_t>(f + 5));
     to = {0xE9, 0, 0, 0, 0};
     std::memcpy(to.data() + 1, &rel, 4);
@@ -136,7 +137,14 @@ void BM_Threads_multi_poll(benchmark::State& s) { BM_Threads(s, true, kPoll); }
 void BM_Threads_multi_unheld(benchmark::State& s) { BM_Threads(s, true, kUnheld); }
 
 #define PUNCH_THREADS_ROW(fn, name) \
-  BENCHMARK(fn)->Name(name)->ArgName("sleepers")->Arg(0)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMicrosecond)
+  BENCHMARK(fn)                     \
+      ->Name(name)                  \
+      ->ArgName("sleepers")         \
+      ->Arg(0)                      \
+      ->Arg(100)                    \
+      ->Arg(1000)                   \
+      ->UseRealTime()               \
+      ->Unit(benchmark::kMicrosecond)
 PUNCH_THREADS_ROW(BM_Threads_one_futex, "BM_Threads/one_insn/futex");
 PUNCH_THREADS_ROW(BM_Threads_one_read, "BM_Threads/one_insn/read");
 PUNCH_THREADS_ROW(BM_Threads_one_poll, "BM_Threads/one_insn/poll");

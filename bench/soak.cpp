@@ -60,7 +60,6 @@ using TargetFn = std::uint64_t (*)(std::uint64_t);
 std::atomic<TargetFn> g_original{nullptr};
 std::atomic<std::uint64_t> g_detour_calls{0};
 
-
 struct Options {
   int seconds = 10;
   int threads = 2;
@@ -77,11 +76,11 @@ bool parse(int argc, char** argv, Options& o) {
       return out > 0;
     };
     int seed = 0;
-    if (a == "--seconds" ? !value(o.seconds)
-        : a == "--threads" ? !value(o.threads)
+    if (a == "--seconds"    ? !value(o.seconds)
+        : a == "--threads"  ? !value(o.threads)
         : a == "--interval" ? !value(o.interval)
-        : a == "--seed" ? !(value(seed) && (o.seed = static_cast<unsigned>(seed), true))
-        : true) {
+        : a == "--seed"     ? !(value(seed) && (o.seed = static_cast<unsigned>(seed), true))
+                            : true) {
       std::fprintf(stderr, "usage: soak [--seconds N] [--threads N] [--interval N] [--seed N]\n");
       return false;
     }
@@ -246,8 +245,8 @@ int main(int argc, char** argv) {
   std::uint64_t calls_at_last = 0;
   std::size_t rss_after_warmup = 0, mapped_after_warmup = 0, rss_peak_after_warmup = 0, mapped_peak = 0;
   int interval_index = 0;
-  std::printf("%8s %10s %9s %9s %9s %9s %12s %10s %11s %10s %9s\n", "t[s]", "calls/s", "emit/s", "free/s",
-              "patch/s", "hook/s", "rss[KiB]", "heap_map", "heap_used", "fragments", "failures");
+  std::printf("%8s %10s %9s %9s %9s %9s %12s %10s %11s %10s %9s\n", "t[s]", "calls/s", "emit/s", "free/s", "patch/s",
+              "hook/s", "rss[KiB]", "heap_map", "heap_used", "fragments", "failures");
 
   while (Clock::now() - start < std::chrono::seconds(opt.seconds)) {
     switch (rng() % 6) {
@@ -307,9 +306,7 @@ int main(int argc, char** argv) {
         }
         break;
       }
-      case 5:
-        release_retired();
-        break;
+      case 5: release_retired(); break;
     }
 
     auto now = Clock::now();
@@ -333,8 +330,8 @@ int main(int argc, char** argv) {
       std::printf("%8.1f %10.0f %9.0f %9.0f %9.0f %9.0f %12zu %10zu %11zu %10zu %9llu\n",
                   std::chrono::duration<double>(now - start).count(), rate(c, calls_at_last),
                   rate(n.emits, at_last.emits), rate(n.releases, at_last.releases), rate(n.patches, at_last.patches),
-                  rate(n.hooks + n.unhooks, at_last.hooks + at_last.unhooks), rss, hs.mapped, hs.used,
-                  hs.fragments, static_cast<unsigned long long>(n.failures));
+                  rate(n.hooks + n.unhooks, at_last.hooks + at_last.unhooks), rss, hs.mapped, hs.used, hs.fragments,
+                  static_cast<unsigned long long>(n.failures));
       std::fflush(stdout);
       last = now;
       at_last = n;
@@ -349,15 +346,16 @@ int main(int argc, char** argv) {
   // Memory is bounded when freed code and trampolines are reused: after
   // warm-up, neither the heap's mapping nor the resident set keeps growing.
   constexpr std::size_t kRssSlackKib = 16 * 1024;
-  bool bounded = interval_index < 3 ||
-                 (rss_peak_after_warmup <= rss_after_warmup + kRssSlackKib && mapped_peak <= 2 * mapped_after_warmup + (1u << 20));
-  std::printf("soak: seconds=%d threads=%d calls=%llu wrong=%llu emits=%llu releases=%llu patches=%llu hooks=%llu "
-              "unhooks=%llu failures=%llu detour_calls=%llu memory=%s\n",
-              opt.seconds, opt.threads, static_cast<unsigned long long>(calls.load()),
-              static_cast<unsigned long long>(wrong.load()), static_cast<unsigned long long>(n.emits),
-              static_cast<unsigned long long>(n.releases), static_cast<unsigned long long>(n.patches),
-              static_cast<unsigned long long>(n.hooks), static_cast<unsigned long long>(n.unhooks),
-              static_cast<unsigned long long>(n.failures), static_cast<unsigned long long>(g_detour_calls.load()),
-              bounded ? "bounded" : "GROWING");
+  bool bounded = interval_index < 3 || (rss_peak_after_warmup <= rss_after_warmup + kRssSlackKib &&
+                                        mapped_peak <= 2 * mapped_after_warmup + (1u << 20));
+  std::printf(
+      "soak: seconds=%d threads=%d calls=%llu wrong=%llu emits=%llu releases=%llu patches=%llu hooks=%llu "
+      "unhooks=%llu failures=%llu detour_calls=%llu memory=%s\n",
+      opt.seconds, opt.threads, static_cast<unsigned long long>(calls.load()),
+      static_cast<unsigned long long>(wrong.load()), static_cast<unsigned long long>(n.emits),
+      static_cast<unsigned long long>(n.releases), static_cast<unsigned long long>(n.patches),
+      static_cast<unsigned long long>(n.hooks), static_cast<unsigned long long>(n.unhooks),
+      static_cast<unsigned long long>(n.failures), static_cast<unsigned long long>(g_detour_calls.load()),
+      bounded ? "bounded" : "GROWING");
   return wrong.load() == 0 && n.failures == 0 && bounded ? 0 : 1;
 }

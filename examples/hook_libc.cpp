@@ -38,7 +38,8 @@ int classic_int3_experiment() {
   auto original = punch::runtime::safe_read_exact(address, 1);
   if (!original) return std::fprintf(stderr, "%s\n", original.error().describe().c_str()), 1;
 
-  struct sigaction action {}, previous{};
+  struct sigaction action {
+  }, previous{};
   action.sa_sigaction = on_sigtrap;
   action.sa_flags = SA_SIGINFO;
   sigaction(SIGTRAP, &action, &previous);

@@ -197,8 +197,8 @@ int main(int argc, char** argv) {
   auto calls_back = reinterpret_cast<CallsBack>((*added)[1]);
   std::printf("jit_debug: jit_hot_loop at %p, jit_calls_back at %p\n", (*added)[0], (*added)[1]);
 
-  g_deadline = std::chrono::steady_clock::now() +
-               std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(options.seconds));
+  g_deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                      std::chrono::duration<double>(options.seconds));
   std::printf("jit_debug: jit_hot_loop ran %ld rounds\n", hot_loop(keep_going));
   std::printf("jit_debug: jit_calls_back(20) = %ld\n", calls_back(20));
 

@@ -114,10 +114,14 @@ int main(int argc, char** argv) {
   long swaps = 1000;
   std::string kind = "site";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--swaps")) swaps = std::atol(argv[i + 1]);
-    else if (!std::strcmp(argv[i], "--kind")) kind = argv[i + 1];
-    else return usage();
+    if (!std::strcmp(argv[i], "--threads"))
+      threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--swaps"))
+      swaps = std::atol(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--kind"))
+      kind = argv[i + 1];
+    else
+      return usage();
   }
   if (argc % 2 == 0 || threads < 1 || swaps < 0 || (kind != "site" && kind != "prologue")) return usage();
 
@@ -166,12 +170,12 @@ int main(int argc, char** argv) {
   stop = true;
   for (auto& w : workers) w.join();
   const auto stats = patcher::live_stats();
-  std::printf("live_swap: kind=%s threads=%d traps_waited=%llu traps_emulated=%llu traps_redirected=%llu "
-              "threads_moved=%llu\n",
-              kind.c_str(), threads, static_cast<unsigned long long>(stats.traps_waited),
-              static_cast<unsigned long long>(stats.traps_emulated),
-              static_cast<unsigned long long>(stats.traps_redirected),
-              static_cast<unsigned long long>(stats.threads_moved));
+  std::printf(
+      "live_swap: kind=%s threads=%d traps_waited=%llu traps_emulated=%llu traps_redirected=%llu "
+      "threads_moved=%llu\n",
+      kind.c_str(), threads, static_cast<unsigned long long>(stats.traps_waited),
+      static_cast<unsigned long long>(stats.traps_emulated), static_cast<unsigned long long>(stats.traps_redirected),
+      static_cast<unsigned long long>(stats.threads_moved));
   std::printf("live_swap: swaps=%ld calls=%llu wrong=%llu\n", done, calls.load(), wrong.load());
   return status == 0 && wrong.load() == 0 ? 0 : 1;
 }

@@ -46,14 +46,26 @@ bool not_comparable(punch::disasm::CodeSpan source, const std::vector<punch::dis
         (z.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED))
       return true;
     switch (z.mnemonic) {
-      case ZYDIS_MNEMONIC_FNSTENV: case ZYDIS_MNEMONIC_FNSAVE: case ZYDIS_MNEMONIC_FXSAVE:
-      case ZYDIS_MNEMONIC_FXSAVE64: case ZYDIS_MNEMONIC_XSAVE: case ZYDIS_MNEMONIC_XSAVE64:
-      case ZYDIS_MNEMONIC_XSAVEOPT: case ZYDIS_MNEMONIC_XSAVEOPT64: case ZYDIS_MNEMONIC_XSAVEC:
-      case ZYDIS_MNEMONIC_XSAVEC64: case ZYDIS_MNEMONIC_XSAVES: case ZYDIS_MNEMONIC_XSAVES64:
-      case ZYDIS_MNEMONIC_ENTER: case ZYDIS_MNEMONIC_XBEGIN:
-      case ZYDIS_MNEMONIC_RDTSC: case ZYDIS_MNEMONIC_RDTSCP: case ZYDIS_MNEMONIC_RDRAND:  // not deterministic
-      case ZYDIS_MNEMONIC_RDSEED: case ZYDIS_MNEMONIC_RDPMC: case ZYDIS_MNEMONIC_RDPID:
-        return true;
+      case ZYDIS_MNEMONIC_FNSTENV:
+      case ZYDIS_MNEMONIC_FNSAVE:
+      case ZYDIS_MNEMONIC_FXSAVE:
+      case ZYDIS_MNEMONIC_FXSAVE64:
+      case ZYDIS_MNEMONIC_XSAVE:
+      case ZYDIS_MNEMONIC_XSAVE64:
+      case ZYDIS_MNEMONIC_XSAVEOPT:
+      case ZYDIS_MNEMONIC_XSAVEOPT64:
+      case ZYDIS_MNEMONIC_XSAVEC:
+      case ZYDIS_MNEMONIC_XSAVEC64:
+      case ZYDIS_MNEMONIC_XSAVES:
+      case ZYDIS_MNEMONIC_XSAVES64:
+      case ZYDIS_MNEMONIC_ENTER:
+      case ZYDIS_MNEMONIC_XBEGIN:
+      case ZYDIS_MNEMONIC_RDTSC:
+      case ZYDIS_MNEMONIC_RDTSCP:
+      case ZYDIS_MNEMONIC_RDRAND:  // not deterministic
+      case ZYDIS_MNEMONIC_RDSEED:
+      case ZYDIS_MNEMONIC_RDPMC:
+      case ZYDIS_MNEMONIC_RDPID: return true;
       default: break;
     }
   }
@@ -65,7 +77,8 @@ bool not_comparable(punch::disasm::CodeSpan source, const std::vector<punch::dis
 struct Tally {
   unsigned long refused = 0, not_comparable = 0, original_failed = 0, wrote_code = 0, into_copy = 0, compared = 0;
   ~Tally() {
-    std::fprintf(stderr, "fuzz_relocate: %lu compared; out of scope: %lu refused by relocate, %lu wrote their own "
+    std::fprintf(stderr,
+                 "fuzz_relocate: %lu compared; out of scope: %lu refused by relocate, %lu wrote their own "
                  "code, %lu touched the copy's range, %lu did not finish in the emulator, %lu not "
                  "comparable (position-dependent, non-deterministic or privileged)\n",
                  compared, refused, wrote_code, into_copy, original_failed, not_comparable);
@@ -112,9 +125,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const auto original = punch::test::emulate(layout, kA, kA, kA + bytes.size(), state, 500);
   const std::uint64_t copy_end = destination + relocation->bytes.size();
   if (!punch::test::out_of_scope(original, destination, copy_end).empty()) {
-    ++(original.wrote_code                                  ? tally.wrote_code
+    ++(original.wrote_code                           ? tally.wrote_code
        : original.touched_copy || original.completed ? tally.into_copy
-                                                      : tally.original_failed);
+                                                     : tally.original_failed);
     return 0;
   }
   ++tally.compared;

@@ -24,14 +24,12 @@ Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
     case ZYDIS_MNEMONIC_JCXZ:
     case ZYDIS_MNEMONIC_LOOP:
     case ZYDIS_MNEMONIC_LOOPE:
-    case ZYDIS_MNEMONIC_LOOPNE:
-      return Flow::kShortOnly;
+    case ZYDIS_MNEMONIC_LOOPNE: return Flow::kShortOnly;
     case ZYDIS_MNEMONIC_SYSCALL:
     case ZYDIS_MNEMONIC_SYSENTER:
     case ZYDIS_MNEMONIC_INT:
     case ZYDIS_MNEMONIC_INT1:
-    case ZYDIS_MNEMONIC_INTO:
-      return Flow::kSyscall;
+    case ZYDIS_MNEMONIC_INTO: return Flow::kSyscall;
     case ZYDIS_MNEMONIC_XBEGIN:
       // Falls through; its relative operand is the abort handler, not a jcc
       // (Zydis files it under COND_BR). Relocation patches its rel32 in place.
@@ -40,10 +38,8 @@ Flow classify(const ZydisDecodedInstruction& insn, bool relative_branch) {
     case ZYDIS_MNEMONIC_UD0:
     case ZYDIS_MNEMONIC_UD1:
     case ZYDIS_MNEMONIC_UD2:
-    case ZYDIS_MNEMONIC_HLT:
-      return Flow::kTrap;
-    default:
-      break;
+    case ZYDIS_MNEMONIC_HLT: return Flow::kTrap;
+    default: break;
   }
   switch (insn.meta.category) {
     case ZYDIS_CATEGORY_UNCOND_BR: return relative_branch ? Flow::kJump : Flow::kIndirectJump;
@@ -190,8 +186,8 @@ std::string format(CodeSpan code, std::uintptr_t address) {
   ZydisDecodedInstruction insn;
   ZydisDecodedOperand operands[ZYDIS_MAX_OPERAND_COUNT];
   const std::size_t offset = address - code.address;
-  if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&decoder(), code.bytes.data() + offset, code.bytes.size() - offset, &insn,
-                                           operands)))
+  if (!ZYAN_SUCCESS(
+          ZydisDecoderDecodeFull(&decoder(), code.bytes.data() + offset, code.bytes.size() - offset, &insn, operands)))
     return "(undecodable: " + detail::hex_bytes(code, address) + ")";
   static const ZydisFormatter formatter = [] {
     ZydisFormatter f;

@@ -12,8 +12,7 @@ namespace punch::disasm::detail {
 //! The rel32 from `next` (address after the instruction) to `to`, if it fits.
 inline bool rel32_between(std::uintptr_t next, std::uintptr_t to, std::int32_t& rel) {
   const auto diff = static_cast<std::int64_t>(to - next);  // Two's complement distance.
-  if (diff < std::numeric_limits<std::int32_t>::min() || diff > std::numeric_limits<std::int32_t>::max())
-    return false;
+  if (diff < std::numeric_limits<std::int32_t>::min() || diff > std::numeric_limits<std::int32_t>::max()) return false;
   rel = static_cast<std::int32_t>(diff);
   return true;
 }
@@ -88,7 +87,7 @@ inline void emit_push_constant(std::vector<std::uint8_t>& out, std::uint64_t val
   out.insert(out.end(), {0x48, 0x8D, 0x64, 0x24, 0xF8});  // lea rsp, [rsp-8]
   out.insert(out.end(), {0xC7, 0x04, 0x24});              // mov dword [rsp], imm32
   emit_le(out, value & 0xFFFFFFFFu, 4);
-  out.insert(out.end(), {0xC7, 0x44, 0x24, 0x04});        // mov dword [rsp+4], imm32
+  out.insert(out.end(), {0xC7, 0x44, 0x24, 0x04});  // mov dword [rsp+4], imm32
   emit_le(out, value >> 32, 4);
 }
 

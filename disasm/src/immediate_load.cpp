@@ -10,7 +10,7 @@ std::optional<ImmediateLoad> immediate_load(std::span<const std::uint8_t> bytes)
   std::uint8_t rex = 0;
   if (!bytes.empty() && (bytes[0] & 0xF0) == 0x40) rex = bytes[i++];
   if (i >= bytes.size()) return std::nullopt;
-  const bool wide = rex & 0x08;  // REX.W
+  const bool wide = rex & 0x08;                   // REX.W
   const std::uint8_t extend = (rex & 0x01) << 3;  // REX.B extends the register in opcode or ModRM.rm.
   const std::uint8_t opcode = bytes[i++];
   ImmediateLoad load;
@@ -27,7 +27,8 @@ std::optional<ImmediateLoad> immediate_load(std::span<const std::uint8_t> bytes)
   if (load.reg == 4 || bytes.size() != i + immediate_size) return std::nullopt;
   std::uint64_t value = 0;
   for (std::size_t k = 0; k < immediate_size; ++k) value |= std::uint64_t{bytes[i + k]} << (8 * k);
-  if (immediate_size == 4 && wide) value = static_cast<std::uint64_t>(static_cast<std::int64_t>(static_cast<std::int32_t>(value)));
+  if (immediate_size == 4 && wide)
+    value = static_cast<std::uint64_t>(static_cast<std::int64_t>(static_cast<std::int32_t>(value)));
   load.value = value;
   return load;
 }

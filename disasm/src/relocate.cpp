@@ -22,14 +22,14 @@ using detail::rel32_between;
 using detail::rel8_between;
 
 enum class Kind {
-  kCopy,       //!< Position-independent: copied as is.
-  kRipData,    //!< RIP-relative memory operand: displacement patched in place (length unchanged).
-  kRelImm32,   //!< Another rel32 immediate (xbegin): patched in place.
-  kJump,       //!< jmp rel8/rel32.
-  kCondJump,   //!< jcc rel8/rel32.
-  kShortOnly,  //!< jrcxz/jecxz/loop/loope/loopne.
-  kCall,       //!< call rel32.
-  kCallNext,   //!< call to the next instruction: emulated by pushing the original return address.
+  kCopy,                //!< Position-independent: copied as is.
+  kRipData,             //!< RIP-relative memory operand: displacement patched in place (length unchanged).
+  kRelImm32,            //!< Another rel32 immediate (xbegin): patched in place.
+  kJump,                //!< jmp rel8/rel32.
+  kCondJump,            //!< jcc rel8/rel32.
+  kShortOnly,           //!< jrcxz/jecxz/loop/loope/loopne.
+  kCall,                //!< call rel32.
+  kCallNext,            //!< call to the next instruction: emulated by pushing the original return address.
   kCallAsJump,          //!< Final call rel32 (final_call_as_jump): push the original return address, jmp.
   kIndirectCallAsJump,  //!< Final `call r/m64` (final_call_as_jump): push it, then `jmp r/m64` (same operand).
 };
@@ -37,22 +37,20 @@ enum class Kind {
 struct Item {
   Instruction insn;
   Kind kind = Kind::kCopy;
-  std::uint8_t cc = 0;                  //!< Condition code of a jcc.
-  bool internal = false;                //!< The target is an instruction of the run.
-  std::size_t target_index = 0;         //!< Which one, when internal.
-  std::uintptr_t target = 0;            //!< Absolute target (branch or memory), when not internal.
-  bool data_internal = false;           //!< The RIP-relative operand reads bytes of the run itself...
-  std::size_t data_index = 0;           //!< ...inside this (copied as is) instruction.
-  std::size_t data_width = 0;           //!< Bytes the operand reads (at least 1).
-  std::size_t push_size = 0;            //!< k*CallAsJump: bytes of the push of the original return address.
-  std::uint8_t modrm_offset = 0;        //!< kIndirectCallAsJump: where the ModRM byte is.
-  std::size_t size = 0;                 //!< Bytes in the relocated code.
-  std::size_t offset = 0;               //!< Where in the relocated code.
+  std::uint8_t cc = 0;            //!< Condition code of a jcc.
+  bool internal = false;          //!< The target is an instruction of the run.
+  std::size_t target_index = 0;   //!< Which one, when internal.
+  std::uintptr_t target = 0;      //!< Absolute target (branch or memory), when not internal.
+  bool data_internal = false;     //!< The RIP-relative operand reads bytes of the run itself...
+  std::size_t data_index = 0;     //!< ...inside this (copied as is) instruction.
+  std::size_t data_width = 0;     //!< Bytes the operand reads (at least 1).
+  std::size_t push_size = 0;      //!< k*CallAsJump: bytes of the push of the original return address.
+  std::uint8_t modrm_offset = 0;  //!< kIndirectCallAsJump: where the ModRM byte is.
+  std::size_t size = 0;           //!< Bytes in the relocated code.
+  std::size_t offset = 0;         //!< Where in the relocated code.
 };
 
-std::string name(CodeSpan source, const Instruction& insn) {
-  return "`" + format(source, insn.address) + "`";
-}
+std::string name(CodeSpan source, const Instruction& insn) { return "`" + format(source, insn.address) + "`"; }
 
 bool has_prefix(const ZydisDecodedInstruction& insn, std::uint8_t value) {
   for (std::uint8_t i = 0; i < insn.raw.prefix_count; ++i)
@@ -62,10 +60,10 @@ bool has_prefix(const ZydisDecodedInstruction& insn, std::uint8_t value) {
 
 // Sizes of the forms of each branch kind, smallest first.
 constexpr std::size_t kJumpForms[] = {2, 5, 14};
-constexpr std::size_t kCondForms[] = {2, 6, 16};   // Absolute: inverted jcc rel8 over a 14-byte jmp.
+constexpr std::size_t kCondForms[] = {2, 6, 16};  // Absolute: inverted jcc rel8 over a 14-byte jmp.
 constexpr std::size_t kCallForms[] = {5, 16};
-constexpr std::size_t kTailForms[] = {5, 14};      // The jmp after an expanded jrcxz/loop.
-constexpr std::size_t kShortExpansion = 2;         // The `jmp short` over the tail.
+constexpr std::size_t kTailForms[] = {5, 14};  // The jmp after an expanded jrcxz/loop.
+constexpr std::size_t kShortExpansion = 2;     // The `jmp short` over the tail.
 
 // Whether a `call r/m64` operand depends on rsp (which the push before the jmp moves).
 bool operand_uses_rsp(const ZydisDecodedInstruction& z) {
@@ -134,13 +132,19 @@ Status classify(CodeSpan source, const detail::ZydisView& view, const Instructio
     item.internal = true;  // Resolved to an instruction index by the caller.
   }
   switch (insn.flow) {
-    case Flow::kJump: item.kind = Kind::kJump; item.size = kJumpForms[0]; break;
+    case Flow::kJump:
+      item.kind = Kind::kJump;
+      item.size = kJumpForms[0];
+      break;
     case Flow::kCondJump:
       item.kind = Kind::kCondJump;
       item.cc = z.opcode & 0x0F;
       item.size = kCondForms[0];
       break;
-    case Flow::kShortOnly: item.kind = Kind::kShortOnly; item.size = insn.length; break;
+    case Flow::kShortOnly:
+      item.kind = Kind::kShortOnly;
+      item.size = insn.length;
+      break;
     case Flow::kCall:
       if (insn.branch_target == insn.end()) {
         item.kind = Kind::kCallNext;
@@ -156,8 +160,8 @@ Status classify(CodeSpan source, const detail::ZydisView& view, const Instructio
       break;
     default:
       if (insn.rel_size != 4)
-        return refuse(ErrorCode::kCannotRelocate, "relative operand of " + std::to_string(insn.rel_size) +
-                                                      " bytes has no wider form");
+        return refuse(ErrorCode::kCannotRelocate,
+                      "relative operand of " + std::to_string(insn.rel_size) + " bytes has no wider form");
       item.kind = Kind::kRelImm32;
       item.size = insn.length;
       break;
@@ -238,9 +242,12 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
       break;
     }
     case Kind::kJump:
-      if (item.size == kJumpForms[0] && rel8_between(here + 2, to, r8)) detail::emit_jmp_rel8(out, r8);
-      else if (item.size == kJumpForms[1] && rel32_between(here + 5, to, r32)) detail::emit_jmp_rel32(out, r32);
-      else detail::emit_jmp_absolute(out, to);
+      if (item.size == kJumpForms[0] && rel8_between(here + 2, to, r8))
+        detail::emit_jmp_rel8(out, r8);
+      else if (item.size == kJumpForms[1] && rel32_between(here + 5, to, r32))
+        detail::emit_jmp_rel32(out, r32);
+      else
+        detail::emit_jmp_absolute(out, to);
       break;
     case Kind::kCondJump:
       if (item.size == kCondForms[0] && rel8_between(here + 2, to, r8)) {
@@ -254,8 +261,10 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
       }
       break;
     case Kind::kCall:
-      if (item.size == kCallForms[0] && rel32_between(here + 5, to, r32)) detail::emit_call_rel32(out, r32);
-      else detail::emit_call_absolute(out, to);
+      if (item.size == kCallForms[0] && rel32_between(here + 5, to, r32))
+        detail::emit_call_rel32(out, r32);
+      else
+        detail::emit_call_absolute(out, to);
       break;
     case Kind::kCallAsJump:
       detail::emit_push_constant(out, insn.end());
@@ -281,8 +290,10 @@ Status emit(CodeSpan source, const Item& item, const std::vector<Item>& items, s
       const std::size_t tail = item.size - len - kShortExpansion;
       detail::emit_jmp_rel8(out, static_cast<std::int8_t>(tail));
       const std::uintptr_t tail_at = here + len + kShortExpansion;
-      if (tail == kTailForms[0] && rel32_between(tail_at + 5, to, r32)) detail::emit_jmp_rel32(out, r32);
-      else detail::emit_jmp_absolute(out, to);
+      if (tail == kTailForms[0] && rel32_between(tail_at + 5, to, r32))
+        detail::emit_jmp_rel32(out, r32);
+      else
+        detail::emit_jmp_absolute(out, to);
       break;
     }
   }
@@ -310,10 +321,10 @@ Result<std::vector<Item>> build_items(CodeSpan source, RelocateOptions options) 
     // PIC code); a `ret` that may consume it returns into the original run,
     // which the patch replaces, where the original returns inside itself.
     if (insn.flow == Flow::kReturn && call_next_inside)
-      return fail(ErrorCode::kCannotRelocate,
-                  at(insn.address) + ": cannot relocate " + name(source, insn) + ": it may return to " +
-                      at(call_next_inside->end()) + ", inside the run, where the call at " +
-                      at(call_next_inside->address) + " pushed it");
+      return fail(ErrorCode::kCannotRelocate, at(insn.address) + ": cannot relocate " + name(source, insn) +
+                                                  ": it may return to " + at(call_next_inside->end()) +
+                                                  ", inside the run, where the call at " +
+                                                  at(call_next_inside->address) + " pushed it");
     items.push_back(item);
     if (item.kind == Kind::kCallNext && insn.end() != source.end()) call_next_inside = insn;
     a = insn.end();
@@ -376,8 +387,8 @@ Result<Relocation> relocate(CodeSpan source, std::uintptr_t destination, Relocat
   out.offsets.reserve(items.size());
   for (const Item& item : items) {
     PUNCH_TRY(emit(source, item, items, destination, out.bytes));
-    out.offsets.push_back({static_cast<std::uint32_t>(item.insn.address - source.address),
-                           static_cast<std::uint32_t>(item.offset)});
+    out.offsets.push_back(
+        {static_cast<std::uint32_t>(item.insn.address - source.address), static_cast<std::uint32_t>(item.offset)});
   }
   return out;
 }

@@ -7,8 +7,7 @@ namespace punch::disasm {
 namespace {
 
 std::string describe_at(CodeSpan code, const Instruction& insn) {
-  return "`" + format(code, insn.address) + "` at " + at(insn.address) + " (" +
-         std::to_string(insn.length) + " bytes)";
+  return "`" + format(code, insn.address) + "` at " + at(insn.address) + " (" + std::to_string(insn.length) + " bytes)";
 }
 
 }  // namespace

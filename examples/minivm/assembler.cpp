@@ -23,12 +23,12 @@ struct OpInfo {
 
 const std::map<std::string_view, OpInfo>& opcodes() {
   static const std::map<std::string_view, OpInfo> table = {
-      {"const", {Op::kConst, "ri"}}, {"mov", {Op::kMov, "rr"}},       {"add", {Op::kAdd, "rrr"}},
-      {"sub", {Op::kSub, "rrr"}},    {"mul", {Op::kMul, "rrr"}},      {"addi", {Op::kAddi, "rri"}},
-      {"lt", {Op::kLt, "rrr"}},      {"eq", {Op::kEq, "rrr"}},        {"new", {Op::kNew, "r"}},
-      {"get", {Op::kGet, "rrn"}},    {"set", {Op::kSet, "rnr"}},      {"gget", {Op::kGget, "rg"}},
-      {"gset", {Op::kGset, "gr"}},   {"call", {Op::kCall, "rf*"}},    {"jmp", {Op::kJmp, "l"}},
-      {"jz", {Op::kJz, "rl"}},       {"jnz", {Op::kJnz, "rl"}},       {"ret", {Op::kRet, "r"}},
+      {"const", {Op::kConst, "ri"}}, {"mov", {Op::kMov, "rr"}},    {"add", {Op::kAdd, "rrr"}},
+      {"sub", {Op::kSub, "rrr"}},    {"mul", {Op::kMul, "rrr"}},   {"addi", {Op::kAddi, "rri"}},
+      {"lt", {Op::kLt, "rrr"}},      {"eq", {Op::kEq, "rrr"}},     {"new", {Op::kNew, "r"}},
+      {"get", {Op::kGet, "rrn"}},    {"set", {Op::kSet, "rnr"}},   {"gget", {Op::kGget, "rg"}},
+      {"gset", {Op::kGset, "gr"}},   {"call", {Op::kCall, "rf*"}}, {"jmp", {Op::kJmp, "l"}},
+      {"jz", {Op::kJz, "rl"}},       {"jnz", {Op::kJnz, "rl"}},    {"ret", {Op::kRet, "r"}},
   };
   return table;
 }

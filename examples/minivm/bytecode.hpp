@@ -38,11 +38,11 @@ constexpr int kMaxArgs = 6;
 struct Instr {
   Op op = Op::kRet;
   std::int32_t a = 0, b = 0, c = 0;
-  std::int64_t imm = 0;      // kConst, kAddi.
-  std::int32_t target = 0;   // Jumps: instruction index.
-  std::uint8_t nargs = 0;    // kCall.
+  std::int64_t imm = 0;     // kConst, kAddi.
+  std::int32_t target = 0;  // Jumps: instruction index.
+  std::uint8_t nargs = 0;   // kCall.
   std::array<std::uint8_t, kMaxArgs> args{};
-  int line = 0;              // In the source text, for messages.
+  int line = 0;  // In the source text, for messages.
 };
 
 //! Whether `in`, at index `pc`, is a jump back to `in.target`, a loop head.

@@ -20,9 +20,7 @@ void set_miss(JitThread* t, InlineCache* cache, Value object, Value v) {
   t->owner->vm.set_miss(*t->owner, *cache, object, v);
 }
 
-Value new_object(JitThread* t) {
-  return from_object(t->owner->objects.allocate(t->owner->vm.shapes().empty().id));
-}
+Value new_object(JitThread* t) { return from_object(t->owner->objects.allocate(t->owner->vm.shapes().empty().id)); }
 
 void write_global(JitThread* t, int global, Value v) { t->owner->vm.write_global(*t->owner, global, v); }
 

@@ -73,14 +73,14 @@ int main(int argc, char** argv) {
   if (!r.first_error.empty()) std::fprintf(stderr, "minivm: first wrong run: %s\n", r.first_error.c_str());
   std::printf("runs=%llu compiles=%llu guards_tripped=%llu entries_invalidated=%llu versions_freed=%llu\n",
               static_cast<unsigned long long>(r.runs), static_cast<unsigned long long>(r.compiles),
-              static_cast<unsigned long long>(r.guards_tripped),
-              static_cast<unsigned long long>(r.entries_invalidated),
+              static_cast<unsigned long long>(r.guards_tripped), static_cast<unsigned long long>(r.entries_invalidated),
               static_cast<unsigned long long>(r.versions_freed));
-  std::printf("minivm: program=%s threads=%d result=%s expected=%s ic_patches=%llu call_retargets=%llu deopts=%llu "
-              "wrong=%llu\n",
-              name.c_str(), options.threads, r.result.c_str(), r.expected.c_str(),
-              static_cast<unsigned long long>(r.ic_patches), static_cast<unsigned long long>(r.call_retargets),
-              static_cast<unsigned long long>(r.deopts), static_cast<unsigned long long>(r.wrong));
+  std::printf(
+      "minivm: program=%s threads=%d result=%s expected=%s ic_patches=%llu call_retargets=%llu deopts=%llu "
+      "wrong=%llu\n",
+      name.c_str(), options.threads, r.result.c_str(), r.expected.c_str(),
+      static_cast<unsigned long long>(r.ic_patches), static_cast<unsigned long long>(r.call_retargets),
+      static_cast<unsigned long long>(r.deopts), static_cast<unsigned long long>(r.wrong));
   if (require_patches && (r.ic_patches == 0 || r.call_retargets == 0 || r.deopts == 0)) {
     std::fprintf(stderr, "minivm: a patch path never ran\n");
     return 1;

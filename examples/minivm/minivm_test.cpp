@@ -74,7 +74,8 @@ TEST(MinivmAssembler, RefusesBadProgramsNamingTheLine) {
       {"func main 0\n  const r0 1\nend\n", "line 3: function `main` must end with `ret` or `jmp`"},
       {"func main 0\n  gget r0 g\n  ret r0\nend\n", "line 2: unknown global `g`"},
       {"func f 0\n  ret r0\nend\n", "no function `main`"},
-      {"func main 0\n  const r0 9223372036854775807\n  ret r0\nend\n", "line 2: `9223372036854775807` is not an integer"},
+      {"func main 0\n  const r0 9223372036854775807\n  ret r0\nend\n",
+       "line 2: `9223372036854775807` is not an integer"},
   };
   for (const Case& c : cases) {
     auto program = assemble(c.text);
@@ -153,7 +154,8 @@ TEST(MinivmJit, InvalidatedFunctionsRunInTheInterpreterThenTierUpAgain) {
     EXPECT_EQ(f.entry.load(), nullptr);
   }
   EXPECT_EQ(run_times(*vm, 2)[1], expected);
-  for (std::size_t i = 0; i < vm->function_count(); ++i) EXPECT_NE(vm->function(static_cast<int>(i)).entry.load(), nullptr);
+  for (std::size_t i = 0; i < vm->function_count(); ++i)
+    EXPECT_NE(vm->function(static_cast<int>(i)).entry.load(), nullptr);
 }
 
 TEST(MinivmJit, ACacheUpdateWithAStaleExpectedWayIsRefusedAndChangesNothing) {

@@ -60,7 +60,7 @@ struct InlineCache {
   int name = 0;
   std::uintptr_t site[kWays] = {};
   std::uint64_t way[kWays] = {};  // What each way's immediate holds; 0 (shape 0) never matches.
-  std::atomic<int> used{0};  // Filled ways (the first is the monomorphic state); grows under the patch lock.
+  std::atomic<int> used{0};       // Filled ways (the first is the monomorphic state); grows under the patch lock.
   CodeVersion* owner = nullptr;
 };
 
@@ -98,8 +98,8 @@ struct FunctionState {
   std::atomic<void*> entry{nullptr};  // JIT code to call, or null: interpret.
   std::uintptr_t stub = 0;            // Native entry that runs the interpreter.
   std::atomic<std::uint32_t> calls{0};
-  CodeVersion* current = nullptr;     // Under the VM's patch lock, like the rest below.
-  std::vector<CallSite*> callers;     // Call sites of live versions that call this function.
+  CodeVersion* current = nullptr;  // Under the VM's patch lock, like the rest below.
+  std::vector<CallSite*> callers;  // Call sites of live versions that call this function.
 };
 
 struct GlobalState {

@@ -70,7 +70,10 @@ class ShapeTable {
 class ObjectArena {
  public:
   Object* allocate(std::uint32_t empty_shape_id);
-  void clear() { blocks_.clear(); used_ = kBlockObjects; }
+  void clear() {
+    blocks_.clear();
+    used_ = kBlockObjects;
+  }
 
  private:
   static constexpr std::size_t kBlockObjects = 1024;

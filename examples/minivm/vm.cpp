@@ -100,7 +100,8 @@ Value Vm::call_interpreted(ThreadState& t, FunctionState& f, Value* regs) {
   if (tier_ != Tier::kInterpreter && f.entry.load(std::memory_order_acquire) == nullptr) {
     const std::uint32_t calls = f.calls.fetch_add(1, std::memory_order_relaxed) + 1;
     if (tier_ == Tier::kEager || calls >= hot_calls_) tier_up(f);
-    if (void* entry = f.entry.load(std::memory_order_acquire)) return reinterpret_cast<JitFunction>(entry)(regs, &t.jit);
+    if (void* entry = f.entry.load(std::memory_order_acquire))
+      return reinterpret_cast<JitFunction>(entry)(regs, &t.jit);
   }
   for (int i = f.code->params; i < f.code->regs; ++i) regs[i] = from_int(0);
   return interpret(t, f, regs, 0);

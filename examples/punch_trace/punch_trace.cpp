@@ -47,15 +47,15 @@ using punch::runtime::raw_syscall;
 struct State {
   std::deque<TracedFunction> functions;  // A deque: elements never move (the detours point into them).
   std::uint64_t toggle_ms = 0;
-  std::uint64_t timeout_ms = 0;           // 0: punch's default.
+  std::uint64_t timeout_ms = 0;  // 0: punch's default.
   const char* out_path = nullptr;
   std::uint64_t start_ns = 0;
-  std::uint64_t start_ticks = 0;          // The time stamp counter at start_ns.
-  std::int64_t owner_pid = 0;             // The process whose thread installs and toggles.
+  std::uint64_t start_ticks = 0;  // The time stamp counter at start_ns.
+  std::int64_t owner_pid = 0;     // The process whose thread installs and toggles.
   std::atomic<bool> stop{false};
   std::atomic<bool> hooking_finished{false};
   std::atomic<std::uint64_t> phases{0};
-  std::mutex operation;                   // Held for each hook operation: the summary waits for at most one.
+  std::mutex operation;  // Held for each hook operation: the summary waits for at most one.
 };
 
 State* g_state = nullptr;  // Leaked on purpose: hooks jump through it until the process is gone.
@@ -248,7 +248,8 @@ __attribute__((destructor)) void finish() {
   facts.pid = raw_syscall(SYS_getpid);
   facts.elapsed_ns = now_ns() - state->start_ns;
   const std::uint64_t elapsed_ticks = __rdtsc() - state->start_ticks;
-  if (elapsed_ticks != 0) facts.ns_per_tick = static_cast<double>(facts.elapsed_ns) / static_cast<double>(elapsed_ticks);
+  if (elapsed_ticks != 0)
+    facts.ns_per_tick = static_cast<double>(facts.elapsed_ns) / static_cast<double>(elapsed_ticks);
   facts.toggle_ms = state->toggle_ms;
   facts.toggle_phases = state->phases.load();
   facts.hooking_finished = state->hooking_finished.load();

@@ -125,8 +125,9 @@ void write_summary(const std::deque<TracedFunction>& functions, const RunFacts& 
     t.add(" phases)");
   }
   if (!facts.hooking_finished) t.add("; the program ended before every hook was tried");
-  t.add("\n  function                         calls installs removals  refused  hooked at exit    time ms    ns/call  "
-        "address\n");
+  t.add(
+      "\n  function                         calls installs removals  refused  hooked at exit    time ms    ns/call  "
+      "address\n");
   for (const auto& fn : functions) add_function_line(t, fn, facts.ns_per_tick);
   for (const auto& fn : functions) {
     if (fn.refusals.load() == 0) continue;

@@ -131,19 +131,18 @@ inline tl::unexpected<Error> fail(Error error) { return tl::unexpected<Error>(st
 }  // namespace punch
 
 //! Propagates an error: `PUNCH_TRY(writer.write(...));`
-#define PUNCH_TRY(expr)                                          \
-  do {                                                           \
-    if (auto punch_try_result_ = (expr); !punch_try_result_)     \
-      return tl::unexpected<::punch::Error>(                     \
-          std::move(punch_try_result_).error());                 \
+#define PUNCH_TRY(expr)                                                            \
+  do {                                                                             \
+    if (auto punch_try_result_ = (expr); !punch_try_result_)                       \
+      return tl::unexpected<::punch::Error>(std::move(punch_try_result_).error()); \
   } while (0)
 
 //! Propagates an error, else assigns the value:
 //! `PUNCH_TRY_ASSIGN(auto heap, CodeHeap::global());` declares `heap`, a `CodeHeap*`.
 #define PUNCH_TRY_ASSIGN(declaration, expr) \
   PUNCH_TRY_ASSIGN_(PUNCH_TRY_CONCAT_(punch_try_value_, __LINE__), declaration, expr)
-#define PUNCH_TRY_ASSIGN_(result, declaration, expr)                                  \
-  auto result = (expr);                                                              \
+#define PUNCH_TRY_ASSIGN_(result, declaration, expr)                             \
+  auto result = (expr);                                                          \
   if (!result) return tl::unexpected<::punch::Error>(std::move(result).error()); \
   declaration = std::move(*result)
 #define PUNCH_TRY_CONCAT_(a, b) PUNCH_TRY_CONCAT2_(a, b)

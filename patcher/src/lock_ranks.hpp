@@ -6,7 +6,8 @@
 
 namespace punch::patcher::detail {
 
-inline constexpr runtime::LockRank kRetiredCodeRank{0};   // Retired JIT code and the patch point changes checked against it; outermost.
+inline constexpr runtime::LockRank kRetiredCodeRank{
+    0};  // Retired JIT code and the patch point changes checked against it; outermost.
 inline constexpr runtime::LockRank kHooksRank{1};         // The hook registry.
 inline constexpr runtime::LockRank kTransactionsRank{2};  // Commits and reverts of live transactions.
 inline constexpr runtime::LockRank kTrapHandlerRank{3};   // Installing the trap handler.

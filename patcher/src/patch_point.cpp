@@ -31,7 +31,7 @@ namespace {
 namespace x86 = asmjit::x86;
 
 constexpr std::uint8_t kNop5[5] = {0x0F, 0x1F, 0x44, 0x00, 0x00};  // nop dword [rax+rax*1+0]
-constexpr std::size_t kMaxPointSize = 13;                         // mov r11, imm64; call r11
+constexpr std::size_t kMaxPointSize = 13;                          // mov r11, imm64; call r11
 
 // ---- Emission -----------------------------------------------------------
 
@@ -188,7 +188,8 @@ Result<PointState> decode_point(std::uintptr_t address, std::span<const std::uin
                     bytes_text(bytes.first(std::min<std::size_t>(bytes.size(), 8))) + ") do not decode");
   std::optional<PointState> point = match_point(address, bytes, kind);
   if (point && point->bytes.size() == insn->length) return std::move(*point);
-  const bool far_call_without_call = kind == PatchPointKind::kFarCall && match_point(address, bytes, PatchPointKind::kImm64);
+  const bool far_call_without_call =
+      kind == PatchPointKind::kFarCall && match_point(address, bytes, PatchPointKind::kImm64);
   return fail(ErrorCode::kBytesMismatch, address,
               "not a " + std::string(to_string(kind)) + " patch point: found `" + disasm::format(span, address) +
                   "` (" + bytes_text(bytes.first(insn->length)) + ")" +
@@ -255,8 +256,7 @@ RetiredCode& retired() {
 
 Status wrong_kind(PatchPoint point, std::string_view operation) {
   return fail(ErrorCode::kInvalidArgument, point.address,
-              std::string(operation) + " does not apply to a " + std::string(to_string(point.kind)) +
-                  " patch point");
+              std::string(operation) + " does not apply to a " + std::string(to_string(point.kind)) + " patch point");
 }
 
 // The rel32 from the end of an instruction of `length` bytes at `address` to `target`.
@@ -269,7 +269,9 @@ Result<std::int32_t> rel32(PatchPoint point, std::size_t length, std::uintptr_t 
   return static_cast<std::int32_t>(delta);
 }
 
-void put_i32(std::vector<std::uint8_t>& bytes, std::size_t at, std::int32_t v) { std::memcpy(bytes.data() + at, &v, 4); }
+void put_i32(std::vector<std::uint8_t>& bytes, std::size_t at, std::int32_t v) {
+  std::memcpy(bytes.data() + at, &v, 4);
+}
 
 }  // namespace
 
@@ -423,8 +425,8 @@ struct PatchPointBatch::State {
     PUNCH_TRY_ASSIGN(PointState state, read_point(point.address, point.kind, true, &last_block));
     if (expected && *expected != state.value)
       return fail(ErrorCode::kConflict, point.address,
-                  std::string(to_string(point.kind)) + " patch point holds " + hex(state.value) + ", not the expected " +
-                      hex(*expected));
+                  std::string(to_string(point.kind)) + " patch point holds " + hex(state.value) +
+                      ", not the expected " + hex(*expected));
     PUNCH_TRY_ASSIGN(std::vector<std::uint8_t> replacement, make(state));
     // Its container: the global heap's allocation that holds it (found by the
     // validation: one read and one decode per function, and neighbouring points
@@ -441,7 +443,8 @@ struct PatchPointBatch::State {
   }
 
   // A rel32 instruction of the point's length with the same opcode bytes, aiming at `target`.
-  static Result<std::vector<std::uint8_t>> retargeted(PatchPoint point, const PointState& state, std::uintptr_t target) {
+  static Result<std::vector<std::uint8_t>> retargeted(PatchPoint point, const PointState& state,
+                                                      std::uintptr_t target) {
     std::vector<std::uint8_t> bytes = state.bytes;
     PUNCH_TRY_ASSIGN(const std::int32_t rel, rel32(point, bytes.size(), target));
     put_i32(bytes, bytes.size() - 4, rel);
@@ -454,7 +457,8 @@ PatchPointBatch::~PatchPointBatch() = default;
 PatchPointBatch::PatchPointBatch(PatchPointBatch&&) noexcept = default;
 PatchPointBatch& PatchPointBatch::operator=(PatchPointBatch&&) noexcept = default;
 
-Status PatchPointBatch::set_call_target(PatchPoint point, std::uintptr_t target, std::optional<std::uintptr_t> expected) {
+Status PatchPointBatch::set_call_target(PatchPoint point, std::uintptr_t target,
+                                        std::optional<std::uintptr_t> expected) {
   if (point.kind == PatchPointKind::kFarCall)
     return state_->add(point, expected, [&](const PointState& s) -> Result<std::vector<std::uint8_t>> {
       std::vector<std::uint8_t> bytes = s.bytes;
@@ -465,7 +469,8 @@ Status PatchPointBatch::set_call_target(PatchPoint point, std::uintptr_t target,
   return state_->add(point, expected, [&](const PointState& s) { return State::retargeted(point, s, target); });
 }
 
-Status PatchPointBatch::set_jump_target(PatchPoint point, std::uintptr_t target, std::optional<std::uintptr_t> expected) {
+Status PatchPointBatch::set_jump_target(PatchPoint point, std::uintptr_t target,
+                                        std::optional<std::uintptr_t> expected) {
   if (point.kind == PatchPointKind::kGuard) {
     return state_->add(point, expected, [&](const PointState&) -> Result<std::vector<std::uint8_t>> {
       std::vector<std::uint8_t> bytes{0xE9, 0, 0, 0, 0};
@@ -511,7 +516,8 @@ Status PatchPointBatch::set_imm64(PatchPoint point, std::uint64_t value, std::op
   });
 }
 
-Status PatchPointBatch::set_data_address(PatchPoint point, std::uintptr_t data, std::optional<std::uintptr_t> expected) {
+Status PatchPointBatch::set_data_address(PatchPoint point, std::uintptr_t data,
+                                         std::optional<std::uintptr_t> expected) {
   if (point.kind != PatchPointKind::kRipData) return wrong_kind(point, "set_data_address");
   return state_->add(point, expected, [&](const PointState& s) { return State::retargeted(point, s, data); });
 }

@@ -5,11 +5,7 @@ namespace {
 
 // The registry first, so a tool that looks names up already finds the new code.
 const Sink* const kSinks[] = {
-    &kRegistrySink,
-    &kUnwindSink,
-    &kGdbSink,
-    &kPerfMapSink,
-    &kJitdumpSink,
+    &kRegistrySink, &kUnwindSink, &kGdbSink, &kPerfMapSink, &kJitdumpSink,
 };
 
 }  // namespace

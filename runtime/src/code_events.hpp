@@ -27,10 +27,10 @@ namespace punch::runtime::code_events {
 //! One piece of code that was just written and synced.
 struct AddedCode {
   std::uintptr_t address = 0;
-  std::size_t size = 0;                  //!< Bytes of code (not the allocation's padding).
-  std::string_view name;                 //!< Never empty; valid only during the call (copy it).
+  std::size_t size = 0;   //!< Bytes of code (not the allocation's padding).
+  std::string_view name;  //!< Never empty; valid only during the call (copy it).
   CodeKind kind = CodeKind::kJit;
-  std::span<const std::uint8_t> bytes;   //!< The code as written, `size` bytes (valid during the call).
+  std::span<const std::uint8_t> bytes;  //!< The code as written, `size` bytes (valid during the call).
   //! Where the CFA and saved registers are at each offset (frame_rows(), built
   //! once by whoever announces the code); empty: no unwind info. Every tool
   //! that describes frames (libgcc, walk_stack, gdb) uses these rows.

@@ -27,11 +27,12 @@ Result<std::size_t> lay_out(std::span<const std::size_t> sizes, std::size_t alig
                             std::vector<std::size_t>& offsets) {
   const std::size_t page = detail::page_size();
   if (align == 0 || (align & (align - 1)) != 0 || align > page)
-    return fail(ErrorCode::kInvalidArgument, "code heap: alignment " + std::to_string(align) +
-                                                 " is not a power of two of at most a page");
+    return fail(ErrorCode::kInvalidArgument,
+                "code heap: alignment " + std::to_string(align) + " is not a power of two of at most a page");
   if (sizes.empty()) return fail(ErrorCode::kInvalidArgument, "code heap: no sizes to allocate");
   if (window.empty())
-    return fail(ErrorCode::kInvalidArgument, "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
+    return fail(ErrorCode::kInvalidArgument,
+                "code heap: address window [" + at(window.lo) + ", " + at(window.hi) + ") is empty");
   std::size_t total = 0;
   for (std::size_t size : sizes) {
     if (size == 0 || add_overflows(size, kGranule) || add_overflows(align_up(total, align), size + kGranule) ||

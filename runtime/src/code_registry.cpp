@@ -66,7 +66,7 @@ constexpr std::size_t kShards = 1024;
 
 std::array<std::atomic<const Table*>, kShards> g_shards{};  // Zero: empty.
 std::atomic<std::uint64_t> g_epoch{0};
-std::array<std::atomic<std::uint64_t>, 2> g_readers{};      // Readers inside, by epoch parity.
+std::array<std::atomic<std::uint64_t>, 2> g_readers{};  // Readers inside, by epoch parity.
 
 std::size_t shard_of_region(std::uintptr_t region) noexcept { return region % kShards; }
 std::size_t shard_of(std::uintptr_t address) noexcept { return shard_of_region(address >> kRegionShift); }
@@ -203,7 +203,8 @@ void update(std::span<const Range> touched, Drop&& drop, std::span<const Record*
   std::vector<std::pair<std::size_t, const Record*>> listed;  // (shard, record) for every added record.
   for (const Record* r : added) for_each_shard(r->start, r->size, [&](std::size_t s) { listed.emplace_back(s, r); });
   std::vector<std::size_t> shards;
-  for (const Range& range : touched) for_each_shard(range.start, range.size, [&](std::size_t s) { shards.push_back(s); });
+  for (const Range& range : touched)
+    for_each_shard(range.start, range.size, [&](std::size_t s) { shards.push_back(s); });
   for (const auto& [s, r] : listed) shards.push_back(s);
   std::sort(shards.begin(), shards.end());
   shards.erase(std::unique(shards.begin(), shards.end()), shards.end());
@@ -264,7 +265,8 @@ void registry_added(std::span<const code_events::AddedCode> batch) {
     Garbage garbage;  // Freed after the lock is released, once readers have left.
     std::lock_guard lock(writer_mutex());
     // New code replaces whatever stale entry it overlaps (an owner that never released it).
-    update(set.ranges(), [&](const Record& r) { return set.overlaps(r); }, added, garbage);
+    update(
+        set.ranges(), [&](const Record& r) { return set.overlaps(r); }, added, garbage);
     wait_for_readers();
   } catch (const std::bad_alloc&) {
     // Best effort: without memory the code stays unnamed.
@@ -291,7 +293,8 @@ void registry_released(std::span<const code_events::ReleasedCode> batch) {
         }
       });
     }
-    update(touched, [&](const Record& r) { return set.holds_start(r); }, {}, garbage);
+    update(
+        touched, [&](const Record& r) { return set.holds_start(r); }, {}, garbage);
     wait_for_readers();  // Before returning: then the caller may free and reuse the memory.
   } catch (const std::bad_alloc&) {
   }

@@ -89,8 +89,8 @@ struct CodeWriter::State {
   explicit State(WriteMethod m) : method(m) {}
 
   WriteMethod method;
-  ForkSafeMutex mutex{LockRank::kWriter};  // Guards `regions` and mprotect toggling.
-  std::atomic<pid_t> exclusive_owner{0};   // The thread whose Exclusive holds `mutex`, if any.
+  ForkSafeMutex mutex{LockRank::kWriter};     // Guards `regions` and mprotect toggling.
+  std::atomic<pid_t> exclusive_owner{0};      // The thread whose Exclusive holds `mutex`, if any.
   std::vector<detail::WriterRegion> regions;  // What map_code returned (under dual-map with its RW view).
 
   // `mutex` for a write, unless this thread holds it already through an Exclusive.
@@ -159,9 +159,8 @@ Status CodeWriter::write_each(std::span<const Piece> pieces, std::size_t& writte
   for (written = 0; written < pieces.size(); ++written) {
     const Piece& piece = pieces[written];
     if (fd >= 0 && piece.address != 0 && within_one_page(piece.address, piece.bytes.size()) &&
-        raw_syscall(SYS_pwrite64, fd, reinterpret_cast<long>(piece.bytes.data()),
-                    static_cast<long>(piece.bytes.size()), static_cast<long>(piece.address)) ==
-            static_cast<long>(piece.bytes.size())) {
+        raw_syscall(SYS_pwrite64, fd, reinterpret_cast<long>(piece.bytes.data()), static_cast<long>(piece.bytes.size()),
+                    static_cast<long>(piece.address)) == static_cast<long>(piece.bytes.size())) {
       detail::discard_stale_translations(piece.address, piece.bytes.size());
       continue;
     }

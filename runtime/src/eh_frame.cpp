@@ -11,8 +11,8 @@ namespace {
 using detail::ByteReader;
 
 // DWARF pointer encodings (DW_EH_PE_*): the low nibble is the format, the high one how it applies.
-constexpr std::uint8_t kAbsptr = 0x00, kUleb128 = 0x01, kUdata2 = 0x02, kUdata4 = 0x03, kUdata8 = 0x04,
-                       kSleb128 = 0x09, kSdata2 = 0x0a, kSdata4 = 0x0b, kSdata8 = 0x0c;
+constexpr std::uint8_t kAbsptr = 0x00, kUleb128 = 0x01, kUdata2 = 0x02, kUdata4 = 0x03, kUdata8 = 0x04, kSleb128 = 0x09,
+                       kSdata2 = 0x0a, kSdata4 = 0x0b, kSdata8 = 0x0c;
 constexpr std::uint8_t kPcrel = 0x10, kDatarel = 0x30, kIndirect = 0x80, kOmit = 0xff;
 constexpr std::uint8_t kSearchTableEncoding = kDatarel | kSdata4;
 
@@ -123,8 +123,7 @@ Result<std::uint8_t> fde_encoding(std::span<const std::uint8_t> bytes, std::uint
       case 'S':
       case 'B':
       case 'G': break;
-      default:
-        return tl::unexpected(malformed(cie, std::string("unknown CIE augmentation '") + c + "' before 'R'"));
+      default: return tl::unexpected(malformed(cie, std::string("unknown CIE augmentation '") + c + "' before 'R'"));
     }
   }
   return kAbsptr;
@@ -165,7 +164,10 @@ Result<FdeRange> find_fde(const UnwindTables& tables, std::uintptr_t pc) {
   std::size_t lo = 0, hi = static_cast<std::size_t>(*count);  // First entry whose start is > pc.
   while (lo < hi) {
     const std::size_t mid = lo + (hi - lo) / 2;
-    if (entry(mid, 0) <= pc) lo = mid + 1; else hi = mid;
+    if (entry(mid, 0) <= pc)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   if (lo == 0) return fail(ErrorCode::kUnprovable, pc, "before the first function of the unwind tables");
   const std::uint64_t start = entry(lo - 1, 0);
@@ -177,8 +179,7 @@ Result<FdeRange> find_fde(const UnwindTables& tables, std::uintptr_t pc) {
   // The FDE: its CIE pointer (relative to the field), pc_begin and pc_range in the CIE's encoding.
   auto rec = read_record(bytes, fde);
   if (!rec) return tl::unexpected(std::move(rec).error());
-  if (rec->id == 0 || rec->id > rec->id_at)
-    return tl::unexpected(malformed(fde, "search table entry leads to no FDE"));
+  if (rec->id == 0 || rec->id > rec->id_at) return tl::unexpected(malformed(fde, "search table entry leads to no FDE"));
   auto encoding = fde_encoding(bytes, base, rec->id_at - static_cast<std::size_t>(rec->id));
   if (!encoding) return tl::unexpected(std::move(encoding).error());
   if (*encoding & kIndirect) return tl::unexpected(malformed(fde, "indirect FDE pointer encoding"));

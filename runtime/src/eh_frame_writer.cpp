@@ -112,8 +112,8 @@ std::vector<std::uint8_t> write_eh_frame(std::span<const FunctionFrame> function
   // CIE: code alignment 1, data alignment -8, return address in column 16;
   // at entry the CFA is rsp + 8 and the return address is at CFA - 8.
   const std::size_t cie = out.begin_record() - 4;  // The CIE record's start (its length field).
-  out.raw<std::uint32_t>(0);  // CIE id.
-  out.u8(1);                  // Version.
+  out.raw<std::uint32_t>(0);                       // CIE id.
+  out.u8(1);                                       // Version.
   for (char c : {'z', 'R', '\0'}) out.u8(static_cast<std::uint8_t>(c));
   out.uleb(1);
   out.sleb(-8);
@@ -132,7 +132,7 @@ std::vector<std::uint8_t> write_eh_frame(std::span<const FunctionFrame> function
     out.raw(static_cast<std::uint32_t>(id_at - cie));  // CIE pointer: from this field back to the CIE.
     out.raw(static_cast<std::uint64_t>(fn.start));
     out.raw(static_cast<std::uint64_t>(fn.size));
-    out.uleb(0);  // No augmentation data.
+    out.uleb(0);       // No augmentation data.
     FrameRow current;  // The CIE's initial row.
     std::uint32_t at = 0;
     for (const FrameRow& row : fn.rows) {

@@ -27,11 +27,11 @@ std::optional<T> read_at(std::span<const std::uint8_t> bytes, std::uint64_t offs
 Result<Elf64_Ehdr> read_header(std::span<const std::uint8_t> file) {
   auto ehdr = read_at<Elf64_Ehdr>(file, 0);
   if (!ehdr || std::memcmp(ehdr->e_ident, ELFMAG, SELFMAG) != 0) return tl::unexpected(malformed("no ELF header"));
-  if (ehdr->e_ident[EI_CLASS] != ELFCLASS64 || ehdr->e_ident[EI_DATA] != ELFDATA2LSB ||
-      ehdr->e_machine != EM_X86_64)
+  if (ehdr->e_ident[EI_CLASS] != ELFCLASS64 || ehdr->e_ident[EI_DATA] != ELFDATA2LSB || ehdr->e_machine != EM_X86_64)
     return tl::unexpected(malformed("not a 64-bit little-endian x86-64 file"));
   if (ehdr->e_type != ET_EXEC && ehdr->e_type != ET_DYN)
-    return tl::unexpected(malformed("not an executable or shared object (e_type " + std::to_string(ehdr->e_type) + ")"));
+    return tl::unexpected(
+        malformed("not an executable or shared object (e_type " + std::to_string(ehdr->e_type) + ")"));
   return *ehdr;
 }
 
@@ -76,9 +76,11 @@ Result<ElfSymbolTable> ElfSymbolTable::parse(std::span<const std::uint8_t> file,
   auto sections = section_headers(file, *ehdr);
   if (!sections) return tl::unexpected(std::move(sections).error());
   const char* name_of_table = table_type == SHT_DYNSYM ? ".dynsym" : ".symtab";
-  auto symtab = std::find_if(sections->begin(), sections->end(), [&](const auto& s) { return s.sh_type == table_type; });
+  auto symtab =
+      std::find_if(sections->begin(), sections->end(), [&](const auto& s) { return s.sh_type == table_type; });
   if (symtab == sections->end())
-    return fail(ErrorCode::kUnprovable, std::string("ELF file: no ") + name_of_table + (table_type == SHT_SYMTAB ? " (stripped)" : ""));
+    return fail(ErrorCode::kUnprovable,
+                std::string("ELF file: no ") + name_of_table + (table_type == SHT_SYMTAB ? " (stripped)" : ""));
   auto symbols = section_bytes(file, *symtab);
   if (!symbols || symtab->sh_entsize != sizeof(Elf64_Sym) || symtab->sh_link >= sections->size())
     return tl::unexpected(malformed(std::string(name_of_table) + " section header is malformed"));
@@ -102,7 +104,8 @@ Result<ElfSymbolTable> ElfSymbolTable::parse(std::span<const std::uint8_t> file,
     if (sym.st_name < strings->size()) {
       const char* begin = reinterpret_cast<const char*>(strings->data()) + sym.st_name;
       const void* nul = std::memchr(begin, 0, strings->size() - sym.st_name);
-      if (nul != nullptr) name = std::string_view(begin, static_cast<std::size_t>(static_cast<const char*>(nul) - begin));
+      if (nul != nullptr)
+        name = std::string_view(begin, static_cast<std::size_t>(static_cast<const char*>(nul) - begin));
     }
     const unsigned binding = ELF64_ST_BIND(sym.st_info);
     table.functions_.push_back({sym.st_value, sym.st_size, name, binding == STB_GLOBAL || binding == STB_WEAK});
@@ -146,7 +149,8 @@ bool ElfLayout::operator==(const ElfLayout& other) const {
     return a.p_type == b.p_type && a.p_flags == b.p_flags && a.p_offset == b.p_offset && a.p_vaddr == b.p_vaddr &&
            a.p_filesz == b.p_filesz && a.p_memsz == b.p_memsz;
   };
-  return build_id == other.build_id && std::equal(loads.begin(), loads.end(), other.loads.begin(), other.loads.end(), same);
+  return build_id == other.build_id &&
+         std::equal(loads.begin(), loads.end(), other.loads.begin(), other.loads.end(), same);
 }
 
 std::vector<std::uint8_t> find_build_id(std::span<const std::uint8_t> notes, std::size_t align) {

@@ -37,7 +37,9 @@ void testing::inject_faults(FaultPoint point, std::uint64_t first, std::uint64_t
 
 std::uint64_t testing::faults_fired(FaultPoint point) { return armed(point).fired.load(std::memory_order_acquire); }
 
-std::uint64_t testing::operations_counted(FaultPoint point) { return armed(point).seen.load(std::memory_order_acquire); }
+std::uint64_t testing::operations_counted(FaultPoint point) {
+  return armed(point).seen.load(std::memory_order_acquire);
+}
 
 void testing::clear_faults() {
   for (Armed& a : g_armed) a.first.store(0, std::memory_order_release);

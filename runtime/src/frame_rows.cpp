@@ -8,8 +8,8 @@ namespace {
 constexpr std::uint8_t kRsp = 4, kRbp = 5;
 
 struct State {
-  FrameRow row;             // The CFA rule and saved registers.
-  std::int32_t depth = 8;   // CFA - rsp, followed even while the CFA is on rbp.
+  FrameRow row;            // The CFA rule and saved registers.
+  std::int32_t depth = 8;  // CFA - rsp, followed even while the CFA is on rbp.
 };
 
 }  // namespace
@@ -69,8 +69,10 @@ Result<std::vector<FrameRow>> frame_rows(const FrameDescription& description, st
     }
     if (!s.row.cfa_on_rbp) s.row.cfa_offset = s.depth;
     s.row.offset = step.offset;
-    if (rows.back().offset == step.offset) rows.back() = s.row;
-    else rows.push_back(s.row);
+    if (rows.back().offset == step.offset)
+      rows.back() = s.row;
+    else
+      rows.push_back(s.row);
   }
   // Drop rows that change nothing.
   std::vector<FrameRow> out;

@@ -18,7 +18,7 @@ namespace punch::runtime::detail {
 //! The frame from `offset` up to the next row's offset.
 struct FrameRow {
   std::uint32_t offset = 0;
-  bool cfa_on_rbp = false;     //!< CFA = rbp + cfa_offset; else rsp + cfa_offset.
+  bool cfa_on_rbp = false;  //!< CFA = rbp + cfa_offset; else rsp + cfa_offset.
   std::int32_t cfa_offset = 8;
   //! Per asmjit gp id: 0 when the register holds the caller's value, else k
   //! for "saved at CFA - 8k" (k >= 2: the return address is at CFA - 8).

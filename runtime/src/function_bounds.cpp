@@ -30,18 +30,20 @@ using Source = FunctionBounds::Source;
 struct LoadedObject {
   std::uintptr_t bias = 0;  // Load address minus link-time address.
   std::span<const ElfW(Phdr)> headers;
-  std::string path;  // The file it was loaded from; /proc/self/exe for the main program.
+  std::string path;                // The file it was loaded from; /proc/self/exe for the main program.
   unsigned long long unloads = 0;  // dlpi_subs: how many objects were ever unloaded.
 };
 
-bool segment_holds(const ElfW(Phdr)& h, std::uintptr_t bias, std::uintptr_t address) {
+bool segment_holds(const ElfW(Phdr) & h, std::uintptr_t bias, std::uintptr_t address) {
   return h.p_type == PT_LOAD && address >= bias + h.p_vaddr && address - (bias + h.p_vaddr) < h.p_memsz;
 }
 
 LoadedObject loaded_object(const dl_phdr_info& info) {
   const bool main_program = info.dlpi_name == nullptr || info.dlpi_name[0] == '\0';
-  return LoadedObject{info.dlpi_addr, {info.dlpi_phdr, info.dlpi_phnum},
-                      main_program ? "/proc/self/exe" : info.dlpi_name, info.dlpi_subs};
+  return LoadedObject{info.dlpi_addr,
+                      {info.dlpi_phdr, info.dlpi_phnum},
+                      main_program ? "/proc/self/exe" : info.dlpi_name,
+                      info.dlpi_subs};
 }
 
 std::optional<LoadedObject> object_containing(std::uintptr_t address) {
@@ -82,7 +84,7 @@ std::vector<LoadedObject> loaded_objects(std::optional<std::uintptr_t> bias) {
 // An object's file mapped read-only, with its function symbols.
 struct ObjectFile {
   std::uintptr_t bias = 0;
-  const ElfW(Phdr)* headers = nullptr;
+  const ElfW(Phdr) * headers = nullptr;
   void* data = MAP_FAILED;
   std::size_t size = 0;
   std::optional<ElfSymbolTable> symbols;          // .symtab
@@ -206,8 +208,8 @@ Result<FunctionBounds> from_symbol_table(const LoadedObject& object, std::uintpt
     if (!file.symbols) return fail(ErrorCode::kUnprovable, file.unavailable);
     const ElfFunction* f = file.symbols->containing(address - object.bias);
     if (f == nullptr)
-      return fail(ErrorCode::kUnprovable, "none of its " + std::to_string(file.symbols->size()) +
-                                              " function symbols covers it");
+      return fail(ErrorCode::kUnprovable,
+                  "none of its " + std::to_string(file.symbols->size()) + " function symbols covers it");
     return FunctionBounds{object.bias + f->value, object.bias + f->value + f->size, Source::kSymbolTable,
                           std::string(f->name)};
   });

@@ -66,8 +66,16 @@ std::vector<std::uint8_t> build_gdb_object(std::uintptr_t text_start, std::size_
   auto& text = sections[kText];
   text = {names[kText], SHT_NOBITS, SHF_ALLOC | SHF_EXECINSTR, text_start, sizeof(Elf64_Ehdr), text_size, 0, 0, 16, 0};
   sections[kEhFrame] = {names[kEhFrame], SHT_PROGBITS, SHF_ALLOC, 0, eh_frame_at, eh_frame.size(), 0, 0, 8, 0};
-  sections[kSymtab] = {names[kSymtab], SHT_SYMTAB, 0, 0, symtab_at, symtab.size() * sizeof(Elf64_Sym), kStrtab,
-                       1 /* first global */, 8, sizeof(Elf64_Sym)};
+  sections[kSymtab] = {names[kSymtab],
+                       SHT_SYMTAB,
+                       0,
+                       0,
+                       symtab_at,
+                       symtab.size() * sizeof(Elf64_Sym),
+                       kStrtab,
+                       1 /* first global */,
+                       8,
+                       sizeof(Elf64_Sym)};
   sections[kStrtab] = {names[kStrtab], SHT_STRTAB, 0, 0, strtab_at, strtab.size(), 0, 0, 1, 0};
   sections[kShstrtab] = {names[kShstrtab], SHT_STRTAB, 0, 0, shstrtab_at, shstrtab.size(), 0, 0, 1, 0};
   const std::size_t sections_at = out.size();

@@ -117,8 +117,10 @@ void link(State& s, Batch& batch) {
 
 void unlink(State& s, Batch& batch) {
   jit_code_entry& e = batch.entry;
-  if (e.prev_entry) e.prev_entry->next_entry = e.next_entry;
-  else __jit_debug_descriptor.first_entry = e.next_entry;
+  if (e.prev_entry)
+    e.prev_entry->next_entry = e.next_entry;
+  else
+    __jit_debug_descriptor.first_entry = e.next_entry;
   if (e.next_entry) e.next_entry->prev_entry = e.prev_entry;
   notify(&e, JIT_UNREGISTER_FN);
   s.count.fetch_sub(1, std::memory_order_relaxed);

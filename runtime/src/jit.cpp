@@ -62,8 +62,9 @@ void announce(std::span<const std::uintptr_t> addresses, std::span<const std::si
       std::snprintf(buf, sizeof buf, "jit:0x%lx", static_cast<unsigned long>(addresses[i]));
       name = generated[i] = buf;
     }
-    added[i] = {addresses[i], sizes[i], name, CodeKind::kJit,
-                staging.subspan(addresses[i] - addresses.front(), sizes[i]), rows[i]};
+    added[i] = {
+        addresses[i], sizes[i], name, CodeKind::kJit, staging.subspan(addresses[i] - addresses.front(), sizes[i]),
+        rows[i]};
   }
   code_events::code_added(added);
 }
@@ -116,7 +117,8 @@ Result<std::vector<void*>> Jit::add_batch(std::span<asmjit::CodeHolder* const> c
     auto built = detail::frame_rows(*infos[i].frame, codes[i]->codeSize());
     if (!built) {
       release_all();
-      return fail(ErrorCode::kInvalidArgument, (*addresses)[i], "function " + std::to_string(i) + ": " + built.error().message);
+      return fail(ErrorCode::kInvalidArgument, (*addresses)[i],
+                  "function " + std::to_string(i) + ": " + built.error().message);
     }
     rows[i] = std::move(*built);
   }

@@ -69,7 +69,10 @@ bool read_hex(std::string_view& p, std::uint64_t& out) {
   out = 0;
   for (; i < p.size() && i < 16; ++i) {
     const char c = p[i];
-    const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    const int digit = c >= '0' && c <= '9'   ? c - '0'
+                      : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                      : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                             : -1;
     if (digit < 0) break;
     out = out << 4 | static_cast<std::uint64_t>(digit);
   }
@@ -80,7 +83,8 @@ bool read_hex(std::string_view& p, std::uint64_t& out) {
 bool read_dec(std::string_view& p, std::uint64_t& out) {
   std::size_t i = 0;
   out = 0;
-  for (; i < p.size() && i < 20 && p[i] >= '0' && p[i] <= '9'; ++i) out = out * 10 + static_cast<std::uint64_t>(p[i] - '0');
+  for (; i < p.size() && i < 20 && p[i] >= '0' && p[i] <= '9'; ++i)
+    out = out * 10 + static_cast<std::uint64_t>(p[i] - '0');
   p.remove_prefix(i);
   return i > 0;
 }

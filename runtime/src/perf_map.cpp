@@ -22,7 +22,7 @@ struct PerfMap {
   ForkSafeMutex mutex{LockRank::kCodeNames};
   std::atomic<bool> on{false};  // Read without the lock: one load per batch when off.
   int fd = -1;
-  pid_t pid = 0;                // The process the open file belongs to.
+  pid_t pid = 0;  // The process the open file belongs to.
   std::string path;
   std::size_t entries = 0;
 };

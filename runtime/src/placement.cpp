@@ -69,7 +69,8 @@ Result<std::uintptr_t> map_in_window(std::size_t size, int prot, int flags, int 
   if (window.lo == 0 && window.hi == UINTPTR_MAX) {
     void* p = ::mmap(nullptr, size, prot, flags, fd, 0);
     if (p == MAP_FAILED)
-      return fail(ErrorCode::kOutOfMemory, "mmap of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
+      return fail(ErrorCode::kOutOfMemory,
+                  "mmap of " + std::to_string(size) + " bytes failed: " + std::strerror(errno));
     return reinterpret_cast<std::uintptr_t>(p);
   }
   // Another thread may map the gap between our look and our claim: look again then.
@@ -85,14 +86,15 @@ Result<std::uintptr_t> map_in_window(std::size_t size, int prot, int flags, int 
     if (p == want) return *where;
     if (p != MAP_FAILED) {  // A kernel without MAP_FIXED_NOREPLACE took it as a hint only.
       ::munmap(p, size);
-      return fail(ErrorCode::kUnsupported, "mmap at " + at(want) + " placed the mapping at " + at(p) +
-                                               " (MAP_FIXED_NOREPLACE unsupported?)");
+      return fail(ErrorCode::kUnsupported,
+                  "mmap at " + at(want) + " placed the mapping at " + at(p) + " (MAP_FIXED_NOREPLACE unsupported?)");
     }
     if (errno != EEXIST)
-      return fail(ErrorCode::kOutOfMemory, "mmap of " + std::to_string(size) + " bytes at " + at(want) +
-                                               " failed: " + std::strerror(errno));
+      return fail(ErrorCode::kOutOfMemory,
+                  "mmap of " + std::to_string(size) + " bytes at " + at(want) + " failed: " + std::strerror(errno));
   }
-  return fail(ErrorCode::kOutOfMemory, "free ranges within " + window_text(window) + " kept being taken by other threads");
+  return fail(ErrorCode::kOutOfMemory,
+              "free ranges within " + window_text(window) + " kept being taken by other threads");
 }
 
 }  // namespace punch::runtime::detail

@@ -29,7 +29,8 @@ Capabilities probe() {
     caps.proc_mem_detail = "ok";
   } else {
     // The file opens (or not) before any write is tried: kUnsupported means it would not open.
-    caps.proc_mem_write = proc_mem.error().code == ErrorCode::kUnsupported ? ProcMemState::kAbsent : ProcMemState::kBlocked;
+    caps.proc_mem_write =
+        proc_mem.error().code == ErrorCode::kUnsupported ? ProcMemState::kAbsent : ProcMemState::kBlocked;
     caps.proc_mem_detail = proc_mem.error().message;
   }
   caps.dual_map_works = probe_method(WriteMethod::kDualMap).has_value();
@@ -43,9 +44,12 @@ Capabilities probe() {
   caps.sync = sync_method();
   caps.membarrier_sync_core = caps.sync == SyncMethod::kMembarrier;
   caps.mdwe = detail::mdwe_in_force();
-  if (caps.proc_mem_write == ProcMemState::kOk) caps.auto_method = WriteMethod::kProcMem;
-  else if (caps.dual_map_works) caps.auto_method = WriteMethod::kDualMap;
-  else if (caps.mprotect_works) caps.auto_method = WriteMethod::kMprotect;
+  if (caps.proc_mem_write == ProcMemState::kOk)
+    caps.auto_method = WriteMethod::kProcMem;
+  else if (caps.dual_map_works)
+    caps.auto_method = WriteMethod::kDualMap;
+  else if (caps.mprotect_works)
+    caps.auto_method = WriteMethod::kMprotect;
   return caps;
 }
 

@@ -21,7 +21,7 @@
 namespace punch::runtime::detail {
 
 inline FrameDescription::Step make_step(std::uint32_t offset, FrameDescription::Step::Op op, std::uint8_t reg = 0,
-                                       std::int32_t amount = 0) {
+                                        std::int32_t amount = 0) {
   return FrameDescription::Step{offset, op, reg, amount};
 }
 
@@ -55,7 +55,8 @@ class PrologReader {
     return std::string{digits[b >> 4], digits[b & 15]};
   }
   bool match(std::initializer_list<std::uint8_t> prefix) const {
-    return bytes_.size() - pos_ >= prefix.size() && std::memcmp(bytes_.data() + pos_, prefix.begin(), prefix.size()) == 0;
+    return bytes_.size() - pos_ >= prefix.size() &&
+           std::memcmp(bytes_.data() + pos_, prefix.begin(), prefix.size()) == 0;
   }
   std::uint32_t end_of(std::size_t length) {
     pos_ += length;
@@ -84,7 +85,7 @@ class PrologReader {
     }
     if (rex_b) return false;
     if (!epilog && match({0xf3, 0x0f, 0x1e, 0xfa})) return end_of(4), true;  // endbr64 (copied prologues)
-    if (!epilog && match({0x48, 0x89, 0xe5})) {  // mov rbp, rsp
+    if (!epilog && match({0x48, 0x89, 0xe5})) {                              // mov rbp, rsp
       out_.push_back(make_step(end_of(3), Op::kSetFramePointer));
       return true;
     }
@@ -116,9 +117,9 @@ class PrologReader {
     if (epilog && match({0x48, 0x89, 0xec})) return end_of(3), true;
     if (epilog && match({0x48, 0x8d, 0x65}) && bytes_.size() - pos_ >= 4) return end_of(4), true;
     if (epilog && match({0x48, 0x8d, 0xa5}) && bytes_.size() - pos_ >= 7) return end_of(7), true;
-    if (epilog && match({0xc5, 0xf8, 0x77})) return end_of(3), true;  // vzeroupper
-    if (epilog && match({0x0f, 0x77})) return end_of(2), true;        // emms
-    if (epilog && b == 0xc3) return end_of(1), true;                    // ret
+    if (epilog && match({0xc5, 0xf8, 0x77})) return end_of(3), true;               // vzeroupper
+    if (epilog && match({0x0f, 0x77})) return end_of(2), true;                     // emms
+    if (epilog && b == 0xc3) return end_of(1), true;                               // ret
     if (epilog && b == 0xc2 && bytes_.size() - pos_ >= 3) return end_of(3), true;  // ret imm16
     return false;
   }

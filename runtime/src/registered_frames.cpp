@@ -76,8 +76,10 @@ std::size_t registered_frame_count() {
 
 std::vector<FrameRow> frame_rows_of(CodeKind kind, std::span<const std::uint8_t> bytes) {
   FrameDescription description;  // A relay: CFA = rsp + 8 throughout.
-  if (kind == CodeKind::kTrampoline) description = describe_copied_prologue(bytes);
-  else if (kind != CodeKind::kRelay) return {};
+  if (kind == CodeKind::kTrampoline)
+    description = describe_copied_prologue(bytes);
+  else if (kind != CodeKind::kRelay)
+    return {};
   auto rows = frame_rows(description, bytes.size());
   return rows ? std::move(*rows) : std::vector<FrameRow>{};
 }

@@ -116,7 +116,8 @@ void serialize_this_thread() noexcept {
 
 Status testing::force_serialize_method(std::optional<SerializeMethod> method) {
   if (method == SerializeMethod::kSerialize && cpu_best() != SerializeMethod::kSerialize)
-    return fail(ErrorCode::kUnsupported, "force_serialize_method: this CPU has no SERIALIZE (CPUID.7.0:EDX[14] is clear)");
+    return fail(ErrorCode::kUnsupported,
+                "force_serialize_method: this CPU has no SERIALIZE (CPUID.7.0:EDX[14] is clear)");
   g_forced.store(method ? encode(*method) : 0, std::memory_order_relaxed);
   return {};
 }

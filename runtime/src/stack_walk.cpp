@@ -53,7 +53,8 @@ std::size_t walk(std::uintptr_t pc, std::uintptr_t sp, std::uintptr_t fp, std::s
 
 }  // namespace
 
-std::size_t walk_stack(std::uintptr_t pc, std::uintptr_t sp, std::uintptr_t fp, std::span<std::uintptr_t> out) noexcept {
+std::size_t walk_stack(std::uintptr_t pc, std::uintptr_t sp, std::uintptr_t fp,
+                       std::span<std::uintptr_t> out) noexcept {
   return walk(pc, sp, fp, out, false);
 }
 

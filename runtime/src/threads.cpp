@@ -60,10 +60,10 @@ std::atomic<ucontext_t*> g_held_contexts[kMaxThreads];  // A held thread's saved
 std::atomic<std::size_t> g_slot_count{0};
 std::atomic<ThreadVisitor> g_visit{nullptr};
 std::atomic<void*> g_arg{nullptr};
-std::atomic<bool> g_holding{false};       // This round holds threads instead of visiting them.
-std::atomic<pid_t> g_hold_owner{0};       // The thread that holds the others, while it does.
-std::atomic<std::uint32_t> g_released{0};  // Futex word of held threads: 1 once they may go on.
-std::atomic<std::uint32_t> g_answers{0};  // Futex word: bumped by every answer.
+std::atomic<bool> g_holding{false};             // This round holds threads instead of visiting them.
+std::atomic<pid_t> g_hold_owner{0};             // The thread that holds the others, while it does.
+std::atomic<std::uint32_t> g_released{0};       // Futex word of held threads: 1 once they may go on.
+std::atomic<std::uint32_t> g_answers{0};        // Futex word: bumped by every answer.
 std::atomic<bool> g_coordinator_sleeps{false};  // Answers wake the futex only then (a wake is a syscall).
 // Sleepers caught by their tripwire (catch_woken_sleeper) and held outside the slots.
 std::atomic<pid_t> g_caught[kMaxThreads];
@@ -397,7 +397,8 @@ Status hold_signalled(std::span<const pid_t> tids, std::size_t first, int sig, s
                       std::chrono::steady_clock::time_point deadline, std::vector<ThreadHold::Held>& held,
                       std::vector<pid_t>& unanswered) {
   if (first + tids.size() > kMaxThreads)
-    return fail(ErrorCode::kUnsupported, "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
+    return fail(ErrorCode::kUnsupported,
+                "holding threads: more than the " + std::to_string(kMaxThreads) + " supported");
   const std::size_t end = first + tids.size();
   held.reserve(held.size() + tids.size());  // No allocation once threads are held (see read_task_file).
   unanswered.reserve(unanswered.size() + tids.size());
@@ -452,7 +453,8 @@ void sort_sleepers(const std::vector<pid_t>& tids, std::vector<pid_t>& awake, st
 // milliseconds in BlockedSignals.AWorker...: something woke it during the
 // change.)
 bool may_stay_asleep(const BlockedSyscall& call) {
-  // clang-format off: the calls, grouped as signal(7) lists them.
+  // The calls grouped as signal(7) lists them.
+  // clang-format off
   switch (call.number) {
     case SYS_poll: case SYS_ppoll: case SYS_select: case SYS_pselect6:
     case SYS_epoll_wait: case SYS_epoll_pwait:
@@ -574,20 +576,19 @@ Result<BlockedSyscall> blocked_syscall(pid_t tid) {
   BlockedSyscall call;
   char line[512];
   switch (read_blocked_syscall(tid, call, line)) {
-    case CallState::kBlocked:
-      return call;
+    case CallState::kBlocked: return call;
     case CallState::kRunning:
-      return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is running, not blocked in a system call");
+      return fail(ErrorCode::kUnprovable,
+                  "thread " + std::to_string(tid) + " is running, not blocked in a system call");
     case CallState::kNotInCall:
       return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is not in a system call");
     case CallState::kUnreadable:
       PUNCH_TRY(read_task_file(tid, "syscall", line, sizeof line));  // For its message.
       return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/syscall: unreadable");
-    case CallState::kUnparsable:
-      break;
+    case CallState::kUnparsable: break;
   }
-  return fail(ErrorCode::kUnprovable, "/proc/self/task/" + std::to_string(tid) + "/syscall: cannot parse `" +
-                                          std::string(line) + "`");
+  return fail(ErrorCode::kUnprovable,
+              "/proc/self/task/" + std::to_string(tid) + "/syscall: cannot parse `" + std::string(line) + "`");
 }
 
 Result<std::uintptr_t> blocked_syscall_address(pid_t tid) {
@@ -598,10 +599,8 @@ Result<std::uintptr_t> blocked_syscall_address(pid_t tid) {
 
 bool waits_for_vfork_child(const BlockedSyscall& call) {
   switch (call.number) {
-    case SYS_vfork:
-      return true;
-    case SYS_clone:
-      return (call.args[0] & CLONE_VFORK) != 0;
+    case SYS_vfork: return true;
+    case SYS_clone: return (call.args[0] & CLONE_VFORK) != 0;
 #ifdef SYS_clone3
     case SYS_clone3: {
       std::uint64_t flags = 0;  // struct clone_args starts with its flags.
@@ -609,8 +608,7 @@ bool waits_for_vfork_child(const BlockedSyscall& call) {
       return !read || *read != sizeof flags || (flags & CLONE_VFORK) != 0;  // Unreadable: assume the worst.
     }
 #endif
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -682,8 +680,8 @@ Status ThreadHold::try_hold(int sig, std::chrono::microseconds grace, std::chron
                                            " waits for a vfork child (posix_spawn?) that runs in this process's "
                                            "memory with default signal handlers and has not exec'd or exited yet");
     std::vector<pid_t> unanswered;
-    PUNCH_TRY(hold_signalled(awake, g_slot_count.load(std::memory_order_acquire), sig, grace, deadline, held_,
-                             unanswered));
+    PUNCH_TRY(
+        hold_signalled(awake, g_slot_count.load(std::memory_order_acquire), sig, grace, deadline, held_, unanswered));
     // A thread that cannot answer is never taken for harmless, even asleep: a
     // thread with every signal blocked found asleep in a futex wait met a trap
     // byte within milliseconds in the tests (something woke it during the
@@ -805,9 +803,7 @@ Status ThreadHold::guard_sleepers(CodeWriter& writer, std::uint8_t trap, std::sp
   return {};
 }
 
-bool ThreadHold::held_by_this_thread() noexcept {
-  return g_hold_owner.load(std::memory_order_relaxed) == raw_gettid();
-}
+bool ThreadHold::held_by_this_thread() noexcept { return g_hold_owner.load(std::memory_order_relaxed) == raw_gettid(); }
 
 void ThreadHold::release() noexcept {
   if (!holding_) return;
@@ -837,10 +833,8 @@ void ThreadHold::release() noexcept {
 SleeperCatch catch_woken_sleeper(std::uintptr_t address, std::uint8_t trap, ucontext_t* context) noexcept {
   SleeperCatch outcome = SleeperCatch::kLate;
   switch (detail::tripwire_at(address, trap)) {
-    case detail::Tripwire::kNone:
-      return SleeperCatch::kNotATripwire;
-    case detail::Tripwire::kRemoved:
-      break;  // Its byte is back: run it.
+    case detail::Tripwire::kNone: return SleeperCatch::kNotATripwire;
+    case detail::Tripwire::kRemoved: break;  // Its byte is back: run it.
     case detail::Tripwire::kArmed: {
       // Counted in before looking at the hold: release() puts the bytes back,
       // then releases, then waits until no thread is in here (all seq_cst).

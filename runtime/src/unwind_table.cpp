@@ -30,7 +30,7 @@ std::atomic<int> g_readers{0};
 
 struct Writer {
   ForkSafeMutex mutex{LockRank::kDebugInfo};
-  pid_t readers_pid = detail::current_pid();  // The process whose readers g_readers counts.
+  pid_t readers_pid = detail::current_pid();               // The process whose readers g_readers counts.
   std::vector<std::unique_ptr<UnwindTableEntry>> entries;  // Sorted by start; owns the rows.
   std::unique_ptr<Snapshot> current;
 
@@ -38,7 +38,8 @@ struct Writer {
   std::unique_ptr<Snapshot> publish() {
     auto next = std::make_unique<Snapshot>();
     next->views.reserve(entries.size());
-    for (const auto& e : entries) next->views.push_back(View{e->start, e->start + e->size, e->rows.data(), e->rows.size()});
+    for (const auto& e : entries)
+      next->views.push_back(View{e->start, e->start + e->size, e->rows.data(), e->rows.size()});
     g_current.store(next.get(), std::memory_order_seq_cst);
     std::unique_ptr<Snapshot> old = std::exchange(current, std::move(next));
     // In a child (fork, or a raw clone() without atfork handlers) the count may
@@ -103,7 +104,10 @@ bool unwind_table_find(std::uintptr_t pc, FrameRow& row, std::uintptr_t& start) 
     std::size_t lo = 0, hi = s->views.size();
     while (lo < hi) {
       const std::size_t mid = lo + (hi - lo) / 2;
-      if (s->views[mid].start <= pc) lo = mid + 1; else hi = mid;
+      if (s->views[mid].start <= pc)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     if (lo > 0 && pc < s->views[lo - 1].end) {
       const View& v = s->views[lo - 1];

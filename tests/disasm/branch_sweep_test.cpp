@@ -8,7 +8,9 @@
 
 namespace punch::disasm {
 
-void PrintTo(const DirectBranch& b, std::ostream* os) { *os << std::hex << "{0x" << b.source << " -> 0x" << b.target << "}"; }
+void PrintTo(const DirectBranch& b, std::ostream* os) {
+  *os << std::hex << "{0x" << b.source << " -> 0x" << b.target << "}";
+}
 
 namespace {
 
@@ -25,18 +27,18 @@ std::vector<DirectBranch> sweep(const std::vector<std::uint8_t>& bytes, SweepCou
 // indirect jumps and calls, returns and plain instructions are not.
 TEST(BranchSweep, FindsEveryFormOfDirectBranch) {
   const std::vector<std::uint8_t> code = {
-      0xeb, 0x02,                          // 0x00 jmp rel8 -> 0x04
-      0x74, 0xfc,                          // 0x02 je rel8 -> 0x00
-      0xe9, 0x00, 0x01, 0x00, 0x00,        // 0x04 jmp rel32 -> 0x109
-      0x0f, 0x85, 0xf6, 0xff, 0xff, 0xff,  // 0x09 jne rel32 -> 0x05 (0x0f - 10)
-      0xe8, 0x10, 0x00, 0x00, 0x00,        // 0x0f call rel32 -> 0x24
-      0xe2, 0xfe,                          // 0x14 loop -> 0x14
-      0xe3, 0x00,                          // 0x16 jrcxz -> 0x18
-      0xc7, 0xf8, 0x10, 0x00, 0x00, 0x00,  // 0x18 xbegin -> 0x2e (abort handler)
-      0xff, 0xe0,                          // 0x1e jmp rax (indirect: not reported)
-      0xff, 0x15, 0x00, 0x00, 0x00, 0x00,  // 0x20 call [rip] (indirect: not reported)
+      0xeb, 0x02,                                // 0x00 jmp rel8 -> 0x04
+      0x74, 0xfc,                                // 0x02 je rel8 -> 0x00
+      0xe9, 0x00, 0x01, 0x00, 0x00,              // 0x04 jmp rel32 -> 0x109
+      0x0f, 0x85, 0xf6, 0xff, 0xff, 0xff,        // 0x09 jne rel32 -> 0x05 (0x0f - 10)
+      0xe8, 0x10, 0x00, 0x00, 0x00,              // 0x0f call rel32 -> 0x24
+      0xe2, 0xfe,                                // 0x14 loop -> 0x14
+      0xe3, 0x00,                                // 0x16 jrcxz -> 0x18
+      0xc7, 0xf8, 0x10, 0x00, 0x00, 0x00,        // 0x18 xbegin -> 0x2e (abort handler)
+      0xff, 0xe0,                                // 0x1e jmp rax (indirect: not reported)
+      0xff, 0x15, 0x00, 0x00, 0x00, 0x00,        // 0x20 call [rip] (indirect: not reported)
       0x48, 0x8b, 0x05, 0x00, 0x00, 0x00, 0x00,  // 0x26 mov rax, [rip] (data, not a branch)
-      0xc3,                                // 0x2d ret
+      0xc3,                                      // 0x2d ret
   };
   SweepCounts counts;
   const auto found = sweep(code, &counts);
@@ -62,7 +64,8 @@ TEST(BranchSweep, AppendsToWhatIsThere) {
 // An undecodable byte is stepped over alone and the sweep goes on: a branch
 // after data is still found. A branch cut off by the span's end is none.
 TEST(BranchSweep, StepsOverUndecodableBytesAndKeepsGoing) {
-  const std::vector<std::uint8_t> data_then_jump = {0x06, 0x07, 0xeb, 0x10};  // push es; pop es (invalid in 64-bit); jmp
+  const std::vector<std::uint8_t> data_then_jump = {0x06, 0x07, 0xeb,
+                                                    0x10};  // push es; pop es (invalid in 64-bit); jmp
   SweepCounts counts;
   const auto found = sweep(data_then_jump, &counts);
   ASSERT_EQ(found.size(), 1u);

@@ -94,7 +94,8 @@ int run_differential(const CorpusCase& c, const std::vector<std::uint8_t>& bytes
     ++conclusive;
     const auto moved = test::emulate(layout, relocation.address, relocation.address,
                                      relocation.address + relocation.bytes.size(), state, 20000);
-    const std::string diff = test::compare(original, moved, entry + c.run, relocation.address + relocation.bytes.size());
+    const std::string diff =
+        test::compare(original, moved, entry + c.run, relocation.address + relocation.bytes.size());
     EXPECT_EQ(diff, "") << c.name << " with rdi=" << x;
   }
   return conclusive;
@@ -157,7 +158,8 @@ TEST_P(Corpus, RelocatedFarAwayUsesAbsoluteFormsOrRefuses) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Disasm, Corpus, ::testing::ValuesIn(test::disasm_corpus().begin(), test::disasm_corpus().end()),
+INSTANTIATE_TEST_SUITE_P(Disasm, Corpus,
+                         ::testing::ValuesIn(test::disasm_corpus().begin(), test::disasm_corpus().end()),
                          [](const auto& case_info) { return std::string(case_info.param.name); });
 
 }  // namespace

@@ -52,11 +52,21 @@ TEST(Decode, FindsTheSameRipTargetsAsAFullZydisDecode) {
     std::size_t n = 0;
     if (rng() % 4 == 0) p[n++] = kPrefixes[rng() % 7];
     switch (rng() % 7) {
-      case 0: n += 1; break;                                      // one-byte opcode
-      case 1: p[n] = 0x0f; n += 2; break;                         // 0F xx
-      case 2: p[n] = 0x0f; p[n + 1] = 0x38 | (rng() & 2); n += 3; break;  // 0F 38 xx / 0F 3A xx
-      case 3: p[n] = 0xc5; n += 3; break;                         // VEX2 + opcode
-      case 4:  // VEX3 (opcode map 1..3) + opcode
+      case 0: n += 1; break;  // one-byte opcode
+      case 1:
+        p[n] = 0x0f;
+        n += 2;
+        break;  // 0F xx
+      case 2:
+        p[n] = 0x0f;
+        p[n + 1] = 0x38 | (rng() & 2);
+        n += 3;
+        break;  // 0F 38 xx / 0F 3A xx
+      case 3:
+        p[n] = 0xc5;
+        n += 3;
+        break;  // VEX2 + opcode
+      case 4:   // VEX3 (opcode map 1..3) + opcode
         p[n] = 0xc4;
         p[n + 1] = static_cast<std::uint8_t>((p[n + 1] & 0xe0) | (1 + rng() % 3));
         n += 4;
@@ -366,13 +376,13 @@ namespace {
 // instruction is not.
 TEST(Decode, EveryNopFormAndInt3ArePadding) {
   const std::vector<std::vector<std::uint8_t>> padding = {
-      {0x90},                                               // nop
-      {0x66, 0x90},                                         // xchg ax, ax
-      {0x0f, 0x1f, 0x00},                                   // nop dword [rax]
-      {0x0f, 0x1f, 0x44, 0x00, 0x00},                       // nop dword [rax+rax+0] (the 5-byte pad)
+      {0x90},                                                  // nop
+      {0x66, 0x90},                                            // xchg ax, ax
+      {0x0f, 0x1f, 0x00},                                      // nop dword [rax]
+      {0x0f, 0x1f, 0x44, 0x00, 0x00},                          // nop dword [rax+rax+0] (the 5-byte pad)
       {0x66, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},  // nop word [rax+rax+0]
       {0x66, 0x2e, 0x0f, 0x1f, 0x84, 0x00, 0x00, 0x00, 0x00, 0x00},
-      {0xcc},                                               // int3
+      {0xcc},  // int3
   };
   for (const auto& bytes : padding) {
     auto insn = decode(CodeSpan{0x1000, bytes}, 0x1000);

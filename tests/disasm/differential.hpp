@@ -44,7 +44,7 @@ struct CpuState {
 //! the copy's bytes from a misaligned entry).
 struct Layout {
   std::uint64_t a = 0;
-  std::vector<std::uint8_t> original;   //!< Bytes at a (may extend past the run: the code after it).
+  std::vector<std::uint8_t> original;  //!< Bytes at a (may extend past the run: the code after it).
   std::uint64_t b = 0;
   std::vector<std::uint8_t> relocated;  //!< Bytes at b.
   std::uint64_t data = 0;
@@ -197,12 +197,13 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   const std::uint64_t copy_pages = layout.b & ~0xFFFull;
   const std::uint64_t copy_pages_end = (layout.b + layout.relocated.size() + 0xFFF) & ~0xFFFull;
   detail::RunContext ctx{begin, end, max_steps, copy_runs ? 0 : copy_pages, copy_runs ? 0 : copy_pages_end,
-                         &out, 0, false};
+                         &out,  0,   false};
   bool ok = uc_mem_map(uc, kStackTop - kStackSize, kStackSize + 0x1000, UC_PROT_READ | UC_PROT_WRITE) == UC_ERR_OK;
   // Code first: a data page that shares a page with code stays read+execute.
   constexpr std::uint32_t kCode = UC_PROT_READ | UC_PROT_EXEC;
   ok = ok && detail::place(uc, layout.a, layout.original, kCode);
-  if (copy_runs) ok = ok && detail::place(uc, layout.b, layout.relocated, kCode);
+  if (copy_runs)
+    ok = ok && detail::place(uc, layout.b, layout.relocated, kCode);
   else if (copy_pages_end > copy_pages)
     ok = ok && uc_mem_map(uc, copy_pages, copy_pages_end - copy_pages, UC_PROT_NONE) == UC_ERR_OK;
   ok = ok && detail::place(uc, layout.data, layout.data_bytes, UC_PROT_READ | UC_PROT_WRITE);
@@ -211,7 +212,8 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   ok = ok && uc_reg_write(uc, UC_X86_REG_EFLAGS, &init.rflags) == UC_ERR_OK;
   for (int i = 0; ok && i < 16; ++i) ok = uc_reg_write(uc, UC_X86_REG_XMM0 + i, init.xmm[i]) == UC_ERR_OK;
   uc_hook code_hook, unmapped_hook, protected_hook;
-  ok = ok && uc_hook_add(uc, &code_hook, UC_HOOK_CODE, reinterpret_cast<void*>(detail::on_code), &ctx, 1, 0) == UC_ERR_OK;
+  ok = ok &&
+       uc_hook_add(uc, &code_hook, UC_HOOK_CODE, reinterpret_cast<void*>(detail::on_code), &ctx, 1, 0) == UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &unmapped_hook, UC_HOOK_MEM_UNMAPPED, reinterpret_cast<void*>(detail::on_unmapped), &ctx,
                          1, 0) == UC_ERR_OK;
   ok = ok && uc_hook_add(uc, &protected_hook, UC_HOOK_MEM_PROT, reinterpret_cast<void*>(detail::on_protected), &ctx, 1,
@@ -224,8 +226,10 @@ inline Outcome emulate(const Layout& layout, std::uint64_t start, std::uint64_t 
   // `until` is a non-canonical address no run reaches; the hooks decide when to stop.
   const uc_err e = uc_emu_start(uc, start, ~0ull, 0, 0);
   if (e != UC_ERR_OK) {
-    if (ctx.fetched_unmapped) out.completed = true;  // Left the run for unmapped code: out.exit is set.
-    else if (out.failure.empty()) out.failure = uc_strerror(e);
+    if (ctx.fetched_unmapped)
+      out.completed = true;  // Left the run for unmapped code: out.exit is set.
+    else if (out.failure.empty())
+      out.failure = uc_strerror(e);
   } else if (!out.completed && out.failure.empty()) {
     out.failure = "emulation stopped inside the run";
   }
@@ -279,8 +283,10 @@ inline std::string compare(const Outcome& original, Outcome relocated, std::uint
     for (std::uint64_t i = 0; i < 8; ++i) {  // Take the original's view of those 8 bytes (rsp + i may wrap).
       const std::uint64_t at = rsp + i;
       auto it = original.written.find(at);
-      if (it != original.written.end()) relocated.written[at] = it->second;
-      else relocated.written.erase(at);
+      if (it != original.written.end())
+        relocated.written[at] = it->second;
+      else
+        relocated.written.erase(at);
     }
   }
   static const char* const names[16] = {"rax", "rcx", "rdx", "rbx", "rsp", "rbp", "rsi", "rdi",
@@ -313,7 +319,7 @@ inline CpuState random_state(std::mt19937_64& rng, std::uint64_t data, std::size
       default: s.gpr[i] = data + rng() % (data_size > 256 ? data_size - 256 : 1); break;
     }
   }
-  s.gpr[1] = rng() % 8;      // rcx: loop counts stay small.
+  s.gpr[1] = rng() % 8;           // rcx: loop counts stay small.
   s.gpr[4] = kStackTop - 0x1000;  // rsp: room both ways (red zone, pushes).
   s.rflags = 0x202 | (rng() & 0x8D5);
   for (auto& x : s.xmm)

@@ -138,15 +138,29 @@ TEST_F(Differential, BranchIntoTheCopysRangeIsOutOfScope) {
 // compares memory after the run instead of hooking writes; this exact state
 // must compare equal.
 TEST_F(Differential, NoWriteHookArtifact) {
-  const std::vector<std::uint8_t> bytes = {
-      0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2, 0x20, 0x01, 0x00, 0x00,
-      0xd2, 0xd2, 0xd2, 0xd2, 0x6d, 0xe1, 0x23, 0x02, 0xd2, 0xd2, 0xd2, 0x00, 0x20, 0x01, 0x00, 0x00,
-      0xd2, 0xd2, 0xd2, 0xd2, 0x6d, 0x23, 0xe1, 0x02, 0xd2, 0xd2, 0xd2, 0x00, 0x55, 0x6d};
+  const std::vector<std::uint8_t> bytes = {0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2, 0xd2, 0x3b, 0xfd, 0xd2, 0xd2,
+                                           0x20, 0x01, 0x00, 0x00, 0xd2, 0xd2, 0xd2, 0xd2, 0x6d, 0xe1, 0x23, 0x02,
+                                           0xd2, 0xd2, 0xd2, 0x00, 0x20, 0x01, 0x00, 0x00, 0xd2, 0xd2, 0xd2, 0xd2,
+                                           0x6d, 0x23, 0xe1, 0x02, 0xd2, 0xd2, 0xd2, 0x00, 0x55, 0x6d};
   auto relocation = relocate(CodeSpan{kA, bytes}, kNear);
   ASSERT_TRUE(relocation) << relocation.error().describe();
   test::CpuState state;
-  const std::uint64_t gpr[16] = {kData + 0x5f1, 2,   kData + 0xa21, 7, test::kStackTop - 0x1000, kData + 0xe0, 0xe, 9,
-                                 kData + 0x6b0, 9,   kData + 0x89,  0xf, 4, kData + 0x935, 0, 8};
+  const std::uint64_t gpr[16] = {kData + 0x5f1,
+                                 2,
+                                 kData + 0xa21,
+                                 7,
+                                 test::kStackTop - 0x1000,
+                                 kData + 0xe0,
+                                 0xe,
+                                 9,
+                                 kData + 0x6b0,
+                                 9,
+                                 kData + 0x89,
+                                 0xf,
+                                 4,
+                                 kData + 0x935,
+                                 0,
+                                 8};
   std::copy(std::begin(gpr), std::end(gpr), state.gpr);
   state.rflags = 0xa06;
   const test::Layout layout = layout_for(bytes, *relocation);

@@ -18,11 +18,18 @@ namespace {
 
 bool is_legacy_prefix(std::uint8_t b) {
   switch (b) {
-    case 0x66: case 0x67: case 0xF0: case 0xF2: case 0xF3: case 0x2E: case 0x36: case 0x3E: case 0x26: case 0x64:
-    case 0x65:
-      return true;
-    default:
-      return false;
+    case 0x66:
+    case 0x67:
+    case 0xF0:
+    case 0xF2:
+    case 0xF3:
+    case 0x2E:
+    case 0x36:
+    case 0x3E:
+    case 0x26:
+    case 0x64:
+    case 0x65: return true;
+    default: return false;
   }
 }
 
@@ -31,7 +38,8 @@ std::optional<ImmediateLoad> zydis_says(const ZydisDecoder& zydis, const std::ve
   ZydisDecodedInstruction insn;
   ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
   if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&zydis, bytes.data(), bytes.size(), &insn, ops))) return std::nullopt;
-  if (insn.length != bytes.size() || insn.mnemonic != ZYDIS_MNEMONIC_MOV || is_legacy_prefix(bytes[0])) return std::nullopt;
+  if (insn.length != bytes.size() || insn.mnemonic != ZYDIS_MNEMONIC_MOV || is_legacy_prefix(bytes[0]))
+    return std::nullopt;
   if (insn.operand_count_visible != 2 || ops[0].type != ZYDIS_OPERAND_TYPE_REGISTER ||
       ops[1].type != ZYDIS_OPERAND_TYPE_IMMEDIATE)
     return std::nullopt;
@@ -40,8 +48,9 @@ std::optional<ImmediateLoad> zydis_says(const ZydisDecoder& zydis, const std::ve
   if ((width != 32 && width != 64) || id == 4) return std::nullopt;
   ImmediateLoad load;
   load.reg = static_cast<std::uint8_t>(id);
-  load.value = width == 32 ? static_cast<std::uint32_t>(ops[1].imm.value.u)
-                           : (ops[1].imm.is_signed ? static_cast<std::uint64_t>(ops[1].imm.value.s) : ops[1].imm.value.u);
+  load.value = width == 32
+                   ? static_cast<std::uint32_t>(ops[1].imm.value.u)
+                   : (ops[1].imm.is_signed ? static_cast<std::uint64_t>(ops[1].imm.value.s) : ops[1].imm.value.u);
   return load;
 }
 
@@ -68,7 +77,8 @@ TEST(ImmediateLoad, AgreesWithAFullZydisDecodeOnEveryNearbyEncoding) {
             const auto expected = zydis_says(zydis, bytes);
             const auto ours = immediate_load(bytes);
             ++cases;
-            ASSERT_EQ(ours.has_value(), expected.has_value()) << "case " << cases << ": " << format(CodeSpan{0x1000, bytes}, 0x1000);
+            ASSERT_EQ(ours.has_value(), expected.has_value())
+                << "case " << cases << ": " << format(CodeSpan{0x1000, bytes}, 0x1000);
             if (!ours) continue;
             ++loads;
             EXPECT_EQ(ours->reg, expected->reg) << format(CodeSpan{0x1000, bytes}, 0x1000);

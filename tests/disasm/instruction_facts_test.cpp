@@ -28,37 +28,37 @@ std::vector<Instruction> all(const std::vector<std::uint8_t>& bytes) {
 }
 
 TEST(InstructionFacts, OnlyJumpsReturnsAndTrapsDoNotFallThrough) {
-  EXPECT_FALSE(falls_through(one({0xE9, 0, 0, 0, 0})));        // jmp rel32
-  EXPECT_FALSE(falls_through(one({0xEB, 0})));                  // jmp rel8
-  EXPECT_FALSE(falls_through(one({0xFF, 0xE0})));               // jmp rax
-  EXPECT_FALSE(falls_through(one({0xC3})));                     // ret
-  EXPECT_FALSE(falls_through(one({0xCC})));                     // int3
-  EXPECT_FALSE(falls_through(one({0x0F, 0x0B})));               // ud2
-  EXPECT_TRUE(falls_through(one({0x74, 0})));                   // je: may fall through
-  EXPECT_TRUE(falls_through(one({0xE8, 0, 0, 0, 0})));          // call returns here
-  EXPECT_TRUE(falls_through(one({0x48, 0x89, 0xE5})));          // mov rbp, rsp
+  EXPECT_FALSE(falls_through(one({0xE9, 0, 0, 0, 0})));  // jmp rel32
+  EXPECT_FALSE(falls_through(one({0xEB, 0})));           // jmp rel8
+  EXPECT_FALSE(falls_through(one({0xFF, 0xE0})));        // jmp rax
+  EXPECT_FALSE(falls_through(one({0xC3})));              // ret
+  EXPECT_FALSE(falls_through(one({0xCC})));              // int3
+  EXPECT_FALSE(falls_through(one({0x0F, 0x0B})));        // ud2
+  EXPECT_TRUE(falls_through(one({0x74, 0})));            // je: may fall through
+  EXPECT_TRUE(falls_through(one({0xE8, 0, 0, 0, 0})));   // call returns here
+  EXPECT_TRUE(falls_through(one({0x48, 0x89, 0xE5})));   // mov rbp, rsp
 }
 
 TEST(InstructionFacts, ANopIsPaddingThatIsNotInt3) {
   EXPECT_TRUE(is_nop(one({0x90})));
-  EXPECT_TRUE(is_nop(one({0x0F, 0x1F, 0x44, 0x00, 0x00})));    // nop dword [rax+rax]
+  EXPECT_TRUE(is_nop(one({0x0F, 0x1F, 0x44, 0x00, 0x00})));  // nop dword [rax+rax]
   EXPECT_TRUE(is_nop(one({0x66, 0x2E, 0x0F, 0x1F, 0x84, 0, 0, 0, 0, 0})));
-  EXPECT_FALSE(is_nop(one({0xCC})));                            // int3 pads too, but traps
-  EXPECT_FALSE(is_nop(one({0xF3, 0x0F, 0x1E, 0xFA})));          // endbr64
+  EXPECT_FALSE(is_nop(one({0xCC})));                    // int3 pads too, but traps
+  EXPECT_FALSE(is_nop(one({0xF3, 0x0F, 0x1E, 0xFA})));  // endbr64
   EXPECT_FALSE(is_nop(one({0x48, 0x89, 0xE5})));
 }
 
 TEST(InstructionFacts, RunsAnywhereOnlyWithoutRelativeFieldsCallsOrSyscalls) {
-  EXPECT_TRUE(runs_anywhere(one({0x48, 0x89, 0xE5})));          // mov rbp, rsp
-  EXPECT_TRUE(runs_anywhere(one({0x55})));                      // push rbp
-  EXPECT_TRUE(runs_anywhere(one({0xC3})));                      // ret: same wherever it runs
-  EXPECT_TRUE(runs_anywhere(one({0xFF, 0xE0})));                // jmp rax: an absolute target
+  EXPECT_TRUE(runs_anywhere(one({0x48, 0x89, 0xE5})));               // mov rbp, rsp
+  EXPECT_TRUE(runs_anywhere(one({0x55})));                           // push rbp
+  EXPECT_TRUE(runs_anywhere(one({0xC3})));                           // ret: same wherever it runs
+  EXPECT_TRUE(runs_anywhere(one({0xFF, 0xE0})));                     // jmp rax: an absolute target
   EXPECT_FALSE(runs_anywhere(one({0x48, 0x8B, 0x05, 1, 0, 0, 0})));  // mov rax, [rip+1]
-  EXPECT_FALSE(runs_anywhere(one({0xE9, 0, 0, 0, 0})));         // jmp rel32
-  EXPECT_FALSE(runs_anywhere(one({0x74, 0})));                  // je rel8
-  EXPECT_FALSE(runs_anywhere(one({0xE8, 0, 0, 0, 0})));         // call: return address in the copy
-  EXPECT_FALSE(runs_anywhere(one({0xFF, 0xD0})));               // call rax: the same
-  EXPECT_FALSE(runs_anywhere(one({0x0F, 0x05})));               // syscall
+  EXPECT_FALSE(runs_anywhere(one({0xE9, 0, 0, 0, 0})));              // jmp rel32
+  EXPECT_FALSE(runs_anywhere(one({0x74, 0})));                       // je rel8
+  EXPECT_FALSE(runs_anywhere(one({0xE8, 0, 0, 0, 0})));              // call: return address in the copy
+  EXPECT_FALSE(runs_anywhere(one({0xFF, 0xD0})));                    // call rax: the same
+  EXPECT_FALSE(runs_anywhere(one({0x0F, 0x05})));                    // syscall
 }
 
 TEST(InstructionFacts, TheInteriorIsReachableUnlessTheFirstInstructionLeavesForGood) {
@@ -78,7 +78,7 @@ TEST(InstructionFacts, TheInteriorIsReachableUnlessTheFirstInstructionLeavesForG
 
 TEST(InstructionFacts, CodeMayLeaveThroughBranchesOutsideOrIndirectOnes) {
   const std::vector<std::uint8_t> plain{0x55, 0x48, 0x89, 0xE5, 0xC3};
-  EXPECT_FALSE(may_leave({kAt, plain}, all(plain)));  // ret goes back to a caller
+  EXPECT_FALSE(may_leave({kAt, plain}, all(plain)));   // ret goes back to a caller
   const std::vector<std::uint8_t> to_end{0x74, 0x00};  // je to its own end: falls through the end
   EXPECT_FALSE(may_leave({kAt, to_end}, all(to_end)));
   const std::vector<std::uint8_t> out{0x74, 0x02, 0x90};  // je one byte past the end

@@ -50,7 +50,8 @@ void check_sequence(std::mt19937_64& rng, std::uint64_t destination, Tally& tall
     ++tally.conclusive;
     const auto moved =
         test::emulate(layout, destination, destination, destination + relocation->bytes.size(), state, 20000);
-    const std::string diff = test::compare(original, moved, kA + run.bytes.size(), destination + relocation->bytes.size());
+    const std::string diff =
+        test::compare(original, moved, kA + run.bytes.size(), destination + relocation->bytes.size());
     ASSERT_EQ(diff, "") << "sequence " << test::hex_dump(run.bytes) << " relocated to " << at(destination) << ": "
                         << test::hex_dump(relocation->bytes);
   }

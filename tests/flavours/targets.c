@@ -66,8 +66,8 @@ __asm__(
 extern flavour_fn flavour_fde_only_address __attribute__((visibility("hidden")));
 
 /* Each detour adds a constant to what the original returns. */
-#define DETOUR(name)                                              \
-  static flavour_fn name##_original;                              \
+#define DETOUR(name)                 \
+  static flavour_fn name##_original; \
   TARGET static long name##_detour(long x) { return name##_original(x) + 1000000; }
 DETOUR(plain)
 DETOUR(with_call)
@@ -82,7 +82,8 @@ DETOUR(flavour_global)
 flavour_fn flavour_global_detour_address = flavour_global_detour;
 flavour_fn* flavour_global_original_slot = &flavour_global_original;
 
-#define CASE(name, target, arg) {#name, target, name##_detour, &name##_original, arg}
+#define CASE(name, target, arg) \
+  { #name, target, name##_detour, &name##_original, arg }
 struct flavour_case flavour_cases[7];
 int flavour_case_count;
 
@@ -93,8 +94,8 @@ TARGET flavour_fn flavour_labs(void) { return labs; }
 
 void flavour_init(void) {
   const struct flavour_case cases[] = {
-      CASE(plain, plain, 5),         CASE(with_call, with_call, 9), CASE(hot, hot, 12),
-      CASE(cold, cold, 40),          CASE(split, split, 6),         CASE(fde_only, flavour_fde_only_address, 8),
+      CASE(plain, plain, 5), CASE(with_call, with_call, 9), CASE(hot, hot, 12),
+      CASE(cold, cold, 40),  CASE(split, split, 6),         CASE(fde_only, flavour_fde_only_address, 8),
   };
   flavour_case_count = (int)(sizeof cases / sizeof cases[0]);
   for (int i = 0; i < flavour_case_count; ++i) flavour_cases[i] = cases[i];

@@ -9,9 +9,9 @@ typedef long (*flavour_fn)(long);
 
 struct flavour_case {
   const char* name;
-  flavour_fn target;     /* A static function (or one with no symbol at all). */
-  flavour_fn detour;     /* Returns original(x) + 1000000. */
-  flavour_fn* original;  /* Where the detour finds the original. */
+  flavour_fn target;    /* A static function (or one with no symbol at all). */
+  flavour_fn detour;    /* Returns original(x) + 1000000. */
+  flavour_fn* original; /* Where the detour finds the original. */
   long arg;
 };
 
@@ -20,8 +20,8 @@ extern int flavour_case_count;
 flavour_fn flavour_labs(void); /* &labs, as the program's code takes it. */
 void flavour_init(void);
 
-long flavour_global(long x);                        /* Hooked by name. */
-extern flavour_fn flavour_global_detour_address;   /* Returns original(x) + 1000000. */
+long flavour_global(long x);                     /* Hooked by name. */
+extern flavour_fn flavour_global_detour_address; /* Returns original(x) + 1000000. */
 extern flavour_fn* flavour_global_original_slot;
 
 #ifdef __cplusplus

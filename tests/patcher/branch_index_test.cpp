@@ -194,14 +194,16 @@ TEST_P(TailJump, TransactionOverAJumpTargetIsRefusedWithAVouchedExtent) {
   options.allow_unprovable = true;
   Transaction tx(options);
   const std::vector<std::uint8_t> add_five = {0x8d, 0x47, 0x01, 0x83, 0xc0, 0x05};  // lea eax, [rdi+1]; add eax, 5
-  ASSERT_TRUE(tx.add({start, *now, add_five, disasm::FunctionExtent{start, start + 7, disasm::FunctionExtent::Source::kCaller}}));
+  ASSERT_TRUE(tx.add(
+      {start, *now, add_five, disasm::FunctionExtent{start, start + 7, disasm::FunctionExtent::Source::kCaller}}));
   auto committed = tx.commit();
   ASSERT_FALSE(committed);
   EXPECT_EQ(committed.error().code, ErrorCode::kBranchInto) << committed.error().describe();
   EXPECT_NE(committed.error().message.find("site #0 at " + at(start)), std::string::npos) << committed.error().message;
   EXPECT_NE(committed.error().message.find(address_of(neighbour, 3) + " ("), std::string::npos)
       << committed.error().message;
-  EXPECT_NE(committed.error().message.find("lands at " + at(start + 3)), std::string::npos) << committed.error().message;
+  EXPECT_NE(committed.error().message.find("lands at " + at(start + 3)), std::string::npos)
+      << committed.error().message;
   EXPECT_EQ(before.differences(), "");
   EXPECT_EQ(call(neighbour, 5), 12);
 }
@@ -234,14 +236,73 @@ TEST(BranchIndex, UnloadingAnObjectDropsItsIndex) {
 // (pthread_mutex_trylock, dlopen, dlsym). Planned by a disabled hook, then
 // checked by a transaction over the same bytes (site validation), changing nothing.
 TEST(BranchIndex, CommonlyHookedLibcFunctionsAreNotRefused) {
-  const char* const names[] = {
-      "malloc", "free", "calloc", "realloc", "posix_memalign", "write", "read", "pread64", "pwrite64", "open",
-      "openat", "close", "execve", "execvp", "posix_spawn", "fork", "pthread_create", "pthread_join",
-      "pthread_mutex_lock", "pthread_mutex_unlock", "pthread_cond_wait", "pthread_cond_signal", "connect", "accept",
-      "socket", "send", "recv", "sendto", "recvfrom", "sendmsg", "recvmsg", "poll", "epoll_wait", "select",
-      "nanosleep", "usleep", "mmap", "munmap", "mprotect", "fopen", "fclose", "fread", "fwrite", "puts", "printf",
-      "fprintf", "getaddrinfo", "exit", "_exit", "abort", "sigaction", "kill", "getenv", "setenv", "clock_gettime",
-      "stat", "fstat", "unlink", "rename", "mkdir", "opendir", "readdir", "dup2", "pipe", "ioctl", "fcntl", "syslog"};
+  const char* const names[] = {"malloc",
+                               "free",
+                               "calloc",
+                               "realloc",
+                               "posix_memalign",
+                               "write",
+                               "read",
+                               "pread64",
+                               "pwrite64",
+                               "open",
+                               "openat",
+                               "close",
+                               "execve",
+                               "execvp",
+                               "posix_spawn",
+                               "fork",
+                               "pthread_create",
+                               "pthread_join",
+                               "pthread_mutex_lock",
+                               "pthread_mutex_unlock",
+                               "pthread_cond_wait",
+                               "pthread_cond_signal",
+                               "connect",
+                               "accept",
+                               "socket",
+                               "send",
+                               "recv",
+                               "sendto",
+                               "recvfrom",
+                               "sendmsg",
+                               "recvmsg",
+                               "poll",
+                               "epoll_wait",
+                               "select",
+                               "nanosleep",
+                               "usleep",
+                               "mmap",
+                               "munmap",
+                               "mprotect",
+                               "fopen",
+                               "fclose",
+                               "fread",
+                               "fwrite",
+                               "puts",
+                               "printf",
+                               "fprintf",
+                               "getaddrinfo",
+                               "exit",
+                               "_exit",
+                               "abort",
+                               "sigaction",
+                               "kill",
+                               "getenv",
+                               "setenv",
+                               "clock_gettime",
+                               "stat",
+                               "fstat",
+                               "unlink",
+                               "rename",
+                               "mkdir",
+                               "opendir",
+                               "readdir",
+                               "dup2",
+                               "pipe",
+                               "ioctl",
+                               "fcntl",
+                               "syslog"};
   for (const char* name : names) {
     SCOPED_TRACE(name);
     auto address = resolve_symbol({name, "", "libc.so.6"});

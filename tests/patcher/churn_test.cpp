@@ -17,7 +17,6 @@
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
-
 namespace punch::patcher {
 namespace {
 
@@ -78,7 +77,8 @@ TEST(ThreadChurn, CommitsAndHooksWhileThreadsStartAndExit) {
 
     HookOptions options;
     options.enabled = false;
-    auto hook = Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
+    auto hook =
+        Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
     ASSERT_TRUE(hook) << "install " << i << ": " << hook.error().describe();
     g_original = hook->original<Fn>();
     auto enabled = hook->enable();

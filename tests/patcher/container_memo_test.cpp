@@ -67,8 +67,8 @@ void expect_same(const std::vector<disasm::Instruction>& a, const std::vector<di
 }
 
 TEST(ContainerMemo, TheDecodeAfterAChangeIsTheDecodeOfTheChangedBytes) {
-  Fixture f({{2, {0xB9, 9, 0, 0, 0}},                // mov ecx, 9
-             {9, {0xE8, 0, 0, 0x10, 0}},             // call elsewhere
+  Fixture f({{2, {0xB9, 9, 0, 0, 0}},                 // mov ecx, 9
+             {9, {0xE8, 0, 0, 0x10, 0}},              // call elsewhere
              {14, {0x0F, 0x1F, 0x44, 0x00, 0x00}}});  // jmp -> 5-byte nop
   const disasm::CodeSpan code{kAt, kCode};
   std::vector<disasm::Instruction> decoded;
@@ -114,9 +114,9 @@ TEST(ContainerMemo, TheDecodeAfterAChangeIsTheDecodeOfTheChangedBytes) {
 TEST(ContainerMemo, NothingWhenTheListCannotBeSwappedOneForOne) {
   const disasm::CodeSpan code{kAt, kCode};
   for (const auto& [offset, to] : std::vector<std::pair<std::size_t, std::vector<std::uint8_t>>>{
-           {19, {0x66, 0x90}},                    // nop; nop (left out of the list) -> one 2-byte nop
-           {2, {0x31, 0xC0, 0x0F, 0x1F, 0x00}},   // mov -> xor; 3-byte nop: two for one
-           {2, {0x90, 0x90, 0x90, 0x90, 0x90}},   // mov -> one-byte nops (a fresh list leaves them out)
+           {19, {0x66, 0x90}},                      // nop; nop (left out of the list) -> one 2-byte nop
+           {2, {0x31, 0xC0, 0x0F, 0x1F, 0x00}},     // mov -> xor; 3-byte nop: two for one
+           {2, {0x90, 0x90, 0x90, 0x90, 0x90}},     // mov -> one-byte nops (a fresh list leaves them out)
            {9, {0xC3, 0xCC, 0xCC, 0xCC, 0xCC}}}) {  // call -> ret; int3s
     SCOPED_TRACE(offset);
     Fixture f({{offset, to}});

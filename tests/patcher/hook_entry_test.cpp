@@ -136,8 +136,8 @@ class FarPage {
     reserved_ = ::mmap(nullptr, kReserved, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (reserved_ == MAP_FAILED) return;
     page_ = reinterpret_cast<std::uintptr_t>(reserved_) + (std::size_t{1} << 31) + (std::size_t{1} << 16);
-    const std::uint8_t code[16] = {0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0xC3,
-                                   0xCC, 0xCC, 0xCC, 0xCC, 0xCC};
+    const std::uint8_t code[16] = {0x48, 0xB8, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33,
+                                   0x22, 0x11, 0xC3, 0xCC, 0xCC, 0xCC, 0xCC, 0xCC};
     ok_ = test::map_code_at(page_, code);
   }
   ~FarPage() {

@@ -64,7 +64,8 @@ TEST(HookFentry, ProfilingCallEntryIsReplacedAsAPatchableEntry) {
   // Control: the entry is the profiling call, direct (e8) or through the GOT (ff 15).
   const bool direct = head[0] == 0xE8, through_got = head[0] == 0xFF && head[1] == 0x15;
   ASSERT_TRUE(direct || through_got) << "not compiled with -pg -mfentry? first byte " << int(head[0]);
-  hook_and_remove(hook_fentry_call_target, [](long x) { return 5 * x + 1; }, direct ? 5 : 6);
+  hook_and_remove(
+      hook_fentry_call_target, [](long x) { return 5 * x + 1; }, direct ? 5 : 6);
 }
 
 TEST(HookFentry, NopMcountEntryIsReplacedAsAPatchableEntry) {
@@ -74,7 +75,8 @@ TEST(HookFentry, NopMcountEntryIsReplacedAsAPatchableEntry) {
 #endif
   const std::vector<std::uint8_t> nop5{0x0F, 0x1F, 0x44, 0x00, 0x00};
   ASSERT_EQ(entry_bytes(hook_fentry_nop_target, 5), nop5) << "not compiled with -mnop-mcount?";
-  hook_and_remove(hook_fentry_nop_target, [](long x) { return 7 * x + 2; }, 5);
+  hook_and_remove(
+      hook_fentry_nop_target, [](long x) { return 7 * x + 2; }, 5);
 }
 
 }  // namespace

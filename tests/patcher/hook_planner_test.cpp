@@ -27,9 +27,7 @@ runtime::CodeHeap& heap() {
 }
 
 // Calls a trampoline as the function it copies.
-long call(const detail::CodeBlock& block, long x) {
-  return reinterpret_cast<long (*)(long)>(block.address)(x);
-}
+long call(const detail::CodeBlock& block, long x) { return reinterpret_cast<long (*)(long)>(block.address)(x); }
 
 TEST(HookPlanner, StealsWholeInstructionsAfterEndbr64) {
   auto plan = detail::plan_stolen_entry(address_of(hook_target_prologue), detail::kRel32JumpSize);
@@ -121,8 +119,8 @@ TEST(HookTrampoline, CorpusTrampolinesBehaveLikeTheOriginalOrAreRefused) {
     // another symbol, not padding (refused).
     const std::string name = c.name;
     const bool stolen_run_differs = name == "call_mid" || name == "syscall";
-    const bool refuse = c.branch_into_run || c.indirect_jump || (!c.relocatable && !stolen_run_differs) ||
-                        name == "tiny_ret";
+    const bool refuse =
+        c.branch_into_run || c.indirect_jump || (!c.relocatable && !stolen_run_differs) || name == "tiny_ret";
 
     auto plan = detail::plan_stolen_entry(target, detail::kRel32JumpSize);
     Result<detail::CodeBlock> block = plan ? detail::build_trampoline(*plan, false, heap())

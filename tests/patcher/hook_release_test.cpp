@@ -78,16 +78,28 @@ class BlockingPage {
   BlockingPage() {
     fd_ = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
     if (fd_ < 0) fd_ = static_cast<int>(::syscall(SYS_userfaultfd, O_CLOEXEC));
-    if (fd_ < 0) { fail("userfaultfd"); return; }
+    if (fd_ < 0) {
+      fail("userfaultfd");
+      return;
+    }
     uffdio_api api{};
     api.api = UFFD_API;
-    if (::ioctl(fd_, UFFDIO_API, &api) != 0) { fail("UFFDIO_API"); return; }
+    if (::ioctl(fd_, UFFDIO_API, &api) != 0) {
+      fail("UFFDIO_API");
+      return;
+    }
     page_ = ::mmap(nullptr, kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (page_ == MAP_FAILED) { fail("mmap"); return; }
+    if (page_ == MAP_FAILED) {
+      fail("mmap");
+      return;
+    }
     uffdio_register reg{};
     reg.range = {reinterpret_cast<std::uint64_t>(page_), kPage};
     reg.mode = UFFDIO_REGISTER_MODE_MISSING;
-    if (::ioctl(fd_, UFFDIO_REGISTER, &reg) != 0) { fail("UFFDIO_REGISTER"); return; }
+    if (::ioctl(fd_, UFFDIO_REGISTER, &reg) != 0) {
+      fail("UFFDIO_REGISTER");
+      return;
+    }
   }
   ~BlockingPage() {
     if (page_ != MAP_FAILED) ::munmap(page_, kPage);
@@ -124,7 +136,8 @@ class BlockingPage {
 // the trampoline is kept until the fault is resolved and the thread returned.
 TEST(HookRelease, TrampolineIsKeptWhileAThreadIsBlockedInsideIt) {
   BlockingPage page;
-  if (!page.unavailable().empty()) GTEST_SKIP() << "no userfaultfd to hold a thread inside the trampoline: " << page.unavailable();
+  if (!page.unavailable().empty())
+    GTEST_SKIP() << "no userfaultfd to hold a thread inside the trampoline: " << page.unavailable();
   test::MemorySnapshot before(reinterpret_cast<void*>(hook_target_load), 16);
   set_flag(hook_parking_go, 1);  // The detour does not spin: the thread goes on into the trampoline.
   auto hook = hook_parking(hook_target_load);

@@ -148,11 +148,13 @@ TEST(Hook, ChainedHooksWrapAndRemoveInAnyOrder) {
     SCOPED_TRACE(inner_first ? "remove inner first" : "remove outer first");
     HookOptions disabled;
     disabled.enabled = false;
-    auto inner = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
+    auto inner =
+        Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
     ASSERT_TRUE(inner) << inner.error().describe();
     g_inner_original = inner->original<Fn>();
     ASSERT_TRUE(inner->enable());
-    auto outer = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
+    auto outer =
+        Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
     ASSERT_TRUE(outer) << outer.error().describe();
     g_outer_original = outer->original<Fn>();
     ASSERT_TRUE(outer->enable());
@@ -204,7 +206,8 @@ TEST(Hook, ResolvesSymbolsByNameVersionAndObject) {
   auto missing_in_libc = resolve_symbol({"punch_no_such_symbol", "", "libc.so.6"});
   ASSERT_FALSE(missing_in_libc);
   EXPECT_EQ(missing_in_libc.error().code, ErrorCode::kNotMapped);
-  EXPECT_NE(missing_in_libc.error().message.find("`libc.so.6` ("), std::string::npos) << missing_in_libc.error().message;
+  EXPECT_NE(missing_in_libc.error().message.find("`libc.so.6` ("), std::string::npos)
+      << missing_in_libc.error().message;
   EXPECT_NE(missing_in_libc.error().message.find("undefined symbol: punch_no_such_symbol"), std::string::npos)
       << missing_in_libc.error().message;
   auto not_loaded = resolve_symbol({"puts", "", "libpunch-not-loaded.so"});
@@ -238,7 +241,8 @@ bool file_backing(std::uintptr_t address, std::string& path, std::uint64_t& offs
     std::uint64_t file_offset = 0;
     in >> range >> perms >> std::hex >> file_offset >> dev >> inode >> path;
     const auto dash = range.find('-');
-    const auto lo = std::stoull(range.substr(0, dash), nullptr, 16), hi = std::stoull(range.substr(dash + 1), nullptr, 16);
+    const auto lo = std::stoull(range.substr(0, dash), nullptr, 16),
+               hi = std::stoull(range.substr(dash + 1), nullptr, 16);
     if (address >= lo && address < hi && !path.empty() && path[0] == '/') {
       offset = file_offset + (address - lo);
       return true;
@@ -434,9 +438,11 @@ TEST(Hook, FailedInstallLeavesMemoryAsItWas) {
 TEST(Hook, RetiredCodeIsReleasedWhenNoThreadRunsIt) {
   HookOptions disabled;
   disabled.enabled = false;
-  auto inner = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
+  auto inner =
+      Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(inner_plus_1), disabled);
   ASSERT_TRUE(inner) << inner.error().describe();
-  auto outer = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
+  auto outer =
+      Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(outer_times_2), disabled);
   ASSERT_TRUE(outer) << outer.error().describe();
   ASSERT_TRUE(outer->remove());  // Retires its link stub.
   ASSERT_TRUE(inner->remove());  // The chain is unused: its trampoline goes at the next release.
@@ -461,8 +467,8 @@ TEST(Hook, CorpusHookedForReal) {
     SCOPED_TRACE(c.name);
     const std::string name = c.name;
     const bool stolen_run_differs = name == "call_mid" || name == "syscall";
-    const bool refuse = c.branch_into_run || c.indirect_jump || (!c.relocatable && !stolen_run_differs) ||
-                        name == "tiny_ret";
+    const bool refuse =
+        c.branch_into_run || c.indirect_jump || (!c.relocatable && !stolen_run_differs) || name == "tiny_ret";
     test::MemorySnapshot before(reinterpret_cast<void*>(c.function), 32);
     std::vector<long> original_results;
     for (long x = 1; c.callable && x <= 100; ++x) original_results.push_back(call(c.function, x));
@@ -532,8 +538,12 @@ TEST(Hook, ApiIsThreadSafe) {
       for (int i = 0; i < 25; ++i) {
         HookOptions disabled;
         disabled.enabled = false;
-        auto hook = Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(detours[t]), disabled);
-        if (!hook) { failures++; continue; }
+        auto hook =
+            Hook::install(reinterpret_cast<void*>(hook_target_square), reinterpret_cast<void*>(detours[t]), disabled);
+        if (!hook) {
+          failures++;
+          continue;
+        }
         g_chain_original[t] = hook->original<Fn>();
         if (!hook->enable() || call(hook_target_square, 6) != 35 || !hook->remove()) failures++;
       }

@@ -268,12 +268,13 @@ TEST(HostileHostPatch, ThreadWithAllSignalsBlocked) {
     const test::MemorySnapshot target(reinterpret_cast<void*>(hook_target_prologue), 32);
     HookOptions options;
     options.transaction.thread_timeout = std::chrono::milliseconds(200);
-    auto hook = Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
+    auto hook =
+        Hook::install(reinterpret_cast<void*>(hook_target_prologue), reinterpret_cast<void*>(plus_1000), options);
     const bool refused = !hook;
     std::printf("multi-instruction hook: %s\n", refused ? hook.error().describe().c_str() : "installed");
     const test::MemorySnapshot pad(reinterpret_cast<void*>(hook_target_pad_nop5), 16);
-    auto pad_hook = Hook::install(reinterpret_cast<void*>(hook_target_pad_nop5), reinterpret_cast<void*>(plus_1000),
-                                  options);
+    auto pad_hook =
+        Hook::install(reinterpret_cast<void*>(hook_target_pad_nop5), reinterpret_cast<void*>(plus_1000), options);
     const bool pad_refused = !pad_hook && pad_hook.error().code == ErrorCode::kTimeout && pad.unchanged();
     std::printf("patchable entry: %s (sync %s)\n", pad_hook ? "hooked" : pad_hook.error().describe().c_str(),
                 std::string(runtime::to_string(runtime::sync_method())).c_str());

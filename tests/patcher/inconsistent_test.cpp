@@ -104,8 +104,7 @@ int check_failure(const Error& error, const Batch& batch, bool reverting, int& i
   }
   // Reporting kInconsistent while every site holds what it held before would
   // send a user to repair a process that is fine: that is a clean failure.
-  CHILD_CHECK(any_changed, "kInconsistent although every site holds what it held before: %s",
-              error.describe().c_str());
+  CHILD_CHECK(any_changed, "kInconsistent although every site holds what it held before: %s", error.describe().c_str());
   ++inconsistent;
   return 0;
 }

@@ -117,7 +117,8 @@ TEST(LiveCopyPlacement, NewCodeWhoseCopyWindowHasNoRoomIsRefusedAtCommit) {
   auto committed = tx.commit();
   ASSERT_FALSE(committed) << "committed new code that no copy could undo live";
   EXPECT_EQ(committed.error().code, ErrorCode::kCannotRelocate) << committed.error().describe();
-  EXPECT_NE(committed.error().message.find("no memory within reach"), std::string::npos) << committed.error().describe();
+  EXPECT_NE(committed.error().message.find("no memory within reach"), std::string::npos)
+      << committed.error().describe();
   EXPECT_EQ(test::bytes_at(page, 8), before);
   ::munmap(reserved, reserved_size);
 }

@@ -43,7 +43,8 @@ Target make_load_target(Kind kind) {
   const std::int64_t old_value = wide ? (std::int64_t{1} << 40) + 5 : -2;
   const std::int64_t new_value = wide ? (std::int64_t{1} << 40) + 6 : 7;
   const auto load = [wide](std::int64_t value) {
-    std::vector<std::uint8_t> b = wide ? std::vector<std::uint8_t>{0x49, 0xB9} : std::vector<std::uint8_t>{0x48, 0xC7, 0xC1};
+    std::vector<std::uint8_t> b =
+        wide ? std::vector<std::uint8_t>{0x49, 0xB9} : std::vector<std::uint8_t>{0x48, 0xC7, 0xC1};
     for (std::size_t k = 0; k < (wide ? 8u : 4u); ++k) b.push_back(static_cast<std::uint8_t>(value >> (8 * k)));
     return b;
   };
@@ -82,9 +83,7 @@ Target make_target(Kind kind) {
   t.function = test::emit([&](x86::Assembler& as) {
     asmjit::Label a = as.newLabel(), b = as.newLabel();
     switch (kind) {
-      case Kind::kJump:
-        as.long_().jmp(a);
-        break;
+      case Kind::kJump: as.long_().jmp(a); break;
       case Kind::kCall:
         as.call(a);
         as.add(x86::eax, 10);
@@ -154,7 +153,8 @@ TEST_P(LiveEmulation, ThreadsMeetingTheSiteRunTheOldInstructionWithoutACopy) {
 
 INSTANTIATE_TEST_SUITE_P(OldCode, LiveEmulation,
                          ::testing::Values(Case{Kind::kJump, "jmp"}, Case{Kind::kCall, "call"}, Case{Kind::kNop, "nop"},
-                                           Case{Kind::kLoad64, "mov_r9_imm64"}, Case{Kind::kLoadSigned, "mov_rcx_simm32"}),
+                                           Case{Kind::kLoad64, "mov_r9_imm64"},
+                                           Case{Kind::kLoadSigned, "mov_rcx_simm32"}),
                          [](const auto& case_info) { return std::string(case_info.param.name); });
 
 }  // namespace

@@ -47,8 +47,8 @@ void patch_once(TrapInstruction trap, int code) {
   TransactionOptions options;
   options.trap = trap;
   Transaction tx(options);
-  if (!tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))) || !tx.commit() ||
-      test::as<int (*)()>(f)() != 2 || !tx.revert())
+  if (!tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))) || !tx.commit() || test::as<int (*)()>(f)() != 2 ||
+      !tx.revert())
     std::_Exit(code);
 }
 

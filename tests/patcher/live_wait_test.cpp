@@ -29,7 +29,7 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
 
   TransactionOptions options;
   options.hold_threads = false;  // The trap path: callers run on and meet the sites in flight.
-  Transaction tx(options);  // Waiting is the default.
+  Transaction tx(options);       // Waiting is the default.
   ASSERT_TRUE(tx.add(test::site(f, test::mov_eax(1), test::mov_eax(2))));
   const LiveStats before = live_stats();
   test::SlowSyncs slow;
@@ -38,8 +38,8 @@ TEST(LiveWait, ThreadsMeetingASiteInFlightSleepUntilTheChangeLands) {
   const LiveStats after = live_stats();
 
   EXPECT_EQ(callers.wrong.load(), 0u) << "a caller got a result that is neither the old nor the new code's";
-  EXPECT_GE(after.traps_waited, before.traps_waited + 4) << "callers did not sleep through changes in " << flips
-                                                         << " flips";
+  EXPECT_GE(after.traps_waited, before.traps_waited + 4)
+      << "callers did not sleep through changes in " << flips << " flips";
   EXPECT_EQ(test::bytes_at(f, 5), test::mov_eax(1));
 }
 

@@ -89,8 +89,8 @@ TEST(MidHook, StubNeverOutgrowsItsBound) {
       auto bound = detail::mid_stub_size_bound(stub);
       ASSERT_TRUE(bound) << bound.error().describe();
       for (std::uintptr_t address : {std::uintptr_t{0x40'0000}, std::uintptr_t{0x7f00'0000'0000}})
-        for (std::uintptr_t rip : {std::uintptr_t{0x1000}, std::uintptr_t{0xffff'fff0}, address + 64,
-                                   std::uintptr_t{0x7fff'ffff'ffff}})
+        for (std::uintptr_t rip :
+             {std::uintptr_t{0x1000}, std::uintptr_t{0xffff'fff0}, address + 64, std::uintptr_t{0x7fff'ffff'ffff}})
           for (std::uintptr_t resume : {address + 4096, address + (std::uintptr_t{1} << 40)}) {
             stub.rip = rip;
             stub.resume = resume;
@@ -155,8 +155,8 @@ TEST(MidHook, MovedHandleOwnsTheHook) {
 }
 
 TEST(MidHook, BySymbolAndOffset) {
-  const auto offset = static_cast<std::size_t>(static_cast<char*>(mid_sites.add) -
-                                               reinterpret_cast<char*>(&mid_target_add));
+  const auto offset =
+      static_cast<std::size_t>(static_cast<char*>(mid_sites.add) - reinterpret_cast<char*>(&mid_target_add));
   auto hook = MidHook::install(SymbolRef{"mid_target_add", "", ""}, offset, add_ten_to_rax);
   ASSERT_TRUE(hook) << hook.error().describe();
   EXPECT_EQ(hook->info().address, reinterpret_cast<std::uintptr_t>(mid_sites.add));
@@ -178,7 +178,7 @@ TEST(MidHook, BySymbolAndOffset) {
 
 // Every register arrives with its value and leaves with the detour's.
 void check_and_bump_registers(MidContext& ctx) {
-  std::uint64_t* const regs[] = {&ctx.rax, &ctx.rcx, &ctx.rdx, &ctx.rbx, nullptr, &ctx.rbp, &ctx.rsi, nullptr,
+  std::uint64_t* const regs[] = {&ctx.rax, &ctx.rcx, &ctx.rdx, &ctx.rbx, nullptr,  &ctx.rbp, &ctx.rsi, nullptr,
                                  &ctx.r8,  &ctx.r9,  &ctx.r10, &ctx.r11, &ctx.r12, &ctx.r13, &ctx.r14, &ctx.r15};
   for (int i = 0; i < 16; ++i) {
     if (regs[i] == nullptr) continue;
@@ -203,9 +203,7 @@ TEST(MidHook, EveryGeneralRegisterIsPassedAndWrittenBack) {
 }
 
 // Clobbers the flags on purpose (the stub does too): the function's jl must still see its cmp.
-void clobber_flags(MidContext&) {
-  asm volatile("xor %%eax, %%eax\n\tcmp $1, %%eax" ::: "eax", "cc");
-}
+void clobber_flags(MidContext&) { asm volatile("xor %%eax, %%eax\n\tcmp $1, %%eax" ::: "eax", "cc"); }
 
 void flip_sign_flag(MidContext& ctx) { ctx.rflags ^= 1u << 7; }  // SF: jl tests SF != OF.
 
@@ -237,7 +235,7 @@ void aligned_work(MidContext& ctx) {
 }
 
 TEST(MidHook, DetourRunsWithTheStackAlignedWhateverTheSiteHas) {
-  for (auto [site, function, expected] : {std::tuple{mid_sites.entry, &mid_target_entry, 7L},     // rsp % 16 == 8
+  for (auto [site, function, expected] : {std::tuple{mid_sites.entry, &mid_target_entry, 7L},       // rsp % 16 == 8
                                           std::tuple{mid_sites.pushed, &mid_target_pushed, 8L}}) {  // rsp % 16 == 0
     auto hook = MidHook::install(site, aligned_work);
     ASSERT_TRUE(hook) << hook.error().describe();
@@ -274,10 +272,12 @@ void read_and_change_xmm1(MidContext& ctx) {
 void clobber_vectors(MidContext&) {
   asm volatile(
       "pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\tpxor %%xmm2, %%xmm2\n\tpxor %%xmm3, %%xmm3\n\t"
-      "pcmpeqd %%xmm15, %%xmm15" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm15");
+      "pcmpeqd %%xmm15, %%xmm15" ::
+          : "xmm0", "xmm1", "xmm2", "xmm3", "xmm15");
   if (__builtin_cpu_supports("avx"))
-    asm volatile("vzeroall" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
-                 "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15");
+    asm volatile("vzeroall" ::
+                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11",
+                       "xmm12", "xmm13", "xmm14", "xmm15");
   char text[32];
   std::snprintf(text, sizeof text, "%f", 2.5);  // Whatever printf does with the vector registers.
 }
@@ -294,14 +294,15 @@ TEST(MidHook, VectorRegistersAreReadAndChangedWithTheOption) {
 
 TEST(MidHook, VectorStateSurvivesADetourThatClobbersIt) {
   // (vector_registers, vector_state): without the whole state, the context's xmm copies restore xmm0..15.
-  for (auto [vector_registers, vector_state] : {std::pair{false, true}, std::pair{true, true}, std::pair{true, false}}) {
+  for (auto [vector_registers, vector_state] :
+       {std::pair{false, true}, std::pair{true, true}, std::pair{true, false}}) {
     MidHookOptions options;
     options.vector_registers = vector_registers;
     options.vector_state = vector_state;
     auto hook = MidHook::install(mid_sites.xmm, clobber_vectors, options);
     ASSERT_TRUE(hook) << hook.error().describe();
-    EXPECT_EQ(call(mid_target_xmm, 4), 7) << "vector_registers " << vector_registers << ", vector_state "
-                                          << vector_state;
+    EXPECT_EQ(call(mid_target_xmm, 4), 7)
+        << "vector_registers " << vector_registers << ", vector_state " << vector_state;
   }
 }
 

@@ -432,16 +432,18 @@ TEST(PatchPointRepeated, RetiredCodeIsRefusedAfterBatches) {
   ASSERT_TRUE(writer);
   runtime::CodeHeap own_heap(**writer);
   runtime::Jit jit(own_heap);
-  Emitted f = emit([&](x86::Assembler& a) {
-    std::vector<PatchPointMark> marks;
-    a.xor_(x86::eax, x86::eax);
-    for (int i = 0; i < 10; ++i) {
-      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
-      a.add(x86::eax, x86::ecx);
-    }
-    a.ret();
-    return marks;
-  }, own_heap);
+  Emitted f = emit(
+      [&](x86::Assembler& a) {
+        std::vector<PatchPointMark> marks;
+        a.xor_(x86::eax, x86::eax);
+        for (int i = 0; i < 10; ++i) {
+          marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+          a.add(x86::eax, x86::ecx);
+        }
+        a.ret();
+        return marks;
+      },
+      own_heap);
   ASSERT_EQ(f.points.size(), 10u);
   auto all = [&](std::uint32_t v) -> Status {
     PatchPointBatch batch;
@@ -476,9 +478,9 @@ TEST(PatchPoint, NotAPatchPointIsRefused) {
     a.ret();
     return std::vector<PatchPointMark>{};
   });
-  for (PatchPointKind kind : {PatchPointKind::kCall, PatchPointKind::kFarCall, PatchPointKind::kJump,
-                              PatchPointKind::kGuard, PatchPointKind::kBranch, PatchPointKind::kImm32,
-                              PatchPointKind::kImm64, PatchPointKind::kRipData}) {
+  for (PatchPointKind kind :
+       {PatchPointKind::kCall, PatchPointKind::kFarCall, PatchPointKind::kJump, PatchPointKind::kGuard,
+        PatchPointKind::kBranch, PatchPointKind::kImm32, PatchPointKind::kImm64, PatchPointKind::kRipData}) {
     auto p = PatchPoint::check(f.address, kind);  // push rbp
     ASSERT_FALSE(p) << to_string(kind);
     EXPECT_EQ(p.error().code, ErrorCode::kBytesMismatch) << p.error().describe();
@@ -590,17 +592,22 @@ TEST(PatchPoint, InvalidatedEntryGoesToTheStubAndTheCodeIsFreedAndReused) {
   ASSERT_TRUE(writer);
   runtime::CodeHeap own_heap(**writer);  // A private heap: its first-fit reuse is predictable.
   runtime::Jit jit(own_heap);
-  const std::uintptr_t stub = emit([&](x86::Assembler& a) {
-                                a.mov(x86::eax, -1);
-                                a.ret();
-                                return std::vector<PatchPointMark>{};
-                              }, own_heap).address;
-  Emitted f = emit([&](x86::Assembler& a) {
-    PatchPointMark entry = emit_patchable_entry(a);
-    PatchPointMark c = emit_imm32_point(a, x86::eax, 1);
-    a.ret();
-    return std::vector<PatchPointMark>{entry, c};
-  }, own_heap);
+  const std::uintptr_t stub = emit(
+                                  [&](x86::Assembler& a) {
+                                    a.mov(x86::eax, -1);
+                                    a.ret();
+                                    return std::vector<PatchPointMark>{};
+                                  },
+                                  own_heap)
+                                  .address;
+  Emitted f = emit(
+      [&](x86::Assembler& a) {
+        PatchPointMark entry = emit_patchable_entry(a);
+        PatchPointMark c = emit_imm32_point(a, x86::eax, 1);
+        a.ret();
+        return std::vector<PatchPointMark>{entry, c};
+      },
+      own_heap);
   ASSERT_EQ(f.points.size(), 2u);
   EXPECT_EQ(f.points[0].address, f.address);
   EXPECT_EQ(f.as<int (*)()>()(), 1);
@@ -641,12 +648,14 @@ TEST(PatchPoint, InvalidatedEntryGoesToTheStubAndTheCodeIsFreedAndReused) {
     EXPECT_EQ(s.error().code, ErrorCode::kBytesMismatch) << s.error().describe();
   }
   // Reuse: new code of the same size lands in the freed space.
-  Emitted g = emit([&](x86::Assembler& a) {
-    PatchPointMark entry = emit_patchable_entry(a);
-    PatchPointMark c = emit_imm32_point(a, x86::eax, 4);
-    a.ret();
-    return std::vector<PatchPointMark>{entry, c};
-  }, own_heap);
+  Emitted g = emit(
+      [&](x86::Assembler& a) {
+        PatchPointMark entry = emit_patchable_entry(a);
+        PatchPointMark c = emit_imm32_point(a, x86::eax, 4);
+        a.ret();
+        return std::vector<PatchPointMark>{entry, c};
+      },
+      own_heap);
   EXPECT_EQ(g.address, f.address);
   EXPECT_EQ(g.as<int (*)()>()(), 4);
 }
@@ -659,23 +668,28 @@ TEST(PatchPoint, RetiredCodeWaitsWhileAThreadRunsInsideIt) {
   static std::atomic<int> spin{1};
   const auto flag = reinterpret_cast<std::uintptr_t>(&spin);
   // f(): while (spin) {} return 0; (the loop is inside f)
-  Emitted f = emit([&](x86::Assembler& a) {
-    PatchPointMark entry = emit_patchable_entry(a);
-    asmjit::Label loop = a.newLabel();
-    a.mov(x86::rcx, flag);
-    a.bind(loop);
-    a.pause();
-    a.cmp(x86::dword_ptr(x86::rcx), 0);
-    a.jne(loop);
-    a.xor_(x86::eax, x86::eax);
-    a.ret();
-    return std::vector<PatchPointMark>{entry};
-  }, own_heap);
-  const std::uintptr_t stub = emit([&](x86::Assembler& a) {
-                                a.mov(x86::eax, -1);
-                                a.ret();
-                                return std::vector<PatchPointMark>{};
-                              }, own_heap).address;
+  Emitted f = emit(
+      [&](x86::Assembler& a) {
+        PatchPointMark entry = emit_patchable_entry(a);
+        asmjit::Label loop = a.newLabel();
+        a.mov(x86::rcx, flag);
+        a.bind(loop);
+        a.pause();
+        a.cmp(x86::dword_ptr(x86::rcx), 0);
+        a.jne(loop);
+        a.xor_(x86::eax, x86::eax);
+        a.ret();
+        return std::vector<PatchPointMark>{entry};
+      },
+      own_heap);
+  const std::uintptr_t stub = emit(
+                                  [&](x86::Assembler& a) {
+                                    a.mov(x86::eax, -1);
+                                    a.ret();
+                                    return std::vector<PatchPointMark>{};
+                                  },
+                                  own_heap)
+                                  .address;
   spin = 1;
   std::atomic<bool> started{false};
   std::thread runner([&] {

@@ -64,8 +64,9 @@ void block_every_signal() {
 // holds. Counts the installs that succeeded; a refusal must be a timeout
 // (a thread that could not be held still) and must leave the bytes as they
 // were. Returns false (after printing why) on anything else.
-bool cycle_hook(void* target, void* detour, void** original, int cycles, int& installed,
-                const std::function<bool()>& keep_going = [] { return true; }) {
+bool cycle_hook(
+    void* target, void* detour, void** original, int cycles, int& installed,
+    const std::function<bool()>& keep_going = [] { return true; }) {
   const auto before = bytes_at(reinterpret_cast<std::uintptr_t>(target), 16);
   for (int i = 0; i < cycles && keep_going(); ++i) {
     HookOptions options = quick_hook_options();
@@ -250,8 +251,10 @@ TEST(BlockedSignals, PosixSpawnChildrenSurviveExecveBeingHookedAndUnhooked) {
           continue;
         }
         const int status = wait_status(pid);
-        if (WIFSIGNALED(status)) killed.fetch_add(1);
-        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed.fetch_add(1);
+        if (WIFSIGNALED(status))
+          killed.fetch_add(1);
+        else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+          failed.fetch_add(1);
         spawned.fetch_add(1);
       }
       done = true;
@@ -642,8 +645,8 @@ TEST(ThreadsInsidePunch, AJitThreadHeldInsideTheCodeHeapNeverStallsAChange) {
 // there would kill the process. The busy thread is held by every change.
 void* g_clock_gettime_original = nullptr;
 int clock_gettime_detour(clockid_t clock, timespec* ts) {
-  auto* original = reinterpret_cast<int (*)(clockid_t, timespec*)>(
-      __atomic_load_n(&g_clock_gettime_original, __ATOMIC_ACQUIRE));
+  auto* original =
+      reinterpret_cast<int (*)(clockid_t, timespec*)>(__atomic_load_n(&g_clock_gettime_original, __ATOMIC_ACQUIRE));
   return original(clock, ts);
 }
 
@@ -658,8 +661,8 @@ TEST(ThreadsInsidePunch, AHeldThreadRunsNoneOfTheFunctionsBeingChanged) {
     });
     while (spins.load() == 0) std::this_thread::yield();
     int installed = 0;
-    const bool ok = cycle_hook(*target, reinterpret_cast<void*>(&clock_gettime_detour), &g_clock_gettime_original,
-                               2000, installed);
+    const bool ok =
+        cycle_hook(*target, reinterpret_cast<void*>(&clock_gettime_detour), &g_clock_gettime_original, 2000, installed);
     stop = true;
     busy.join();
     CHILD_CHECK(ok);
@@ -751,8 +754,7 @@ TEST(ThreadHold, RecheckingSleepersCallsNoMalloc) {
   auto outcome = run_in_child([]() -> int {
     auto malloc_address = patcher::resolve_symbol({"malloc", "", "libc.so.6"});
     CHILD_OK(malloc_address);
-    auto hook = Hook::install(*malloc_address, reinterpret_cast<void*>(&counting_malloc),
-                              &g_counting_malloc_original);
+    auto hook = Hook::install(*malloc_address, reinterpret_cast<void*>(&counting_malloc), &g_counting_malloc_original);
     CHILD_OK(hook);
     int pipe_fds[2];
     CHILD_CHECK(::pipe(pipe_fds) == 0);

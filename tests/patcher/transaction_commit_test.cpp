@@ -51,8 +51,7 @@ TEST(TransactionCommit, BatchOfSitesInOneFunctionAndAcrossFunctions) {
   const test::MemorySnapshot big_before(big, kInOne * 5 + 1);
 
   Transaction tx;
-  for (int i = 0; i < kInOne; ++i)
-    ASSERT_TRUE(tx.add(test::site(big + 5u * i, mov_eax(i), mov_eax(1000 + i))));
+  for (int i = 0; i < kInOne; ++i) ASSERT_TRUE(tx.add(test::site(big + 5u * i, mov_eax(i), mov_eax(1000 + i))));
   for (int i = 0; i < 16; ++i) ASSERT_TRUE(tx.add(test::site(small[i], mov_eax(100 + i), mov_eax(200 + i))));
   auto committed = tx.commit();
   ASSERT_TRUE(committed) << committed.error().describe();

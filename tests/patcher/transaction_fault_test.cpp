@@ -43,7 +43,7 @@ struct Batch {
       a.add(x86::eax, x86::ecx);
       a.ret();
     });
-    sites.push_back(test::site(two, test::bytes_at(two, 5), {0xB9, 5, 0, 0, 0}));       // mov ecx,5
+    sites.push_back(test::site(two, test::bytes_at(two, 5), {0xB9, 5, 0, 0, 0}));        // mov ecx,5
     sites.push_back(test::site(two + 5, test::bytes_at(two + 5, 5), test::mov_eax(7)));  // mov eax,7
     const std::uintptr_t prologue = test::emit_plus_one_with_prologue();
     const std::uintptr_t alt = test::emit([](x86::Assembler& a) {
@@ -59,8 +59,8 @@ struct Batch {
     for (std::size_t i = 0; i < sites.size(); ++i) {
       const auto& want = replaced ? sites[i].replacement : sites[i].expected;
       if (test::bytes_at(sites[i].address, want.size()) != want)
-        return ::testing::AssertionFailure() << "site #" << i << " does not hold its "
-                                             << (replaced ? "new" : "old") << " bytes";
+        return ::testing::AssertionFailure()
+               << "site #" << i << " does not hold its " << (replaced ? "new" : "old") << " bytes";
     }
     return ::testing::AssertionSuccess();
   }

@@ -326,8 +326,8 @@ TEST(TransactionValidation, UnmappedMemory) {
 // A range that runs off the end of a mapping into unmapped memory.
 TEST(TransactionValidation, RangeRunningIntoUnmappedMemory) {
   const long page = ::sysconf(_SC_PAGESIZE);
-  auto* p = static_cast<std::uint8_t*>(::mmap(nullptr, 2 * page, PROT_READ | PROT_EXEC,
-                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  auto* p =
+      static_cast<std::uint8_t*>(::mmap(nullptr, 2 * page, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(p, MAP_FAILED);
   ::munmap(p + page, page);
   const auto last = reinterpret_cast<std::uintptr_t>(p + page - 2);
@@ -582,8 +582,8 @@ TEST(TransactionValidation, NewCodeBranchingIntoAnotherSiteFromALaterInstruction
   auto committed = tx.commit();
   ASSERT_FALSE(committed) << "new code jumping into the middle of site #0 was committed";
   EXPECT_EQ(committed.error().code, ErrorCode::kBranchInto) << committed.error().describe();
-  const std::string expected = "site #0 at " + at(f) + ": the new code of site #1 at " + at(f + 5) +
-                               " branches from " + at(f + 8) + " to " + at(f + 2) + ", inside the site";
+  const std::string expected = "site #0 at " + at(f) + ": the new code of site #1 at " + at(f + 5) + " branches from " +
+                               at(f + 8) + " to " + at(f + 2) + ", inside the site";
   EXPECT_EQ(committed.error().message, expected);
   EXPECT_TRUE(before.unchanged()) << before.differences();
 }
@@ -621,7 +621,7 @@ TEST(TransactionValidation, NewCodeNoCopyCouldReachIsRefused) {
     a.mov(asmjit::x86::eax, 1);  // 5 bytes
     a.mov(asmjit::x86::ecx, 2);  // 5 bytes
     a.nop();
-    a.nop();                     // site: these 12 bytes
+    a.nop();  // site: these 12 bytes
     a.ret();
   });
   const test::MemorySnapshot before(f, 13);

@@ -22,7 +22,6 @@
 #include "live_test_support.hpp"
 #include "memory_snapshot.hpp"
 
-
 namespace punch::patcher {
 namespace {
 
@@ -129,8 +128,7 @@ TEST(WritePolicy, GotNeedsTheOptIn) {
 
 TEST(WritePolicy, StackNeedsTheOptIn) {
   volatile std::uint8_t local[16] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-  expect_refused(reinterpret_cast<std::uintptr_t>(local), sizeof local, {}, ErrorCode::kPolicy,
-                 "allow_non_executable");
+  expect_refused(reinterpret_cast<std::uintptr_t>(local), sizeof local, {}, ErrorCode::kPolicy, "allow_non_executable");
 }
 
 // Even with the opt-in: an unmapped address is refused (and stays unmapped).
@@ -151,8 +149,8 @@ TEST(WritePolicy, UnmappedIsRefusedEvenWithTheOptIn) {
 
 // Even with the opt-in: MAP_SHARED memory (other processes would see the change) is refused.
 TEST(WritePolicy, SharedDataIsRefusedEvenWithTheOptIn) {
-  auto* p = static_cast<std::uint8_t*>(
-      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  auto* p =
+      static_cast<std::uint8_t*>(::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(p, MAP_FAILED);
   for (int i = 0; i < 16; ++i) p[i] = static_cast<std::uint8_t>(i * 3);
   expect_refused(reinterpret_cast<std::uintptr_t>(p), 16, opted_in(), ErrorCode::kPolicy, "MAP_SHARED");
@@ -167,8 +165,8 @@ long detour(long x) { return g_original.load()(x) + 1; }
 TEST(WritePolicy, HookOnNonExecutableMemoryIsRefused) {
   volatile std::uint8_t local[32] = {0x48, 0x89, 0xF8, 0xC3};  // mov rax, rdi; ret — code-like bytes in data.
   const std::uintptr_t targets[] = {reinterpret_cast<std::uintptr_t>(g_data),
-                                    reinterpret_cast<std::uintptr_t>(g_rodata),
-                                    main_program_got(), reinterpret_cast<std::uintptr_t>(local)};
+                                    reinterpret_cast<std::uintptr_t>(g_rodata), main_program_got(),
+                                    reinterpret_cast<std::uintptr_t>(local)};
   for (std::uintptr_t target : targets) {
     SCOPED_TRACE(at(target));
     ASSERT_NE(target, 0u);
@@ -192,9 +190,9 @@ TEST(WritePolicy, HookOnUnmappedAddressIsRefused) {
   ASSERT_NE(p, MAP_FAILED);
   ASSERT_EQ(::munmap(p, page), 0);
   HookOptions options;
-  options.function = disasm::FunctionExtent{reinterpret_cast<std::uintptr_t>(p),
-                                            reinterpret_cast<std::uintptr_t>(p) + 16,
-                                            disasm::FunctionExtent::Source::kCaller};
+  options.function =
+      disasm::FunctionExtent{reinterpret_cast<std::uintptr_t>(p), reinterpret_cast<std::uintptr_t>(p) + 16,
+                             disasm::FunctionExtent::Source::kCaller};
   auto hook = Hook::install(p, reinterpret_cast<void*>(detour), options);
   ASSERT_FALSE(hook);
   EXPECT_EQ(hook.error().code, ErrorCode::kNotMapped) << hook.error().describe();

@@ -37,7 +37,8 @@ TEST_F(CodeHeapTest, AllocationsAreAlignedDisjointAndInt3Filled) {
     EXPECT_GE(*heap->allocation_size(*a), 37u);
   }
   std::sort(blocks.begin(), blocks.end());
-  for (std::size_t i = 1; i < blocks.size(); ++i) EXPECT_GE(blocks[i].first, blocks[i - 1].first + blocks[i - 1].second);
+  for (std::size_t i = 1; i < blocks.size(); ++i)
+    EXPECT_GE(blocks[i].first, blocks[i - 1].first + blocks[i - 1].second);
 }
 
 TEST_F(CodeHeapTest, BadSizesAlignmentsAndWindowsAreRefused) {
@@ -277,8 +278,8 @@ TEST(CodeHeapLifetime, DestructorUnmapsEveryArena) {
     EXPECT_TRUE(find_mapping(a));
   }
   auto m = find_mapping(a);
-  EXPECT_FALSE(m && m->executable && m->start <= a && a < m->end && m->inode == 0 && m->path.empty() &&
-               m->readable && !m->writable)
+  EXPECT_FALSE(m && m->executable && m->start <= a && a < m->end && m->inode == 0 && m->path.empty() && m->readable &&
+               !m->writable)
       << "arena still mapped";
 }
 

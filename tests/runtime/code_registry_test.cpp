@@ -87,7 +87,8 @@ TEST_F(CodeRegistryTest, BatchNamesEachFunctionAndRefusesInfosOfAnotherLength) {
   auto refused = jit->add_batch(codes, two);
   ASSERT_FALSE(refused);
   EXPECT_EQ(refused.error().code, ErrorCode::kInvalidArgument);
-  EXPECT_NE(refused.error().describe().find("2 infos for 3 functions"), std::string::npos) << refused.error().describe();
+  EXPECT_NE(refused.error().describe().find("2 infos for 3 functions"), std::string::npos)
+      << refused.error().describe();
   EXPECT_EQ(heap->stats().used, before.used) << "a refused batch allocates nothing";
 
   const JitFunctionInfo three[] = {{"one"}, {""}, {"three"}};
@@ -195,7 +196,8 @@ TEST_F(CodeRegistryTest, ConcurrentLookupsSeeWholeEntriesWhileCodeComesAndGoes) 
       char jit_name[64], renamed[64];
       std::snprintf(jit_name, sizeof jit_name, "jit:0x%lx", static_cast<unsigned long>(info.start));
       std::snprintf(renamed, sizeof renamed, "gen_%lx_%zu_", static_cast<unsigned long>(info.start), info.size);
-      const bool whole = std::strcmp(info.name, jit_name) == 0 || std::strncmp(info.name, renamed, std::strlen(renamed)) == 0;
+      const bool whole =
+          std::strcmp(info.name, jit_name) == 0 || std::strncmp(info.name, renamed, std::strlen(renamed)) == 0;
       if (!whole || !info.contains(a)) ++torn;
       ++found;
     }
@@ -274,7 +276,8 @@ TEST_F(CodeRegistryTest, SignalHandlerLookupNeverBlocksEvenWhenItInterruptsAWrit
   ASSERT_TRUE(kept);
   g_signal_target.store(addr(*kept));
 
-  struct sigaction sa {}, old {};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = on_sigprof;
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);

@@ -172,7 +172,8 @@ TEST_P(CodeWriterMethodTest, WriteRunningIntoAHoleChangesNothing) {
   std::vector<std::uint8_t> bytes(64, 0x90);
   auto r = writer->write(region->address + kPage - 32, bytes);
   ASSERT_FALSE(r);
-  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned) << r.error().describe();
+  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned)
+      << r.error().describe();
   EXPECT_NE(r.error().message.find("0x"), std::string::npos) << r.error().message;
   EXPECT_EQ(before.differences(), "");
   EXPECT_TRUE(writer->unmap_code(*region));
@@ -228,7 +229,8 @@ TEST_P(CodeWriterMethodTest, WriteEachStopsAtTheFirstFailureAndNamesIt) {
   auto r = writer->write_each(pieces, written);
   ASSERT_FALSE(r);
   EXPECT_EQ(written, 1u);
-  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned) << r.error().describe();
+  EXPECT_TRUE(r.error().code == ErrorCode::kNotMapped || r.error().code == ErrorCode::kNotOwned)
+      << r.error().describe();
   EXPECT_NE(r.error().message.find(at(hole)), std::string::npos) << r.error().message;
   EXPECT_EQ(std::memcmp(reinterpret_cast<const void*>(region->address + 4), a, sizeof a), 0);
   EXPECT_EQ(second_page.differences(), "");

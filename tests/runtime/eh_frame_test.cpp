@@ -23,11 +23,17 @@ constexpr std::uint32_t kFunctionSize = 0x40;
 struct Bytes {
   std::vector<std::uint8_t> b;
   void u8(std::uint8_t v) { b.push_back(v); }
-  void u32(std::uint32_t v) { for (int i = 0; i < 4; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i))); }
-  void u64(std::uint64_t v) { for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i))); }
+  void u32(std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
+  void u64(std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  }
   void s32(std::int64_t v) { u32(static_cast<std::uint32_t>(static_cast<std::int32_t>(v))); }
   void str(const char* s) { b.insert(b.end(), s, s + std::strlen(s) + 1); }
-  void put32(std::size_t at, std::uint32_t v) { for (int i = 0; i < 4; ++i) b[at + i] = static_cast<std::uint8_t>(v >> (8 * i)); }
+  void put32(std::size_t at, std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) b[at + i] = static_cast<std::uint8_t>(v >> (8 * i));
+  }
   std::uintptr_t here() const { return kBase + b.size(); }
 };
 
@@ -93,8 +99,8 @@ std::vector<std::uint8_t> build(const TableShape& shape = {}) {
   const std::size_t id_at = t.b.size();
   t.u32(static_cast<std::uint32_t>(id_at - cie));
   t.s32(static_cast<std::int64_t>(kFunction) - static_cast<std::int64_t>(t.here()));  // pc_begin, pcrel
-  t.u32(kFunctionSize);                                                                 // pc_range
-  t.u8(0);                                                                              // augmentation data
+  t.u32(kFunctionSize);                                                               // pc_range
+  t.u8(0);                                                                            // augmentation data
   while ((t.b.size() - fde) % 8) t.u8(0);
   const std::size_t body = t.b.size() - id_at;
   if (shape.wide_fde) {
@@ -258,7 +264,8 @@ TEST(EhFrame, OwnTablesTruncatedOrCorruptedAreRefusedOrRight) {
     const int flips = 1 + static_cast<int>(rng() % 4);
     for (int f = 0; f < flips; ++f) {
       // Half the flips land in the first KiB of the header and table, where every lookup reads.
-      const std::size_t i = rng() % 2 ? hdr + rng() % std::min<std::size_t>(1024, bad.size() - hdr) : rng() % bad.size();
+      const std::size_t i =
+          rng() % 2 ? hdr + rng() % std::min<std::size_t>(1024, bad.size() - hdr) : rng() % bad.size();
       bad[i] = static_cast<std::uint8_t>(rng());
     }
     auto fde = find_fde(UnwindTables{bad, own.address, own.hdr}, pc);

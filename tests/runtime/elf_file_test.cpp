@@ -83,8 +83,16 @@ TEST(ElfFile, CorruptHeadersAreRefused) {
 TEST(ElfFile, EveryTruncationIsRefusedOrParsed) {
   const auto good = read_file("/proc/self/exe");
   const Elf64_Ehdr h = header_of(good);
-  std::vector<std::size_t> cuts = {0, 1, 4, 16, sizeof(Elf64_Ehdr) - 1, sizeof(Elf64_Ehdr),
-                                   h.e_phoff + 1, h.e_shoff, h.e_shoff + 1, good.size() - 1};
+  std::vector<std::size_t> cuts = {0,
+                                   1,
+                                   4,
+                                   16,
+                                   sizeof(Elf64_Ehdr) - 1,
+                                   sizeof(Elf64_Ehdr),
+                                   h.e_phoff + 1,
+                                   h.e_shoff,
+                                   h.e_shoff + 1,
+                                   good.size() - 1};
   for (std::size_t n = 0; n < good.size(); n += good.size() / 64 + 1) cuts.push_back(n);
   for (std::size_t n : cuts) {
     if (n > good.size()) continue;

@@ -256,7 +256,7 @@ TEST(Fork, ALockCreatedWhileAnotherIsHeldDoesNotDeadlockAFork) {
       if (pid > 0) ::waitpid(pid, &child_status, 0);
     });
     while (!forking) std::this_thread::yield();
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // The fork is in its prepare handler by now.
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));        // The fork is in its prepare handler by now.
     auto created = std::make_unique<ForkSafeMutex>(LockRank::kWriter);  // Registers: needs the registry.
     held.unlock();
     forker.join();
@@ -383,7 +383,8 @@ TEST(Fork, DISABLED_ForkDuringFirstUseOfTheGlobalHeap) {
     const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!ok) {
       std::printf("child forked %s first use ended: %s %d\n", before_end ? "before" : "after",
-                  WIFSIGNALED(status) ? "killed by signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+                  WIFSIGNALED(status) ? "killed by signal" : "exit",
+                  WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
       ++failed;
     }
     if (before_end || fork_began < finished.load()) ++during;

@@ -129,7 +129,10 @@ TEST(FunctionBounds, AFileReplacedOnDiskIsNotRead) {
   ASSERT_NE(object, nullptr) << dlerror();
   // Another object renamed over the path, as a package upgrade does (writing
   // into the loaded file itself would change the mapped code).
-  ASSERT_EQ(std::system(("cp " + std::string(PUNCH_TEST_OBJECT_B) + " " + copy + ".new && mv " + copy + ".new " + copy).c_str()), 0);
+  ASSERT_EQ(
+      std::system(
+          ("cp " + std::string(PUNCH_TEST_OBJECT_B) + " " + copy + ".new && mv " + copy + ".new " + copy).c_str()),
+      0);
   auto function_of = reinterpret_cast<void* (*)()>(dlsym(object, "punch_test_object_function"));
   ASSERT_NE(function_of, nullptr);
 

@@ -32,7 +32,6 @@
 namespace punch::runtime {
 namespace {
 
-
 // JITs `mov eax, 42; ret` with `writer` and runs it; 0 when it returned 42.
 int emit_and_run(CodeWriter& writer) {
   CodeHeap heap(writer);
@@ -62,7 +61,8 @@ int emit_with_auto() {
 void print_caps(const Capabilities& caps) {
   std::printf("proc_mem_write=%s (%s) dual_map=%d mprotect=%d mdwe=%d auto=%s sync=%s\n",
               std::string(to_string(caps.proc_mem_write)).c_str(), caps.proc_mem_detail.c_str(), caps.dual_map_works,
-              caps.mprotect_works, caps.mdwe, caps.auto_method ? std::string(to_string(*caps.auto_method)).c_str() : "none",
+              caps.mprotect_works, caps.mdwe,
+              caps.auto_method ? std::string(to_string(*caps.auto_method)).c_str() : "none",
               std::string(to_string(caps.sync)).c_str());
 }
 

@@ -18,7 +18,9 @@ namespace {
 
 const std::size_t kPage = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 
-bool ioctl_available() { return static_cast<bool>(query_mapping(reinterpret_cast<std::uintptr_t>(&kPage), MapsQuery::kIoctl)); }
+bool ioctl_available() {
+  return static_cast<bool>(query_mapping(reinterpret_cast<std::uintptr_t>(&kPage), MapsQuery::kIoctl));
+}
 
 void expect_same(const Mapping& a, const Mapping& b, const char* what) {
   EXPECT_EQ(a.start, b.start) << what;

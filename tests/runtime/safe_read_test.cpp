@@ -22,7 +22,8 @@ TEST(SafeRead, ReadsMappedMemory) {
 }
 
 TEST(SafeRead, PartlyMappedRangeGivesTheReadablePrefix) {
-  auto* p = static_cast<std::uint8_t*>(::mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  auto* p = static_cast<std::uint8_t*>(
+      ::mmap(nullptr, 2 * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   ASSERT_NE(p, MAP_FAILED);
   std::memset(p, 0xAB, kPage);
   ASSERT_EQ(::munmap(p + kPage, kPage), 0);

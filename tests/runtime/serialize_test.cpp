@@ -39,7 +39,8 @@ namespace {
 #define ARCH_SHSTK_SHSTK (1ULL << 0)
 #endif
 
-constexpr SerializeMethod kAllMethods[] = {SerializeMethod::kSerialize, SerializeMethod::kIret, SerializeMethod::kCpuid};
+constexpr SerializeMethod kAllMethods[] = {SerializeMethod::kSerialize, SerializeMethod::kIret,
+                                           SerializeMethod::kCpuid};
 
 // The kernel's answer for the calling thread; EINVAL (no shadow-stack support) is "off".
 bool kernel_says_shadow_stack_on() {
@@ -187,12 +188,15 @@ std::string cross_modify_through_sync(int rounds) {
   for (int value = 1; value <= rounds && wrong.empty(); ++value) {
     std::uint8_t imm[4];
     std::memcpy(imm, &value, 4);
-    if (Status written = (*heap)->writer().write(address + 1, imm); !written) wrong = written.error().describe();
-    else if (Status synced = sync_all_threads(); !synced) wrong = synced.error().describe();
+    if (Status written = (*heap)->writer().write(address + 1, imm); !written)
+      wrong = written.error().describe();
+    else if (Status synced = sync_all_threads(); !synced)
+      wrong = synced.error().describe();
     if (!wrong.empty()) break;
     published.store(value, std::memory_order_release);
     while (answered.load(std::memory_order_acquire) != value) std::this_thread::yield();
-    if (const int got = returned.load(std::memory_order_relaxed); got != value) wrong = "round " + std::to_string(value) + ": the other thread ran old code (" + std::to_string(got) + ")";
+    if (const int got = returned.load(std::memory_order_relaxed); got != value)
+      wrong = "round " + std::to_string(value) + ": the other thread ran old code (" + std::to_string(got) + ")";
   }
   stop = true;
   runner.join();

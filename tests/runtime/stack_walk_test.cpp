@@ -32,8 +32,8 @@ TEST(WalkStack, GarbageFramePointersEndTheWalkWithoutAFault) {
   void* page = ::mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(page, MAP_FAILED);
   ::munmap(page, 4096);
-  for (std::uintptr_t fp : {std::uintptr_t{0}, std::uintptr_t{0x10}, reinterpret_cast<std::uintptr_t>(page),
-                            base + 3, ~std::uintptr_t{7}}) {
+  for (std::uintptr_t fp : {std::uintptr_t{0}, std::uintptr_t{0x10}, reinterpret_cast<std::uintptr_t>(page), base + 3,
+                            ~std::uintptr_t{7}}) {
     EXPECT_EQ(walk_stack(0x1234, base, fp, out), 1u) << std::hex << fp;
   }
 
@@ -113,7 +113,8 @@ TEST_F(WalkStackJitTest, FromASignalHandlerThroughAFramelessJitFunctionToItsCall
   const auto start = reinterpret_cast<std::uintptr_t>(*spin);
   const std::size_t size = code.codeSize();
 
-  struct sigaction sa {}, old {};
+  struct sigaction sa {
+  }, old{};
   sa.sa_sigaction = walk_in_handler;
   sa.sa_flags = SA_SIGINFO;
   sigemptyset(&sa.sa_mask);

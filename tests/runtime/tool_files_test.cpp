@@ -51,7 +51,8 @@ std::string read_file(const std::string& path) {
 
 std::string map_line(void* start, std::size_t size, const std::string& name) {
   char head[64];
-  std::snprintf(head, sizeof head, "%lx %lx ", reinterpret_cast<unsigned long>(start), static_cast<unsigned long>(size));
+  std::snprintf(head, sizeof head, "%lx %lx ", reinterpret_cast<unsigned long>(start),
+                static_cast<unsigned long>(size));
   return head + name + "\n";
 }
 
@@ -128,7 +129,8 @@ int clone_child_adds_code(void* inherited_line) {
   register_code(start, sizeof kCloneChildCode, "perf_map_clone_child_code", CodeKind::kOther);
   const std::string own = "/tmp/perf-" + std::to_string(getpid()) + ".map";
   const std::string text = read_file(own);
-  const bool ok = perf_map_path() == own && text.find(*static_cast<std::string*>(inherited_line)) != std::string::npos &&
+  const bool ok = perf_map_path() == own &&
+                  text.find(*static_cast<std::string*>(inherited_line)) != std::string::npos &&
                   text.find(" perf_map_clone_child_code\n") != std::string::npos;
   unregister_code(start, sizeof kCloneChildCode);
   ::unlink(own.c_str());
@@ -173,8 +175,16 @@ struct Dump {
 Dump parse_dump(const std::string& path) {
   const std::string raw = read_file(path);
   Dump d;
-  auto u32 = [&](std::size_t at) { std::uint32_t v; std::memcpy(&v, raw.data() + at, 4); return v; };
-  auto u64 = [&](std::size_t at) { std::uint64_t v; std::memcpy(&v, raw.data() + at, 8); return v; };
+  auto u32 = [&](std::size_t at) {
+    std::uint32_t v;
+    std::memcpy(&v, raw.data() + at, 4);
+    return v;
+  };
+  auto u64 = [&](std::size_t at) {
+    std::uint64_t v;
+    std::memcpy(&v, raw.data() + at, 8);
+    return v;
+  };
   if (raw.size() < 40) return d;
   d.header_ok = u32(0) == 0x4A695444 && u32(4) == 1 && u32(8) == 40 && u32(12) == 62 &&
                 u32(20) == static_cast<std::uint32_t>(getpid());

@@ -30,29 +30,29 @@ constexpr int kChildSkip = 77;
 
 //! In a child body: fails the child (return 1) when `cond` is false, printing
 //! where, the condition, and an optional printf-style message.
-#define CHILD_CHECK(cond, ...)                                              \
-  do {                                                                      \
-    if (!(cond)) {                                                          \
-      std::printf("%s:%d: check failed: %s", __FILE__, __LINE__, #cond);   \
-      __VA_OPT__(std::printf("; "); std::printf(__VA_ARGS__);)              \
-      std::printf("\n");                                                    \
-      return 1;                                                             \
-    }                                                                       \
+#define CHILD_CHECK(cond, ...)                                           \
+  do {                                                                   \
+    if (!(cond)) {                                                       \
+      std::printf("%s:%d: check failed: %s", __FILE__, __LINE__, #cond); \
+      __VA_OPT__(std::printf("; "); std::printf(__VA_ARGS__);)           \
+      std::printf("\n");                                                 \
+      return 1;                                                          \
+    }                                                                    \
   } while (0)
 
 //! In a child body: fails the child when a Status/Result holds an error, printing it.
-#define CHILD_OK(expr)                                                                             \
-  do {                                                                                             \
-    if (const auto& r_ = (expr); !r_) {                                                            \
+#define CHILD_OK(expr)                                                                          \
+  do {                                                                                          \
+    if (const auto& r_ = (expr); !r_) {                                                         \
       std::printf("%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, r_.error().describe().c_str()); \
-      return 1;                                                                                    \
-    }                                                                                              \
+      return 1;                                                                                 \
+    }                                                                                           \
   } while (0)
 
 //! In the test: the child passed (exit 0), or the test is skipped with the child's reason (kChildSkip).
-#define EXPECT_CHILD_OK(outcome)                                                  \
-  do {                                                                            \
-    const auto& o_ = (outcome);                                                   \
-    if (o_.exit_code == ::punch::test::kChildSkip) GTEST_SKIP() << o_.output;     \
-    EXPECT_EQ(o_.exit_code, 0) << o_.describe();                                  \
+#define EXPECT_CHILD_OK(outcome)                                              \
+  do {                                                                        \
+    const auto& o_ = (outcome);                                               \
+    if (o_.exit_code == ::punch::test::kChildSkip) GTEST_SKIP() << o_.output; \
+    EXPECT_EQ(o_.exit_code, 0) << o_.describe();                              \
   } while (0)

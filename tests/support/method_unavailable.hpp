@@ -12,12 +12,11 @@
 #include <punch/runtime/probe.hpp>
 
 //! `created` is CodeWriter::create(method); returns from the test (skipped) when it failed.
-#define PUNCH_SKIP_IF_METHOD_UNAVAILABLE(method, created)                                          \
-  do {                                                                                             \
-    if (created) break;                                                                            \
-    if ((method) == ::punch::runtime::WriteMethod::kMprotect && ::punch::runtime::probe().mdwe) {  \
-      ASSERT_NE((created).error().message.find("MDWE"), std::string::npos)                         \
-          << (created).error().describe();                                                         \
-    }                                                                                              \
-    GTEST_SKIP() << "method unavailable on this host: " << (created).error().describe();          \
+#define PUNCH_SKIP_IF_METHOD_UNAVAILABLE(method, created)                                                   \
+  do {                                                                                                      \
+    if (created) break;                                                                                     \
+    if ((method) == ::punch::runtime::WriteMethod::kMprotect && ::punch::runtime::probe().mdwe) {           \
+      ASSERT_NE((created).error().message.find("MDWE"), std::string::npos) << (created).error().describe(); \
+    }                                                                                                       \
+    GTEST_SKIP() << "method unavailable on this host: " << (created).error().describe();                    \
   } while (0)

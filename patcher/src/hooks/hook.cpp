@@ -35,8 +35,8 @@ Result<Hook> Hook::install(void* target, void* detour, HookOptions options) {
 }
 
 Result<Hook> Hook::install(void* target, void* detour, void** original, HookOptions options) {
-  auto id = detail::registry_install(reinterpret_cast<std::uintptr_t>(target),
-                                     reinterpret_cast<std::uintptr_t>(detour), options, original);
+  auto id = detail::registry_install(reinterpret_cast<std::uintptr_t>(target), reinterpret_cast<std::uintptr_t>(detour),
+                                     options, original);
   if (!id) {  // Name the target: the failing step may be about other memory (a trampoline).
     Error e = std::move(id).error();
     const auto address = reinterpret_cast<std::uintptr_t>(target);

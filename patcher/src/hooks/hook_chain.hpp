@@ -24,8 +24,8 @@ namespace punch::patcher::detail {
 // A jmp rel32 whose destination is retargeted; far destinations go through relays near it.
 struct JumpPoint {
   std::uintptr_t address = 0;
-  std::vector<std::uint8_t> bytes;                  // The 5 bytes there now.
-  std::map<std::uintptr_t, CodeBlock> relays;       // Destination -> relay within reach.
+  std::vector<std::uint8_t> bytes;             // The 5 bytes there now.
+  std::map<std::uintptr_t, CodeBlock> relays;  // Destination -> relay within reach.
 };
 
 struct HookRecord {
@@ -50,7 +50,7 @@ struct Chain {
   JumpPoint entry_jump;                   // rel32 forms: the jump at the entry.
   std::optional<CodeBlock> head;          // Absolute form: the stub the entry jumps to.
   JumpPoint head_jump;
-  std::vector<HookRecord> hooks;          // Innermost first.
+  std::vector<HookRecord> hooks;  // Innermost first.
   // Every detour ever hooked here: a thread inside one may be about to call
   // into the chain's code (its trampoline pointer loaded), even after removal.
   std::vector<runtime::CodeRange> detour_extents;
@@ -66,9 +66,9 @@ struct Retired {
 };
 
 struct HookRegistry {
-  runtime::ForkSafeMutex mutex{detail::kHooksRank};  // A child after fork can hook too.
+  runtime::ForkSafeMutex mutex{detail::kHooksRank};         // A child after fork can hook too.
   std::map<std::uintptr_t, std::unique_ptr<Chain>> chains;  // By target.
-  std::map<std::uint64_t, std::uintptr_t> targets;           // Hook id -> target.
+  std::map<std::uint64_t, std::uintptr_t> targets;          // Hook id -> target.
   std::vector<Retired> retired;
   std::uint64_t next_id = 0;
 };

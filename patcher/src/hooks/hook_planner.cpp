@@ -34,8 +34,7 @@ Result<Code> read_code(std::uintptr_t start, std::size_t size, std::size_t requi
   Code code{start, std::vector<std::uint8_t>(size)};
   auto got = runtime::safe_read(start, code.bytes);
   if (!got) return tl::unexpected<Error>(std::move(got).error());
-  if (*got < required)
-    return fail(ErrorCode::kNotMapped, at(start + *got) + ": function bytes end in unmapped memory");
+  if (*got < required) return fail(ErrorCode::kNotMapped, at(start + *got) + ": function bytes end in unmapped memory");
   code.bytes.resize(*got);
   return code;
 }
@@ -152,8 +151,9 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
   } else {
     auto extent = function_extent(target);
     if (!extent)
-      return fail(ErrorCode::kUnprovable, extent.error().message +
-                                              "; cannot prove no branch lands in the stolen bytes (pass HookOptions::function)");
+      return fail(
+          ErrorCode::kUnprovable,
+          extent.error().message + "; cannot prove no branch lands in the stolen bytes (pass HookOptions::function)");
     plan.extent = *extent;
   }
   if (target < plan.extent.start || target >= plan.extent.end)
@@ -211,8 +211,9 @@ Result<EntryPlan> plan_stolen_entry(std::uintptr_t target, std::size_t min_bytes
                                             "` in the function of " + at(target) +
                                             " may land in the stolen bytes (set allow_unprovable to accept)");
   if (!policy.allow_unprovable && !scan.complete)
-    return fail(ErrorCode::kUnprovable, at(target) + ": the function's bytes do not all decode; cannot prove "
-                                                     "no branch lands in the stolen bytes");
+    return fail(ErrorCode::kUnprovable, at(target) +
+                                            ": the function's bytes do not all decode; cannot prove "
+                                            "no branch lands in the stolen bytes");
   PUNCH_TRY(check_object_branches(plan, policy.allow_unprovable));
   return plan;
 }

@@ -156,8 +156,10 @@ Status reconcile(Chain& chain, const TransactionOptions& options, Reconcile mode
   entry.resize(plan.size(), kInt3);  // Stolen bytes after the jump are never executed.
   if (entry != chain.entry_bytes) {
     const std::size_t n = entry_is_jump_only ? kRel32JumpSize : entry.size();
-    Site site{plan.entry, {chain.entry_bytes.begin(), chain.entry_bytes.begin() + static_cast<std::ptrdiff_t>(n)},
-              {entry.begin(), entry.begin() + static_cast<std::ptrdiff_t>(n)}, entry_extent};
+    Site site{plan.entry,
+              {chain.entry_bytes.begin(), chain.entry_bytes.begin() + static_cast<std::ptrdiff_t>(n)},
+              {entry.begin(), entry.begin() + static_cast<std::ptrdiff_t>(n)},
+              entry_extent};
     if (auto s = tx.add(std::move(site)); !s) return fail_with(s.error());
   }
 
@@ -237,7 +239,8 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
   Result<EntryPlan> plan = fail(ErrorCode::kUnprovable, "no plan");
   if (options.prefer_patchable_entry && !options.force_absolute_entry) plan = plan_patchable_entry(target);
   const StealPolicy policy{options.function, options.transaction.allow_unprovable};
-  if (!plan) plan = plan_stolen_entry(target, options.force_absolute_entry ? kAbsoluteEntrySize : kRel32JumpSize, policy);
+  if (!plan)
+    plan = plan_stolen_entry(target, options.force_absolute_entry ? kAbsoluteEntrySize : kRel32JumpSize, policy);
   if (!plan) return tl::unexpected<Error>(std::move(plan).error());
 
   // A rel32 entry needs the detour, or a relay to it, in reach; else fall back to the absolute form.
@@ -247,8 +250,10 @@ Result<std::unique_ptr<Chain>> make_chain(std::uintptr_t target, std::uintptr_t 
     if (!room && plan->kind == HookEntryKind::kStolenRel32 && options.allow_absolute_entry) {
       plan = plan_stolen_entry(target, kAbsoluteEntrySize, policy);
       if (!plan)
-        return fail(plan.error().code, at(target) + ": no memory within rel32 reach of the entry, and the absolute "
-                                                    "entry form cannot be used: " + plan.error().message);
+        return fail(plan.error().code, at(target) +
+                                           ": no memory within rel32 reach of the entry, and the absolute "
+                                           "entry form cannot be used: " +
+                                           plan.error().message);
     } else if (!room) {
       return fail(ErrorCode::kOutOfRange, at(target) + ": no memory within rel32 reach of the entry for a relay to " +
                                               at(detour) + ": " + room.error().message);
@@ -307,7 +312,8 @@ Result<std::uint64_t> install_locked(HookRegistry& r, std::uintptr_t target, std
 
   // A target inside another hook's replaced bytes would be overwritten by it.
   if (const Chain* other = overlapping_chain(r, target, target, target + 1))
-    return fail(ErrorCode::kConflict, at(target) + ": inside the bytes punch replaced to hook " + at(other->plan.target));
+    return fail(ErrorCode::kConflict,
+                at(target) + ": inside the bytes punch replaced to hook " + at(other->plan.target));
 
   auto found = r.chains.find(target);
   if (found != r.chains.end() && found->second->hooks.empty() &&
@@ -322,9 +328,10 @@ Result<std::uint64_t> install_locked(HookRegistry& r, std::uintptr_t target, std
     // Nor may its replaced bytes cover another hook's (a mid hook a few bytes on).
     if (const Chain* other = overlapping_chain(r, target, target, (*chain)->plan.resume())) {
       free_unlinked_chain(**chain);
-      return fail(ErrorCode::kConflict, at(target) + ": the bytes [" + at(target) + ", " +
-                                            at((*chain)->plan.resume()) + ") a hook would replace hold the jump "
-                                            "punch wrote to hook " + at(other->plan.target));
+      return fail(ErrorCode::kConflict, at(target) + ": the bytes [" + at(target) + ", " + at((*chain)->plan.resume()) +
+                                            ") a hook would replace hold the jump "
+                                            "punch wrote to hook " +
+                                            at(other->plan.target));
     }
     found = r.chains.emplace(target, std::move(*chain)).first;
   }
@@ -366,19 +373,22 @@ Result<std::uint64_t> install_locked(HookRegistry& r, std::uintptr_t target, std
     if (original && !inconsistent) __atomic_store_n(original, previous, __ATOMIC_RELEASE);
     chain.hooks.pop_back();
     auto h = heap();
-    if (record.stub && inconsistent) retire(r, *record.stub, {}, true);
-    else if (record.stub && h) (void)(*h)->free(record.stub->address);
+    if (record.stub && inconsistent)
+      retire(r, *record.stub, {}, true);
+    else if (record.stub && h)
+      (void)(*h)->free(record.stub->address);
     if (fresh_chain) {
-      if (inconsistent) abandon_chain(r, chain);
-      else free_unlinked_chain(chain);
+      if (inconsistent)
+        abandon_chain(r, chain);
+      else
+        free_unlinked_chain(chain);
       r.chains.erase(found);
     }
     return tl::unexpected<Error>(std::move(s).error());
   }
   for (const runtime::CodeRange& range : record.detour_ranges)
-    if (std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(), [&](const runtime::CodeRange& e) {
-          return e.begin == range.begin;
-        }) == chain.detour_extents.end())
+    if (std::find_if(chain.detour_extents.begin(), chain.detour_extents.end(),
+                     [&](const runtime::CodeRange& e) { return e.begin == range.begin; }) == chain.detour_extents.end())
       chain.detour_extents.push_back(range);
   chain.in_flight.insert(chain.in_flight.end(), record.in_flight.begin(), record.in_flight.end());
   r.targets.emplace(record.id, target);

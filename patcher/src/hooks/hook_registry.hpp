@@ -25,9 +25,9 @@ using InFlight = std::shared_ptr<const std::atomic<std::uint64_t>>;
 //! A detour punch generated (a mid hook's stub), handed to the registry with
 //! its hook: freed on a failed install, retired with the hook on removal.
 struct GeneratedDetour {
-  CodeBlock code;                            //!< The detour itself (the hook's `detour` address).
-  std::vector<runtime::CodeRange> callees;   //!< Code it calls and returns from (the user's function, if known).
-  InFlight in_flight;                        //!< Threads inside its call.
+  CodeBlock code;                           //!< The detour itself (the hook's `detour` address).
+  std::vector<runtime::CodeRange> callees;  //!< Code it calls and returns from (the user's function, if known).
+  InFlight in_flight;                       //!< Threads inside its call.
 };
 
 //! Installs a hook (wrapping the target's existing hooks); returns its id.

@@ -16,7 +16,6 @@ namespace {
 
 constexpr std::size_t kAbsoluteJumpSize = 14;  // jmp [rip+0]; .quad
 
-
 // Writes `bytes` and names the block after `target`; frees it again if the write fails.
 Result<CodeBlock> place(runtime::CodeHeap& heap, std::uintptr_t address, std::size_t size,
                         const std::vector<std::uint8_t>& bytes, std::string_view role, std::uintptr_t target,
@@ -64,8 +63,10 @@ Result<CodeBlock> build_trampoline(const EntryPlan& plan, bool real_final_call, 
   auto address = heap.allocate(bound, 16, data_window.intersect(runtime::AddressWindow::rel32_reach(plan.resume())));
   if (!address) address = heap.allocate(bound, 16, data_window);
   if (!address)
-    return fail(address.error().code, at(plan.entry) + ": no memory for the trampoline within reach of the data the "
-                                                       "stolen instructions use: " + address.error().message);
+    return fail(address.error().code, at(plan.entry) +
+                                          ": no memory for the trampoline within reach of the data the "
+                                          "stolen instructions use: " +
+                                          address.error().message);
 
   std::vector<std::uint8_t> bytes(std::begin(kEndbr64), std::end(kEndbr64));
   if (plan.kind != HookEntryKind::kPatchableEntry) {

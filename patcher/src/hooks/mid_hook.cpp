@@ -46,8 +46,11 @@ Result<std::pair<std::uint64_t, std::uintptr_t>> install_stub(void* address, Mid
   auto heap = runtime::CodeHeap::global();
   if (!heap) return tl::unexpected<Error>(std::move(heap).error());
   auto in_flight = std::make_shared<std::atomic<std::uint64_t>>(0);
-  detail::MidStub spec{site, reinterpret_cast<std::uintptr_t>(detour), 0,
-                       reinterpret_cast<std::uintptr_t>(in_flight.get()), options.vector_registers,
+  detail::MidStub spec{site,
+                       reinterpret_cast<std::uintptr_t>(detour),
+                       0,
+                       reinterpret_cast<std::uintptr_t>(in_flight.get()),
+                       options.vector_registers,
                        options.vector_state};
   auto size = detail::mid_stub_size_bound(spec);
   if (!size) return tl::unexpected<Error>(std::move(size).error());
@@ -86,8 +89,7 @@ MidHook::~MidHook() {
   if (installed()) (void)remove();  // Documented: errors are dropped here.
 }
 
-MidHook::MidHook(MidHook&& other) noexcept
-    : id_(std::exchange(other.id_, 0)), stub_(std::exchange(other.stub_, 0)) {}
+MidHook::MidHook(MidHook&& other) noexcept : id_(std::exchange(other.id_, 0)), stub_(std::exchange(other.stub_, 0)) {}
 
 MidHook& MidHook::operator=(MidHook&& other) noexcept {
   if (this != &other) {
@@ -112,8 +114,9 @@ Result<MidHook> MidHook::install(const SymbolRef& symbol, std::size_t offset, Mi
   const auto start = reinterpret_cast<std::uintptr_t>(*function);
   auto extent = options.function ? Result<disasm::FunctionExtent>(*options.function) : detail::function_extent(start);
   if (extent && offset >= extent->end - start)
-    return fail(ErrorCode::kInvalidArgument, at(start + offset) + ": offset " + std::to_string(offset) + " lies past `" +
-                                                 symbol.name + "` [" + at(extent->start) + ", " + at(extent->end) + ")");
+    return fail(ErrorCode::kInvalidArgument, at(start + offset) + ": offset " + std::to_string(offset) +
+                                                 " lies past `" + symbol.name + "` [" + at(extent->start) + ", " +
+                                                 at(extent->end) + ")");
   return install(reinterpret_cast<void*>(start + offset), detour, options);
 }
 

@@ -165,7 +165,8 @@ Result<std::vector<std::uint8_t>> emit_mid_stub(const MidStub& stub, std::uintpt
   if (asmjit::Error err = code.relocateToBase(address))
     return fail(ErrorCode::kCannotRelocate, at(address) + ": " + asmjit_error("asmjit relocateToBase", err));
   std::vector<std::uint8_t> bytes(code.codeSize());
-  if (asmjit::Error err = code.copyFlattenedData(bytes.data(), bytes.size(), asmjit::CopySectionFlags::kPadSectionBuffer))
+  if (asmjit::Error err =
+          code.copyFlattenedData(bytes.data(), bytes.size(), asmjit::CopySectionFlags::kPadSectionBuffer))
     return fail(ErrorCode::kInvalidArgument, at(address) + ": " + asmjit_error("asmjit copyFlattenedData", err));
   return bytes;
 }

@@ -11,10 +11,10 @@ namespace punch::patcher::detail {
 
 //! What a stub is built from.
 struct MidStub {
-  std::uintptr_t rip = 0;      //!< The hooked instruction, reported as MidContext::rip.
-  std::uintptr_t detour = 0;   //!< The user's MidDetour.
-  std::uintptr_t resume = 0;   //!< Where the thread continues: the relocated stolen instructions.
-  std::uintptr_t in_flight = 0;  //!< A std::atomic<std::uint64_t>: threads inside the detour's call.
+  std::uintptr_t rip = 0;         //!< The hooked instruction, reported as MidContext::rip.
+  std::uintptr_t detour = 0;      //!< The user's MidDetour.
+  std::uintptr_t resume = 0;      //!< Where the thread continues: the relocated stolen instructions.
+  std::uintptr_t in_flight = 0;   //!< A std::atomic<std::uint64_t>: threads inside the detour's call.
   bool vector_registers = false;  //!< Copy xmm0..15 into the context and back.
   bool vector_state = true;       //!< Save and restore the whole vector/x87 state around the call.
 };

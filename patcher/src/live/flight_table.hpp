@@ -78,7 +78,7 @@ struct Generation {
   //! the handler: no site needs a fix-up round and syncs use membarrier, so
   //! the run never waits for a thread that is inside its trap handler.
   bool waitable = false;
-  pid_t coordinator = 0;                   //!< The thread running the change: never waits for itself.
+  pid_t coordinator = 0;                          //!< The thread running the change: never waits for itself.
   mutable std::atomic<std::uint32_t> waiters{0};  //!< Threads asleep on `state` (the coordinator wakes them only then).
   //! Threads the trap handler sent into its copies (Emulation::kNone). A
   //! generation none entered is reclaimed without a rendezvous.

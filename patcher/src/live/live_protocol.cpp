@@ -97,8 +97,8 @@ Runs make_runs(const CheckedBatch& batch, std::uint8_t trap) {
     bool joins = false;
     if (!out.runs.empty() && s.container != kNoContainer && batch.containers[s.container].stable) {
       const Run& run = out.runs.back();
-      joins = sites[i - 1].container == s.container && s.address >= run.end() &&
-              s.address - run.end() <= kMaxCoalescedGap;
+      joins =
+          sites[i - 1].container == s.container && s.address >= run.end() && s.address - run.end() <= kMaxCoalescedGap;
     }
     if (!joins) out.runs.push_back(Run{s.address, base.size(), 0, i, 0, false});
     Run& run = out.runs.back();
@@ -127,7 +127,10 @@ class Protocol {
  public:
   Protocol(const CheckedBatch& batch, const TransactionOptions& options, std::string_view what,
            runtime::CodeWriter& writer)
-      : sites_(batch.sites), options_(options), what_(what), writer_(writer),
+      : sites_(batch.sites),
+        options_(options),
+        what_(what),
+        writer_(writer),
         runs_(make_runs(batch, trap_byte(options.trap))) {
     pieces_.reserve(runs_.runs.size());
   }
@@ -272,10 +275,10 @@ class Protocol {
     }
     // A site that may hold a trap byte keeps its generation in flight, so threads reaching it stay safe.
     if (!any_mixed) retire(generation);
-    return fail(Error{ErrorCode::kInconsistent,
-                      context + ": " + error.message + "; the rollback failed too (" + undone.error().message + ")" +
-                          where,
-                      error.address});
+    return fail(
+        Error{ErrorCode::kInconsistent,
+              context + ": " + error.message + "; the rollback failed too (" + undone.error().message + ")" + where,
+              error.address});
   }
 
   std::span<const CheckedSite> sites_;
@@ -328,10 +331,10 @@ Status Protocol::run(Generation* generation) {
     if (!new_multi) return fail_at(3, "first bytes", s.error(), generation);
     bool any_mixed = false, all_old = false;
     std::string where = describe_sites(any_mixed, all_old);
-    return fail(ErrorCode::kInconsistent, std::string(what_) + " failed in step 3 (first bytes): " +
-                                              s.error().message +
+    return fail(ErrorCode::kInconsistent, std::string(what_) + " failed in step 3 (first bytes): " + s.error().message +
                                               "; not rolled back: threads may be inside new code of several "
-                                              "instructions" + where);
+                                              "instructions" +
+                                              where);
   }
   // No third sync: a thread that still meets a stale trap byte re-runs the
   // site (see the top of this file and trap_handler.cpp).

@@ -30,10 +30,10 @@ constexpr std::size_t kCopyAlign = 16;
 
 // A copy being written into its slot of the block image.
 struct Slot {
-  std::uintptr_t address = 0;      // Where the slot lives.
-  std::span<std::uint8_t> bytes;   // Its part of the image.
+  std::uintptr_t address = 0;     // Where the slot lives.
+  std::span<std::uint8_t> bytes;  // Its part of the image.
   std::size_t used = 0;
-  bool overflow = false;           // A copy outgrew its bound (never expected): refused, not written.
+  bool overflow = false;  // A copy outgrew its bound (never expected): refused, not written.
 
   void append(std::span<const std::uint8_t> b) {
     if (b.size() > bytes.size() - used) {
@@ -45,8 +45,10 @@ struct Slot {
   }
   void append_jump(std::uintptr_t to) {
     auto near = disasm::jmp_rel32_bytes(address + used, to);
-    if (near) append(*near);
-    else append(disasm::encode_jmp_absolute(to));
+    if (near)
+      append(*near);
+    else
+      append(disasm::encode_jmp_absolute(to));
   }
 };
 
@@ -99,7 +101,8 @@ Result<std::size_t> copy_bound(std::uintptr_t address, std::span<const std::uint
 // every RIP-relative operand its old code reads (relocation has no absolute
 // form for data).
 runtime::AddressWindow reach_of(const CheckedBatch& batch, const CheckedSite& s) {
-  runtime::AddressWindow w = runtime::AddressWindow::rel32_reach(s.address).intersect(runtime::AddressWindow::rel32_reach(s.end()));
+  runtime::AddressWindow w =
+      runtime::AddressWindow::rel32_reach(s.address).intersect(runtime::AddressWindow::rel32_reach(s.end()));
   for (const disasm::Instruction& insn : batch.old_instructions(s))
     if (disasm::reads_data_outside(insn, s.address, s.end()))
       w = w.intersect(runtime::AddressWindow::rel32_reach(insn.memory_target));
@@ -183,7 +186,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
       for (std::size_t i = 0; i < sites.size(); ++i) {
         if (slot_size(i) == 0 || !reads_data(sites[i])) continue;
         auto own = (*heap)->allocate(slot_size(i), kCopyAlign, reach_of(batch, sites[i]));
-        if (!own) own = (*heap)->allocate(slot_size(i), kCopyAlign);  // Far away; relocation says if that is not enough.
+        if (!own)
+          own = (*heap)->allocate(slot_size(i), kCopyAlign);  // Far away; relocation says if that is not enough.
         if (!own) {
           free_copies(*generation);
           return tl::unexpected(std::move(own).error());
@@ -233,7 +237,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
       free_copies(*generation);
       return fail(ErrorCode::kCannotRelocate, site_name(s.index, s.address) +
                                                   ": its instructions cannot run out of line, so threads inside "
-                                                  "them could not be moved: " + old_copy.error().message);
+                                                  "them could not be moved: " +
+                                                  old_copy.error().message);
     }
     generation->sites.push_back(f);
   }
@@ -250,7 +255,8 @@ Result<std::unique_ptr<Generation>> build_generation(const CheckedBatch& batch, 
   }
   for (std::size_t i = 0; i < sites.size(); ++i)
     if (slot_size(i) > 0 && slot_address[i] != 0)
-      detail::register_punch_code(slot_address[i], slot_size(i), "copy", sites[i].address, runtime::CodeKind::kOutOfLineCopy);
+      detail::register_punch_code(slot_address[i], slot_size(i), "copy", sites[i].address,
+                                  runtime::CodeKind::kOutOfLineCopy);
   // Sites come sorted by address from validation, so the generation's are too.
   return generation;
 }

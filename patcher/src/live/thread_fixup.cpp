@@ -50,8 +50,8 @@ void move_if_inside(ucontext_t* context, void* arg) {
 }
 
 Status stray_thread(pid_t tid, std::uintptr_t rip) {
-  return fail(ErrorCode::kUnprovable,
-              "thread " + std::to_string(tid) + " is at " + at(rip) + ", inside a site but not at one of its instructions");
+  return fail(ErrorCode::kUnprovable, "thread " + std::to_string(tid) + " is at " + at(rip) +
+                                          ", inside a site but not at one of its instructions");
 }
 
 Status sleeper_inside_site(const Generation& generation, pid_t tid, std::uintptr_t pc) {

@@ -78,8 +78,8 @@ struct Transaction::State {
   bool in_order = true;
   std::map<std::uintptr_t, std::size_t> by_address;
   bool committed = false;
-  mutable bool validated = false;  // A later mismatch is then a conflict, not a stale request.
-  mutable live::SiteDecodes decodes;  // The sites' bytes decoded once, for every validation.
+  mutable bool validated = false;            // A later mismatch is then a conflict, not a stale request.
+  mutable live::SiteDecodes decodes;         // The sites' bytes decoded once, for every validation.
   mutable std::vector<std::uint32_t> order;  // The sites' indexes by address (validation need not sort).
 
   // Validates the sites for `direction` (see live::check_sites), with what the
@@ -119,9 +119,7 @@ struct Transaction::State {
   }
 };
 
-Transaction::Transaction(TransactionOptions options) : state_(std::make_unique<State>()) {
-  state_->options = options;
-}
+Transaction::Transaction(TransactionOptions options) : state_(std::make_unique<State>()) { state_->options = options; }
 Transaction::~Transaction() = default;
 Transaction::Transaction(Transaction&&) noexcept = default;
 Transaction& Transaction::operator=(Transaction&&) noexcept = default;
@@ -151,10 +149,10 @@ Status Transaction::commit() {
   if (state_->committed) return fail(ErrorCode::kInvalidArgument, "commit: the transaction is already committed");
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
-  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
-                   state_->check(live::Direction::kApply,
-                                 state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
-                                 live::CopyRoom::kReserve, &live::container_memo()));
+  PUNCH_TRY_ASSIGN(
+      live::CheckedBatch checked,
+      state_->check(live::Direction::kApply, state_->validated ? ErrorCode::kConflict : ErrorCode::kBytesMismatch,
+                    live::CopyRoom::kReserve, &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "commit"));
   live::container_memo().keep(std::move(checked.after));
   state_->committed = true;
@@ -167,9 +165,8 @@ Status Transaction::revert() {
   PUNCH_TRY(check_trap_environment());
   std::lock_guard guard(live_mutex());
   // The new bytes must still be there: someone else changing them since is a conflict.
-  PUNCH_TRY_ASSIGN(live::CheckedBatch checked,
-                   state_->check(live::Direction::kRevert, ErrorCode::kConflict, live::CopyRoom::kReserve,
-                                 &live::container_memo()));
+  PUNCH_TRY_ASSIGN(live::CheckedBatch checked, state_->check(live::Direction::kRevert, ErrorCode::kConflict,
+                                                             live::CopyRoom::kReserve, &live::container_memo()));
   PUNCH_TRY(live::run_protocol(checked, state_->options, "revert"));
   live::container_memo().keep(std::move(checked.after));
   state_->committed = false;

@@ -92,9 +92,7 @@ void chain(int sig, siginfo_t* info, void* context) {
 void run_old_code(ucontext_t* uc, const FlightSite& site) {
   greg_t& rip = uc->uc_mcontext.gregs[REG_RIP];
   switch (site.emulation) {
-    case Emulation::kSkip:
-      rip = static_cast<greg_t>(site.end());
-      break;
+    case Emulation::kSkip: rip = static_cast<greg_t>(site.end()); break;
     case Emulation::kCall: {
       // Pushed where the call would have pushed it: the kernel placed this
       // handler's frame below the red zone (or on the alternate stack).
@@ -104,9 +102,7 @@ void run_old_code(ucontext_t* uc, const FlightSite& site) {
       rip = static_cast<greg_t>(site.emulation_target);
       break;
     }
-    case Emulation::kJump:
-      rip = static_cast<greg_t>(site.emulation_target);
-      break;
+    case Emulation::kJump: rip = static_cast<greg_t>(site.emulation_target); break;
     case Emulation::kLoad: {
       // x86 register number -> its slot in the saved context.
       static constexpr int kSlot[16] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_RSP, REG_RBP, REG_RSI, REG_RDI,
@@ -115,9 +111,7 @@ void run_old_code(ucontext_t* uc, const FlightSite& site) {
       rip = static_cast<greg_t>(site.end());
       break;
     }
-    case Emulation::kNone:
-      rip = static_cast<greg_t>(site.redirect);
-      break;
+    case Emulation::kNone: rip = static_cast<greg_t>(site.redirect); break;
   }
   (site.emulation == Emulation::kNone ? g_counters.traps_redirected : g_counters.traps_emulated)
       .fetch_add(1, std::memory_order_relaxed);
@@ -139,7 +133,8 @@ std::uint32_t wait_for_run(const Generation& g, bool& slept) {
   runtime::futex_wait(g.state, kInFlight, kMaxWaitNanoseconds);  // Woken only once the state changed.
   g.waiters.fetch_sub(1, std::memory_order_release);
   state = g.state.load(std::memory_order_acquire);
-  (state == kInFlight ? g_counters.trap_waits_expired : g_counters.traps_waited).fetch_add(1, std::memory_order_relaxed);
+  (state == kInFlight ? g_counters.trap_waits_expired : g_counters.traps_waited)
+      .fetch_add(1, std::memory_order_relaxed);
   return state;
 }
 

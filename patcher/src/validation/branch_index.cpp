@@ -117,8 +117,8 @@ Result<std::unique_ptr<ObjectIndex>> build_index(LoadedObject object) {
   index->by_target.reserve(found.size());
   for (const disasm::DirectBranch& b : found)
     if (in_code(b.target))
-      index->by_target.push_back({static_cast<std::uint32_t>(b.target - index->base),
-                                  static_cast<std::uint32_t>(b.source - index->base)});
+      index->by_target.push_back(
+          {static_cast<std::uint32_t>(b.target - index->base), static_cast<std::uint32_t>(b.source - index->base)});
   std::sort(index->by_target.begin(), index->by_target.end());
   index->by_target.shrink_to_fit();
   index->object = std::move(object);
@@ -172,11 +172,12 @@ Result<std::vector<ForeignBranch>> find_branches_into(std::uintptr_t begin, std:
   // Offsets from the object's first code byte; `begin` lies in its code.
   const std::uintptr_t lo = begin - index.base;
   const std::uintptr_t hi = std::min(end - index.base, index.span);
-  auto entry = std::upper_bound(index.by_target.begin(), index.by_target.end(), Entry{static_cast<std::uint32_t>(lo), UINT32_MAX});
+  auto entry = std::upper_bound(index.by_target.begin(), index.by_target.end(),
+                                Entry{static_cast<std::uint32_t>(lo), UINT32_MAX});
   for (; entry != index.by_target.end() && entry->target < hi; ++entry)
     if (entry->source < lo || entry->source >= hi)
-      found.push_back({index.base + entry->source, index.base + entry->target, index.object.path,
-                       index.object.load_bias});
+      found.push_back(
+          {index.base + entry->source, index.base + entry->target, index.object.path, index.object.load_bias});
   return found;
 }
 
@@ -199,11 +200,18 @@ namespace {
 // A legacy prefix or REX: a branch past some of these still runs an instruction.
 bool is_prefix(std::uint8_t b) {
   switch (b) {
-    case 0xf0: case 0xf2: case 0xf3: case 0x2e: case 0x36: case 0x3e: case 0x26: case 0x64: case 0x65:
-    case 0x66: case 0x67:
-      return true;
-    default:
-      return (b & 0xf0) == 0x40;
+    case 0xf0:
+    case 0xf2:
+    case 0xf3:
+    case 0x2e:
+    case 0x36:
+    case 0x3e:
+    case 0x26:
+    case 0x64:
+    case 0x65:
+    case 0x66:
+    case 0x67: return true;
+    default: return (b & 0xf0) == 0x40;
   }
 }
 
@@ -241,7 +249,8 @@ Status check_no_branch_into(disasm::CodeSpan now, bool allow_unprovable, const s
     const auto& [branch, insn] = *data_like;
     return fail(ErrorCode::kUnprovable, subject + ": " + describe(branch) + ", inside " + range +
                                             ", in the middle of `" + disasm::format(now, insn.address) + "` at " +
-                                            at(insn.address) + ": data in the code decoded as a branch? (set "
+                                            at(insn.address) +
+                                            ": data in the code decoded as a branch? (set "
                                             "allow_unprovable to accept)");
   }
   return {};

@@ -30,17 +30,17 @@ struct Container {
 
 //! A site that passed validation, ready for the live protocol.
 struct CheckedSite {
-  std::size_t index = 0;                //!< Position in the transaction (for messages).
+  std::size_t index = 0;  //!< Position in the transaction (for messages).
   std::uintptr_t address = 0;
-  std::span<const std::uint8_t> from;   //!< Bytes there now (a view of the transaction's Site).
-  std::span<const std::uint8_t> to;     //!< Bytes to put there (likewise).
-  bool is_code = true;                  //!< In an executable mapping: int3 protocol. Else one plain write.
+  std::span<const std::uint8_t> from;  //!< Bytes there now (a view of the transaction's Site).
+  std::span<const std::uint8_t> to;    //!< Bytes to put there (likewise).
+  bool is_code = true;                 //!< In an executable mapping: int3 protocol. Else one plain write.
   std::uint32_t container = kNoContainer;
-  std::uint32_t from_begin = 0;         //!< Its old instructions: CheckedBatch::instructions[from_begin, +from_instructions).
+  std::uint32_t from_begin = 0;  //!< Its old instructions: CheckedBatch::instructions[from_begin, +from_instructions).
   std::uint32_t from_instructions = 0;
   std::uint32_t to_instructions = 0;
-  bool from_plain = false;              //!< Every old instruction runs_anywhere: its copy is its bytes.
-  bool to_plain = false;                //!< Likewise for the new instructions.
+  bool from_plain = false;  //!< Every old instruction runs_anywhere: its copy is its bytes.
+  bool to_plain = false;    //!< Likewise for the new instructions.
 
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };
@@ -57,7 +57,7 @@ struct ContainerDecode {
 //! The outcome of a validation: the sites by address, and what was read and
 //! decoded for them (shared, so a batch costs a few allocations, not a few per site).
 struct CheckedBatch {
-  std::vector<CheckedSite> sites;                 //!< Sorted by address.
+  std::vector<CheckedSite> sites;  //!< Sorted by address.
   std::vector<Container> containers;
   std::vector<std::uint8_t> bytes;                //!< Every container's bytes, back to back.
   std::vector<disasm::Instruction> instructions;  //!< Every code site's old instructions, site after site.

@@ -61,8 +61,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
   if (count > 1 && !plain)
     if (auto dry = disasm::relocate(code, c.address, {.final_call_as_jump = true}); !dry)
       return site_error(ErrorCode::kCannotRelocate, c.index, c.address,
-                        "the new code could not be undone live (it cannot run out of line): " +
-                            dry.error().message);
+                        "the new code could not be undone live (it cannot run out of line): " + dry.error().message);
   // Its copy must find memory in that window when the time comes: make sure
   // the heap has some there now (when reserving, an arena mapped for it
   // stays). The window can be narrow, and the address space there taken (the

@@ -15,7 +15,7 @@ std::uint32_t find_container(const CheckedBatch& batch, const ContainerIndex& in
     return box.source != disasm::FunctionExtent::Source::kBoundedScan && box.start <= address && end <= box.end;
   };
   if (!batch.containers.empty() && holds(static_cast<std::uint32_t>(batch.containers.size() - 1)))
-    return static_cast<std::uint32_t>(batch.containers.size() - 1);  // The usual case: the previous site's.
+    return static_cast<std::uint32_t>(batch.containers.size() - 1);              // The usual case: the previous site's.
   if (index.max_end <= address && index.by_extent.empty()) return kNoContainer;  // Past them all: the next usual one.
   auto it = std::upper_bound(index.by_start.begin(), index.by_start.end(), address,
                              [](std::uintptr_t a, const auto& entry) { return a < entry.first; });

@@ -23,7 +23,7 @@ namespace punch::patcher::live {
 // Where each container's sites and extents are found again (sites come in address order).
 struct ContainerIndex {
   std::vector<std::pair<std::uintptr_t, std::uint32_t>> by_start;  // Symbol and heap containers, by start.
-  std::uintptr_t max_end = 0;                        // Of those: none holds an address at or past it.
+  std::uintptr_t max_end = 0;                                      // Of those: none holds an address at or past it.
   std::map<std::pair<std::uintptr_t, std::uintptr_t>, std::uint32_t> by_extent;  // Caller-named extents.
 };
 

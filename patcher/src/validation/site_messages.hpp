@@ -31,7 +31,8 @@ inline std::string hex(std::uint8_t byte) {
 }
 
 // An error about site #index: "site #2 at 0x7f...: message", with its address.
-inline tl::unexpected<Error> site_error(ErrorCode code, std::size_t index, std::uintptr_t address, std::string message) {
+inline tl::unexpected<Error> site_error(ErrorCode code, std::size_t index, std::uintptr_t address,
+                                        std::string message) {
   return fail(Error{code, site_name(index, address) + ": " + message, address});
 }
 

@@ -209,11 +209,12 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
       } else if (options.allow_unprovable) {
         box = Container{site.address, site.address + n, FunctionExtent::Source::kBoundedScan};
       } else {
-        return fail(ErrorCode::kUnprovable,
-                    site_name(i, site.address) +
-                        ": no symbol, unwind-table entry or punch heap allocation holds it, so its instruction boundaries "
-                        "and the branches into it cannot be checked (a bounded scan would decode only the site "
-                        "itself, from its first byte); pass Site::function or allow_unprovable");
+        return fail(
+            ErrorCode::kUnprovable,
+            site_name(i, site.address) +
+                ": no symbol, unwind-table entry or punch heap allocation holds it, so its instruction boundaries "
+                "and the branches into it cannot be checked (a bounded scan would decode only the site "
+                "itself, from its first byte); pass Site::function or allow_unprovable");
       }
       box.stable = box.source != FunctionExtent::Source::kBoundedScan;
       if (auto read = read_container(batch, box, in_heap && !site.function); !read)
@@ -250,7 +251,9 @@ Result<CheckedBatch> check_sites(std::span<const Site> sites, const TransactionO
   by_container.reserve(batch.sites.size());
   for (std::uint32_t m = 0; m < batch.sites.size(); ++m)
     if (batch.sites[m].container != kNoContainer) by_container.push_back(m);
-  const auto by_box = [&](std::uint32_t a, std::uint32_t b) { return batch.sites[a].container < batch.sites[b].container; };
+  const auto by_box = [&](std::uint32_t a, std::uint32_t b) {
+    return batch.sites[a].container < batch.sites[b].container;
+  };
   if (!std::is_sorted(by_container.begin(), by_container.end(), by_box))  // Usually sorted already.
     std::stable_sort(by_container.begin(), by_container.end(), by_box);
   batch.instructions.reserve(by_container.size());

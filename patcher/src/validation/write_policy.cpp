@@ -25,8 +25,7 @@ Result<const runtime::Mapping*> MappingCache::holding(std::uintptr_t address) {
   return &*known_.insert(it, std::move(*found));
 }
 
-Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t index,
-                          const TransactionOptions& options) {
+Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t index, const TransactionOptions& options) {
   const std::uintptr_t end = site.address + site.expected.size();
   bool any_exec = false, any_data = false;
   for (std::uintptr_t next = site.address; next < end;) {

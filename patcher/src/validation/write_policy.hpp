@@ -35,7 +35,6 @@ class MappingCache {
 // a live heap allocation are not looked up: the heap's arenas are R+X code
 // by construction, never unmapped (dual-map arenas are memfd shared mappings
 // by design), and a batch of them then costs no PROCMAP_QUERY at all.
-Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t index,
-                          const TransactionOptions& options);
+Result<bool> check_policy(MappingCache& maps, const Site& site, std::size_t index, const TransactionOptions& options);
 
 }  // namespace punch::patcher::live

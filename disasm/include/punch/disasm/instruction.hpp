@@ -44,17 +44,17 @@ struct Instruction {
   std::uintptr_t address = 0;
   std::uint8_t length = 0;
   Flow flow = Flow::kNone;
-  bool has_branch_target = false;   //!< A direct relative branch (kJump, kCondJump, kShortOnly, kCall).
+  bool has_branch_target = false;  //!< A direct relative branch (kJump, kCondJump, kShortOnly, kCall).
   std::uintptr_t branch_target = 0;
-  bool has_memory_target = false;   //!< A RIP-relative memory operand (any encoding: legacy, VEX, EVEX).
-  std::uintptr_t memory_target = 0; //!< Its absolute address.
-  std::uint8_t rel_offset = 0;      //!< Offset of the relative field (branch immediate or RIP displacement).
-  std::uint8_t rel_size = 0;        //!< 0 when none, else 1 or 4 bytes.
-  std::uint8_t imm_offset = 0;      //!< Offset of the first immediate that is not relative.
-  std::uint8_t imm_size = 0;        //!< Its size in bytes, 0 when none.
-  bool is_padding = false;          //!< nop (any form) or int3.
+  bool has_memory_target = false;    //!< A RIP-relative memory operand (any encoding: legacy, VEX, EVEX).
+  std::uintptr_t memory_target = 0;  //!< Its absolute address.
+  std::uint8_t rel_offset = 0;       //!< Offset of the relative field (branch immediate or RIP displacement).
+  std::uint8_t rel_size = 0;         //!< 0 when none, else 1 or 4 bytes.
+  std::uint8_t imm_offset = 0;       //!< Offset of the first immediate that is not relative.
+  std::uint8_t imm_size = 0;         //!< Its size in bytes, 0 when none.
+  bool is_padding = false;           //!< nop (any form) or int3.
   bool is_endbr64 = false;
-  bool is_mov = false;              //!< A mov: its immediate, if any, is a value that changes nothing else.
+  bool is_mov = false;  //!< A mov: its immediate, if any, is a value that changes nothing else.
 
   std::uintptr_t end() const noexcept { return address + length; }
 };

@@ -83,12 +83,12 @@ Result<void*> resolve_symbol(const SymbolRef& symbol);
 
 //! What an installed hook looks like.
 struct HookInfo {
-  std::uintptr_t target = 0;        //!< The function hooked.
-  std::uintptr_t entry = 0;         //!< Where the entry jump lives (target, or after its endbr64).
+  std::uintptr_t target = 0;  //!< The function hooked.
+  std::uintptr_t entry = 0;   //!< Where the entry jump lives (target, or after its endbr64).
   HookEntryKind kind = HookEntryKind::kStolenRel32;
-  std::size_t stolen = 0;           //!< Bytes replaced at `entry` (the pad size for patchable entries).
-  std::uintptr_t trampoline = 0;    //!< What trampoline() returns.
-  std::size_t chain_position = 0;   //!< 0 for the innermost hook of the target, 1 for the one wrapping it, ...
+  std::size_t stolen = 0;          //!< Bytes replaced at `entry` (the pad size for patchable entries).
+  std::uintptr_t trampoline = 0;   //!< What trampoline() returns.
+  std::size_t chain_position = 0;  //!< 0 for the innermost hook of the target, 1 for the one wrapping it, ...
 };
 
 //! An installed inline hook: a movable handle. Destroying an installed hook
@@ -122,17 +122,17 @@ class Hook {
   //! enable() would make is made now: a hook that installs can be enabled.
   //! F is taken from `original` alone, so a `noexcept` target (strlen) converts.
   template <class F>
-    requires std::is_function_v<F>
+  requires std::is_function_v<F>
   static Result<Hook> install(std::type_identity_t<F>* target, std::type_identity_t<F>* detour, F** original,
                               HookOptions options = {}) {
-    return install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour),
-                   reinterpret_cast<void**>(original), options);
+    return install(reinterpret_cast<void*>(target), reinterpret_cast<void*>(detour), reinterpret_cast<void**>(original),
+                   options);
   }
   static Result<Hook> install(void* target, void* detour, void** original, HookOptions options = {});
 
   //! Hooks the function `symbol` names (see resolve_symbol), publishing the original as above.
   template <class F>
-    requires std::is_function_v<F>
+  requires std::is_function_v<F>
   static Result<Hook> install(const SymbolRef& symbol, std::type_identity_t<F>* detour, F** original,
                               HookOptions options = {}) {
     return install(symbol, reinterpret_cast<void*>(detour), reinterpret_cast<void**>(original), options);
@@ -163,7 +163,9 @@ class Hook {
 
   //! trampoline() as a function pointer: `auto orig = hook.original<int (*)(int)>();`
   template <class Fn>
-  Fn original() const noexcept { return reinterpret_cast<Fn>(trampoline()); }
+  Fn original() const noexcept {
+    return reinterpret_cast<Fn>(trampoline());
+  }
 
   HookInfo info() const noexcept;
 

@@ -80,11 +80,11 @@ struct MidHookOptions {
 
 //! What an installed mid hook looks like.
 struct MidHookInfo {
-  std::uintptr_t address = 0;     //!< The address hooked.
-  std::uintptr_t entry = 0;       //!< Where the jump lives (address, or after its endbr64); MidContext::rip.
-  std::size_t stolen = 0;         //!< Bytes replaced at `entry`.
-  std::uintptr_t stub = 0;        //!< The generated stub the jump leads to.
-  std::uintptr_t relocated = 0;   //!< Where the thread resumes: the stolen instructions' copy (or the next hook inward).
+  std::uintptr_t address = 0;    //!< The address hooked.
+  std::uintptr_t entry = 0;      //!< Where the jump lives (address, or after its endbr64); MidContext::rip.
+  std::size_t stolen = 0;        //!< Bytes replaced at `entry`.
+  std::uintptr_t stub = 0;       //!< The generated stub the jump leads to.
+  std::uintptr_t relocated = 0;  //!< Where the thread resumes: the stolen instructions' copy (or the next hook inward).
 };
 
 //! An installed mid-function hook: a movable handle. Destroying an installed

@@ -3,8 +3,8 @@
 // A transaction holds sites (address, expected current bytes, new bytes). It
 // validates every site against the code as it is now, then applies all of
 // them with the kernel's text_poke_bp int3 protocol, paying two syncs for
-// the whole batch (the kernel's third is deferred, see live_protocol.cpp). revert() restores exactly the bytes that were there. See
-// docs/design.md and live_protocol.cpp for the protocol.
+// the whole batch (the kernel's third is deferred, see live_protocol.cpp). revert() restores exactly the bytes that
+// were there. See docs/design.md and live_protocol.cpp for the protocol.
 #pragma once
 
 #include <chrono>

@@ -15,12 +15,12 @@ namespace punch::runtime {
 
 //! Heap statistics, in bytes.
 struct HeapStats {
-  std::size_t mapped = 0;     //!< Bytes of code memory mapped in all arenas.
-  std::size_t used = 0;       //!< Bytes handed out and not freed (including alignment).
-  std::size_t free = 0;       //!< mapped - used.
-  std::size_t fragments = 0;  //!< Number of free blocks across arenas.
-  std::size_t arenas = 0;     //!< Number of arenas.
-  std::size_t allocations = 0;//!< Live allocations.
+  std::size_t mapped = 0;       //!< Bytes of code memory mapped in all arenas.
+  std::size_t used = 0;         //!< Bytes handed out and not freed (including alignment).
+  std::size_t free = 0;         //!< mapped - used.
+  std::size_t fragments = 0;    //!< Number of free blocks across arenas.
+  std::size_t arenas = 0;       //!< Number of arenas.
+  std::size_t allocations = 0;  //!< Live allocations.
 };
 
 //! A thread-safe allocator of executable memory, on top of a CodeWriter.

@@ -48,9 +48,7 @@ struct AddressWindow {
   //! The intersection of two windows (may be empty: lo >= hi).
   AddressWindow intersect(AddressWindow other) const noexcept;
   bool empty() const noexcept { return lo >= hi; }
-  bool contains(std::uintptr_t a, std::size_t size) const noexcept {
-    return a >= lo && a <= hi && size <= hi - a;
-  }
+  bool contains(std::uintptr_t a, std::size_t size) const noexcept { return a >= lo && a <= hi && size <= hi - a; }
 };
 
 //! Writes bytes into executable memory, and maps the executable memory it can write.

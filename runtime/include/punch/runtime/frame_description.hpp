@@ -50,8 +50,7 @@ struct FrameDescription {
   //! The standard prologue `push rbp; mov rbp, rsp` starting at `prolog_at`,
   //! and for each epilogue, the offset just after the `pop rbp` or `leave`
   //! that ends the frame (a one-byte `ret` must follow it).
-  static FrameDescription frame_pointer(std::uint32_t prolog_at = 0,
-                                        std::span<const std::uint32_t> rbp_popped_at = {});
+  static FrameDescription frame_pointer(std::uint32_t prolog_at = 0, std::span<const std::uint32_t> rbp_popped_at = {});
 
   //! The steps of asmjit's emitProlog(frame) at `prolog_at` and emitEpilog(frame)
   //! at each of `epilogs_at` (record `a.offset()` before each call). The

@@ -23,12 +23,12 @@ std::string_view to_string(ProcMemState state) noexcept;
 //! What the probe found. Each method is tried for real (map a test R+X page, write, read back).
 struct Capabilities {
   ProcMemState proc_mem_write = ProcMemState::kAbsent;
-  std::string proc_mem_detail;        //!< errno text or "ok".
+  std::string proc_mem_detail;  //!< errno text or "ok".
   bool dual_map_works = false;
-  bool mprotect_works = false;        //!< false under MDWE (mprotect may not add PROT_EXEC).
-  bool anonymous_exec_allowed = false;//!< mmap(PROT_READ|PROT_EXEC, MAP_ANONYMOUS) succeeds.
-  bool membarrier_sync_core = false;  //!< membarrier SYNC_CORE registers and runs.
-  bool mdwe = false;                  //!< PR_GET_MDWE reports PR_MDWE_REFUSE_EXEC_GAIN.
+  bool mprotect_works = false;             //!< false under MDWE (mprotect may not add PROT_EXEC).
+  bool anonymous_exec_allowed = false;     //!< mmap(PROT_READ|PROT_EXEC, MAP_ANONYMOUS) succeeds.
+  bool membarrier_sync_core = false;       //!< membarrier SYNC_CORE registers and runs.
+  bool mdwe = false;                       //!< PR_GET_MDWE reports PR_MDWE_REFUSE_EXEC_GAIN.
   std::optional<WriteMethod> auto_method;  //!< What `auto` picks; nullopt when nothing works.
   SyncMethod sync = SyncMethod::kSignals;  //!< What sync_all_threads uses.
 };

@@ -32,8 +32,8 @@ struct SleepingThread {
 
 //! The outcome of a rendezvous.
 struct Rendezvous {
-  std::size_t visited = 0;             //!< Threads whose handler ran the visitor.
-  std::vector<pid_t> unanswered;       //!< Threads still alive that did not answer in time (e.g. all signals blocked).
+  std::size_t visited = 0;        //!< Threads whose handler ran the visitor.
+  std::vector<pid_t> unanswered;  //!< Threads still alive that did not answer in time (e.g. all signals blocked).
   std::vector<SleepingThread> sleeping;  //!< Threads left asleep (only with Sleepers::kLeaveAsleep).
 };
 
@@ -54,8 +54,7 @@ enum class Sleepers {
 //! default action is harmless), or SIGRTMIN+5 when the program handles SIGURG,
 //! or the number PUNCH_SIGNAL names; its handler is installed once and
 //! preserves errno.
-Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg,
-                                       std::chrono::milliseconds timeout,
+Result<Rendezvous> visit_other_threads(ThreadVisitor visit, void* arg, std::chrono::milliseconds timeout,
                                        Sleepers sleepers = Sleepers::kSignal);
 
 //! A system call a thread is blocked in, from /proc/self/task/<tid>/syscall.
@@ -149,11 +148,11 @@ class ThreadHold {
 
   std::vector<Held> held_;
   std::vector<SleepingThread> sleeping_;
-  std::vector<pid_t> woke_;        // recheck_sleepers' lists, reserved before any thread is held.
+  std::vector<pid_t> woke_;  // recheck_sleepers' lists, reserved before any thread is held.
   std::vector<pid_t> unanswered_;
   std::vector<std::uint8_t> tripwire_fits_;  // Per sleeper: its call lets a tripwire stand where it resumes.
   std::vector<std::uint8_t> guardable_;      // guard_sleepers': may each sleeper take a tripwire (reserved likewise).
-  CodeWriter* tripwire_writer_ = nullptr;  // Set while tripwires stand: release() puts their bytes back.
+  CodeWriter* tripwire_writer_ = nullptr;    // Set while tripwires stand: release() puts their bytes back.
   bool holding_ = false;
 };
 
@@ -162,7 +161,6 @@ class ThreadHold {
 //! that did not answer in time cannot be proven (blocked_syscall_address) to
 //! be blocked outside it. Code that no thread can enter any more (its entry
 //! jumps are gone and synced) and that is false here is safe to free.
-Result<std::vector<bool>> ranges_in_use(std::span<const CodeRange> ranges,
-                                        std::chrono::milliseconds timeout);
+Result<std::vector<bool>> ranges_in_use(std::span<const CodeRange> ranges, std::chrono::milliseconds timeout);
 
 }  // namespace punch::runtime
