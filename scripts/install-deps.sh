@@ -2,7 +2,7 @@
 # Installs what punch needs from Debian 12 packages, only what is missing. Idempotent.
 set -euo pipefail
 packages=(
-  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev
+  build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   libasmjit-dev libzydis-dev libzycore-dev libexpected-dev
   libgtest-dev libgmock-dev libbenchmark-dev libunicorn-dev
   xz-utils git python3 sqlite3 zstd pigz coreutils
