@@ -60,6 +60,22 @@ Emitted emit(const std::function<std::vector<PatchPointMark>(x86::Assembler&)>& 
   return out;
 }
 
+// `int f()` summing `points` imm32 points (`mov ecx, 1; add eax, ecx` each): it returns `points` until they change.
+Emitted summing_points(int points, runtime::CodeHeap& code_heap = heap()) {
+  return emit(
+      [&](x86::Assembler& a) {
+        std::vector<PatchPointMark> marks;
+        a.xor_(x86::eax, x86::eax);
+        for (int i = 0; i < points; ++i) {
+          marks.push_back(emit_imm32_point(a, x86::ecx, 1));
+          a.add(x86::eax, x86::ecx);
+        }
+        a.ret();
+        return marks;
+      },
+      code_heap);
+}
+
 // `int f() { return value; }` (a call target).
 std::uintptr_t returning(int value) {
   return emit([&](x86::Assembler& a) {
@@ -278,16 +294,7 @@ TEST(PatchPoint, RipDataPointsAtOtherData) {
 
 TEST(PatchPoint, BatchChangesManyPointsAtOnce) {
   constexpr int kPoints = 200;
-  Emitted f = emit([&](x86::Assembler& a) {
-    std::vector<PatchPointMark> marks;
-    a.xor_(x86::eax, x86::eax);
-    for (int i = 0; i < kPoints; ++i) {
-      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
-      a.add(x86::eax, x86::ecx);
-    }
-    a.ret();
-    return marks;
-  });
+  Emitted f = summing_points(kPoints);
   ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints));
   EXPECT_EQ(f.as<int (*)()>()(), kPoints);
   for (int round = 2; round < 6; ++round) {
@@ -301,16 +308,7 @@ TEST(PatchPoint, BatchChangesManyPointsAtOnce) {
 
 TEST(PatchPoint, BatchAddedInAnyOrderChangesEveryPoint) {
   constexpr int kPoints = 30;
-  Emitted f = emit([&](x86::Assembler& a) {
-    std::vector<PatchPointMark> marks;
-    a.xor_(x86::eax, x86::eax);
-    for (int i = 0; i < kPoints; ++i) {
-      marks.push_back(emit_imm32_point(a, x86::ecx, 1));
-      a.add(x86::eax, x86::ecx);
-    }
-    a.ret();
-    return marks;
-  });
+  Emitted f = summing_points(kPoints);
   ASSERT_EQ(f.points.size(), static_cast<std::size_t>(kPoints));
   PatchPointBatch batch;
   for (int i = kPoints - 1; i >= 0; i -= 2) ASSERT_TRUE(batch.set_imm32(f.points[i], 3));  // Downwards,
@@ -432,18 +430,7 @@ TEST(PatchPointRepeated, RetiredCodeIsRefusedAfterBatches) {
   ASSERT_TRUE(writer);
   runtime::CodeHeap own_heap(**writer);
   runtime::Jit jit(own_heap);
-  Emitted f = emit(
-      [&](x86::Assembler& a) {
-        std::vector<PatchPointMark> marks;
-        a.xor_(x86::eax, x86::eax);
-        for (int i = 0; i < 10; ++i) {
-          marks.push_back(emit_imm32_point(a, x86::ecx, 1));
-          a.add(x86::eax, x86::ecx);
-        }
-        a.ret();
-        return marks;
-      },
-      own_heap);
+  Emitted f = summing_points(10, own_heap);
   ASSERT_EQ(f.points.size(), 10u);
   auto all = [&](std::uint32_t v) -> Status {
     PatchPointBatch batch;
