@@ -229,6 +229,33 @@ TEST(TransactionValidation, IndirectJumpInsideASiteOfSeveralInstructionsIsUnprov
   EXPECT_EQ(test::bytes_at(f + 5, 6), old_bytes);
 }
 
+// The same rule for the new code: several new instructions with an indirect
+// jump among them could be committed but never reverted (the revert's scan
+// finds the jump inside its range), so the commit is refused unless allowed
+// (found by fuzz_transaction: a commit whose revert was refused).
+TEST(TransactionValidation, NewCodeOfSeveralInstructionsWithAnIndirectJumpIsUnprovableUnlessAllowed) {
+  const std::uintptr_t f = emit_indirect_jump_unless_zero();  // f+5 to f+11: test; jz; jmp rsi.
+  const std::vector<std::uint8_t> jumping = test::bytes_at(f + 5, 6);
+  const std::vector<std::uint8_t> nop6{0x66, 0x0F, 0x1F, 0x44, 0x00, 0x00};
+  TransactionOptions allowed;
+  allowed.allow_unprovable = true;
+  Transaction to_nops(allowed);
+  ASSERT_TRUE(to_nops.add(site(f + 5, jumping, nop6)));
+  ASSERT_TRUE(to_nops.commit());
+  {
+    Transaction tx;  // Default options: allow_unprovable is off.
+    ASSERT_TRUE(tx.add(site(f + 5, nop6, jumping)));
+    expect_refused(tx, ErrorCode::kUnprovable, f, 12, "new code has an indirect jump at " + at(f + 9));
+  }
+  Transaction tx(allowed);
+  ASSERT_TRUE(tx.add(site(f + 5, nop6, jumping)));
+  auto committed = tx.commit();
+  ASSERT_TRUE(committed) << committed.error().describe();
+  auto reverted = tx.revert();
+  ASSERT_TRUE(reverted) << reverted.error().describe();
+  EXPECT_EQ(test::bytes_at(f + 5, 6), nop6);
+}
+
 // A site that is one indirect jump has no instruction boundary inside it for
 // the jump to reach: replaced without allow_unprovable, in either direction.
 TEST(TransactionValidation, AnIndirectJumpThatIsTheWholeSiteIsNotUnprovable) {

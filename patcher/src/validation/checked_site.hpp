@@ -41,6 +41,9 @@ struct CheckedSite {
   std::uint32_t to_instructions = 0;
   bool from_plain = false;  //!< Every old instruction runs_anywhere: its copy is its bytes.
   bool to_plain = false;    //!< Likewise for the new instructions.
+  //! An indirect jump among several new instructions (0: none): the branch
+  //! scan of a revert would find it inside the range and refuse to undo it.
+  std::uintptr_t to_indirect_jump = 0;
 
   std::uintptr_t end() const noexcept { return address + from.size(); }
 };

@@ -19,7 +19,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
   // live: within rel32 reach of the site and of every RIP-relative operand.
   runtime::AddressWindow copy_window =
       runtime::AddressWindow::rel32_reach(c.address).intersect(runtime::AddressWindow::rel32_reach(c.end()));
-  std::uintptr_t far_operand = 0;
+  std::uintptr_t far_operand = 0, indirect_jump = 0;
   bool reads_data = false;
   for (std::uintptr_t a = c.address; a < code.end(); ++count) {
     auto insn = count < known.size() ? Result<disasm::Instruction>(known[count]) : disasm::decode(code, a);
@@ -41,6 +41,10 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
       if (into && insn->branch_target != into->address && into != &c)
         first_into = {into, &c, insn->address, insn->branch_target};
     }
+    // As the branch scan sees it: a jump through a slot in these very bytes (the absolute entry) is a known one.
+    const bool own_slot = insn->has_memory_target && insn->memory_target >= c.address &&
+                          c.end() - insn->memory_target >= sizeof(std::uintptr_t);
+    if (insn->flow == disasm::Flow::kIndirectJump && !own_slot && !indirect_jump) indirect_jump = insn->address;
     plain = plain && disasm::runs_anywhere(*insn);
     a = insn->end();
   }
@@ -51,6 +55,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
   }
   c.to_instructions = count;
   c.to_plain = plain;
+  c.to_indirect_jump = count > 1 ? indirect_jump : 0;
   // New code of several instructions must itself be relocatable, or undoing
   // it live (revert, or a rollback) could not move threads out of it.
   if (count > 1 && far_operand)

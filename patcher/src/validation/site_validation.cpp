@@ -104,6 +104,13 @@ Status check_container(CheckedBatch& batch, std::uint32_t container, std::span<c
                       "the code [" + at(box.start) + ", " + at(box.end) + ") has an indirect jump at " +
                           at(found.indirect_jumps.front()) +
                           " whose targets cannot be checked; set allow_unprovable to accept");
+  // The same rule for the code as it will be: a revert would have to scan it.
+  for (std::size_t k = 0; k < sites.size(); ++k)
+    if (sites[k].to_indirect_jump)
+      return site_error(ErrorCode::kUnprovable, sites[k].index, sites[k].address,
+                        "the new code has an indirect jump at " + at(sites[k].to_indirect_jump) +
+                            " among several instructions, whose targets cannot be checked (undoing it would be "
+                            "refused); set allow_unprovable to accept");
   if (!complete)
     return site_error(ErrorCode::kUnprovable, front.index, front.address,
                       "the branch scan of [" + at(box.start) + ", " + at(box.end) +
