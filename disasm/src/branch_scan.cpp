@@ -12,8 +12,8 @@ namespace {
 std::optional<std::uintptr_t> known_target(CodeSpan code, const Instruction& insn) {
   if (insn.has_branch_target) return insn.branch_target;
   if (insn.flow != Flow::kIndirectJump || !insn.has_memory_target || insn.memory_target < code.address ||
-      code.end() - insn.memory_target < sizeof(std::uintptr_t))
-    return std::nullopt;
+      insn.memory_target > code.end() || code.end() - insn.memory_target < sizeof(std::uintptr_t))
+    return std::nullopt;  // (A slot past the end would make the subtraction wrap: fuzz_transaction read out of bounds.)
   std::uintptr_t slot = 0;
   std::memcpy(&slot, code.bytes.data() + (insn.memory_target - code.address), sizeof slot);
   return slot;

@@ -130,5 +130,20 @@ TEST(BranchScan, UndecodableBytesMakeTheScanIncompleteAndBadRangesAreRefused) {
   EXPECT_EQ(scan_branches(CodeSpan{kBase, {}}, kBase, kBase + 1).error().code, ErrorCode::kInvalidArgument);
 }
 
+// A jmp [rip+x] whose slot lies past the end of the scanned bytes is an
+// unknown target (an indirect jump), never read: the bound once wrapped and
+// fuzz_transaction read beyond the bytes.
+TEST(BranchScan, AJumpThroughASlotPastTheEndIsAnIndirectJump) {
+  const std::vector<std::uint8_t> code = {
+      0x90,                                // 0x00 nop
+      0xff, 0x25, 0x40, 0x00, 0x00, 0x00,  // 0x01 jmp [rip+0x40]: its slot is far past the end
+      0x90,                                // 0x07 nop
+  };
+  auto scan = scan_branches(CodeSpan{kBase, code}, kBase, kBase + 1);
+  ASSERT_TRUE(scan) << scan.error().describe();
+  EXPECT_TRUE(scan->branches_into.empty());
+  EXPECT_EQ(scan->indirect_jumps, std::vector<std::uintptr_t>{kBase + 0x01});
+}
+
 }  // namespace
 }  // namespace punch::disasm

@@ -43,7 +43,7 @@ Status check_new_code(CheckedSite& c, std::span<const disasm::Instruction> known
     }
     // As the branch scan sees it: a jump through a slot in these very bytes (the absolute entry) is a known one.
     const bool own_slot = insn->has_memory_target && insn->memory_target >= c.address &&
-                          c.end() - insn->memory_target >= sizeof(std::uintptr_t);
+                          insn->memory_target <= c.end() && c.end() - insn->memory_target >= sizeof(std::uintptr_t);
     if (insn->flow == disasm::Flow::kIndirectJump && !own_slot && !indirect_jump) indirect_jump = insn->address;
     plain = plain && disasm::runs_anywhere(*insn);
     a = insn->end();
